@@ -1,0 +1,61 @@
+# WorkDataHub: every target bootstraps what it needs (uv, the venv, dependencies, dbt manifest).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+TOOLS := $(CURDIR)/.wdh/tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+VENV := $(CURDIR)/.venv
+RUN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.wdh/dagster
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: help setup demo test dev lint format typecheck manifest bench screenshot shell clean stop
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(TOOLS)/bin/uv:
+	@command -v uv >/dev/null 2>&1 || { \
+	  echo "installing uv into $(TOOLS)"; \
+	  $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv; }
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(TOOLS)/bin/uv
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
+
+manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Dagster
+	cd dbt_project && WDH_DBT_HOST=localhost $(RUN)/dbt parse --quiet --profiles-dir .
+
+setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest
+
+demo: setup ## sample workbooks → embedded Postgres → Dagster (raw + dbt), then a summary
+	$(RUN)/wdh demo
+
+test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
+	$(RUN)/pytest -q -p no:cacheprovider
+
+dev: setup ## Dagster UI on http://localhost:3000
+	$(RUN)/dagster dev -m workdatahub.definitions -h 0.0.0.0 -p 3000
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(RUN)/ruff check workdatahub tests bench
+	$(RUN)/ruff format --check workdatahub tests bench
+	$(RUN)/mypy
+
+format: setup ## apply ruff formatting and fixes
+	$(RUN)/ruff format workdatahub tests bench
+	$(RUN)/ruff check --fix workdatahub tests bench
+
+shell: setup ## psql on the warehouse
+	$(RUN)/wdh db shell
+
+stop: ## stop the embedded Postgres
+	-$(RUN)/wdh db stop
+
+clean: stop ## remove the venv, state (embedded Postgres, Dagster) and dbt artefacts
+	rm -rf $(VENV) .wdh dbt_project/target dbt_project/logs data/sample

@@ -1,0 +1,144 @@
+"""Reading real layouts: title rows, aliases, full-width headers, shuffled and extra
+columns, blank and totals rows; Excel row numbers as the operator sees them."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.workbooks import ANNUITY_INCOME_HEADER, TRUSTEE_HEADER, Merged, write_workbook
+from workdatahub.errors import InputError
+from workdatahub.excel.reader import ROW, read_sheet
+from workdatahub.sources.spec import SourcesFile
+
+
+def trustee_rows(n: int = 3) -> list[list[object]]:
+    return [[2024, 11, f"P{i:04d}", "C01", "5%", 1.5, 100] for i in range(n)]
+
+
+@pytest.mark.parametrize(("first_row", "first_col"), [(0, 0), (3, 2)])
+def test_title_rows_and_offsets_keep_excel_row_numbers(
+    sources: SourcesFile, tmp_path: Path, first_row: int, first_col: int
+) -> None:
+    spec = sources.domain("trustee_performance")
+    path = write_workbook(
+        tmp_path / "t.xlsx",
+        {"Sheet1": [Merged("2024年11月受托业绩表", 7), None, TRUSTEE_HEADER, *trustee_rows(3)]},
+        first_row=first_row,
+        first_col=first_col,
+    )
+    sheet = read_sheet(path, spec)
+    assert sheet.header_row == first_row + 3
+    assert sheet.frame[ROW].to_list() == [first_row + 4, first_row + 5, first_row + 6]
+    assert sheet.frame["plan_code"].to_list() == ["P0000", "P0001", "P0002"]
+
+
+def test_blank_and_totals_rows_are_skipped_not_rejected(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = trustee_rows(2)
+    path = write_workbook(
+        tmp_path / "t.xlsx",
+        {"S": [TRUSTEE_HEADER, rows[0], None, ["", " ", None], rows[1], ["合计", None, None, None, None, None, 200], [None, "总计"]]},
+    )
+    sheet = read_sheet(path, spec)
+    assert sheet.frame[ROW].to_list() == [2, 5]
+    assert sheet.skipped_blank == 2 and sheet.skipped_totals == 2
+    assert sheet.rows_read == 2
+
+
+def test_aliases_fullwidth_headers_shuffled_and_extra_columns(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_income")
+    header = list(reversed(ANNUITY_INCOME_HEADER))
+    header[header.index("计划代码")] = " 计划号 "  # alias, with spaces
+    header[header.index("机构名称")] = "机构"  # alias
+    header[header.index("固费")] = "固费\u3000"  # full-width space
+    header.insert(3, "经办人")  # unknown column
+    row = {h.strip(): f"v{i}" for i, h in enumerate(header)}
+    path = write_workbook(tmp_path / "a.xlsx", {"收入明细": [header, list(row.values())]})
+    sheet = read_sheet(path, spec)
+    assert sheet.columns["plan_code"] == "计划号"
+    assert sheet.columns["branch_name"] == "机构"
+    assert "经办人" not in sheet.frame.columns
+    assert sheet.frame["plan_code"].to_list() == [row["计划号"]]
+    assert sheet.missing_optional == ["branch_code"]
+
+
+def test_fullwidth_bracket_header_matches(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("annuity_performance")
+    from tests.workbooks import ANNUITY_PERFORMANCE_HEADER
+
+    header = [("流失（含待遇支付）" if h == "流失(含待遇支付)" else h) for h in ANNUITY_PERFORMANCE_HEADER]
+    path = write_workbook(tmp_path / "a.xlsx", {"规模明细": [header, ["202411"] + ["x"] * (len(header) - 1)]})
+    sheet = read_sheet(path, spec)
+    assert sheet.columns["outflow_incl_benefits"] == "流失（含待遇支付）"
+    assert sheet.columns["outflow"] == "流失"
+
+
+def test_numbers_and_dates_stored_both_ways_arrive_as_text(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("annuity_income")
+    header = ANNUITY_INCOME_HEADER
+    rows = [
+        [date(2024, 11, 1), "企年受托", "集合计划", 12345, "n", "t", 678, "p", "c", "北京", 1.5, "2,000", 0, "-"],
+        ["2024年11月", "企年受托", "集合计划", "P1", "n", "t", "F9", "p", "c", "北京", 1, 2, 3, 4],
+    ]
+    path = write_workbook(tmp_path / "a.xlsx", {"收入明细": [header, *rows]})
+    frame = read_sheet(path, spec).frame
+    assert frame["period"].to_list() == ["2024-11-01 00:00:00", "2024年11月"]
+    assert frame["plan_code"].to_list() == ["12345", "P1"]  # a code stored as a number: no .0
+    assert frame["variable_fee"].to_list() == ["2,000", "2"]
+
+
+def test_missing_required_column_names_it(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    header = [h for h in TRUSTEE_HEADER if h != "公司代码"]
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [header, [2024, 11, "P1", "5%", 1, 2]]})
+    with pytest.raises(InputError, match=r"required column missing: 公司代码 \(header row 1\)"):
+        read_sheet(path, spec)
+
+
+def test_no_header_row_at_all(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [["a", "b"], [1, 2]]})
+    with pytest.raises(InputError, match="no header row found"):
+        read_sheet(path, spec)
+
+
+def test_missing_sheet_lists_the_sheets(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("annuity_performance")
+    path = write_workbook(tmp_path / "a.xlsx", {"收入明细": [["月度"]], "其他": [["x"]]})
+    with pytest.raises(InputError, match=r"sheet '规模明细' not found \(sheets: 收入明细, 其他\)"):
+        read_sheet(path, spec)
+
+
+def test_duplicate_header_is_an_error_naming_both_columns(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [[*TRUSTEE_HEADER, "计划代码"], trustee_rows(1)[0]]})
+    with pytest.raises(InputError, match=r"appears twice \(columns C and H\)"):
+        read_sheet(path, spec)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"not a zip at all", "not a readable workbook"), (b"PK\x03\x04broken", "not a readable workbook")],
+)
+def test_not_a_workbook(sources: SourcesFile, tmp_path: Path, content: bytes, expected: str) -> None:
+    spec = sources.domain("trustee_performance")
+    path = tmp_path / "bad.xlsx"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=expected):
+        read_sheet(path, spec)
+
+
+def test_zip_that_is_not_a_workbook(sources: SourcesFile, tmp_path: Path) -> None:
+    import zipfile
+
+    spec = sources.domain("trustee_performance")
+    path = tmp_path / "z.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(InputError, match=str(path)):
+        read_sheet(path, spec)

@@ -1,0 +1,104 @@
+"""Cleanse + Pandera on whole workbooks: valid rows and rejects with file/row/column/value."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+from tests.workbooks import ANNUITY_INCOME_HEADER, ANNUITY_PERFORMANCE_HEADER, TRUSTEE_HEADER, write_workbook
+from workdatahub.pipeline import check_file
+from workdatahub.sources.spec import SourcesFile
+
+NOV = date(2024, 11, 1)
+
+
+def test_trustee_rejects_name_row_column_value_reason(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = [
+        TRUSTEE_HEADER,
+        [2024, 11, "P1", "C1", "5%", "1,234.5", "¥100"],  # row 2 valid
+        [2024, 11, "P2", "C1", 3.5, "abc", 1],  # row 3 net_value not a number
+        [2024, 11, "P1", "C1", 0.01, 1, 1],  # row 4 duplicate key of row 2
+        [2024, 10, "P3", "C1", 0.01, 1, 1],  # row 5 another month
+        [2024, 11, None, "C1", 0.01, 1, 1],  # row 6 plan code missing
+        [2024, 13, "P4", "C1", 0.01, 1, 1],  # row 7 not a month
+        [2024, 11, "P5", 1001, "(1.5)", "-", "N/A"],  # row 8 valid: negative rate, nulls
+    ]
+    result = check_file(spec, write_workbook(tmp_path / "t.xlsx", {"S": rows}), NOV)
+    rejects = {(r["row"], r["column"]): (r["value"], r["reason"]) for r in result.to_json()["rejects"]}
+    assert rejects == {
+        (3, "net_value"): ("abc", "not a number: 'abc'"),
+        (4, "report_date,plan_code,company_code"): ("2024-11-01 / P1 / C1", "duplicate key: 2024-11-01 / P1 / C1"),
+        (5, "report_date"): ("2024 / 10", "period mismatch: row is for 2024-10, loading 2024-11"),
+        (6, "plan_code"): (None, "required value missing"),
+        (7, "report_date"): ("2024 / 13", "年/月 do not form a valid month"),
+    }
+    valid = result.validated.valid
+    assert valid["_row"].to_list() == [2, 8]
+    assert valid["net_value"].to_list() == [Decimal("1234.5"), None]
+    assert valid["fund_scale"].to_list() == [Decimal("100"), None]
+    assert valid["return_rate"].to_list() == [Decimal("0.05"), Decimal("-0.015")]
+    assert valid["company_code"].to_list() == ["C1", "1001"]
+    assert result.validated.rows_rejected == 5
+    # the quarantine keeps the whole raw row
+    assert result.validated.rejected_rows.filter(_row=3)["net_value"].to_list() == ["abc"]
+
+
+def _performance_row(**overrides: object) -> list[object]:
+    base = dict.fromkeys(ANNUITY_PERFORMANCE_HEADER)
+    base.update(
+        {
+            "月度": "202411", "业务类型": "企年受托", "计划类型": "单一计划", "计划代码": "P0001",
+            "组合代码": "F12345", "客户名称": " 中国石化 (团托) ", "集团企业客户号": "C600123",
+            "期初资产规模": "1,000", "期末资产规模": 1100, "供款": 100, "流失(含待遇支付)": "(10)",
+            "当期收益率": "5%", "机构名称": "北京",
+        }
+    )  # fmt: skip
+    base.update(overrides)
+    return list(base.values())
+
+
+def test_annuity_performance_rules_applied(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("annuity_performance")
+    rows = [
+        ANNUITY_PERFORMANCE_HEADER,
+        _performance_row(),
+        _performance_row(计划代码="1P0290", 组合代码=None, 业务类型="职年受托"),
+        _performance_row(计划代码=None, 计划类型="集合计划", 组合代码=None),
+        _performance_row(计划代码=None, 计划类型="其他"),  # row 5 rejected
+        _performance_row(业务类型="企年保险"),  # row 6 not an accepted business type
+        _performance_row(月度="2024年11月", 期末资产规模="abc"),  # row 7 rejected
+    ]
+    result = check_file(spec, write_workbook(tmp_path / "a.xlsx", {"规模明细": rows}), NOV)
+    valid = result.validated.valid
+    assert valid["_row"].to_list() == [2, 3, 4]
+    assert valid["plan_code"].to_list() == ["P0001", "P0290", "AN001"]
+    assert valid["portfolio_code"].to_list() == ["12345", "QTAN003", "QTAN001"]
+    assert valid["customer_name"].to_list() == ["中国石化"] * 3
+    assert valid["annuity_account_name"].to_list() == ["中国石化 (团托)"] * 3
+    assert valid["annuity_account_no"].to_list() == ["600123"] * 3
+    assert valid["group_customer_no"].to_list() == ["C600123"] * 3
+    assert valid["outflow_incl_benefits"].to_list() == [Decimal("-10")] * 3
+    assert valid["period"].to_list() == [NOV] * 3
+    reasons = {(r["row"], r["column"]): r["reason"] for r in result.to_json()["rejects"]}
+    assert "plan type" in reasons[(5, "plan_code")]
+    assert reasons[(6, "business_type")].startswith("not one of 企年受托")
+    assert reasons[(7, "closing_assets")] == "not a number: 'abc'"
+
+
+def test_income_blank_placeholders_count_as_zero_but_text_rejects(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_income")
+    common = ["202411", "企年投资", "集合计划", "P1", "n", "t", "F1", "p", "某公司", "上海"]
+    rows = [ANNUITY_INCOME_HEADER, [*common, "-", None, "无", 5], [*common, "abc", 1, 2, 3]]
+    result = check_file(spec, write_workbook(tmp_path / "a.xlsx", {"收入明细": rows}), NOV)
+    valid = result.validated.valid
+    assert valid["fixed_fee"].to_list() == [Decimal(0)]
+    assert valid["variable_fee"].to_list() == [Decimal(0)]
+    assert valid["rebate"].to_list() == [Decimal(0)]
+    assert valid["tax"].to_list() == [Decimal(5)]
+    assert result.to_json()["rejects"] == [
+        {"row": 3, "column": "fixed_fee", "value": "abc", "reason": "not a number: 'abc'"}
+    ]

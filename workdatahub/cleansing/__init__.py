@@ -1,0 +1,1 @@
+"""Vectorised value parsing and named domain rules (pure: no database, no Dagster)."""

@@ -1,0 +1,317 @@
+"""`wdh`: the operator's command line. Every command calls the same pipeline functions
+the Dagster assets call. Expected failures print one line and exit with:
+0 done (rejects allowed), 1 reject threshold exceeded, 2 bad input or usage,
+3 warehouse failure (the table was left as it was).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from workdatahub.errors import WdhError
+from workdatahub.settings import get_settings, mask_url
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"wdh: error: {mask_url(message)}", err=True)
+    sys.exit(code)
+
+
+def _emit_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
+
+
+def _data_dir(value: Path | None) -> Path:
+    return (value or get_settings().data_dir).resolve()
+
+
+def _spec(domain: str) -> Any:
+    from workdatahub.sources.spec import load_sources  # noqa: PLC0415
+
+    return load_sources().domain(domain)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header, *[[("" if v is None else str(v)) for v in row] for row in rows]]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate(cells):
+        lines.append("  ".join(_pad(v, widths[i]) for i, v in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+    # CJK characters take two terminal columns
+    return sum(2 if "\u2e80" <= ch <= "\uffef" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+period_option = click.option("--period", "-p", required=True, help="reporting month, e.g. 2024-11")
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="root of the monthly folders (default: WDH_DATA_DIR)",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """WorkDataHub: monthly Excel workbooks into a trustworthy Postgres warehouse."""
+    from workdatahub.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging()
+
+
+@cli.command()
+@click.argument("domain")
+@period_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def discover(domain: str, period: str, data_dir: Path | None, as_json: bool) -> None:
+    """Show which workbook a month of DOMAIN would load, and what was ignored."""
+    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.sources.discovery import discover as find  # noqa: PLC0415
+
+    root = _data_dir(data_dir)
+    result = find(_spec(domain), parse_period(period), root)
+    if as_json:
+        _emit_json(result.to_json(root))
+        return
+    payload = result.to_json(root)
+    click.echo(f"{domain} {payload['period']}: {result.base}")
+    for item in payload["files"]:  # type: ignore[union-attr]
+        click.echo(f"  use     {item['path']}  version={item['version'] or '-'}  sha256={item['sha256'][:16]}…")
+    for item in payload["ignored"]:  # type: ignore[union-attr]
+        click.echo(f"  ignore  {item['path']}  ({item['reason']})")
+
+
+@cli.command()
+@click.argument("domain")
+@period_option
+@data_dir_option
+@click.option(
+    "--mode",
+    type=click.Choice(["delete_insert", "append", "upsert"]),
+    help="refresh mode (default: the domain's `refresh`)",
+)
+@click.option("--plan-only", is_flag=True, help="print the SQL and counts; touch nothing")
+@click.option("--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable summary")
+def load(
+    domain: str,
+    period: str,
+    data_dir: Path | None,
+    mode: str | None,
+    plan_only: bool,
+    max_reject_rate: float | None,
+    as_json: bool,
+) -> None:
+    """Load one month of DOMAIN into its raw table (or show the plan)."""
+    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.pipeline import run_partition  # noqa: PLC0415
+
+    result = run_partition(
+        _spec(domain),
+        parse_period(period),
+        data_dir=_data_dir(data_dir),
+        mode=mode,  # type: ignore[arg-type]
+        plan_only=plan_only,
+        max_reject_rate=max_reject_rate,
+    )
+    summary = result.summary()
+    if plan_only:
+        summary["statements"] = [
+            {"purpose": s.purpose, "sql": s.display(), "rows": s.rows} for s in result.plan.statements
+        ]
+    if as_json:
+        _emit_json(summary)
+        return
+    if plan_only:
+        click.echo(result.plan.render())
+        if result.threshold_exceeded:
+            click.echo(
+                f"-- NOTE: reject rate {result.check.reject_rate:.1%} exceeds "
+                f"{result.max_reject_rate:.1%}: a real load would be refused"
+            )
+        return
+    click.echo(
+        f"{domain} {summary['period']}: loaded {summary['rows_loaded']} rows into "
+        f"{result.plan.table} (replaced {summary['rows_deleted']}), rejected "
+        f"{summary['rows_rejected']} ({summary['reject_rate']:.1%}); load {summary['load_id']}"
+    )
+
+
+@cli.command()
+@click.argument("domain")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--period", "-p", help="also reject rows of another month")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write valid rows as CSV")
+@click.option("--limit", default=50, show_default=True, help="rejects shown (text output)")
+def check(
+    domain: str, file: Path, period: str | None, as_json: bool, out: Path | None, limit: int
+) -> None:
+    """Read, cleanse and validate one workbook; no database needed."""
+    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.pipeline import check_file, cleaned_frame  # noqa: PLC0415
+
+    spec = _spec(domain)
+    result = check_file(spec, file, parse_period(period) if period else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    click.echo(
+        f"{file} [{result.sheet.sheet}] header row {result.sheet.header_row}: "
+        f"{result.rows_read} rows read, {result.validated.rows_valid} valid, "
+        f"{result.validated.rows_rejected} rejected"
+        f" (skipped {result.sheet.skipped_blank} blank, {result.sheet.skipped_totals} totals)"
+    )
+    rejects = result.validated.rejects
+    if rejects.height:
+        shown = [list(r) for r in rejects.head(limit).iter_rows()]
+        click.echo(_table(shown, ["row", "column", "value", "reason"]))
+        if rejects.height > limit:
+            click.echo(f"… {rejects.height - limit} more (use --json for all)")
+    if out is not None:
+        click.echo(f"wrote {result.validated.rows_valid} valid rows to {out}")
+
+
+@cli.group()
+def db() -> None:
+    """The warehouse database."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Create or migrate the warehouse schemas and tables (Alembic)."""
+    from workdatahub.warehouse.db import masked_url  # noqa: PLC0415
+    from workdatahub.warehouse.migrate import upgrade as migrate  # noqa: PLC0415
+
+    revision = migrate()
+    click.echo(f"warehouse {masked_url()} at revision {revision}")
+
+
+@db.command()
+@click.option("-c", "command", help="run one SQL command and exit")
+def shell(command: str | None) -> None:
+    """psql on the warehouse."""
+    import shutil  # noqa: PLC0415
+
+    from workdatahub.warehouse.db import psql_env  # noqa: PLC0415
+
+    env = {**os.environ, **psql_env()}
+    psql = shutil.which("psql") or _bundled_psql()
+    if psql is None:
+        _fail("psql not found (install the postgresql-client package)")
+    args = [psql, "-v", "ON_ERROR_STOP=1", *(["-c", command] if command else [])]
+    sys.exit(subprocess.call(args, env=env))
+
+
+def _bundled_psql() -> str | None:
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+    except ImportError:
+        return None
+    candidate = Path(POSTGRES_BIN_PATH) / "psql"
+    return str(candidate) if candidate.exists() else None
+
+
+@db.command()
+def url() -> None:
+    """Print the warehouse URL (password masked)."""
+    from workdatahub.warehouse.db import masked_url  # noqa: PLC0415
+
+    click.echo(masked_url())
+
+
+@db.command()
+def stop() -> None:
+    """Stop the embedded Postgres (no effect on an external WDH_DATABASE_URL)."""
+    from workdatahub.warehouse.db import stop_embedded  # noqa: PLC0415
+
+    click.echo("embedded Postgres stopped" if stop_embedded() else "embedded Postgres not running")
+
+
+@cli.command()
+def env() -> None:
+    """Print shell exports for dbt and Dagster: eval "$(wdh env)"."""
+    import shlex  # noqa: PLC0415
+
+    from workdatahub.warehouse.db import dbt_env  # noqa: PLC0415
+
+    settings = get_settings()
+    exports = {**dbt_env(), "DAGSTER_HOME": str(settings.dagster_home)}
+    for key, value in exports.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@cli.command()
+@click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
+@click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
+@click.option("--seed", default=7, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="default: WDH_DATA_DIR")
+@click.option(
+    "--domain", "domains", multiple=True, help="only these domains (default: all sample domains)"
+)
+@click.option("--overwrite", is_flag=True, help="rewrite files that exist")
+def sample(
+    months: str, rows: int, seed: int, out: Path | None, domains: tuple[str, ...], overwrite: bool
+) -> None:
+    """Write deterministic synthetic workbooks in the operators' folder layout."""
+    from workdatahub.periods import month_range  # noqa: PLC0415
+    from workdatahub.samples import write_samples  # noqa: PLC0415
+
+    target = _data_dir(out)
+    kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "overwrite": overwrite}
+    if domains:
+        kwargs["domains"] = tuple(domains)
+    written = write_samples(target, month_range(months), **kwargs)
+    for item in written:
+        click.echo(f"{item.domain:22} {item.period:%Y-%m}  {item.rows:>8} rows  {item.path}")
+
+
+@cli.command()
+@click.option("--months", default="2024-01..2024-03", show_default=True)
+@click.option("--rows", default=200, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample")
+def demo(months: str, rows: int, data_dir: Path | None) -> None:
+    """Sample workbooks → embedded Postgres → Dagster (raw + dbt) → a summary table."""
+    from workdatahub.demo import run_demo  # noqa: PLC0415
+
+    code = run_demo(months=months, rows=rows, data_dir=data_dir)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except WdhError as error:
+        _fail(error.message, error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The Dagster code location: `dagster dev -m workdatahub.definitions` (or `make dev`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
+from workdatahub.defs.partitions import monthly_partitions
+from workdatahub.defs.raw_assets import build_raw_assets
+from workdatahub.defs.resources import WarehouseResource
+from workdatahub.sources.spec import load_sources
+
+raw_assets = build_raw_assets(load_sources())
+
+monthly_refresh = dg.define_asset_job(
+    "monthly_refresh",
+    selection=dg.AssetSelection.all(),
+    partitions_def=monthly_partitions,
+    description="Load every domain's month into raw, then build the dbt models for it.",
+)
+
+defs = dg.Definitions(
+    assets=[*raw_assets, dbt_reference_seeds, dbt_models],
+    jobs=[monthly_refresh],
+    resources={
+        "warehouse": WarehouseResource(),
+        "dbt": DbtCliResource(project_dir=dbt_project),
+    },
+)

@@ -1,0 +1,1 @@
+"""The Dagster code location, one module per integration; no business logic here."""

@@ -1,0 +1,84 @@
+"""dbt models as Dagster assets on the same monthly partitions; dbt tests become checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
+from workdatahub.defs.resources import WarehouseResource
+from workdatahub.settings import PROJECT_ROOT
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def ensure_manifest() -> None:
+    """`dagster asset materialize` and tests do not run `dagster dev`'s preparation:
+    parse the project once when no manifest exists yet."""
+    if dbt_project.manifest_path.exists():
+        return
+    dbt_project.preparer.prepare(dbt_project)
+
+
+class WorkDataHubTranslator(DagsterDbtTranslator):
+    """raw tables keep the raw assets' keys; models are keyed by schema (staging/marts)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        resource_type = dbt_resource_props["resource_type"]
+        if resource_type == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        schema = dbt_resource_props.get("config", {}).get("schema") or dbt_resource_props.get(
+            "schema", "marts"
+        )
+        return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "seed":
+            return "reference"
+        fqn = dbt_resource_props.get("fqn", [])
+        return fqn[1] if len(fqn) > 2 else "dbt"
+
+
+translator = WorkDataHubTranslator()
+ensure_manifest()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select="resource_type:model",
+    partitions_def=monthly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=translator,
+    name="dbt_models",
+)
+def dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """Build (run + test) the models for the month window of this run."""
+    warehouse.export_dbt_env()
+    window = context.partition_time_window
+    dbt_vars = dbt_vars_for_window(window.start, window.end)
+    context.log.info(f"dbt build for {dbt_vars['period_start']} ≤ period < {dbt_vars['period_end']}")
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select="resource_type:seed",
+    dagster_dbt_translator=translator,
+    name="dbt_reference_seeds",
+)
+def dbt_reference_seeds(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+) -> Iterator[Any]:
+    """Reference tables (seeds): product lines, branches, plans, accounts, company ids."""
+    warehouse.export_dbt_env()
+    yield from dbt.cli(["build"], context=context).stream()

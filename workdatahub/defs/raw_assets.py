@@ -1,0 +1,134 @@
+"""One raw asset per domain of `data_sources.yml`, built by a factory (never by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from workdatahub.defs.partitions import monthly_partitions, partition_period
+from workdatahub.defs.resources import WarehouseResource
+from workdatahub.errors import RejectThresholdExceeded, WdhError
+from workdatahub.pipeline import PartitionResult, run_partition
+from workdatahub.sources.spec import DomainSpec, SourcesFile
+
+REJECT_RATE_CHECK = "reject_rate"
+
+
+def raw_asset_key(domain: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", domain])
+
+
+def _metadata(result: PartitionResult) -> dict[str, Any]:
+    summary = result.summary()
+    source = result.file
+    return {
+        "partition": summary["period"],
+        "load_id": summary["load_id"],
+        "file": dg.MetadataValue.path(str(source.path)),
+        "file_version": source.version or "base",
+        "sha256": source.sha256,
+        "sheet": summary["sheet"],
+        "rows_read": summary["rows_read"],
+        "dagster/row_count": summary["rows_loaded"],
+        "rows_loaded": summary["rows_loaded"],
+        "rows_deleted": summary["rows_deleted"],
+        "rows_rejected": summary["rows_rejected"],
+        "reject_rate": float(summary["reject_rate"]),
+        "duration_s": round(sum(result.timings.values()), 3),
+        "timings_s": dg.MetadataValue.json(summary["timings_s"]),
+    }
+
+
+def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
+    key = raw_asset_key(spec.name)
+    columns = dg.TableSchema(
+        columns=[
+            dg.TableColumn(c.name, c.sql_type, description=c.header or f"derived: {c.derive}")
+            for c in spec.loaded_columns
+        ]
+    )
+
+    @dg.asset(
+        key=key,
+        partitions_def=monthly_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="raw",
+        kinds={"excel", "postgres", "polars"},
+        description=(
+            f"{spec.description}\n\nTable `{spec.schema_name}.{spec.table}`, refresh "
+            f"`{spec.refresh}`; rejected rows go to `wdh.rejected_rows`."
+        ),
+        metadata={
+            "dagster/column_schema": columns,
+            "dagster/table_name": f"{spec.schema_name}.{spec.table}",
+            "max_reject_rate": spec.max_reject_rate,
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                REJECT_RATE_CHECK,
+                asset=key,
+                description=(
+                    f"Pandera validation: the share of rejected rows stays at or below "
+                    f"{spec.max_reject_rate:.0%}; above it the month is not loaded."
+                ),
+            )
+        ],
+    )
+    def _raw(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
+        keys = context.partition_keys
+        url = warehouse.url()
+        worst: dict[str, Any] = {}
+        results: list[PartitionResult] = []
+        for partition in keys:
+            period = partition_period(partition)
+            try:
+                result = run_partition(spec, period, data_dir=warehouse.data_path(), url=url)
+            except RejectThresholdExceeded as error:
+                yield dg.AssetCheckResult(
+                    check_name=REJECT_RATE_CHECK,
+                    asset_key=key,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"partition": partition, "reason": error.message},
+                )
+                raise dg.Failure(description=error.message, allow_retries=False) from None
+            except WdhError as error:
+                raise dg.Failure(description=error.message, allow_retries=False) from None
+            context.log.info(
+                f"{spec.name} {partition}: {result.outcome.rows_loaded if result.outcome else 0} "
+                f"rows loaded, {result.plan.rows_rejected} rejected"
+            )
+            results.append(result)
+            if not worst or result.check.reject_rate >= worst["reject_rate"]:
+                worst = {"partition": partition, "reject_rate": result.check.reject_rate}
+        last = results[-1]
+        metadata = _metadata(last)
+        if len(results) > 1:
+            metadata["partitions"] = ", ".join(keys)
+            metadata["rows_loaded"] = sum(r.outcome.rows_loaded for r in results if r.outcome)
+            metadata["rows_rejected"] = sum(r.plan.rows_rejected for r in results)
+        yield dg.MaterializeResult(
+            asset_key=key,
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=REJECT_RATE_CHECK,
+                    asset_key=key,
+                    passed=True,
+                    metadata={
+                        "reject_rate": float(worst["reject_rate"]),
+                        "max_reject_rate": spec.max_reject_rate,
+                        "worst_partition": worst["partition"],
+                        "rows_rejected": metadata["rows_rejected"],
+                    },
+                )
+            ],
+        )
+
+    return _raw
+
+
+def build_raw_assets(sources: SourcesFile) -> list[dg.AssetsDefinition]:
+    return [build_raw_asset(spec) for spec in sources.domains.values()]

@@ -1,0 +1,33 @@
+"""Resources: the warehouse (embedded or external Postgres) and the data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from workdatahub.settings import get_settings
+
+
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Where workbooks are read from and which Postgres they load into.
+
+    Empty strings mean "from the settings" (WDH_DATA_DIR, WDH_DATABASE_URL or embedded).
+    """
+
+    data_dir: str = ""
+
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve() if self.data_dir else get_settings().data_dir
+
+    def url(self) -> str:
+        from workdatahub.warehouse.db import database_url  # noqa: PLC0415
+
+        return database_url()
+
+    def export_dbt_env(self) -> None:
+        """dbt's profiles.yml reads WDH_DBT_*; the dbt subprocess inherits them."""
+        from workdatahub.warehouse.db import dbt_env  # noqa: PLC0415
+
+        os.environ.update(dbt_env(self.url()))

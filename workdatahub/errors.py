@@ -1,0 +1,44 @@
+"""Expected failures: each carries a one-line reason the operator can act on.
+
+Anything raised as a `WdhError` is printed as one line (never a traceback) and mapped to
+an exit code by the CLI. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class WdhError(Exception):
+    """An expected failure with a one-line, operator-facing reason."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(WdhError):
+    """`data_sources.yml` or the settings are wrong; the message names the domain and field."""
+
+
+class InputError(WdhError):
+    """A source file is missing, ambiguous or unreadable; the message names the file."""
+
+
+class RejectThresholdExceeded(WdhError):
+    """The share of rejected rows is above the domain's `max_reject_rate`."""
+
+    exit_code = 1
+
+
+class WarehouseError(WdhError):
+    """The database refused or failed; the target table was left as it was."""
+
+    exit_code = 3
+
+
+class LoadBusyError(WarehouseError):
+    """Another load holds the lock for this table and period."""

@@ -1,0 +1,1 @@
+"""Reading workbooks fast (fastexcel → Arrow → polars), keeping Excel row numbers."""

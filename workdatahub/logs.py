@@ -1,0 +1,59 @@
+"""Structured logs: readable in a terminal, JSON in production; always to stderr.
+
+Every line can carry domain, partition and load id (bind them with `log.bind(...)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Any
+
+import structlog
+
+from workdatahub.settings import get_settings, mask_url
+
+_configured = False
+
+
+def _mask_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and ("://" in value or "password=" in value.lower()):
+            event[key] = mask_url(value)
+    return event
+
+
+def configure_logging(force: bool = False) -> None:
+    global _configured
+    if _configured and not force:
+        return
+    settings = get_settings()
+    level = getattr(logging, settings.log_level)
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if settings.json_logs
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _mask_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # third-party chatter stays out of the operator's terminal unless asked for
+    for noisy in ("pgserver", "alembic", "fasteners"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    _configured = True
+
+
+def get_logger(**context: Any) -> Any:
+    configure_logging()
+    return structlog.get_logger("workdatahub").bind(**context)

@@ -1,0 +1,48 @@
+"""Reporting months: users type `2024-11` (or `202411`); the warehouse stores 2024-11-01."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from workdatahub.errors import WdhError
+
+_PERIOD = re.compile(r"^\s*(\d{4})-?(\d{2})(?:-01)?\s*$")
+
+
+class PeriodError(WdhError):
+    pass
+
+
+def parse_period(text: str) -> date:
+    match = _PERIOD.match(str(text))
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise PeriodError(f"period {text!r} is not a month like 2024-11")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def period_key(period: date) -> str:
+    """The partition key: `YYYY-MM`."""
+    return f"{period.year:04d}-{period.month:02d}"
+
+
+def folder_name(period: date) -> str:
+    """The monthly folder name: `YYYYMM`."""
+    return f"{period.year:04d}{period.month:02d}"
+
+
+def next_month(period: date) -> date:
+    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
+
+
+def month_range(spec: str) -> list[date]:
+    """`2024-01..2024-03` (or a single month) -> every month in between, inclusive."""
+    first, _, last = spec.partition("..")
+    start = parse_period(first)
+    end = parse_period(last) if last else start
+    if end < start:
+        raise PeriodError(f"month range {spec!r} ends before it starts")
+    months = [start]
+    while months[-1] < end:
+        months.append(next_month(months[-1]))
+    return months

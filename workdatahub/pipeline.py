@@ -1,0 +1,201 @@
+"""One partition of one domain: discover → read → cleanse → validate → plan → load.
+
+The `wdh` CLI and the Dagster assets both call these functions; neither holds business
+logic of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workdatahub.cleansing.cleanse import cleanse
+from workdatahub.errors import RejectThresholdExceeded
+from workdatahub.excel.reader import SheetData, read_sheet
+from workdatahub.logs import get_logger
+from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover, sha256_of
+from workdatahub.sources.spec import DomainSpec, RefreshMode
+from workdatahub.validation.schema import Validated, validate
+from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute
+
+
+@dataclass
+class CheckResult:
+    """A workbook read, cleansed and validated: no database involved."""
+
+    domain: str
+    file: Path
+    sheet: SheetData
+    validated: Validated
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_read(self) -> int:
+        return self.sheet.rows_read
+
+    @property
+    def reject_rate(self) -> float:
+        return self.validated.rows_rejected / self.rows_read if self.rows_read else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "file": str(self.file),
+            "sheet": self.sheet.sheet,
+            "rows_read": self.rows_read,
+            "rows_valid": self.validated.rows_valid,
+            "rows_rejected": self.validated.rows_rejected,
+            "rejects": [
+                {"row": r["row"], "column": r["column"], "value": r["value"], "reason": r["reason"]}
+                for r in self.validated.rejects.iter_rows(named=True)
+            ],
+        }
+
+
+@dataclass
+class PartitionResult:
+    domain: str
+    period: date
+    discovery: DiscoveryResult
+    check: CheckResult
+    plan: LoadPlan
+    outcome: LoadOutcome | None  # None for plan-only
+    threshold_exceeded: bool
+    max_reject_rate: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def file(self) -> SourceFile:
+        return self.discovery.files[0]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "period": f"{self.period:%Y-%m}",
+            "load_id": str(self.plan.load_id),
+            "status": self.outcome.status if self.outcome else "planned",
+            "files": self.plan.files,
+            "sheet": self.check.sheet.sheet,
+            "rows_read": self.check.rows_read,
+            "rows_loaded": self.outcome.rows_loaded if self.outcome else 0,
+            "rows_to_load": self.plan.rows_to_load,
+            "rows_rejected": self.plan.rows_rejected,
+            "rows_deleted": self.outcome.rows_deleted if self.outcome else 0,
+            "reject_rate": round(self.check.reject_rate, 6),
+            "max_reject_rate": self.max_reject_rate,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def check_file(spec: DomainSpec, path: Path, period: date | None = None) -> CheckResult:
+    """Read, cleanse and validate one workbook (the period check applies when given)."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "read"):
+        sheet = read_sheet(path, spec)
+    with _timed(timings, "cleanse"):
+        cleansed = cleanse(sheet.frame, spec, period)
+    with _timed(timings, "validate"):
+        validated = validate(cleansed, spec)
+    return CheckResult(spec.name, path, sheet, validated, timings)
+
+
+def cleaned_frame(result: CheckResult, spec: DomainSpec) -> pl.DataFrame:
+    """Valid rows with the target column names (what `wdh check --out` writes)."""
+    return result.validated.valid.select([c.name for c in spec.loaded_columns])
+
+
+def run_partition(
+    spec: DomainSpec,
+    period: date,
+    *,
+    data_dir: Path,
+    url: str | None = None,
+    mode: RefreshMode | None = None,
+    plan_only: bool = False,
+    max_reject_rate: float | None = None,
+) -> PartitionResult:
+    """Load one month of one domain. Raises `RejectThresholdExceeded` (after quarantining
+    the rejects and logging a refused load) when too many rows are rejected."""
+    mode = mode or spec.refresh
+    limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
+    log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}")
+    timings: dict[str, float] = {}
+    with _timed(timings, "discover"):
+        found = discover(spec, period, data_dir)
+    source = found.files[0]
+    log.info("discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12])
+    check = check_file(spec, source.path, period)
+    timings.update(check.timings)
+    log.info(
+        "validated",
+        rows_read=check.rows_read,
+        rows_valid=check.validated.rows_valid,
+        rows_rejected=check.validated.rows_rejected,
+        blank_rows=check.sheet.skipped_blank,
+        totals_rows=check.sheet.skipped_totals,
+    )
+    try:
+        source_file = str(source.path.relative_to(data_dir))
+    except ValueError:
+        source_file = str(source.path)
+    with _timed(timings, "plan"):
+        plan = build_plan(
+            spec,
+            period,
+            mode=mode,
+            source_file=source_file,
+            source_sheet=check.sheet.sheet,
+            files=[{**source.to_json(data_dir), "size": source.size}],
+            rows_read=check.rows_read,
+            valid=check.validated.valid,
+            rejects=check.validated.rejects,
+            rejected_rows=check.validated.rejected_rows,
+        )
+    exceeded = check.reject_rate > limit
+    result = PartitionResult(
+        spec.name, period, found, check, plan, None, exceeded, limit, timings
+    )
+    if plan_only:
+        return result
+    if url is None:
+        from workdatahub.warehouse.db import database_url  # noqa: PLC0415
+
+        url = database_url()
+    log = log.bind(load_id=str(plan.load_id))
+    refuse = None
+    if exceeded:
+        refuse = (
+            f"{spec.name} {period:%Y-%m}: {check.validated.rows_rejected} of {check.rows_read} rows "
+            f"rejected ({check.reject_rate:.1%}) > max_reject_rate {limit:.1%}; table unchanged, "
+            f"rejects quarantined (see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
+        )
+    with _timed(timings, "load"):
+        result.outcome = execute(plan, spec, url, refuse=refuse)
+    log.info(
+        "loaded" if not refuse else "refused",
+        rows_loaded=result.outcome.rows_loaded,
+        rows_deleted=result.outcome.rows_deleted,
+        rows_rejected=result.outcome.rows_rejected,
+        seconds=round(sum(timings.values()), 3),
+    )
+    if refuse:
+        raise RejectThresholdExceeded(refuse)
+    return result
+
+

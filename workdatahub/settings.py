@@ -1,0 +1,82 @@
+"""Settings from the environment (`WDH_` prefix) and `.env`, validated once."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+_PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<pw>[^&\s]+)", re.I)
+
+
+def mask_url(text: str) -> str:
+    """Replace any password inside URLs or `password=` parameters with `***`."""
+    text = _PASSWORD_IN_URL.sub(lambda m: f"{m['head']}***{m['at']}" if m["pw"] else m[0], text)
+    return _PASSWORD_PARAM.sub(lambda m: f"{m['head']}***", text)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WDH_",
+        env_file=(PROJECT_ROOT / ".env", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/db; unset starts an embedded Postgres",
+    )
+    home: Path = Field(default=PROJECT_ROOT / ".wdh", description="state: embedded Postgres, Dagster")
+    data_dir: Path = Field(default=PROJECT_ROOT / "data", description="root of the monthly folders")
+    sources_file: Path = Field(default=PROJECT_ROOT / "data_sources.yml")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    partitions_start: str = Field(default="2024-01", pattern=r"^\d{4}-\d{2}$")
+    database_name: str = Field(default="workdatahub", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("home", "data_dir", "sources_file")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (Path.cwd() / value).resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.environment == "prod"
+        return self.log_format == "json"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment)."""
+    get_settings.cache_clear()

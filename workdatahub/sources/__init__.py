@@ -1,0 +1,1 @@
+"""Domain specs (`data_sources.yml`) and file discovery."""

@@ -1,0 +1,195 @@
+"""Find the workbook(s) for one domain and month, exactly as operators file them.
+
+Rules (see the data contract): the highest `V<n>` folder that holds a matching file wins,
+otherwise the base folder; lock files, hidden files, mail files and the domain's own
+exclusions are ignored; two matches in the chosen folder is an error naming them all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+from workdatahub.errors import InputError
+from workdatahub.periods import folder_name
+from workdatahub.sources.spec import DomainSpec
+
+_VERSION_DIR = re.compile(r"^[Vv](\d+)$")
+_MONTH_DIR = re.compile(r"^(\d{4})(0[1-9]|1[0-2])$")
+WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
+ALWAYS_EXCLUDED = ("~$*", ".*", "*.eml")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    version: str | None  # "V2", or None for the base folder
+    sha256: str
+    size: int
+
+    def to_json(self, data_dir: Path | None = None) -> dict[str, object]:
+        path = self.path
+        if data_dir is not None and path.is_relative_to(data_dir):
+            path = path.relative_to(data_dir)
+        return {"path": str(path), "version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Ignored:
+    path: Path
+    reason: str
+
+
+@dataclass
+class DiscoveryResult:
+    domain: str
+    period: date
+    base: Path
+    files: list[SourceFile] = field(default_factory=list)
+    ignored: list[Ignored] = field(default_factory=list)
+
+    def to_json(self, data_dir: Path | None = None) -> dict[str, object]:
+        def rel(path: Path) -> str:
+            if data_dir is not None and path.is_relative_to(data_dir):
+                return str(path.relative_to(data_dir))
+            return str(path)
+
+        return {
+            "domain": self.domain,
+            "period": f"{self.period:%Y-%m}",
+            "files": [f.to_json(data_dir) for f in self.files],
+            "ignored": [{"path": rel(i.path), "reason": i.reason} for i in self.ignored],
+        }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> str | None:
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(_nfc(name), _nfc(pattern)):
+            return pattern
+    return None
+
+
+def base_folder(spec: DomainSpec, period: date, data_dir: Path) -> Path:
+    base = (data_dir / spec.discovery.base.replace("{YYYYMM}", folder_name(period))).resolve()
+    if not base.is_relative_to(data_dir.resolve()):
+        raise InputError(f"{spec.name}: base folder {base} escapes the data directory")
+    return base
+
+
+def _walk(folder: Path, recursive: bool, skip_versions: bool) -> list[Path]:
+    """Files below `folder`; hidden folders are never entered."""
+    found: list[Path] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.is_dir():
+            if entry.name.startswith(".") or not recursive:
+                continue
+            if skip_versions and _VERSION_DIR.match(entry.name):
+                continue
+            found.extend(_walk(entry, recursive, skip_versions=False))
+        elif entry.is_file():
+            found.append(entry)
+    return found
+
+
+def _classify(spec: DomainSpec, files: list[Path]) -> tuple[list[Path], list[Ignored]]:
+    matched: list[Path] = []
+    ignored: list[Ignored] = []
+    excludes = [*ALWAYS_EXCLUDED, *spec.discovery.exclude]
+    for path in files:
+        if not _matches(path.name, spec.discovery.patterns):
+            continue
+        excluded_by = _matches(path.name, excludes)
+        if excluded_by:
+            ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
+        elif path.suffix.lower() not in WORKBOOK_SUFFIXES:
+            ignored.append(Ignored(path, "not an .xlsx/.xlsm workbook"))
+        else:
+            matched.append(path)
+    return matched, ignored
+
+
+def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
+    """Return the one workbook for (domain, month), or raise `InputError` saying why not."""
+    base = base_folder(spec, period, data_dir)
+    result = DiscoveryResult(domain=spec.name, period=period, base=base)
+    if not base.is_dir():
+        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {base}")
+
+    versions: list[tuple[int, Path]] = []
+    if spec.discovery.version_folders:
+        for entry in base.iterdir():
+            match = _VERSION_DIR.match(entry.name)
+            if match and entry.is_dir():
+                versions.append((int(match[1]), entry))
+        versions.sort(reverse=True)
+
+    chosen: list[Path] = []
+    chosen_version: str | None = None
+    for number, folder in versions:
+        matched, ignored = _classify(spec, _walk(folder, spec.discovery.recursive, False))
+        result.ignored.extend(ignored)
+        if matched and not chosen:
+            chosen, chosen_version = matched, f"V{number}"
+        elif matched:
+            result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in matched)
+    base_matched, base_ignored = _classify(
+        spec, _walk(base, spec.discovery.recursive, skip_versions=True)
+    )
+    result.ignored.extend(base_ignored)
+    if chosen:
+        result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in base_matched)
+    else:
+        chosen = base_matched
+
+    if not chosen:
+        patterns = ", ".join(spec.discovery.patterns)
+        raise InputError(f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {base}")
+    if len(chosen) > 1:
+        listed = "; ".join(str(p) for p in sorted(chosen))
+        where = f"{base}/{chosen_version}" if chosen_version else str(base)
+        raise InputError(
+            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {where}, "
+            f"expected one: {listed}"
+        )
+    path = chosen[0]
+    result.files.append(SourceFile(path, chosen_version, sha256_of(path), path.stat().st_size))
+    result.ignored.sort(key=lambda i: str(i.path))
+    return result
+
+
+def available_periods(spec: DomainSpec, data_dir: Path) -> list[date]:
+    """Months that have a folder for this domain (used by sensors and the demo)."""
+    months: list[date] = []
+    if not data_dir.is_dir():
+        return months
+    for entry in sorted(data_dir.iterdir()):
+        match = _MONTH_DIR.match(entry.name)
+        if match and entry.is_dir():
+            period = date(int(match[1]), int(match[2]), 1)
+            if base_folder(spec, period, data_dir).is_dir():
+                months.append(period)
+    return months
+
+
+__all__ = ["DiscoveryResult", "Ignored", "SourceFile", "asdict", "available_periods", "discover"]

@@ -1,0 +1,267 @@
+"""`data_sources.yml` parsed into validated models.
+
+Every identifier that reaches SQL (table and column names) is checked against a strict
+pattern here, so nothing from config can smuggle quoting tricks into a statement; the
+loader still quotes them. A mistake gives one message naming the domain and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workdatahub.errors import ConfigError
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED_COLUMNS = frozenset(
+    {"load_id", "source_file", "source_sheet", "source_row", "loaded_at"}
+)
+ColumnType = Literal["text", "code", "month", "money", "rate", "integer"]
+RefreshMode = Literal["delete_insert", "append", "upsert"]
+
+# glob metacharacters are fine; path separators and parent references are not
+_SAFE_PATTERN = re.compile(r"^[^/\\\x00]{1,200}$")
+
+
+def normalize_header(text: str) -> str:
+    """Headers match after trimming, NFKC (full-width -> half-width) and dropping spaces."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", str(text)))
+
+
+def _identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a safe SQL identifier (lower-case letters, digits, _; max 63)"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Derive(_Model):
+    rule: str
+    from_: list[str] = Field(alias="from", min_length=1)
+
+
+class ColumnSpec(_Model):
+    name: str
+    header: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    type: ColumnType = "text"
+    required: bool = False
+    load: bool = True
+    optional_header: bool = False
+    null_as_zero: bool = False
+    allowed: list[str] | None = None
+    rules: list[str] = Field(default_factory=list)
+    derive: Derive | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        _identifier(value, "column name")
+        if value in RESERVED_COLUMNS:
+            raise ValueError(f"column name {value!r} is reserved for lineage")
+        return value
+
+    @model_validator(mode="after")
+    def _source_or_derived(self) -> ColumnSpec:
+        if (self.header is None) == (self.derive is None):
+            raise ValueError(f"column {self.name!r} needs exactly one of `header` or `derive`")
+        return self
+
+    @property
+    def headers(self) -> list[str]:
+        """Every accepted header spelling, normalised."""
+        names = [self.header, *self.aliases] if self.header else []
+        return [normalize_header(h) for h in names]
+
+    @property
+    def sql_type(self) -> str:
+        return {
+            "text": "text",
+            "code": "text",
+            "month": "date",
+            "money": "numeric(18,4)",
+            "rate": "numeric(10,6)",
+            "integer": "bigint",
+        }[self.type]
+
+
+class Discovery(_Model):
+    base: str
+    patterns: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    recursive: bool = False
+    version_folders: bool = True
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        if "{YYYYMM}" not in value:
+            raise ValueError("base must contain {YYYYMM}")
+        path = PurePosixPath(value.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
+            raise ValueError(f"base {value!r} must stay inside the data directory")
+        return value
+
+    @field_validator("patterns", "exclude")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for pattern in values:
+            if not _SAFE_PATTERN.match(pattern) or pattern.count("*") > 8:
+                raise ValueError(
+                    f"pattern {pattern!r} must be a file-name glob (no path separators, "
+                    "at most 8 wildcards, 200 characters)"
+                )
+        return values
+
+
+class DomainSpec(_Model):
+    name: str
+    description: str = ""
+    discovery: Discovery
+    sheet: str | int = 0
+    table: str
+    schema_name: str = Field(default="raw", alias="schema")
+    partition_column: str
+    key: list[str] = Field(default_factory=list)
+    refresh: RefreshMode = "delete_insert"
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    null_values: list[str] = Field(default_factory=list)
+    columns: list[ColumnSpec] = Field(min_length=1)
+
+    @field_validator("name", "table", "schema_name")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        return _identifier(value, "name")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DomainSpec:
+        names = [c.name for c in self.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"columns repeat: {', '.join(dupes)}")
+        known = set(names)
+        by_name = {c.name: c for c in self.columns}
+        if self.partition_column not in known:
+            raise ValueError(f"partition_column {self.partition_column!r} is not a column")
+        if by_name[self.partition_column].type != "month":
+            raise ValueError(f"partition_column {self.partition_column!r} must have type month")
+        for key in self.key:
+            if key not in known or not by_name[key].load:
+                raise ValueError(f"key column {key!r} is not a loaded column")
+        if self.refresh == "upsert" and not self.key:
+            raise ValueError("refresh `upsert` needs a `key`")
+        headers: dict[str, str] = {}
+        for column in self.columns:
+            for source in column.derive.from_ if column.derive else []:
+                if source not in known:
+                    raise ValueError(f"column {column.name!r} derives from unknown {source!r}")
+            for header in column.headers:
+                if header in headers:
+                    raise ValueError(
+                        f"header {header!r} is claimed by {headers[header]!r} and {column.name!r}"
+                    )
+                headers[header] = column.name
+        from workdatahub.cleansing.rules import RULES  # noqa: PLC0415 - registry lives with the rules
+
+        for column in self.columns:
+            wanted = list(column.rules) + ([column.derive.rule] if column.derive else [])
+            for rule in wanted:
+                if rule not in RULES:
+                    raise ValueError(
+                        f"column {column.name!r} names unknown rule {rule!r} "
+                        f"(known: {', '.join(sorted(RULES))})"
+                    )
+        return self
+
+    @cached_property
+    def source_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.header is not None]
+
+    @cached_property
+    def loaded_columns(self) -> list[ColumnSpec]:
+        return [c for c in self.columns if c.load]
+
+    @cached_property
+    def required_headers(self) -> list[ColumnSpec]:
+        """Source columns that must be present to recognise the header row."""
+        return [c for c in self.source_columns if not c.optional_header]
+
+    def column(self, name: str) -> ColumnSpec:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+
+class SourcesFile(_Model):
+    version: Literal[1] = 1
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    domains: dict[str, DomainSpec]
+
+    def domain(self, name: str) -> DomainSpec:
+        try:
+            return self.domains[name]
+        except KeyError:
+            known = ", ".join(sorted(self.domains)) or "none"
+            raise ConfigError(f"unknown domain {name!r} (known: {known})") from None
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    where = ""
+    if len(loc) >= 2 and loc[0] == "domains":
+        where = f"domain {loc[1]!r}: "
+        loc = loc[2:]
+    field = ".".join(loc) if loc else "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{path.name}: {where}{field}: {message}{more}"
+
+
+def parse_sources(raw: dict[str, Any], path: Path = Path("data_sources.yml")) -> SourcesFile:
+    if not isinstance(raw, dict) or not isinstance(raw.get("domains"), dict):
+        raise ConfigError(f"{path.name}: expected a mapping with `domains:`")
+    defaults = raw.get("defaults") or {}
+    domains = {}
+    for name, body in raw["domains"].items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path.name}: domain {name!r}: expected a mapping")
+        merged = {
+            "null_values": defaults.get("null_values", []),
+            "max_reject_rate": defaults.get("max_reject_rate", 0.05),
+            **body,
+            "name": name,
+        }
+        domains[name] = merged
+    try:
+        return SourcesFile.model_validate({**raw, "domains": domains})
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(path, error)) from None
+
+
+def load_sources(path: Path | None = None) -> SourcesFile:
+    if path is None:
+        from workdatahub.settings import get_settings  # noqa: PLC0415
+
+        path = get_settings().sources_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path.name}: not valid YAML: {error}".splitlines()[0]) from None
+    return parse_sources(raw, path)

@@ -1,0 +1,1 @@
+"""Pandera schemas built from the domain spec; the valid/rejected split."""

@@ -1,0 +1,172 @@
+"""Validate cleansed rows with Pandera, lazily, and split valid rows from rejects.
+
+The schema is built from the domain spec (types, required, accepted values). Pandera runs
+lazily so every failure is collected at once; each failure is mapped back to the Excel row
+the operator sees. A row is rejected if cleansing or Pandera found anything wrong with it,
+or if it repeats a key already seen (the first stays). Each reject carries file, sheet,
+Excel row, column, offending value and reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+
+import pandera.polars as pa
+import polars as pl
+from pandera.errors import SchemaErrors
+
+from workdatahub.cleansing.cleanse import ERR, RAW, Cleansed
+from workdatahub.cleansing.values import DTYPES
+from workdatahub.excel.reader import ROW
+from workdatahub.sources.spec import DomainSpec
+
+REJECT_SCHEMA = {"row": pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String}
+
+
+@dataclass
+class Validated:
+    valid: pl.DataFrame  # ROW + loaded columns, typed
+    rejects: pl.DataFrame  # row, column, value, reason (one line per failure)
+    rejected_rows: pl.DataFrame  # ROW + the raw text of every source column, for quarantine
+    checks: dict[str, int] = field(default_factory=dict)  # failure counts by check
+
+    @property
+    def rows_valid(self) -> int:
+        return self.valid.height
+
+    @property
+    def rows_rejected(self) -> int:
+        return self.rejected_rows.height
+
+
+
+def build_schema(spec: DomainSpec) -> pa.DataFrameSchema:
+    columns: dict[str, pa.Column] = {}
+    for column in spec.loaded_columns:
+        checks = []
+        if column.allowed:
+            checks.append(pa.Check.isin(column.allowed, error=f"accepted values"))
+        columns[column.name] = pa.Column(
+            DTYPES[column.type],
+            nullable=not column.required,
+            checks=checks,
+            required=True,
+        )
+    return pa.DataFrameSchema(columns, name=spec.name, strict=False, coerce=False)
+
+
+def _pandera_reason(check: str, column: str, spec: DomainSpec) -> str:
+    if check == "not_nullable":
+        return "required value missing"
+    if check.startswith("accepted values") or check.startswith("isin"):
+        allowed = spec.column(column).allowed or []
+        return f"not one of {', '.join(allowed)}"
+    return f"failed check {check}"
+
+
+def _pandera_failures(frame: pl.DataFrame, spec: DomainSpec) -> pl.DataFrame:
+    """Run the Pandera schema lazily; return (row, column, reason) per failing cell."""
+    schema = build_schema(spec)
+    target = frame.select([ROW, *[c.name for c in spec.loaded_columns]])
+    try:
+        schema.validate(target, lazy=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+        if not isinstance(cases, pl.DataFrame):
+            cases = pl.from_pandas(cases)
+        cases = cases.filter(pl.col("index").is_not_null() & pl.col("column").is_not_null())
+        rows = target[ROW]
+        failures = []
+        for (column, check), group in cases.group_by(["column", "check"], maintain_order=True):
+            indices = group["index"].cast(pl.Int64)
+            failures.append(
+                pl.DataFrame(
+                    {
+                        "row": rows.gather(indices),
+                        "column": [str(column)] * group.height,
+                        "reason": [_pandera_reason(str(check), str(column), spec)] * group.height,
+                    },
+                    schema={"row": pl.Int64, "column": pl.String, "reason": pl.String},
+                )
+            )
+        if failures:
+            return pl.concat(failures)
+    return pl.DataFrame(schema={"row": pl.Int64, "column": pl.String, "reason": pl.String})
+
+
+def validate(cleansed: Cleansed, spec: DomainSpec) -> Validated:
+    frame = cleansed.frame
+    error_columns = cleansed.error_columns()
+
+    # failures found while cleansing: one line per (row, column)
+    parse_failures = (
+        frame.select([ROW, *error_columns])
+        .unpivot(index=ROW, variable_name="column", value_name="reason")
+        .filter(pl.col("reason").is_not_null())
+        .with_columns(pl.col("column").str.strip_prefix(ERR))
+        .rename({ROW: "row"})
+    )
+    failures = pl.concat([parse_failures, _pandera_failures(frame, spec)], how="vertical")
+
+    # duplicate keys among rows that are otherwise fine: the first occurrence stays
+    if spec.key:
+        bad_rows = failures["row"].unique()
+        candidates = frame.filter(~pl.col(ROW).is_in(bad_rows.implode()))
+        duplicated = candidates.filter(~pl.struct(spec.key).is_first_distinct())
+        if duplicated.height:
+            key_text = pl.concat_str(
+                [pl.col(k).cast(pl.String).fill_null("") for k in spec.key], separator=" / "
+            )
+            dupes = duplicated.select(
+                pl.col(ROW).alias("row"),
+                pl.lit(",".join(spec.key)).alias("column"),
+                pl.concat_str([pl.lit("duplicate key: "), key_text]).alias("reason"),
+            )
+            failures = pl.concat([failures, dupes], how="vertical")
+
+    # one line per (row, column); the first reason found wins (parse before Pandera)
+    failures = failures.unique(subset=["row", "column"], keep="first", maintain_order=True)
+
+    # the offending value as the operator typed it
+    raw_columns = [c for c in frame.columns if c.startswith(RAW)]
+    raw_long = (
+        frame.select([ROW, *raw_columns])
+        .unpivot(index=ROW, variable_name="column", value_name="value")
+        .with_columns(pl.col("column").str.strip_prefix(RAW))
+        .rename({ROW: "row"})
+    )
+    rejects = (
+        failures.join(raw_long, on=["row", "column"], how="left")
+        .with_columns(
+            pl.when(pl.col("value").is_null() & pl.col("column").str.contains(","))
+            .then(pl.col("reason").str.strip_prefix("duplicate key: "))
+            .otherwise(pl.col("value"))
+            .alias("value")
+        )
+        .select(list(REJECT_SCHEMA))
+        .cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+        .sort(["row", "column"])
+    )
+    bad = rejects["row"].unique().implode()
+    valid = frame.filter(~pl.col(ROW).is_in(bad)).select(
+        [ROW, *[c.name for c in spec.loaded_columns]]
+    )
+    source_names = [c.name for c in spec.source_columns]
+    rejected_rows = (
+        frame.filter(pl.col(ROW).is_in(bad))
+        .select([ROW, *[pl.col(RAW + n).alias(n) for n in source_names]])
+        .sort(ROW)
+    )
+    checks = {
+        str(reason): int(count)
+        for reason, count in rejects.group_by(
+            pl.col("reason").str.extract(r"^([^:']+)").str.strip_chars()
+        )
+        .len()
+        .iter_rows()
+    }
+    return Validated(valid=valid, rejects=rejects, rejected_rows=rejected_rows, checks=checks)
+
+

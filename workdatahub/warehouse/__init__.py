@@ -1,0 +1,1 @@
+"""Postgres: connection (embedded or external), migrations, the transactional loader."""

@@ -1,0 +1,50 @@
+"""`wdh db upgrade`: Alembic migrations, programmatic (no alembic.ini to keep in sync)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, pool, text
+
+from workdatahub.warehouse.db import database_url, sqlalchemy_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# migrations of one warehouse run one at a time, whichever process starts them
+_MIGRATION_LOCK = 0x5744485F4D494752  # "WDH_MIGR"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> str:
+    """Migrate to `revision`; return the revision the database is at afterwards."""
+    url = url or database_url()
+    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+            try:
+                config = alembic_config(url)
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+                conn.commit()
+                return current_revision(conn) or "base"
+            finally:
+                conn.execute(text("select pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def current_revision(conn: object) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
+    context = MigrationContext.configure(conn)  # type: ignore[arg-type]
+    return context.get_current_revision()

@@ -120,11 +120,13 @@ def load(
 ) -> None:
     """Load one month of DOMAIN into its raw table (or show the plan)."""
     from workdatahub.periods import parse_period  # noqa: PLC0415
+
+    spec, month = _spec(domain), parse_period(period)  # fail fast, before heavy imports
     from workdatahub.pipeline import run_partition  # noqa: PLC0415
 
     result = run_partition(
-        _spec(domain),
-        parse_period(period),
+        spec,
+        month,
         data_dir=_data_dir(data_dir),
         mode=mode,  # type: ignore[arg-type]
         plan_only=plan_only,
@@ -165,10 +167,14 @@ def check(
 ) -> None:
     """Read, cleanse and validate one workbook; no database needed."""
     from workdatahub.periods import parse_period  # noqa: PLC0415
+
+    spec = _spec(domain)  # fail fast on bad input, before the heavy imports
+    month = parse_period(period) if period else None
+    if not file.is_file():
+        _fail(f"{file}: no such file")
     from workdatahub.pipeline import check_file, cleaned_frame  # noqa: PLC0415
 
-    spec = _spec(domain)
-    result = check_file(spec, file, parse_period(period) if period else None)
+    result = check_file(spec, file, month)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")

@@ -1,0 +1,193 @@
+"""The loader against a real Postgres: idempotent months, all-or-nothing loads, plan-only."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
+from workdatahub.errors import RejectThresholdExceeded, WarehouseError
+from workdatahub.pipeline import run_partition
+from workdatahub.sources.spec import SourcesFile
+
+pytestmark = pytest.mark.db
+NOV, DEC = date(2024, 11, 1), date(2024, 12, 1)
+
+
+def trustee_month(data_dir: Path, period: date, rows: list[list[Any]], name: str = "受托业绩.xlsx") -> Path:
+    folder = trustee_folder(data_dir, f"{period:%Y%m}", "受托部")
+    return write_workbook(folder / name, {"Sheet1": [TRUSTEE_HEADER, *rows]})
+
+
+def rows_for(period: date, n: int, scale: int = 1) -> list[list[Any]]:
+    return [[period.year, period.month, f"P{i:04d}", "C01", "5%", i * scale, 100 * i] for i in range(n)]
+
+
+def table_state(pg: Any, period: date | None = None) -> tuple[int, str]:
+    """Row count and a checksum of the business columns (lineage excluded)."""
+    where = "where report_date = %s" if period else ""
+    rows = pg.execute(
+        f"select report_date, plan_code, company_code, return_rate, net_value, fund_scale "
+        f"from raw.trustee_performance {where} order by 1, 2, 3",
+        [period] if period else [],
+    ).fetchall()
+    return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
+
+
+def test_load_twice_gives_the_same_table_and_two_log_rows(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 20))
+    first = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    state = table_state(pg)
+    second = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert state == table_state(pg) and state[0] == 20
+    assert second.outcome and second.outcome.rows_deleted == 20
+    log = pg.execute("select load_id, status, rows_loaded from wdh.load_log order by started_at").fetchall()
+    assert [(str(r[0]), r[1], r[2]) for r in log] == [
+        (str(first.plan.load_id), "succeeded", 20),
+        (str(second.plan.load_id), "succeeded", 20),
+    ]
+    lineage = pg.execute(
+        "select distinct load_id::text, source_file, source_sheet from raw.trustee_performance"
+    ).fetchall()
+    assert lineage == [(str(second.plan.load_id), "202411/收集数据/业务收集/受托部/受托业绩.xlsx", "Sheet1")]
+    rows = pg.execute("select min(source_row), max(source_row) from raw.trustee_performance").fetchone()
+    assert rows == (2, 21)
+
+
+def test_a_month_replaces_only_itself(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 5))
+    trustee_month(tmp_path, DEC, rows_for(DEC, 7))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    run_partition(spec, DEC, data_dir=tmp_path, url=pg_url)
+    dec_before = table_state(pg, DEC)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 3, scale=2))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert table_state(pg, NOV)[0] == 3
+    assert table_state(pg, DEC) == dec_before
+
+
+def test_plan_only_writes_nothing_and_needs_no_database(
+    sources: SourcesFile, tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 4) + [[2024, 11, "PX", "C01", "abc", 1, 1]])
+    result = run_partition(
+        spec, NOV, data_dir=tmp_path, url="postgresql://nobody:secret@127.0.0.1:1/none", plan_only=True
+    )
+    assert result.outcome is None
+    text = result.plan.render()
+    assert 'delete from "raw"."trustee_performance" where "report_date" = \'2024-11-01\'::date' in text
+    assert "-- copy the valid rows (4 rows)" in text
+    assert "-- quarantine the rejected rows with their reasons (1 rows)" in text
+    assert pg.execute("select count(*) from wdh.load_log").fetchone() == (0,)
+    assert table_state(pg)[0] == 0
+
+
+def test_a_load_failing_midway_leaves_the_previous_month_intact(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """A trigger fails the COPY after the DELETE ran: the transaction must roll back."""
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    before = table_state(pg)
+    pg.execute(
+        """
+        create or replace function raw.fail_on_boom() returns trigger language plpgsql as $$
+        begin
+            if new.plan_code = 'BOOM' then raise exception 'disk full (simulated)'; end if;
+            return new;
+        end $$;
+        create trigger fail_on_boom before insert on raw.trustee_performance
+            for each row execute function raw.fail_on_boom();
+        """
+    )
+    try:
+        rows = rows_for(NOV, 8, scale=3)
+        rows[6][2] = "BOOM"
+        trustee_month(tmp_path, NOV, rows)
+        with pytest.raises(WarehouseError, match="rolled back, table unchanged: disk full"):
+            run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    finally:
+        pg.execute("drop trigger fail_on_boom on raw.trustee_performance; drop function raw.fail_on_boom()")
+    assert table_state(pg) == before
+    last = pg.execute("select status, message from wdh.load_log order by started_at desc limit 1").fetchone()
+    assert last[0] == "failed" and "disk full" in last[1]
+    assert pg.execute("select count(*) from wdh.rejected_rows").fetchone() == (0,)
+
+
+def test_reject_threshold_refuses_the_load_but_keeps_the_rejects(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 4))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    before = table_state(pg)
+    bad = [[2024, 11, f"Q{i}", "C01", "abc", 1, 1] for i in range(5)]
+    trustee_month(tmp_path, NOV, rows_for(NOV, 2) + bad)
+    with pytest.raises(RejectThresholdExceeded, match="5 of 7 rows rejected"):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert table_state(pg) == before
+    status = pg.execute("select status from wdh.load_log order by started_at desc limit 1").fetchone()
+    assert status == ("refused",)
+    quarantined = pg.execute(
+        "select source_row, column_name, value, reason, raw_row->>'plan_code' from wdh.rejected_rows order by 1"
+    ).fetchall()
+    assert quarantined[0] == (4, "return_rate", "abc", "not a rate or percentage: 'abc'", "Q0")
+    assert len(quarantined) == 5
+
+
+def test_append_and_upsert_modes(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 3))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 5, scale=10))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="upsert")
+    values = pg.execute("select plan_code, net_value from raw.trustee_performance order by 1").fetchall()
+    assert [(p, int(v)) for p, v in values] == [(f"P{i:04d}", 10 * i) for i in range(5)]
+    # append onto existing keys violates the key: refused as a whole, table unchanged
+    state = table_state(pg)
+    with pytest.raises(WarehouseError, match="duplicate key value"):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="append")
+    assert table_state(pg) == state
+
+
+def test_a_stale_running_row_is_marked_abandoned(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    pg.execute(
+        "insert into wdh.load_log (load_id, domain, period, target_table, mode, status) values "
+        "(gen_random_uuid(), 'trustee_performance', '2024-11-01', 'raw.trustee_performance', "
+        "'delete_insert', 'running')"
+    )
+    trustee_month(tmp_path, NOV, rows_for(NOV, 2))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    statuses = sorted(r[0] for r in pg.execute("select status from wdh.load_log").fetchall())
+    assert statuses == ["abandoned", "succeeded"]
+
+
+def test_connection_failure_is_one_clear_line(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 2))
+    with pytest.raises(WarehouseError) as error:
+        run_partition(spec, NOV, data_dir=tmp_path, url="postgresql://u:hunter2@127.0.0.1:1/x")
+    assert "hunter2" not in str(error.value)
+    assert "\n" not in str(error.value)
+
+

@@ -29,7 +29,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
 manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Dagster
-	cd dbt_project && WDH_DBT_HOST=localhost $(RUN)/dbt parse --quiet --profiles-dir .
+	cd dbt_project && $(RUN)/dbt parse --quiet --profiles-dir .
 
 setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest
 

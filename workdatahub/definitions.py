@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
 import dagster as dg
+
+# backfill_policy (single-run backfills) is marked beta; we rely on it on purpose
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
 from dagster_dbt import DbtCliResource
 
 from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
@@ -12,6 +21,13 @@ from workdatahub.defs.resources import WarehouseResource
 from workdatahub.sources.spec import load_sources
 
 raw_assets = build_raw_assets(load_sources())
+
+
+def _dbt_executable() -> str:
+    """The dbt beside this interpreter (the project's venv), else the one on PATH."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+
 
 monthly_refresh = dg.define_asset_job(
     "monthly_refresh",
@@ -25,6 +41,6 @@ defs = dg.Definitions(
     jobs=[monthly_refresh],
     resources={
         "warehouse": WarehouseResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
     },
 )

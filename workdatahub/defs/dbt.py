@@ -1,12 +1,12 @@
 """dbt models as Dagster assets on the same monthly partitions; dbt tests become checks."""
 
-from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
+from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
@@ -59,7 +59,7 @@ ensure_manifest()
     name="dbt_models",
 )
 def dbt_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     """Build (run + test) the models for the month window of this run."""
     warehouse.export_dbt_env()
@@ -77,8 +77,9 @@ def dbt_models(
     name="dbt_reference_seeds",
 )
 def dbt_reference_seeds(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+    context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
 ) -> Iterator[Any]:
     """Reference tables (seeds): product lines, branches, plans, accounts, company ids."""
     warehouse.export_dbt_env()
-    yield from dbt.cli(["build"], context=context).stream()
+    # cautious: tests that also read staging models run with the models, not here
+    yield from dbt.cli(["build", "--indirect-selection", "cautious"], context=context).stream()

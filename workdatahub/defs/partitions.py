@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import dagster as dg
+import warnings as _warnings
+
+_warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from workdatahub.periods import parse_period
 from workdatahub.settings import get_settings

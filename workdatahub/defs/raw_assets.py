@@ -1,11 +1,11 @@
 """One raw asset per domain of `data_sources.yml`, built by a factory (never by hand)."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
@@ -76,7 +76,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
             )
         ],
     )
-    def _raw(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
+    def _raw(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
         keys = context.partition_keys
         url = warehouse.url()
         worst: dict[str, Any] = {}

@@ -1,0 +1,62 @@
+{#-
+    The partition window: Dagster builds one month (or a backfill range) at a time and
+    passes --vars '{period_start: "2024-11-01", period_end: "2024-12-01"}'
+    (start inclusive, end exclusive). With neither var set every month is in the window,
+    so a plain `dbt build` rebuilds everything.
+
+    Marts are incremental tables that, on an incremental run, first delete the window
+    (pre-hook, same transaction as the insert) and then insert the window from staging.
+    Deleting by window rather than by the keys of the new rows means a month whose raw
+    rows all disappeared is emptied in the mart too, and re-running a window is idempotent.
+-#}
+
+{#- Returns none (no window: all months) or {'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}. -#}
+{% macro partition_window() %}
+    {%- set raw_start = var('period_start', none) -%}
+    {%- set raw_end = var('period_end', none) -%}
+    {#- a date-typed YAML value (unquoted 2024-11-01) renders the same as the string -#}
+    {%- set start = (raw_start | string | trim) if raw_start is not none else '' -%}
+    {%- set end = (raw_end | string | trim) if raw_end is not none else '' -%}
+    {%- if start == '' and end == '' -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- if start == '' or end == '' -%}
+        {{ exceptions.raise_compiler_error(
+            "period_start and period_end must be set together (got period_start=" ~ start
+            ~ ", period_end=" ~ end ~ ")") }}
+    {%- endif -%}
+    {%- for value in [start, end] -%}
+        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value) -%}
+            {{ exceptions.raise_compiler_error(
+                "period_start/period_end must be YYYY-MM-DD, got '" ~ value ~ "'") }}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if start >= end -%}
+        {{ exceptions.raise_compiler_error(
+            "period_start (" ~ start ~ ") must be before period_end (" ~ end ~ "), end is exclusive") }}
+    {%- endif -%}
+    {{ return({'start': start, 'end': end}) }}
+{% endmacro %}
+
+
+{#- A boolean SQL predicate: the column falls in the window (`true` without a window). -#}
+{% macro in_partition_window(column) -%}
+    {%- set window = partition_window() -%}
+    {%- if window is none -%}
+        true
+    {%- else -%}
+        ({{ column }} >= date '{{ window.start }}' and {{ column }} < date '{{ window.end }}')
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    Pre-hook for incremental marts: clear the window before the insert. Renders to
+    nothing on the first build or a --full-refresh (the table is created from scratch),
+    which dbt then skips.
+-#}
+{% macro delete_partition_window(column) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where {{ in_partition_window(column) }}
+    {%- endif -%}
+{%- endmacro %}

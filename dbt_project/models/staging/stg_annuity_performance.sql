@@ -1,0 +1,76 @@
+-- 规模明细 rows with their branch, product line and company resolved from reference data.
+-- Every lookup is a left join over de-duplicated reference rows, so this view has exactly
+-- one row per raw row (the reconciliation test relies on it).
+with source as (
+
+    select * from {{ source('raw', 'annuity_performance') }}
+
+),
+
+branches as (
+
+    select distinct on (trim(branch_name)) trim(branch_name) as branch_name, trim(branch_code) as branch_code
+    from {{ ref('ref_branches') }}
+    where nullif(trim(branch_code), '') is not null
+    order by trim(branch_name), trim(branch_code)
+
+),
+
+product_lines as (
+
+    select distinct on (trim(business_type)) trim(business_type) as business_type, trim(product_line_code) as product_line_code
+    from {{ ref('ref_product_lines') }}
+    where nullif(trim(product_line_code), '') is not null
+    order by trim(business_type), trim(product_line_code)
+
+),
+
+looked_up as (
+
+    select
+        source.period,
+        source.business_type,
+        product_lines.product_line_code,
+        source.plan_type,
+        source.plan_code,
+        source.plan_name,
+        source.portfolio_type,
+        source.portfolio_code,
+        source.portfolio_name,
+        source.customer_name,
+        source.annuity_account_name,
+        source.annuity_account_no,
+        source.group_customer_no,
+        source.group_customer_name,
+        source.sub_enterprise_no,
+        source.sub_enterprise_name,
+        source.branch_name,
+        {{ lookup_branch_code('source.branch_code') }} as branch_code,
+        source.opening_assets,
+        source.closing_assets,
+        source.contributions,
+        source.outflow_incl_benefits,
+        source.outflow,
+        source.benefit_payments,
+        source.investment_income,
+        source.period_return,
+        source.load_id,
+        source.source_file,
+        source.source_sheet,
+        source.source_row,
+        source.loaded_at
+    from source
+    left join branches
+        on branches.branch_name = source.branch_name
+    left join product_lines
+        on product_lines.business_type = source.business_type
+
+),
+
+resolved as (
+
+    {{ resolve_company_id('looked_up', with_account_no=true) }}
+
+)
+
+select * from resolved

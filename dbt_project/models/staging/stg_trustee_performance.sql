@@ -1,0 +1,21 @@
+-- 受托业绩 as loaded: the raw table is already typed and keyed, so staging only fixes the
+-- column order and is the one place marts read it from.
+with source as (
+
+    select * from {{ source('raw', 'trustee_performance') }}
+
+)
+
+select
+    report_date,
+    plan_code,
+    company_code,
+    return_rate,
+    net_value,
+    fund_scale,
+    load_id,
+    source_file,
+    source_sheet,
+    source_row,
+    loaded_at
+from source

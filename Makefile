@@ -42,6 +42,9 @@ test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
 dev: setup ## Dagster UI on http://localhost:3000
 	$(RUN)/dagster dev -m workdatahub.definitions -h 0.0.0.0 -p 3000
 
+bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)
+	$(RUN)/python bench/run.py
+
 lint: setup ## ruff (lint + format check) and mypy
 	$(RUN)/ruff check workdatahub tests bench
 	$(RUN)/ruff format --check workdatahub tests bench

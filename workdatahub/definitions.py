@@ -37,6 +37,9 @@ monthly_refresh = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
+    # Steps are database-bound and short; a subprocess per step would re-import the code
+    # location (dbt manifest, polars, Pandera) for each one, which costs more than the step.
+    executor=dg.in_process_executor,
     assets=[*raw_assets, dbt_reference_seeds, dbt_models],
     jobs=[monthly_refresh],
     resources={

@@ -74,6 +74,8 @@ def dbt_models(
     project=dbt_project,
     select="resource_type:seed",
     dagster_dbt_translator=translator,
+    # lets `--partition-range` runs include the (unpartitioned) reference tables
+    backfill_policy=dg.BackfillPolicy.single_run(),
     name="dbt_reference_seeds",
 )
 def dbt_reference_seeds(

@@ -1,0 +1,74 @@
+"""The Dagster code location loads, and its asset graph is what the design says."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from workdatahub.defs.partitions import monthly_partitions
+
+
+@pytest.fixture(scope="module")
+def graph() -> dg.AssetGraph:  # type: ignore[type-arg]
+    from workdatahub.definitions import defs
+
+    return defs.resolve_asset_graph()
+
+
+def keys(graph: dg.AssetGraph) -> set[str]:  # type: ignore[type-arg]
+    return {k.to_user_string() for k in graph.get_all_asset_keys()}
+
+
+def test_asset_keys(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
+    expected = {
+        "raw/trustee_performance", "raw/annuity_performance", "raw/annuity_income",
+        "staging/stg_trustee_performance", "staging/stg_annuity_performance",
+        "staging/stg_annuity_income", "marts/fct_trustee_performance",
+        "marts/fct_annuity_performance", "marts/fct_annuity_income",
+        "marts/fct_monthly_branch_product_line", "reference/ref_branches",
+        "reference/ref_product_lines", "reference/ref_annuity_plans",
+        "reference/ref_annuity_accounts", "reference/ref_company_names",
+        "reference/ref_company_id_overrides",
+    }  # fmt: skip
+    assert expected <= keys(graph)
+
+
+def test_one_monthly_partitions_definition_is_shared(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if key.path[0] in ("raw", "staging", "marts"):
+            assert node.partitions_def == monthly_partitions, key
+        else:
+            assert node.partitions_def is None, key
+    assert monthly_partitions.get_partition_keys()[0] == "2024-01"  # YYYY-MM, not 2024-01-01
+
+
+def test_lineage_raw_to_staging_to_marts(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
+    def parents(key: str) -> set[str]:
+        return {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
+
+    assert "raw/trustee_performance" in parents("staging/stg_trustee_performance")
+    assert "staging/stg_trustee_performance" in parents("marts/fct_trustee_performance")
+    assert {"raw/annuity_performance", "reference/ref_branches"} <= parents(
+        "staging/stg_annuity_performance"
+    )
+
+
+def test_checks_pandera_and_dbt(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    for domain in ("trustee_performance", "annuity_performance", "annuity_income"):
+        assert (f"raw/{domain}", "reject_rate") in checks
+    marts_checks = {name for asset, name in checks if asset.startswith("marts/")}
+    assert any(name.startswith("not_null_fct_annuity_performance_company_id") for name in marts_checks)
+    assert "assert_marts_reconcile_to_raw" in marts_checks
+    assert len(checks) >= 60
+
+
+def test_jobs_and_backfill_policy(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
+    from workdatahub.definitions import defs
+
+    job = defs.resolve_job_def("monthly_refresh")
+    assert job.partitions_def == monthly_partitions
+    for key in graph.get_all_asset_keys():
+        policy = graph.get(key).backfill_policy
+        assert policy is not None and policy.max_partitions_per_run is None, key  # single run

@@ -8,6 +8,8 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
 RUN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.wdh/dagster
+# the demo's sample workbooks, unless the environment points at the operators' share
+export WDH_DATA_DIR ?= $(CURDIR)/data/sample
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 

@@ -261,7 +261,11 @@ def env() -> None:
     from workdatahub.warehouse.db import dbt_env  # noqa: PLC0415
 
     settings = get_settings()
-    exports = {**dbt_env(), "DAGSTER_HOME": str(settings.dagster_home)}
+    exports = {
+        **dbt_env(),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "WDH_DATA_DIR": str(settings.data_dir),
+    }
     for key, value in exports.items():
         click.echo(f"export {key}={shlex.quote(value)}")
 

@@ -12,7 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I
+)
 _PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<pw>[^&\s]+)", re.I)
 
 
@@ -35,13 +37,43 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql://user:password@host:port/db; unset starts an embedded Postgres",
     )
-    home: Path = Field(default=PROJECT_ROOT / ".wdh", description="state: embedded Postgres, Dagster")
+    # dbt builds staging/marts as its own role (wdh_transformer), not as the loader
+    dbt_database_url: SecretStr | None = Field(
+        default=None,
+        description="the warehouse as dbt connects to it; unset: the same as database_url",
+    )
+    # a load is one all-or-nothing transaction, so a lost connection can safely be retried
+    load_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="tries per load when the connection fails (waits 0.5 s, 1 s, 2 s, … between)",
+    )
+    home: Path = Field(
+        default=PROJECT_ROOT / ".wdh", description="state: embedded Postgres, Dagster"
+    )
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="root of the monthly folders")
     sources_file: Path = Field(default=PROJECT_ROOT / "data_sources.yml")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     partitions_start: str = Field(default="2024-01", pattern=r"^\d{4}-\d{2}$")
     database_name: str = Field(default="workdatahub", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    # operating: schedule, alerts, links
+    schedule_cron: str = Field(
+        default="0 7 16 * *", description="monthly run of the previous month (cron, UTC)"
+    )
+    ui_url: str = Field(default="http://localhost:3000", description="links to runs in alerts")
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack-compatible incoming webhook for failures"
+    )
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    alert_email_from: str = "workdatahub@localhost"
+    alert_email_to: str = Field(default="", description="comma-separated recipients")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from workdatahub.defs.freshness import freshness_policy
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.settings import PROJECT_ROOT
@@ -37,6 +38,14 @@ class WorkDataHubTranslator(DagsterDbtTranslator):
             "schema", "marts"
         )
         return dg.AssetKey([schema, dbt_resource_props["name"]])
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if spec.key.path[0] == "marts":
+            spec = spec.replace_attributes(freshness_policy=freshness_policy())
+        return spec
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props["resource_type"] == "seed":

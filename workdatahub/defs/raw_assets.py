@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import RejectThresholdExceeded, WdhError
@@ -56,6 +57,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="raw",
         kinds={"excel", "postgres", "polars"},
+        freshness_policy=freshness_policy(getattr(spec, "due_day", None) or DEFAULT_DUE_DAY),
         description=(
             f"{spec.description}\n\nTable `{spec.schema_name}.{spec.table}`, refresh "
             f"`{spec.refresh}`; rejected rows go to `wdh.rejected_rows`."

@@ -1,0 +1,173 @@
+"""Operating layer: arrival sensor, schedule, freshness, alerts (against local sinks)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from tests.sinks import smtp_sink, webhook_sink
+from workdatahub.alerts import Alert, send_alert
+from workdatahub.samples import write_samples
+from workdatahub.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def defs() -> dg.Definitions:
+    from workdatahub.definitions import defs
+
+    return defs
+
+
+def _arrival_requests(defs: dg.Definitions, data_dir: Path) -> list[dg.RunRequest]:
+    from workdatahub.defs.resources import WarehouseResource
+
+    sensor = defs.resolve_sensor_def("workbook_arrival")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={"warehouse": WarehouseResource(data_dir=str(data_dir))},
+            definitions=defs,
+        )
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or [])
+
+
+def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Path) -> None:
+    samples = write_samples(tmp_path, [date(2024, 2, 1)], rows=60, seed=3)
+    (tmp_path / "201912" / "收集数据" / "业务收集").mkdir(parents=True)  # before the partitions
+    shutil.copy(
+        samples[0].path, tmp_path / "201912" / "收集数据" / "业务收集" / "2019年12月受托业绩.xlsx"
+    )
+    requests = _arrival_requests(defs, tmp_path)
+    by_domain = {r.tags["wdh/domain"]: r for r in requests}
+    assert set(by_domain) == {"trustee_performance", "annuity_performance", "annuity_income"}
+    assert all(r.partition_key == "2024-02" for r in requests)  # 2019-12 skipped
+    annuity = next(s for s in samples if s.domain == "annuity_performance")
+    from workdatahub.sources.discovery import sha256_of
+
+    assert by_domain["annuity_performance"].run_key == f"annuity_performance:2024-02:{sha256_of(annuity.path)}"
+    selected = {k.to_user_string() for k in by_domain["annuity_income"].asset_selection or []}
+    assert selected == {
+        "raw/annuity_income", "staging/stg_annuity_income", "marts/fct_annuity_income",
+        "marts/fct_monthly_branch_product_line",
+    }  # fmt: skip
+
+    # unchanged files: the same run keys (Dagster never runs a run key twice)
+    assert {r.run_key for r in _arrival_requests(defs, tmp_path)} == {r.run_key for r in requests}
+
+    # a corrected workbook in a higher V folder: a new run key for that domain only
+    folder = annuity.path.parent
+    base = folder.parent if folder.name.startswith("V") else folder
+    corrected = write_samples(tmp_path / "other", [date(2024, 2, 1)], rows=40, seed=99)
+    new_version = base / "V9"
+    new_version.mkdir()
+    shutil.copy(next(s.path for s in corrected if s.domain == "annuity_performance"), new_version / annuity.path.name)
+    again = {r.tags["wdh/domain"]: r.run_key for r in _arrival_requests(defs, tmp_path)}
+    assert again["trustee_performance"] == by_domain["trustee_performance"].run_key
+    assert again["annuity_performance"] != by_domain["annuity_performance"].run_key
+    assert again["annuity_performance"].startswith("annuity_performance:2024-02:")
+
+
+def test_schedule_runs_the_previous_month(defs: dg.Definitions) -> None:
+    schedule = defs.resolve_schedule_def("monthly_previous_month")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2024, 3, 16, 7, 0),
+        repository_def=defs.get_repository_def(),
+    )
+    request = schedule.evaluate_tick(context).run_requests[0]  # type: ignore[index]
+    assert request.partition_key == "2024-02"
+    assert request.run_key == "schedule:2024-02"
+    assert schedule.cron_schedule == Settings().schedule_cron
+
+
+def test_freshness_checks_and_policies_cover_raw_and_marts(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    freshness = {
+        c.asset_key.to_user_string() for c in graph.asset_check_keys if "freshness" in c.name
+    }
+    assert {"raw/annuity_performance", "raw/trustee_performance", "marts/fct_monthly_branch_product_line"} <= freshness
+    for key in ("raw/annuity_income", "marts/fct_annuity_income"):
+        policy = graph.get(dg.AssetKey.from_user_string(key)).freshness_policy
+        assert policy is not None and policy.deadline_cron == "0 9 15 * *"  # type: ignore[attr-defined]
+
+
+def test_alert_reaches_webhook_and_email() -> None:
+    with webhook_sink() as (url, posts), smtp_sink() as (port, mails):
+        settings = Settings(
+            alert_webhook_url=url,  # type: ignore[arg-type]
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            alert_email_to="ops@example.invalid",
+            ui_url="http://dagster.internal:3000",
+        )
+        reached = send_alert(
+            Alert("run of monthly_refresh failed", "annuity_income", "2024-11", "boom", "abc123"),
+            settings,
+        )
+    assert reached == ["webhook", "email"]
+    text = posts[0]["text"]
+    assert "annuity_income 2024-11: run of monthly_refresh failed" in text
+    assert "http://dagster.internal:3000/runs/abc123" in text
+    assert mails[0]["Subject"] == "[WorkDataHub] annuity_income 2024-11: run of monthly_refresh failed"
+    assert "boom" in mails[0].get_payload()
+
+
+def test_alert_without_channels_is_logged_and_delivery_failure_never_raises(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert send_alert(Alert("check failed", "x", "2024-01", "detail"), Settings()) == []
+    broken = Settings(alert_webhook_url="http://127.0.0.1:1/nothing")  # type: ignore[arg-type]
+    assert send_alert(Alert("check failed", "x", "2024-01", "detail"), broken) == []
+
+
+@pytest.mark.db
+def test_failed_run_and_failed_check_are_alerted(
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_tables: None
+) -> None:
+    """A month whose rejects exceed the threshold: the reject_rate check fails, the run
+    fails, and both sensors alert the webhook with domain, month and run link."""
+    from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
+    from workdatahub.settings import reset_settings
+
+    rows: list[list[Any]] = [[2024, 2, f"P{i}", "C1", "abc", 1, 1] for i in range(5)]
+    write_workbook(trustee_folder(tmp_path, "202402", "x", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]})
+    with webhook_sink() as (url, posts), dg.instance_for_test() as instance:
+        monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", url)
+        reset_settings()
+        job = defs.resolve_job_def("monthly_refresh")
+        result = job.execute_in_process(
+            partition_key="2024-02",
+            instance=instance,
+            asset_selection=[dg.AssetKey(["raw", "trustee_performance"])],
+            run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
+            raise_on_error=False,
+            tags={"wdh/domain": "trustee_performance"},
+        )
+        assert not result.success
+        from workdatahub.defs.automation import failed_checks
+
+        for alert in failed_checks(instance, result.run_id):  # what the check sensor sends
+            send_alert(alert)
+
+        failure_sensor = defs.resolve_sensor_def("alert_on_run_failure")
+        failure_event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+        run_context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure",
+            dagster_event=failure_event,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        ).for_run_failure()
+        failure_sensor(run_context)  # type: ignore[operator]
+    reset_settings()
+    texts = [p["text"] for p in posts]
+    check_alert = next(t for t in texts if "check reject_rate failed" in t)
+    assert "trustee_performance 2024-02" in check_alert and "5 of 5 rows rejected" in check_alert
+    run_alert = next(t for t in texts if "run of monthly_refresh failed" in t)
+    assert "trustee_performance 2024-02" in run_alert
+    assert f"/runs/{result.run_id}" in run_alert
+    assert "5 of 5 rows rejected" in run_alert

@@ -1,0 +1,215 @@
+"""Running every month without watching: the workbook-arrival sensor, the monthly schedule,
+partition-aware freshness, and alerts for failed runs and failed checks."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from workdatahub.alerts import Alert, send_alert
+from workdatahub.defs.freshness import DEFAULT_DUE_DAY, due_cron
+from workdatahub.defs.jobs import monthly_refresh
+from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
+from workdatahub.defs.resources import WarehouseResource
+from workdatahub.errors import WdhError
+from workdatahub.periods import period_key
+from workdatahub.settings import get_settings
+from workdatahub.sources.discovery import available_periods, discover
+from workdatahub.sources.spec import SourcesFile
+
+
+
+# -- workbook arrival -------------------------------------------------------------------------
+
+
+def build_arrival_sensor(
+    sources: SourcesFile, downstream: dict[str, Sequence[dg.AssetKey]]
+) -> dg.SensorDefinition:
+    """One sensor for all domains: a run per (domain, month, file content).
+
+    The run key holds the workbook's sha256, so an unchanged file never triggers twice
+    and a corrected file (new content, or a higher V folder) always does.
+    """
+
+    @dg.sensor(
+        name="workbook_arrival",
+        job=monthly_refresh,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Scans WDH_DATA_DIR and loads a month when its workbook appears or changes.",
+    )
+    def workbook_arrival(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        data_dir = warehouse.data_path()
+        partition_keys = set(monthly_partitions.get_partition_keys())
+        requested = 0
+        for spec in sources.domains.values():
+            for period in available_periods(spec, data_dir):
+                key = period_key(period)
+                if key not in partition_keys:
+                    context.log.info(
+                        f"{spec.name} {key}: outside the monthly partitions "
+                        f"({min(partition_keys, default='-')}…{max(partition_keys, default='-')}); skipped"
+                    )
+                    continue
+                try:
+                    found = discover(spec, period, data_dir)
+                except WdhError as error:
+                    context.log.warning(error.message)
+                    continue
+                source = found.files[0]
+                requested += 1
+                yield dg.RunRequest(
+                    run_key=f"{spec.name}:{key}:{source.sha256}",
+                    partition_key=key,
+                    asset_selection=list(downstream[spec.name]),
+                    tags={
+                        "wdh/domain": spec.name,
+                        "wdh/sha256": source.sha256,
+                        "wdh/file_version": source.version or "base",
+                    },
+                )
+        if not requested:
+            yield dg.SkipReason(f"no workbook found under {data_dir}")
+
+    return workbook_arrival
+
+
+# -- the monthly schedule ---------------------------------------------------------------------
+
+
+def previous_month_key(moment: datetime) -> str:
+    first = moment.replace(day=1)
+    return (first - timedelta(days=1)).strftime(PARTITION_FORMAT)
+
+
+@dg.schedule(
+    name="monthly_previous_month",
+    job=monthly_refresh,
+    cron_schedule=get_settings().schedule_cron,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Materialises the previous month for every domain and the models downstream.",
+)
+def monthly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    moment = context.scheduled_execution_time or datetime.now()
+    key = previous_month_key(moment)
+    if key not in monthly_partitions.get_partition_keys():
+        return dg.SkipReason(f"{key} is outside the monthly partitions")
+    return dg.RunRequest(run_key=f"schedule:{key}", partition_key=key)
+
+
+# -- freshness --------------------------------------------------------------------------------
+
+
+def build_freshness_checks(
+    assets_by_due_day: dict[int, Sequence[dg.AssetKey]],
+) -> list[dg.AssetChecksDefinition]:
+    """Partition-aware: after the due day, the previous month's partition must exist.
+
+    (A `FreshnessPolicy` alone only looks at the newest materialisation of any partition,
+    so a back-filled old month would look fresh while the current one is missing.)
+    """
+    checks: list[dg.AssetChecksDefinition] = []
+    with warnings.catch_warnings():
+        # Dagster marks these superseded by FreshnessPolicy, which is not partition-aware;
+        # the assets carry both: the policy for the UI, these checks for "month M by day N"
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        for due_day, keys in sorted(assets_by_due_day.items()):
+            checks += list(
+                dg.build_time_partition_freshness_checks(
+                    assets=list(keys), deadline_cron=due_cron(due_day), timezone="UTC"
+                )
+            )
+    return checks
+
+
+def build_freshness_sensor(checks: list[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        return dg.build_sensor_for_freshness_checks(
+            freshness_checks=checks,
+            minimum_interval_seconds=3600,
+            name="monthly_freshness",
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        )
+
+
+# -- alerts -----------------------------------------------------------------------------------
+
+
+def _run_scope(run: dg.DagsterRun) -> tuple[str | None, str | None]:
+    tags = run.tags or {}
+    month = tags.get("dagster/partition") or (
+        f"{tags['dagster/asset_partition_range_start']}…{tags['dagster/asset_partition_range_end']}"
+        if "dagster/asset_partition_range_start" in tags
+        else None
+    )
+    return tags.get("wdh/domain"), month
+
+
+@dg.run_failure_sensor(
+    name="alert_on_run_failure",
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends a webhook/email (or logs) when a run fails.",
+)
+def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
+    domain, month = _run_scope(context.dagster_run)
+    failed_steps = [
+        f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[0]}"  # type: ignore[union-attr]
+        for e in context.get_step_failure_events()
+        if e.event_specific_data is not None and getattr(e.event_specific_data, "error", None)
+    ]
+    detail = "; ".join(failed_steps) or (context.failure_event.message or "run failed")
+    checks = failed_checks(context.instance, context.dagster_run.run_id)
+    if checks:
+        detail += "; failed checks: " + ", ".join(f"{a.domain} {a.what}" for a in checks)
+    send_alert(
+        Alert(
+            what=f"run of {context.dagster_run.job_name} failed",
+            domain=domain,
+            month=month,
+            detail=detail,
+            run_id=context.dagster_run.run_id,
+        )
+    )
+
+
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
+    """One alert per failed asset check evaluated in a run."""
+    alerts = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if evaluation is None or getattr(evaluation, "passed", True):
+            continue
+        metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}  # type: ignore[attr-defined]
+        asset = evaluation.asset_key.to_user_string()  # type: ignore[attr-defined]
+        alerts.append(
+            Alert(
+                what=f"check {evaluation.check_name} failed",  # type: ignore[attr-defined]
+                domain=asset.split("/", 1)[1] if asset.startswith("raw/") else asset,
+                month=str(metadata.get("partition") or "") or None,
+                detail=str(metadata.get("reason") or json.dumps(metadata, default=str)[:500]),
+                run_id=run_id,
+            )
+        )
+    return alerts
+
+
+@dg.run_status_sensor(
+    name="alert_on_failed_check",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends a webhook/email (or logs) for each failed asset check of a finished run.",
+)
+def alert_on_failed_check(context: dg.RunStatusSensorContext) -> None:
+    for alert in failed_checks(context.instance, context.dagster_run.run_id):
+        send_alert(alert)

@@ -197,6 +197,125 @@ def check(
         click.echo(f"wrote {result.validated.rows_valid} valid rows to {out}")
 
 
+@cli.command()
+@click.argument("domain", required=False)
+@click.option("--period", "-p", help="only this month")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def history(domain: str | None, period: str | None, limit: int, as_json: bool) -> None:
+    """Loads from the audit log: files, sha256, rows, rejects, status, duration."""
+    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.warehouse.db import connect  # noqa: PLC0415
+
+    if domain:
+        _spec(domain)
+    month = parse_period(period) if period else None
+    with connect() as conn:
+        rows = conn.execute(
+            """
+            select load_id::text, domain, to_char(period, 'YYYY-MM'), mode, status, files,
+                   rows_read, rows_loaded, rows_rejected, rows_deleted, reject_rate,
+                   round(extract(epoch from (finished_at - started_at))::numeric, 3),
+                   started_at, message
+            from wdh.load_log
+            where (%(domain)s::text is null or domain = %(domain)s)
+              and (%(period)s::date is null or period = %(period)s)
+            order by started_at desc
+            limit %(limit)s
+            """,
+            {"domain": domain, "period": month, "limit": limit},
+        ).fetchall()
+    loads = [
+        {
+            "load_id": r[0], "domain": r[1], "period": r[2], "mode": r[3], "status": r[4],
+            "files": r[5], "rows_read": r[6], "rows_loaded": r[7], "rows_rejected": r[8],
+            "rows_deleted": r[9], "reject_rate": float(r[10]) if r[10] is not None else None,
+            "duration_s": float(r[11]) if r[11] is not None else None,
+            "started_at": r[12].isoformat(), "message": r[13],
+        }
+        for r in rows
+    ]  # fmt: skip
+    if as_json:
+        _emit_json(loads)
+        return
+    table = [
+        [
+            load["started_at"][:19].replace("T", " "), load["domain"], load["period"],
+            load["status"], (load["files"][0]["version"] or "base") if load["files"] else "",
+            (load["files"][0]["sha256"][:12]) if load["files"] else "", load["rows_read"],
+            load["rows_loaded"], load["rows_rejected"], load["duration_s"],
+            (load["message"] or "")[:60],
+        ]
+        for load in loads
+    ]  # fmt: skip
+    header = ["started", "domain", "month", "status", "version", "sha256", "read", "loaded",
+              "rejected", "seconds", "message"]  # fmt: skip
+    click.echo(_table(table, header) if table else "no loads recorded")
+
+
+@cli.command()
+@click.argument("domain")
+@period_option
+@click.option("--load-id", help="a specific load (default: the latest load of that month)")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write CSV")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--limit", default=50, show_default=True, help="rows shown (text output)")
+def rejects(
+    domain: str, period: str, load_id: str | None, out: Path | None, as_json: bool, limit: int
+) -> None:
+    """Quarantined rows of a month, with their reasons."""
+    import csv  # noqa: PLC0415
+
+    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.warehouse.db import connect  # noqa: PLC0415
+
+    _spec(domain)
+    month = parse_period(period)
+    with connect() as conn:
+        latest = conn.execute(
+            """
+            select load_id::text, status from wdh.load_log
+            where domain = %s and period = %s and (%s::uuid is null or load_id = %s::uuid)
+              and status in ('succeeded', 'refused')
+            order by started_at desc limit 1
+            """,
+            [domain, month, load_id, load_id],
+        ).fetchone()
+        if latest is None:
+            _fail(f"{domain} {month:%Y-%m}: no finished load recorded")
+        rows = conn.execute(
+            """
+            select source_file, source_sheet, source_row, column_name, value, reason, raw_row
+            from wdh.rejected_rows where load_id = %s order by source_row, column_name
+            """,
+            [latest[0]],
+        ).fetchall()
+    records = [
+        {"file": r[0], "sheet": r[1], "row": r[2], "column": r[3], "value": r[4], "reason": r[5],
+         "raw_row": r[6]}
+        for r in rows
+    ]  # fmt: skip
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "sheet", "row", "column", "value", "reason", "raw_row"])
+            for record in records:
+                writer.writerow(
+                    [*list(record.values())[:6], json.dumps(record["raw_row"], ensure_ascii=False)]
+                )
+    if as_json:
+        _emit_json({"domain": domain, "period": f"{month:%Y-%m}", "load_id": latest[0],
+                    "status": latest[1], "rejects": records})  # fmt: skip
+        return
+    click.echo(f"{domain} {month:%Y-%m}: load {latest[0]} ({latest[1]}), {len(records)} rejects")
+    if records:
+        shown = [[r["row"], r["column"], r["value"], r["reason"]] for r in records[:limit]]
+        click.echo(_table(shown, ["row", "column", "value", "reason"]))
+    if out is not None:
+        click.echo(f"wrote {len(records)} rejects to {out}")
+
+
 @cli.group()
 def db() -> None:
     """The warehouse database."""

@@ -66,6 +66,7 @@ ensure_manifest()
     backfill_policy=dg.BackfillPolicy.single_run(),
     dagster_dbt_translator=translator,
     name="dbt_models",
+    pool="dbt_build",
 )
 def dbt_models(
     context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
@@ -86,6 +87,7 @@ def dbt_models(
     # lets `--partition-range` runs include the (unpartitioned) reference tables
     backfill_policy=dg.BackfillPolicy.single_run(),
     name="dbt_reference_seeds",
+    pool="dbt_build",
 )
 def dbt_reference_seeds(
     context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource

@@ -57,6 +57,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="raw",
         kinds={"excel", "postgres", "polars"},
+        pool=f"raw_{spec.table}",
         freshness_policy=freshness_policy(getattr(spec, "due_day", None) or DEFAULT_DUE_DAY),
         description=(
             f"{spec.description}\n\nTable `{spec.schema_name}.{spec.table}`, refresh "

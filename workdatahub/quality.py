@@ -1,0 +1,66 @@
+"""Per-load data-quality metrics: rows, reject rate, null rates of the columns that matter,
+duration. Kept in `wdh.data_quality_metrics` and reported as Dagster metadata, so the UI
+plots them over partitions."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from workdatahub.sources.spec import DomainSpec
+
+if TYPE_CHECKING:
+    from workdatahub.pipeline import PartitionResult
+
+
+def watched_columns(spec: DomainSpec) -> list[str]:
+    """Key and required columns, and those a rule fills in (codes, names, defaults)."""
+    names: list[str] = []
+    for column in spec.loaded_columns:
+        if column.name in spec.key or column.required or column.rules or column.derive:
+            names.append(column.name)
+    return names
+
+
+def null_rates(result: PartitionResult, spec: DomainSpec) -> dict[str, float]:
+    valid = result.check.validated.valid
+    if valid.height == 0:
+        return {name: 0.0 for name in watched_columns(spec)}
+    counts = valid.select(watched_columns(spec)).null_count().row(0, named=True)
+    return {name: round(count / valid.height, 6) for name, count in counts.items()}
+
+
+def metrics(result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
+    summary = result.summary()
+    return {
+        "rows_read": summary["rows_read"],
+        "rows_loaded": summary["rows_loaded"],
+        "rows_rejected": summary["rows_rejected"],
+        "reject_rate": float(summary["reject_rate"]),
+        "null_rates": null_rates(result, spec),
+        "duration_s": round(sum(result.timings.values()), 3),
+        "stage_seconds": summary["timings_s"],
+    }
+
+
+def record(url: str, result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
+    """Store the metrics of a finished load (its own short transaction)."""
+    values = metrics(result, spec)
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(
+            """
+            insert into wdh.data_quality_metrics (load_id, domain, period, rows_read,
+                rows_loaded, rows_rejected, reject_rate, null_rates, duration_s, stage_seconds)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            on conflict (load_id) do nothing
+            """,
+            [
+                result.plan.load_id, spec.name, result.period, values["rows_read"],
+                values["rows_loaded"], values["rows_rejected"], values["reject_rate"],
+                json.dumps(values["null_rates"]), values["duration_s"],
+                json.dumps(values["stage_seconds"]),
+            ],
+        )  # fmt: skip
+    return values

@@ -1,0 +1,117 @@
+"""The UI for real: start the Dagster webserver (own process group), ask its GraphQL API
+for the assets, partitions and checks, then kill the whole group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    partitionDefinition { description }
+    assetChecksOrError { ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    log = (home / "webserver.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-m", "workdatahub.definitions", "-h", "127.0.0.1", "-p", str(port),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: we kill all of it afterwards
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"webserver exited: {(home / 'webserver.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("webserver did not answer within 180 s")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()
+
+
+def graphql(url: str, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        payload = json.loads(response.read())
+    assert "errors" not in payload, payload.get("errors")
+    return payload["data"]  # type: ignore[no-any-return]
+
+
+def test_ui_serves_assets_partitions_and_checks(webserver: str) -> None:
+    nodes = graphql(webserver, QUERY)["assetNodes"]
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert {"raw/annuity_performance", "marts/fct_monthly_branch_product_line"} <= set(by_key)
+    assert "Monthly" in by_key["raw/annuity_performance"]["partitionDefinition"]["description"]
+    checks = {c["name"] for c in by_key["raw/annuity_performance"]["assetChecksOrError"]["checks"]}
+    assert "reject_rate" in checks
+    mart_checks = by_key["marts/fct_monthly_branch_product_line"]["assetChecksOrError"]["checks"]
+    assert any(c["name"] == "assert_marts_reconcile_to_raw" for c in mart_checks)
+
+
+def test_ui_lists_sensors_and_schedule(webserver: str) -> None:
+    data = graphql(
+        webserver,
+        """
+        { workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+            ... on RepositoryLocation { repositories { sensors { name } schedules { name } } }
+        } } } } }
+        """,
+    )
+    repositories = data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]["repositories"]
+    sensors = {s["name"] for s in repositories[0]["sensors"]}
+    assert {"workbook_arrival", "alert_on_run_failure", "monthly_freshness"} <= sensors
+    assert {s["name"] for s in repositories[0]["schedules"]} == {"monthly_previous_month"}

@@ -47,6 +47,12 @@ dev: setup ## Dagster UI on http://localhost:3000
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)
 	$(RUN)/python bench/run.py
 
+screenshot: setup ## docs/asset-graph.png of the UI's asset graph (installs Debian's chromium if missing)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk; }
+	$(RUN)/python scripts/screenshot.py
+
 lint: setup ## ruff (lint + format check) and mypy
 	$(RUN)/ruff check workdatahub tests bench
 	$(RUN)/ruff format --check workdatahub tests bench

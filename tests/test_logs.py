@@ -1,0 +1,46 @@
+"""Logs: JSON in production with domain and partition on every line; readable otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    rows = [[2024, 11, "P1", "C1", "5%", 1, 1], [2024, 11, "P2", "C1", "x", 1, 1]]
+    write_workbook(trustee_folder(tmp_path, "202411", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]})
+    return subprocess.run(
+        [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance", "-p", "2024-11",
+         "--data-dir", str(tmp_path), "--plan-only"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "WDH_DATABASE_URL": "postgresql://wdh:pa55word@db.invalid/wh",
+             "WDH_LOG_LEVEL": "INFO", **env},
+    )  # fmt: skip
+
+
+def test_prod_logs_are_json_with_domain_and_partition(tmp_path: Path) -> None:
+    done = _plan(tmp_path, WDH_ENVIRONMENT="prod", WDH_LOG_FORMAT="auto")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert lines, "expected log lines"
+    for line in lines:
+        assert line["domain"] == "trustee_performance" and line["partition"] == "2024-11"
+        assert line["level"] in ("info", "warning") and "timestamp" in line
+    validated = next(line for line in lines if line["event"] == "validated")
+    assert (validated["rows_read"], validated["rows_rejected"]) == (2, 1)
+    assert "pa55word" not in done.stderr + done.stdout
+
+
+def test_dev_logs_are_readable_text(tmp_path: Path) -> None:
+    done = _plan(tmp_path, WDH_ENVIRONMENT="dev", WDH_LOG_FORMAT="auto")
+    assert done.returncode == 0, done.stderr
+    first = done.stderr.splitlines()[0]
+    assert "discovered" in first and "domain=trustee_performance" in first
+    assert not first.startswith("{")

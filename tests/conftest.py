@@ -50,7 +50,7 @@ def fresh_tables(pg: object) -> None:
     """Empty the raw tables and the audit tables (each test starts from nothing)."""
     pg.execute(  # type: ignore[attr-defined]
         "truncate raw.trustee_performance, raw.annuity_performance, raw.annuity_income, "
-        "wdh.rejected_rows, wdh.load_log"
+        "wdh.data_quality_metrics, wdh.rejected_rows, wdh.load_log"
     )
 
 

@@ -171,3 +171,52 @@ def test_failed_run_and_failed_check_are_alerted(
     assert "trustee_performance 2024-02" in run_alert
     assert f"/runs/{result.run_id}" in run_alert
     assert "5 of 5 rows rejected" in run_alert
+
+
+def _latest_due_month(now: datetime, due_day: int = 15) -> date:
+    """The month whose data is due by the most recent deadline (09:00 UTC on due_day)."""
+    first = date(now.year, now.month, 1)
+    previous = date(first.year - (first.month == 1), (first.month - 2) % 12 + 1, 1)
+    if (now.day, now.hour) >= (due_day, 9):
+        return previous
+    return date(previous.year - (previous.month == 1), (previous.month - 2) % 12 + 1, 1)
+
+
+@pytest.mark.db
+def test_freshness_fails_until_the_latest_due_month_is_loaded(
+    defs: dg.Definitions, tmp_path: Path, fresh_tables: None
+) -> None:
+    due = _latest_due_month(datetime.utcnow())
+    key = dg.AssetKey(["raw", "trustee_performance"])
+    check_key = next(
+        c for c in defs.resolve_asset_graph().asset_check_keys
+        if c.asset_key == key and "freshness" in c.name
+    )  # fmt: skip
+    global_job = defs.resolve_implicit_global_asset_job_def()
+
+    def evaluate(instance: dg.DagsterInstance) -> bool:
+        checks_only = global_job.get_subset(
+            asset_selection=set(), asset_check_selection={check_key}
+        )
+        result = checks_only.execute_in_process(instance=instance)
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation.passed
+
+    write_samples(tmp_path, [due], rows=40, domains=("trustee_performance",))
+    older = date(due.year - 1, due.month, 1)
+    write_samples(tmp_path, [older], rows=40, domains=("trustee_performance",))
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def("monthly_refresh")
+        run_config = {"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}}
+
+        def load(month: date) -> None:
+            assert job.execute_in_process(
+                partition_key=f"{month:%Y-%m}", instance=instance, asset_selection=[key],
+                run_config=run_config,
+            ).success  # fmt: skip
+
+        assert not evaluate(instance)  # nothing loaded
+        load(older)
+        assert not evaluate(instance)  # an old month loaded later does not make it fresh
+        load(due)
+        assert evaluate(instance)

@@ -169,3 +169,34 @@ def test_warehouse_unreachable_exit_3_and_password_masked(month: Path) -> None:
     assert done.returncode == 3
     assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_operator_views_on_annuity_samples(tmp_path: Path) -> None:
+    from datetime import date
+
+    from workdatahub.samples import write_samples
+
+    samples = write_samples(tmp_path, [date(2024, 11, 1)], rows=120, seed=5)
+    performance = next(s for s in samples if s.domain == "annuity_performance")
+    out = tmp_path / "x.csv"
+    done = wdh(
+        "check", "annuity_performance", str(performance.path), "--period", "2024-11",
+        "--json", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["sheet"] == "规模明细"
+    assert payload["rows_read"] == performance.rows
+    assert payload["rows_rejected"] == performance.expected_rejects
+    with out.open(encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert header[:4] == ["period", "business_type", "plan_type", "plan_code"]
+    assert "annuity_account_no" in header and "备注" not in header
+
+    done = wdh(
+        "load", "annuity_income", "--period", "2024-11", "--data-dir", str(tmp_path), "--plan-only",
+        env={"WDH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert 'delete from "raw"."annuity_income" where "period" = \'2024-11-01\'::date' in done.stdout
+    assert "[收入明细]" in done.stdout

@@ -125,6 +125,25 @@ def test_month_through_dagster_matches_independent_totals(
         "select count(*) from marts.fct_annuity_performance where company_id is null"
     ).fetchone() == (0,)
 
+    # the SQL temporary id (dbt macro) equals its Python twin, and every step of the chain hit
+    from workdatahub.warehouse.company_id import temp_company_id
+
+    temporary = pg.execute(
+        "select distinct customer_name, company_id from marts.fct_annuity_performance "
+        "where company_id_source = 'temporary' and period = %s",
+        [FEB],
+    ).fetchall()
+    assert temporary, "the samples include unknown customers"
+    assert all(company_id == temp_company_id(name or "") for name, company_id in temporary)
+    sources_hit = {
+        r[0]
+        for r in pg.execute(
+            "select distinct company_id_source from marts.fct_annuity_performance where period = %s",
+            [FEB],
+        ).fetchall()
+    }
+    assert {"plan", "account", "name", "temporary"} <= sources_hit
+
     # materialising the same month again changes nothing
     def snapshot() -> list[Any]:
         return pg.execute(

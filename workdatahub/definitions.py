@@ -24,7 +24,7 @@ from workdatahub.defs.automation import (
 )
 from workdatahub.defs.freshness import DEFAULT_DUE_DAY
 from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
-from workdatahub.defs.jobs import monthly_refresh
+from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.sources.spec import load_sources
@@ -61,6 +61,7 @@ for name, spec in sources.domains.items():
         if key.path[0] in ("raw", "marts") and key not in due_days.setdefault(day, []):
             due_days[day].append(key)
 freshness_checks = build_freshness_checks(due_days)
+monthly_refresh = build_monthly_refresh(freshness_checks)
 
 defs = dg.Definitions(
     # Steps are database-bound and short; a subprocess per step would re-import the code

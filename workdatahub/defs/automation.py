@@ -12,7 +12,7 @@ import dagster as dg
 
 from workdatahub.alerts import Alert, send_alert
 from workdatahub.defs.freshness import DEFAULT_DUE_DAY, due_cron
-from workdatahub.defs.jobs import monthly_refresh
+from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import WdhError
@@ -37,7 +37,7 @@ def build_arrival_sensor(
 
     @dg.sensor(
         name="workbook_arrival",
-        job=monthly_refresh,
+        job_name=MONTHLY_REFRESH,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Scans WDH_DATA_DIR and loads a month when its workbook appears or changes.",
@@ -90,7 +90,7 @@ def previous_month_key(moment: datetime) -> str:
 
 @dg.schedule(
     name="monthly_previous_month",
-    job=monthly_refresh,
+    job_name=MONTHLY_REFRESH,
     cron_schedule=get_settings().schedule_cron,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,

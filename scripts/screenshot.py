@@ -19,6 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "asset-graph.png"
+# the global lineage: raw and reference -> staging -> marts
+PAGE = os.environ.get(
+    "WDH_SCREENSHOT_PAGE",
+    "asset-groups",
+)
 
 
 def free_port() -> int:
@@ -65,7 +70,7 @@ def main() -> int:
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
                  "--window-size=1600,1000", "--virtual-time-budget=30000",
-                 f"--screenshot={OUT}", f"{url}/asset-groups"],
+                 f"--screenshot={OUT}", f"{url}/{PAGE}"],
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

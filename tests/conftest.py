@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("WDH_DATABASE_NAME", "workdatahub_test")
 os.environ.setdefault("WDH_LOG_LEVEL", "WARNING")
 
-from workdatahub.settings import reset_settings  # noqa: E402
-from workdatahub.sources.spec import SourcesFile, load_sources  # noqa: E402
+from workdatahub.settings import reset_settings
+from workdatahub.sources.spec import SourcesFile, load_sources
 
 reset_settings()
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,7 +50,10 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     annuity = next(s for s in samples if s.domain == "annuity_performance")
     from workdatahub.sources.discovery import sha256_of
 
-    assert by_domain["annuity_performance"].run_key == f"annuity_performance:2024-02:{sha256_of(annuity.path)}"
+    assert (
+        by_domain["annuity_performance"].run_key
+        == f"annuity_performance:2024-02:{sha256_of(annuity.path)}"
+    )
     selected = {k.to_user_string() for k in by_domain["annuity_income"].asset_selection or []}
     assert selected == {
         "raw/annuity_income", "staging/stg_annuity_income", "marts/fct_annuity_income",
@@ -66,7 +69,10 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     corrected = write_samples(tmp_path / "other", [date(2024, 2, 1)], rows=40, seed=99)
     new_version = base / "V9"
     new_version.mkdir()
-    shutil.copy(next(s.path for s in corrected if s.domain == "annuity_performance"), new_version / annuity.path.name)
+    shutil.copy(
+        next(s.path for s in corrected if s.domain == "annuity_performance"),
+        new_version / annuity.path.name,
+    )
     again = {r.tags["wdh/domain"]: r.run_key for r in _arrival_requests(defs, tmp_path)}
     assert again["trustee_performance"] == by_domain["trustee_performance"].run_key
     assert again["annuity_performance"] != by_domain["annuity_performance"].run_key
@@ -90,7 +96,11 @@ def test_freshness_checks_and_policies_cover_raw_and_marts(defs: dg.Definitions)
     freshness = {
         c.asset_key.to_user_string() for c in graph.asset_check_keys if "freshness" in c.name
     }
-    assert {"raw/annuity_performance", "raw/trustee_performance", "marts/fct_monthly_branch_product_line"} <= freshness
+    assert {
+        "raw/annuity_performance",
+        "raw/trustee_performance",
+        "marts/fct_monthly_branch_product_line",
+    } <= freshness
     for key in ("raw/annuity_income", "marts/fct_annuity_income"):
         policy = graph.get(dg.AssetKey.from_user_string(key)).freshness_policy
         assert policy is not None and policy.deadline_cron == "0 9 15 * *"  # type: ignore[attr-defined]
@@ -113,7 +123,9 @@ def test_alert_reaches_webhook_and_email() -> None:
     text = posts[0]["text"]
     assert "annuity_income 2024-11: run of monthly_refresh failed" in text
     assert "http://dagster.internal:3000/runs/abc123" in text
-    assert mails[0]["Subject"] == "[WorkDataHub] annuity_income 2024-11: run of monthly_refresh failed"
+    assert (
+        mails[0]["Subject"] == "[WorkDataHub] annuity_income 2024-11: run of monthly_refresh failed"
+    )
     assert "boom" in mails[0].get_payload()
 
 
@@ -135,7 +147,9 @@ def test_failed_run_and_failed_check_are_alerted(
     from workdatahub.settings import reset_settings
 
     rows: list[list[Any]] = [[2024, 2, f"P{i}", "C1", "abc", 1, 1] for i in range(5)]
-    write_workbook(trustee_folder(tmp_path, "202402", "x", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]})
+    write_workbook(
+        trustee_folder(tmp_path, "202402", "x", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]}
+    )
     with webhook_sink() as (url, posts), dg.instance_for_test() as instance:
         monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", url)
         reset_settings()
@@ -155,7 +169,9 @@ def test_failed_run_and_failed_check_are_alerted(
             send_alert(alert)
 
         failure_sensor = defs.resolve_sensor_def("alert_on_run_failure")
-        failure_event = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+        failure_event = next(
+            e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"
+        )
         run_context = dg.build_run_status_sensor_context(
             sensor_name="alert_on_run_failure",
             dagster_event=failure_event,

@@ -88,7 +88,8 @@ def test_month_through_dagster_matches_independent_totals(
     rejected = {
         r[0]
         for r in pg.execute(
-            "select source_row from wdh.rejected_rows where domain = 'annuity_performance' and period = %s",
+            "select source_row from wdh.rejected_rows "
+            "where domain = 'annuity_performance' and period = %s",
             [FEB],
         ).fetchall()
     }
@@ -98,7 +99,8 @@ def test_month_through_dagster_matches_independent_totals(
         "select sum(closing_assets), count(*) from raw.annuity_performance where period = %s", [FEB]
     ).fetchone()
     mart_total = pg.execute(
-        "select sum(closing_assets) from marts.fct_monthly_branch_product_line where period = %s", [FEB]
+        "select sum(closing_assets) from marts.fct_monthly_branch_product_line where period = %s",
+        [FEB],
     ).fetchone()[0]
     fact_total = pg.execute(
         "select sum(closing_assets) from marts.fct_annuity_performance where period = %s", [FEB]
@@ -110,11 +112,14 @@ def test_month_through_dagster_matches_independent_totals(
     rejected_income = {
         r[0]
         for r in pg.execute(
-            "select source_row from wdh.rejected_rows where domain = 'annuity_income' and period = %s", [FEB]
+            "select source_row from wdh.rejected_rows "
+            "where domain = 'annuity_income' and period = %s",
+            [FEB],
         ).fetchall()
     }
     fees = sum(
-        workbook_totals(income.path, "收入明细", column, rejected_income) for column in ("固费", "浮费", "回补")
+        workbook_totals(income.path, "收入明细", column, rejected_income)
+        for column in ("固费", "浮费", "回补")
     )
     mart_fees = pg.execute(
         "select sum(fee_income) from marts.fct_monthly_branch_product_line where period = %s", [FEB]
@@ -138,7 +143,8 @@ def test_month_through_dagster_matches_independent_totals(
     sources_hit = {
         r[0]
         for r in pg.execute(
-            "select distinct company_id_source from marts.fct_annuity_performance where period = %s",
+            "select distinct company_id_source from marts.fct_annuity_performance "
+            "where period = %s",
             [FEB],
         ).fetchall()
     }
@@ -159,12 +165,16 @@ def test_month_through_dagster_matches_independent_totals(
 def test_corrected_v2_file_replaces_the_v1_month(
     tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:
-    from workdatahub.sources.spec import load_sources
     from workdatahub.pipeline import run_partition
+    from workdatahub.sources.spec import load_sources
 
     spec = load_sources().domain("annuity_performance")
-    first = write_samples(tmp_path / "v1", [FEB], rows=120, seed=1, domains=("annuity_performance",))[0]
-    second = write_samples(tmp_path / "v2", [FEB], rows=80, seed=2, domains=("annuity_performance",))[0]
+    first = write_samples(
+        tmp_path / "v1", [FEB], rows=120, seed=1, domains=("annuity_performance",)
+    )[0]
+    second = write_samples(
+        tmp_path / "v2", [FEB], rows=80, seed=2, domains=("annuity_performance",)
+    )[0]
     base = tmp_path / "data" / "202402" / "收集数据" / "数据采集"
     (base / "V1").mkdir(parents=True)
     (base / "V1" / first.path.name).write_bytes(first.path.read_bytes())
@@ -174,7 +184,9 @@ def test_corrected_v2_file_replaces_the_v1_month(
     (base / "V2" / first.path.name).write_bytes(second.path.read_bytes())
     replaced = run_partition(spec, FEB, data_dir=tmp_path / "data")
     assert replaced.file.version == "V2"
-    count = pg.execute("select count(*) from raw.annuity_performance where period = %s", [FEB]).fetchone()[0]
+    count = pg.execute(
+        "select count(*) from raw.annuity_performance where period = %s", [FEB]
+    ).fetchone()[0]
     assert count == second.rows - second.expected_rejects
     files = pg.execute(
         "select distinct source_file from raw.annuity_performance where period = %s", [FEB]

@@ -45,7 +45,9 @@ def test_one_monthly_partitions_definition_is_shared(graph: dg.AssetGraph) -> No
 
 def test_lineage_raw_to_staging_to_marts(graph: dg.AssetGraph) -> None:  # type: ignore[type-arg]
     def parents(key: str) -> set[str]:
-        return {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys}
+        return {
+            p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(key)).parent_keys
+        }
 
     assert "raw/trustee_performance" in parents("staging/stg_trustee_performance")
     assert "staging/stg_trustee_performance" in parents("marts/fct_trustee_performance")
@@ -59,7 +61,9 @@ def test_checks_pandera_and_dbt(graph: dg.AssetGraph) -> None:  # type: ignore[t
     for domain in ("trustee_performance", "annuity_performance", "annuity_income"):
         assert (f"raw/{domain}", "reject_rate") in checks
     marts_checks = {name for asset, name in checks if asset.startswith("marts/")}
-    assert any(name.startswith("not_null_fct_annuity_performance_company_id") for name in marts_checks)
+    assert any(
+        name.startswith("not_null_fct_annuity_performance_company_id") for name in marts_checks
+    )
     assert "assert_marts_reconcile_to_raw" in marts_checks
     assert len(checks) >= 60
 

@@ -7,7 +7,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
@@ -19,13 +18,17 @@ pytestmark = pytest.mark.db
 NOV, DEC = date(2024, 11, 1), date(2024, 12, 1)
 
 
-def trustee_month(data_dir: Path, period: date, rows: list[list[Any]], name: str = "受托业绩.xlsx") -> Path:
+def trustee_month(
+    data_dir: Path, period: date, rows: list[list[Any]], name: str = "受托业绩.xlsx"
+) -> Path:
     folder = trustee_folder(data_dir, f"{period:%Y%m}", "受托部")
     return write_workbook(folder / name, {"Sheet1": [TRUSTEE_HEADER, *rows]})
 
 
 def rows_for(period: date, n: int, scale: int = 1) -> list[list[Any]]:
-    return [[period.year, period.month, f"P{i:04d}", "C01", "5%", i * scale, 100 * i] for i in range(n)]
+    return [
+        [period.year, period.month, f"P{i:04d}", "C01", "5%", i * scale, 100 * i] for i in range(n)
+    ]
 
 
 def table_state(pg: Any, period: date | None = None) -> tuple[int, str]:
@@ -49,7 +52,9 @@ def test_load_twice_gives_the_same_table_and_two_log_rows(
     second = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert state == table_state(pg) and state[0] == 20
     assert second.outcome and second.outcome.rows_deleted == 20
-    log = pg.execute("select load_id, status, rows_loaded from wdh.load_log order by started_at").fetchall()
+    log = pg.execute(
+        "select load_id, status, rows_loaded from wdh.load_log order by started_at"
+    ).fetchall()
     assert [(str(r[0]), r[1], r[2]) for r in log] == [
         (str(first.plan.load_id), "succeeded", 20),
         (str(second.plan.load_id), "succeeded", 20),
@@ -57,8 +62,12 @@ def test_load_twice_gives_the_same_table_and_two_log_rows(
     lineage = pg.execute(
         "select distinct load_id::text, source_file, source_sheet from raw.trustee_performance"
     ).fetchall()
-    assert lineage == [(str(second.plan.load_id), "202411/收集数据/业务收集/受托部/受托业绩.xlsx", "Sheet1")]
-    rows = pg.execute("select min(source_row), max(source_row) from raw.trustee_performance").fetchone()
+    assert lineage == [
+        (str(second.plan.load_id), "202411/收集数据/业务收集/受托部/受托业绩.xlsx", "Sheet1")
+    ]
+    rows = pg.execute(
+        "select min(source_row), max(source_row) from raw.trustee_performance"
+    ).fetchone()
     assert rows == (2, 21)
 
 
@@ -81,13 +90,19 @@ def test_plan_only_writes_nothing_and_needs_no_database(
     sources: SourcesFile, tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:
     spec = sources.domain("trustee_performance")
-    trustee_month(tmp_path, NOV, rows_for(NOV, 4) + [[2024, 11, "PX", "C01", "abc", 1, 1]])
+    trustee_month(tmp_path, NOV, [*rows_for(NOV, 4), [2024, 11, "PX", "C01", "abc", 1, 1]])
     result = run_partition(
-        spec, NOV, data_dir=tmp_path, url="postgresql://nobody:secret@127.0.0.1:1/none", plan_only=True
+        spec,
+        NOV,
+        data_dir=tmp_path,
+        url="postgresql://nobody:secret@127.0.0.1:1/none",
+        plan_only=True,
     )
     assert result.outcome is None
     text = result.plan.render()
-    assert 'delete from "raw"."trustee_performance" where "report_date" = \'2024-11-01\'::date' in text
+    assert (
+        'delete from "raw"."trustee_performance" where "report_date" = \'2024-11-01\'::date' in text
+    )
     assert "-- copy the valid rows (4 rows)" in text
     assert "-- quarantine the rejected rows with their reasons (1 rows)" in text
     assert pg.execute("select count(*) from wdh.load_log").fetchone() == (0,)
@@ -120,9 +135,13 @@ def test_a_load_failing_midway_leaves_the_previous_month_intact(
         with pytest.raises(WarehouseError, match="rolled back, table unchanged: disk full"):
             run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     finally:
-        pg.execute("drop trigger fail_on_boom on raw.trustee_performance; drop function raw.fail_on_boom()")
+        pg.execute(
+            "drop trigger fail_on_boom on raw.trustee_performance; drop function raw.fail_on_boom()"
+        )
     assert table_state(pg) == before
-    last = pg.execute("select status, message from wdh.load_log order by started_at desc limit 1").fetchone()
+    last = pg.execute(
+        "select status, message from wdh.load_log order by started_at desc limit 1"
+    ).fetchone()
     assert last[0] == "failed" and "disk full" in last[1]
     assert pg.execute("select count(*) from wdh.rejected_rows").fetchone() == (0,)
 
@@ -139,10 +158,13 @@ def test_reject_threshold_refuses_the_load_but_keeps_the_rejects(
     with pytest.raises(RejectThresholdExceeded, match="5 of 7 rows rejected"):
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert table_state(pg) == before
-    status = pg.execute("select status from wdh.load_log order by started_at desc limit 1").fetchone()
+    status = pg.execute(
+        "select status from wdh.load_log order by started_at desc limit 1"
+    ).fetchone()
     assert status == ("refused",)
     quarantined = pg.execute(
-        "select source_row, column_name, value, reason, raw_row->>'plan_code' from wdh.rejected_rows order by 1"
+        "select source_row, column_name, value, reason, raw_row->>'plan_code' "
+        "from wdh.rejected_rows order by 1"
     ).fetchall()
     assert quarantined[0] == (4, "return_rate", "abc", "not a rate or percentage: 'abc'", "Q0")
     assert len(quarantined) == 5
@@ -156,7 +178,9 @@ def test_append_and_upsert_modes(
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     trustee_month(tmp_path, NOV, rows_for(NOV, 5, scale=10))
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="upsert")
-    values = pg.execute("select plan_code, net_value from raw.trustee_performance order by 1").fetchall()
+    values = pg.execute(
+        "select plan_code, net_value from raw.trustee_performance order by 1"
+    ).fetchall()
     assert [(p, int(v)) for p, v in values] == [(f"P{i:04d}", 10 * i) for i in range(5)]
     # append onto existing keys violates the key: refused as a whole, table unchanged
     state = table_state(pg)
@@ -180,14 +204,10 @@ def test_a_stale_running_row_is_marked_abandoned(
     assert statuses == ["abandoned", "succeeded"]
 
 
-def test_connection_failure_is_one_clear_line(
-    sources: SourcesFile, tmp_path: Path
-) -> None:
+def test_connection_failure_is_one_clear_line(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     trustee_month(tmp_path, NOV, rows_for(NOV, 2))
     with pytest.raises(WarehouseError) as error:
         run_partition(spec, NOV, data_dir=tmp_path, url="postgresql://u:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in str(error.value)
     assert "\n" not in str(error.value)
-
-

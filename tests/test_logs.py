@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     rows = [[2024, 11, "P1", "C1", "5%", 1, 1], [2024, 11, "P2", "C1", "x", 1, 1]]
-    write_workbook(trustee_folder(tmp_path, "202411", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]})
+    write_workbook(
+        trustee_folder(tmp_path, "202411", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]}
+    )
     return subprocess.run(
         [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance", "-p", "2024-11",
          "--data-dir", str(tmp_path), "--plan-only"],

@@ -30,7 +30,8 @@ def test_prod_instance_uses_postgres_storage(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("drop database if exists wdh_dagster_test")
         conn.execute("create database wdh_dagster_test")
-    url = f"postgresql+psycopg2://{parts['user']}@/wdh_dagster_test?host={quote(parts['host'], safe='')}"
+    host = quote(parts["host"], safe="")
+    url = f"postgresql+psycopg2://{parts['user']}@/wdh_dagster_test?host={host}"
     monkeypatch.setenv("WDH_DAGSTER_PG_URL", url)
     shutil.copy(ROOT / "dagster.prod.yaml", tmp_path / "dagster.yaml")
 
@@ -59,8 +60,6 @@ def test_raw_tables_and_dbt_each_have_a_pool() -> None:
     from workdatahub.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    pools = {
-        key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()
-    }
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
     assert pools["raw/annuity_income"] == {"raw_annuity_income"}
     assert pools["marts/fct_annuity_income"] == {"dbt_build"}

@@ -10,7 +10,9 @@ import pytest
 from workdatahub.cleansing.rules import RULES
 
 
-def apply(rule: str, frame: dict[str, list[object]], column: str = "v") -> tuple[list[object], list[object]]:
+def apply(
+    rule: str, frame: dict[str, list[object]], column: str = "v"
+) -> tuple[list[object], list[object]]:
     df = pl.DataFrame(frame)
     output = RULES[rule](pl.col(column))
     errors = pl.coalesce(list(output.errors)) if output.errors else pl.lit(None, pl.String)
@@ -26,7 +28,10 @@ def test_plan_code_corrections() -> None:
 def test_plan_code_default_by_plan_type_and_reject_otherwise() -> None:
     values, errors = apply(
         "plan_code_default",
-        {"v": [None, None, None, None, "P1"], "plan_type": ["集合计划", "单一计划", "其他", None, "其他"]},
+        {
+            "v": [None, None, None, None, "P1"],
+            "plan_type": ["集合计划", "单一计划", "其他", None, "其他"],
+        },
     )
     assert values == ["AN001", "AN002", None, None, "P1"]
     assert errors[:2] == [None, None]
@@ -45,7 +50,14 @@ def test_portfolio_code_defaults() -> None:
         "portfolio_code_default",
         {
             "v": [None, None, None, None, None, "X1"],
-            "business_type": ["职年受托", "职年投资", "企年受托", "企年投资", "企年受托", "职年受托"],
+            "business_type": [
+                "职年受托",
+                "职年投资",
+                "企年受托",
+                "企年投资",
+                "企年受托",
+                "职年受托",
+            ],
             "plan_type": ["集合计划", "单一计划", "集合计划", "单一计划", "其他", "集合计划"],
         },
     )
@@ -101,5 +113,8 @@ def test_month_from_year_and_month() -> None:
     ],
 )
 def test_company_name_normalisation(raw: str | None, normalised: str | None) -> None:
-    values, _ = apply("company_name", {"v": [raw]} if raw is not None else {"v": pl.Series([None], dtype=pl.String)})
+    values, _ = apply(
+        "company_name",
+        {"v": [raw]} if raw is not None else {"v": pl.Series([None], dtype=pl.String)},
+    )
     assert values == [normalised]

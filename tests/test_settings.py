@@ -27,7 +27,10 @@ def test_env_example_documents_every_setting() -> None:
         ("postgresql+psycopg2://u:p%40ss@h/d", "postgresql+psycopg2://u:***@h/d"),
         ("host=db password=s3cret user=u", "host=db password=*** user=u"),
         ("postgresql://postgres@/wh?host=/tmp", "postgresql://postgres@/wh?host=/tmp"),
-        ("cannot connect to postgresql://a:b@c/d: refused", "cannot connect to postgresql://a:***@c/d: refused"),
+        (
+            "cannot connect to postgresql://a:b@c/d: refused",
+            "cannot connect to postgresql://a:***@c/d: refused",
+        ),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:

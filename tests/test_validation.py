@@ -6,7 +6,12 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from tests.workbooks import ANNUITY_INCOME_HEADER, ANNUITY_PERFORMANCE_HEADER, TRUSTEE_HEADER, write_workbook
+from tests.workbooks import (
+    ANNUITY_INCOME_HEADER,
+    ANNUITY_PERFORMANCE_HEADER,
+    TRUSTEE_HEADER,
+    write_workbook,
+)
 from workdatahub.pipeline import check_file
 from workdatahub.sources.spec import SourcesFile
 
@@ -26,10 +31,15 @@ def test_trustee_rejects_name_row_column_value_reason(sources: SourcesFile, tmp_
         [2024, 11, "P5", 1001, "(1.5)", "-", "N/A"],  # row 8 valid: negative rate, nulls
     ]
     result = check_file(spec, write_workbook(tmp_path / "t.xlsx", {"S": rows}), NOV)
-    rejects = {(r["row"], r["column"]): (r["value"], r["reason"]) for r in result.to_json()["rejects"]}
+    rejects = {
+        (r["row"], r["column"]): (r["value"], r["reason"]) for r in result.to_json()["rejects"]
+    }
     assert rejects == {
         (3, "net_value"): ("abc", "not a number: 'abc'"),
-        (4, "report_date,plan_code,company_code"): ("2024-11-01 / P1 / C1", "duplicate key: 2024-11-01 / P1 / C1"),
+        (4, "report_date,plan_code,company_code"): (
+            "2024-11-01 / P1 / C1",
+            "duplicate key: 2024-11-01 / P1 / C1",
+        ),
         (5, "report_date"): ("2024 / 10", "period mismatch: row is for 2024-10, loading 2024-11"),
         (6, "plan_code"): (None, "required value missing"),
         (7, "report_date"): ("2024 / 13", "年/月 do not form a valid month"),

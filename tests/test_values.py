@@ -25,7 +25,9 @@ def run(parser, values):  # type: ignore[no-untyped-def]
     text = blank_to_null(pl.col("v"), NULLS)
     parsed = parser(text)
     exprs = [parsed.value.alias("value")]
-    exprs.append((parsed.error if parsed.error is not None else pl.lit(None, pl.String)).alias("error"))
+    exprs.append(
+        (parsed.error if parsed.error is not None else pl.lit(None, pl.String)).alias("error")
+    )
     out = frame.select(exprs)
     return out["value"].to_list(), out["error"].to_list()
 
@@ -126,7 +128,13 @@ def test_rate_that_is_not_a_number_rejects() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("P0290", "P0290"), (" P0290 ", "P0290"), ("12345", "12345"), ("12345.0", "12345"), ("Ｐ０２９０", "P0290")],
+    [
+        ("P0290", "P0290"),
+        (" P0290 ", "P0290"),
+        ("12345", "12345"),
+        ("12345.0", "12345"),
+        ("Ｐ０２９０", "P0290"),
+    ],
 )
 def test_codes_are_trimmed_text_without_dot_zero(text: str, expected: str) -> None:
     values, _ = run(parse_code, [text])

@@ -111,7 +111,9 @@ def test_ui_lists_sensors_and_schedule(webserver: str) -> None:
         } } } } }
         """,
     )
-    repositories = data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]["repositories"]
+    repositories = data["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"][
+        "repositories"
+    ]
     sensors = {s["name"] for s in repositories[0]["sensors"]}
     assert {"workbook_arrival", "alert_on_run_failure", "monthly_freshness"} <= sensors
     assert {s["name"] for s in repositories[0]["schedules"]} == {"monthly_previous_month"}

@@ -56,7 +56,9 @@ def write_workbook(
                 if value is None:
                     continue
                 if isinstance(value, (datetime, date)):
-                    sheet.write_datetime(r, col, datetime(value.year, value.month, value.day), date_format)
+                    sheet.write_datetime(
+                        r, col, datetime(value.year, value.month, value.day), date_format
+                    )
                 elif isinstance(value, str):
                     sheet.write_string(r, col, value)
                 else:

@@ -62,7 +62,9 @@ def send_alert(alert: Alert, settings: Settings | None = None) -> list[str]:
         except Exception as error:
             log.warning("alert email failed", error=mask_url(str(error)))
     if not reached:
-        log.warning("alert", what=alert.what, detail=mask_url(alert.detail), link=alert.link(settings))
+        log.warning(
+            "alert", what=alert.what, detail=mask_url(alert.detail), link=alert.link(settings)
+        )
     return reached
 
 
@@ -79,7 +81,7 @@ def _post_webhook(url: str, alert: Alert, settings: Settings) -> None:
         headers={"Content-Type": "application/json; charset=utf-8"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 - configured URL
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
         if response.status >= 300:
             raise RuntimeError(f"webhook answered {response.status}")
 
@@ -90,7 +92,9 @@ def _send_email(alert: Alert, settings: Settings) -> None:
     message["From"] = settings.alert_email_from
     message["To"] = ", ".join(a.strip() for a in settings.alert_email_to.split(",") if a.strip())
     message.set_content(alert.text(settings))
-    with smtplib.SMTP(settings.smtp_host or "localhost", settings.smtp_port, timeout=TIMEOUT_S) as smtp:
+    with smtplib.SMTP(
+        settings.smtp_host or "localhost", settings.smtp_port, timeout=TIMEOUT_S
+    ) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
         if settings.smtp_user and settings.smtp_password is not None:

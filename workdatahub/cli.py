@@ -33,7 +33,7 @@ def _data_dir(value: Path | None) -> Path:
 
 
 def _spec(domain: str) -> Any:
-    from workdatahub.sources.spec import load_sources  # noqa: PLC0415
+    from workdatahub.sources.spec import load_sources
 
     return load_sources().domain(domain)
 
@@ -69,7 +69,7 @@ data_dir_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """WorkDataHub: monthly Excel workbooks into a trustworthy Postgres warehouse."""
-    from workdatahub.logs import configure_logging  # noqa: PLC0415
+    from workdatahub.logs import configure_logging
 
     configure_logging()
 
@@ -81,19 +81,22 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def discover(domain: str, period: str, data_dir: Path | None, as_json: bool) -> None:
     """Show which workbook a month of DOMAIN would load, and what was ignored."""
-    from workdatahub.periods import parse_period  # noqa: PLC0415
-    from workdatahub.sources.discovery import discover as find  # noqa: PLC0415
+    from workdatahub.periods import parse_period
+    from workdatahub.sources.discovery import discover as find
 
     root = _data_dir(data_dir)
     result = find(_spec(domain), parse_period(period), root)
     if as_json:
         _emit_json(result.to_json(root))
         return
-    payload = result.to_json(root)
+    payload: dict[str, Any] = result.to_json(root)
     click.echo(f"{domain} {payload['period']}: {result.base}")
-    for item in payload["files"]:  # type: ignore[union-attr]
-        click.echo(f"  use     {item['path']}  version={item['version'] or '-'}  sha256={item['sha256'][:16]}…")
-    for item in payload["ignored"]:  # type: ignore[union-attr]
+    for item in payload["files"]:
+        click.echo(
+            f"  use     {item['path']}  version={item['version'] or '-'}  "
+            f"sha256={item['sha256'][:16]}…"
+        )
+    for item in payload["ignored"]:
         click.echo(f"  ignore  {item['path']}  ({item['reason']})")
 
 
@@ -107,7 +110,9 @@ def discover(domain: str, period: str, data_dir: Path | None, as_json: bool) -> 
     help="refresh mode (default: the domain's `refresh`)",
 )
 @click.option("--plan-only", is_flag=True, help="print the SQL and counts; touch nothing")
-@click.option("--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold")
+@click.option(
+    "--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable summary")
 def load(
     domain: str,
@@ -119,10 +124,10 @@ def load(
     as_json: bool,
 ) -> None:
     """Load one month of DOMAIN into its raw table (or show the plan)."""
-    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.periods import parse_period
 
     spec, month = _spec(domain), parse_period(period)  # fail fast, before heavy imports
-    from workdatahub.pipeline import run_partition  # noqa: PLC0415
+    from workdatahub.pipeline import run_partition
 
     result = run_partition(
         spec,
@@ -135,7 +140,8 @@ def load(
     summary = result.summary()
     if plan_only:
         summary["statements"] = [
-            {"purpose": s.purpose, "sql": s.display(), "rows": s.rows} for s in result.plan.statements
+            {"purpose": s.purpose, "sql": s.display(), "rows": s.rows}
+            for s in result.plan.statements
         ]
     if as_json:
         _emit_json(summary)
@@ -160,19 +166,21 @@ def load(
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--period", "-p", help="also reject rows of another month")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write valid rows as CSV")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="write valid rows as CSV"
+)
 @click.option("--limit", default=50, show_default=True, help="rejects shown (text output)")
 def check(
     domain: str, file: Path, period: str | None, as_json: bool, out: Path | None, limit: int
 ) -> None:
     """Read, cleanse and validate one workbook; no database needed."""
-    from workdatahub.periods import parse_period  # noqa: PLC0415
+    from workdatahub.periods import parse_period
 
     spec = _spec(domain)  # fail fast on bad input, before the heavy imports
     month = parse_period(period) if period else None
     if not file.is_file():
         _fail(f"{file}: no such file")
-    from workdatahub.pipeline import check_file, cleaned_frame  # noqa: PLC0415
+    from workdatahub.pipeline import check_file, cleaned_frame
 
     result = check_file(spec, file, month)
     if out is not None:
@@ -204,8 +212,8 @@ def check(
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def history(domain: str | None, period: str | None, limit: int, as_json: bool) -> None:
     """Loads from the audit log: files, sha256, rows, rejects, status, duration."""
-    from workdatahub.periods import parse_period  # noqa: PLC0415
-    from workdatahub.warehouse.db import connect  # noqa: PLC0415
+    from workdatahub.periods import parse_period
+    from workdatahub.warehouse.db import connect
 
     if domain:
         _spec(domain)
@@ -264,10 +272,10 @@ def rejects(
     domain: str, period: str, load_id: str | None, out: Path | None, as_json: bool, limit: int
 ) -> None:
     """Quarantined rows of a month, with their reasons."""
-    import csv  # noqa: PLC0415
+    import csv
 
-    from workdatahub.periods import parse_period  # noqa: PLC0415
-    from workdatahub.warehouse.db import connect  # noqa: PLC0415
+    from workdatahub.periods import parse_period
+    from workdatahub.warehouse.db import connect
 
     _spec(domain)
     month = parse_period(period)
@@ -324,8 +332,8 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Create or migrate the warehouse schemas and tables (Alembic)."""
-    from workdatahub.warehouse.db import masked_url  # noqa: PLC0415
-    from workdatahub.warehouse.migrate import upgrade as migrate  # noqa: PLC0415
+    from workdatahub.warehouse.db import masked_url
+    from workdatahub.warehouse.migrate import upgrade as migrate
 
     revision = migrate()
     click.echo(f"warehouse {masked_url()} at revision {revision}")
@@ -335,9 +343,9 @@ def upgrade() -> None:
 @click.option("-c", "command", help="run one SQL command and exit")
 def shell(command: str | None) -> None:
     """psql on the warehouse."""
-    import shutil  # noqa: PLC0415
+    import shutil
 
-    from workdatahub.warehouse.db import psql_env  # noqa: PLC0415
+    from workdatahub.warehouse.db import psql_env
 
     env = {**os.environ, **psql_env()}
     psql = shutil.which("psql") or _bundled_psql()
@@ -349,7 +357,7 @@ def shell(command: str | None) -> None:
 
 def _bundled_psql() -> str | None:
     try:
-        from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+        from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError:
         return None
     candidate = Path(POSTGRES_BIN_PATH) / "psql"
@@ -359,7 +367,7 @@ def _bundled_psql() -> str | None:
 @db.command()
 def url() -> None:
     """Print the warehouse URL (password masked)."""
-    from workdatahub.warehouse.db import masked_url  # noqa: PLC0415
+    from workdatahub.warehouse.db import masked_url
 
     click.echo(masked_url())
 
@@ -367,7 +375,7 @@ def url() -> None:
 @db.command()
 def stop() -> None:
     """Stop the embedded Postgres (no effect on an external WDH_DATABASE_URL)."""
-    from workdatahub.warehouse.db import stop_embedded  # noqa: PLC0415
+    from workdatahub.warehouse.db import stop_embedded
 
     click.echo("embedded Postgres stopped" if stop_embedded() else "embedded Postgres not running")
 
@@ -375,9 +383,9 @@ def stop() -> None:
 @cli.command()
 def env() -> None:
     """Print shell exports for dbt and Dagster: eval "$(wdh env)"."""
-    import shlex  # noqa: PLC0415
+    import shlex
 
-    from workdatahub.warehouse.db import dbt_env  # noqa: PLC0415
+    from workdatahub.warehouse.db import dbt_env
 
     settings = get_settings()
     exports = {
@@ -393,7 +401,9 @@ def env() -> None:
 @click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
 @click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
 @click.option("--seed", default=7, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="default: WDH_DATA_DIR")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="default: WDH_DATA_DIR"
+)
 @click.option(
     "--domain", "domains", multiple=True, help="only these domains (default: all sample domains)"
 )
@@ -402,8 +412,8 @@ def sample(
     months: str, rows: int, seed: int, out: Path | None, domains: tuple[str, ...], overwrite: bool
 ) -> None:
     """Write deterministic synthetic workbooks in the operators' folder layout."""
-    from workdatahub.periods import month_range  # noqa: PLC0415
-    from workdatahub.samples import write_samples  # noqa: PLC0415
+    from workdatahub.periods import month_range
+    from workdatahub.samples import write_samples
 
     target = _data_dir(out)
     kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "overwrite": overwrite}
@@ -417,10 +427,12 @@ def sample(
 @cli.command()
 @click.option("--months", default="2024-01..2024-03", show_default=True)
 @click.option("--rows", default=200, show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"
+)
 def demo(months: str, rows: int, data_dir: Path | None) -> None:
     """Sample workbooks → embedded Postgres → Dagster (raw + dbt) → a summary table."""
-    from workdatahub.demo import run_demo  # noqa: PLC0415
+    from workdatahub.demo import run_demo
 
     code = run_demo(months=months, rows=rows, data_dir=data_dir)
     sys.exit(code)

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
-
-# backfill_policy (single-run backfills) is marked beta; we rely on it on purpose
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
 from dagster_dbt import DbtCliResource
 
 from workdatahub.defs.automation import (
@@ -22,8 +17,8 @@ from workdatahub.defs.automation import (
     build_freshness_sensor,
     monthly_schedule,
 )
-from workdatahub.defs.freshness import DEFAULT_DUE_DAY
 from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
+from workdatahub.defs.freshness import DEFAULT_DUE_DAY
 from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource

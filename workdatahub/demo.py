@@ -20,7 +20,7 @@ from workdatahub.settings import PROJECT_ROOT, get_settings
 
 
 def _instance() -> Any:
-    import dagster as dg  # noqa: PLC0415
+    import dagster as dg
 
     home = Path(os.environ.get("DAGSTER_HOME") or get_settings().dagster_home)
     home.mkdir(parents=True, exist_ok=True)
@@ -32,10 +32,10 @@ def _instance() -> Any:
 
 
 def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
-    from workdatahub.cli import _table  # noqa: PLC0415
-    from workdatahub.samples import write_samples  # noqa: PLC0415
-    from workdatahub.warehouse.db import connect, masked_url  # noqa: PLC0415
-    from workdatahub.warehouse.migrate import upgrade  # noqa: PLC0415
+    from workdatahub.cli import _table
+    from workdatahub.samples import write_samples
+    from workdatahub.warehouse.db import connect, masked_url
+    from workdatahub.warehouse.migrate import upgrade
 
     periods = month_range(months)
     data_dir = (data_dir or PROJECT_ROOT / "data" / "sample").resolve()
@@ -44,7 +44,7 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     revision = upgrade()
     click.echo(f"warehouse: {masked_url()} at revision {revision}")
 
-    from workdatahub.definitions import defs  # noqa: PLC0415 - loads dbt manifest
+    from workdatahub.definitions import defs
 
     job = defs.resolve_job_def("monthly_refresh")
     instance = _instance()
@@ -56,7 +56,9 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     first, last = period_key(periods[0]), period_key(periods[-1])
     log_file = Path(os.environ["DAGSTER_HOME"]).parent / "logs" / "demo.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    click.echo(f"materialising {first}…{last} through Dagster in one run (dbt output: {log_file}) …")
+    click.echo(
+        f"materialising {first}…{last} through Dagster in one run (dbt output: {log_file}) …"
+    )
     with log_file.open("w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
         # one run over the month range: raw assets load each month in its own transaction,
         # dbt builds the whole window once (single-run backfill)
@@ -96,11 +98,18 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
             [periods],
         ).fetchall()
     for domain, key, files, loaded, rejected, status in rows_found:
-        loads[(domain, key)] = {"files": files, "loaded": loaded, "rejected": rejected, "status": status}
+        loads[(domain, key)] = {
+            "files": files,
+            "loaded": loaded,
+            "rejected": rejected,
+            "status": status,
+        }
 
     table_rows = []
     for (domain, key), load in sorted(loads.items(), key=lambda item: (item[0][1], item[0][0])):
-        table_rows.append([domain, key, load["files"], load["loaded"], load["rejected"], load["status"]])
+        table_rows.append(
+            [domain, key, load["files"], load["loaded"], load["rejected"], load["status"]]
+        )
     click.echo("")
     click.echo(
         _table(

@@ -506,7 +506,7 @@ def _emit(
     totals: Callable[[], list[object]],
 ) -> Iterator[list[object] | None]:
     yield from plan.preamble
-    yield header
+    yield list[object](header)
     blanks = plan.blanks
     for i, row in enumerate(body):
         yield row

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import dagster as dg
 
 from workdatahub.alerts import Alert, send_alert
-from workdatahub.defs.freshness import DEFAULT_DUE_DAY, due_cron
+from workdatahub.defs.freshness import due_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
@@ -21,13 +21,11 @@ from workdatahub.settings import get_settings
 from workdatahub.sources.discovery import available_periods, discover
 from workdatahub.sources.spec import SourcesFile
 
-
-
 # -- workbook arrival -------------------------------------------------------------------------
 
 
 def build_arrival_sensor(
-    sources: SourcesFile, downstream: dict[str, Sequence[dg.AssetKey]]
+    sources: SourcesFile, downstream: Mapping[str, Sequence[dg.AssetKey]]
 ) -> dg.SensorDefinition:
     """One sensor for all domains: a run per (domain, month, file content).
 
@@ -52,9 +50,10 @@ def build_arrival_sensor(
             for period in available_periods(spec, data_dir):
                 key = period_key(period)
                 if key not in partition_keys:
+                    first, last = min(partition_keys, default="-"), max(partition_keys, default="-")
                     context.log.info(
-                        f"{spec.name} {key}: outside the monthly partitions "
-                        f"({min(partition_keys, default='-')}…{max(partition_keys, default='-')}); skipped"
+                        f"{spec.name} {key}: outside the monthly partitions ({first}…{last}); "
+                        "skipped"
                     )
                     continue
                 try:
@@ -108,7 +107,7 @@ def monthly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | d
 
 
 def build_freshness_checks(
-    assets_by_due_day: dict[int, Sequence[dg.AssetKey]],
+    assets_by_due_day: Mapping[int, Sequence[dg.AssetKey]],
 ) -> list[dg.AssetChecksDefinition]:
     """Partition-aware: after the due day, the previous month's partition must exist.
 
@@ -161,11 +160,11 @@ def _run_scope(run: dg.DagsterRun) -> tuple[str | None, str | None]:
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     domain, month = _run_scope(context.dagster_run)
-    failed_steps = [
-        f"{e.step_key}: {e.event_specific_data.error.message.strip().splitlines()[0]}"  # type: ignore[union-attr]
-        for e in context.get_step_failure_events()
-        if e.event_specific_data is not None and getattr(e.event_specific_data, "error", None)
-    ]
+    failed_steps = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error is not None:
+            failed_steps.append(f"{event.step_key}: {error.message.strip().splitlines()[0]}")
     detail = "; ".join(failed_steps) or (context.failure_event.message or "run failed")
     checks = failed_checks(context.instance, context.dagster_run.run_id)
     if checks:
@@ -187,13 +186,13 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         event = entry.dagster_event
         evaluation = event.event_specific_data if event else None
-        if evaluation is None or getattr(evaluation, "passed", True):
+        if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
             continue
-        metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}  # type: ignore[attr-defined]
-        asset = evaluation.asset_key.to_user_string()  # type: ignore[attr-defined]
+        metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+        asset = evaluation.asset_key.to_user_string()
         alerts.append(
             Alert(
-                what=f"check {evaluation.check_name} failed",  # type: ignore[attr-defined]
+                what=f"check {evaluation.check_name} failed",
                 domain=asset.split("/", 1)[1] if asset.startswith("raw/") else asset,
                 month=str(metadata.get("partition") or "") or None,
                 detail=str(metadata.get("reason") or json.dumps(metadata, default=str)[:500]),

@@ -1,6 +1,5 @@
 """dbt models as Dagster assets on the same monthly partitions; dbt tests become checks."""
 
-
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -75,7 +74,9 @@ def dbt_models(
     warehouse.export_dbt_env()
     window = context.partition_time_window
     dbt_vars = dbt_vars_for_window(window.start, window.end)
-    context.log.info(f"dbt build for {dbt_vars['period_start']} ≤ period < {dbt_vars['period_end']}")
+    context.log.info(
+        f"dbt build for {dbt_vars['period_start']} ≤ period < {dbt_vars['period_end']}"
+    )
     yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
 
 

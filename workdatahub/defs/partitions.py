@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import dagster as dg
-import warnings as _warnings
-
-_warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from workdatahub.periods import parse_period
 from workdatahub.settings import get_settings

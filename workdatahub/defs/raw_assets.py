@@ -1,6 +1,5 @@
 """One raw asset per domain of `data_sources.yml`, built by a factory (never by hand)."""
 
-
 from collections.abc import Iterator
 from typing import Any
 

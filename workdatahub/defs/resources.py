@@ -10,7 +10,7 @@ import dagster as dg
 from workdatahub.settings import get_settings
 
 
-class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class WarehouseResource(dg.ConfigurableResource):
     """Where workbooks are read from and which Postgres they load into.
 
     Empty strings mean "from the settings" (WDH_DATA_DIR, WDH_DATABASE_URL or embedded).
@@ -22,12 +22,12 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return Path(self.data_dir).resolve() if self.data_dir else get_settings().data_dir
 
     def url(self) -> str:
-        from workdatahub.warehouse.db import database_url  # noqa: PLC0415
+        from workdatahub.warehouse.db import database_url
 
         return database_url()
 
     def export_dbt_env(self) -> None:
         """dbt's profiles.yml reads WDH_DBT_*; the dbt subprocess inherits them."""
-        from workdatahub.warehouse.db import dbt_env  # noqa: PLC0415
+        from workdatahub.warehouse.db import dbt_env
 
         os.environ.update(dbt_env(self.url()))

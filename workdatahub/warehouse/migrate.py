@@ -44,7 +44,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
 
 
 def current_revision(conn: object) -> str | None:
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+    from alembic.runtime.migration import MigrationContext
 
     context = MigrationContext.configure(conn)  # type: ignore[arg-type]
     return context.get_current_revision()

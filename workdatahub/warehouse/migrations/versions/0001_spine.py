@@ -47,7 +47,9 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("create index load_log_domain_period on wdh.load_log (domain, period, started_at desc)")
+    op.execute(
+        "create index load_log_domain_period on wdh.load_log (domain, period, started_at desc)"
+    )
     op.execute(
         """
         create table wdh.rejected_rows (

@@ -32,7 +32,8 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "create index data_quality_metrics_domain_period on wdh.data_quality_metrics (domain, period)"
+        "create index data_quality_metrics_domain_period "
+        "on wdh.data_quality_metrics (domain, period)"
     )
     # the loader role (created in 0003) writes the audit tables
     op.execute(

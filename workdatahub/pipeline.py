@@ -15,15 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psycopg
+from psycopg import sql
 
 from workdatahub.cleansing.cleanse import cleanse
-from workdatahub.errors import RejectThresholdExceeded
+from workdatahub.errors import RejectThresholdExceeded, WarehouseError
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
-from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover, sha256_of
+from workdatahub.settings import get_settings, mask_url
+from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
 from workdatahub.validation.schema import Validated, validate
 from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute
+
+# waits between tries of a load whose connection failed: 0.5 s, 1 s, 2 s, … at most 8 s
+RETRY_FIRST_WAIT_S = 0.5
+RETRY_MAX_WAIT_S = 8.0
 
 
 @dataclass
@@ -168,25 +175,25 @@ def run_partition(
             rejected_rows=check.validated.rejected_rows,
         )
     exceeded = check.reject_rate > limit
-    result = PartitionResult(
-        spec.name, period, found, check, plan, None, exceeded, limit, timings
-    )
+    result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
     if plan_only:
         return result
     if url is None:
-        from workdatahub.warehouse.db import database_url  # noqa: PLC0415
+        from workdatahub.warehouse.db import database_url
 
         url = database_url()
     log = log.bind(load_id=str(plan.load_id))
     refuse = None
     if exceeded:
         refuse = (
-            f"{spec.name} {period:%Y-%m}: {check.validated.rows_rejected} of {check.rows_read} rows "
-            f"rejected ({check.reject_rate:.1%}) > max_reject_rate {limit:.1%}; table unchanged, "
-            f"rejects quarantined (see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
+            f"{spec.name} {period:%Y-%m}: {check.validated.rows_rejected} of {check.rows_read} "
+            f"rows rejected ({check.reject_rate:.1%}) > max_reject_rate {limit:.1%}; "
+            f"table unchanged, rejects quarantined "
+            f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
         )
     with _timed(timings, "load"):
-        result.outcome = execute(plan, spec, url, refuse=refuse)
+        result.plan, result.outcome = execute_with_retry(plan, spec, url, refuse=refuse)
+    log = log.bind(load_id=str(result.plan.load_id))
     log.info(
         "loaded" if not refuse else "refused",
         rows_loaded=result.outcome.rows_loaded,
@@ -199,3 +206,106 @@ def run_partition(
     return result
 
 
+def execute_with_retry(
+    plan: LoadPlan, spec: DomainSpec, url: str, *, refuse: str | None = None
+) -> tuple[LoadPlan, LoadOutcome]:
+    """`execute` the plan; when the connection is refused or drops (a server restart, a
+    network blip), try again after 0.5 s, 1 s, 2 s, … up to `WDH_LOAD_ATTEMPTS` tries.
+
+    Trying again is safe because a load is one transaction: a failed try changed nothing.
+    Each try gets its own load id, so the load log shows the failed try and the one that
+    succeeded. Data errors, a busy month and other failures are raised at once. Returns the
+    plan of the try that took effect, and its outcome."""
+    log = get_logger(domain=spec.name, partition=f"{plan.period:%Y-%m}")
+    attempts = get_settings().load_attempts
+    wait = RETRY_FIRST_WAIT_S
+    earlier: list[LoadPlan] = []
+    for attempt in range(1, attempts + 1):
+        try:
+            if earlier:
+                # the connection can drop after COMMIT reached the server but before its
+                # answer came back: then a try did take effect, and loading again would
+                # double an append
+                done = _committed_after_all(earlier, spec, url, refuse)
+                if done is not None:
+                    log.warning(
+                        "load committed; its confirmation was lost with the connection",
+                        load_id=str(done[0].load_id),
+                    )
+                    return done
+            return plan, execute(plan, spec, url, refuse=refuse)
+        except WarehouseError as error:
+            from workdatahub.warehouse.db import is_transient
+
+            if attempt == attempts or not is_transient(error):
+                raise
+            log.warning(
+                "load retried",
+                load_id=str(plan.load_id),
+                attempt=attempt,
+                attempts=attempts,
+                wait_s=wait,
+                reason=error.message,
+            )
+            time.sleep(wait)
+            wait = min(wait * 2, RETRY_MAX_WAIT_S)
+            earlier.append(plan)
+            plan = _next_try(plan, spec)
+    raise AssertionError("unreachable")
+
+
+def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
+    """The same load under a new load id (the failed try keeps its load-log row)."""
+    return build_plan(
+        spec,
+        plan.period,
+        mode=plan.mode,
+        source_file=plan.source_file,
+        source_sheet=plan.source_sheet,
+        files=plan.files,
+        rows_read=plan.rows_read,
+        valid=plan.valid,
+        rejects=plan.rejects,
+        rejected_rows=plan.rejected_rows,
+    )
+
+
+def _committed_after_all(
+    tries: list[LoadPlan], spec: DomainSpec, url: str, refuse: str | None
+) -> tuple[LoadPlan, LoadOutcome] | None:
+    """The earlier try that committed after all, found by the load id its rows carry."""
+    current = tries[-1]
+    ids = [t.load_id for t in tries]
+    query = sql.SQL(
+        "select load_id from {table} where {part} = %(period)s and load_id = any(%(ids)s) "
+        "union all "
+        "select load_id from wdh.rejected_rows where load_id = any(%(ids)s) limit 1"
+    ).format(
+        table=sql.Identifier(spec.schema_name, spec.table),
+        part=sql.Identifier(spec.partition_column),
+    )
+    status = "refused" if refuse else "succeeded"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            found = conn.execute(query, {"period": current.period, "ids": ids}).fetchone()
+            if found is None:
+                return None
+            # the try was logged 'failed' when its connection dropped; put the truth back
+            conn.execute(
+                "update wdh.load_log set status = %s, message = 'committed; the confirmation "
+                "was lost with the connection' where load_id = %s and status = 'failed'",
+                [status, found[0]],
+            )
+            row = conn.execute(
+                "select rows_deleted from wdh.load_log where load_id = %s", [found[0]]
+            ).fetchone()
+    except psycopg.Error as error:
+        # the server is still away: this try fails like any that cannot reach it
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise WarehouseError(
+            f"{current.table} {current.period:%Y-%m}: cannot start the load: {mask_url(reason)}"
+        ) from None
+    plan = next(t for t in tries if t.load_id == found[0])
+    loaded = 0 if refuse else plan.rows_to_load
+    rows_deleted = int(row[0] or 0) if row else 0
+    return plan, LoadOutcome(plan.load_id, status, loaded, rows_deleted, plan.rows_rejected)

@@ -43,12 +43,15 @@ def _embedded_socket_dir(settings: Settings) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("pgserver").setLevel(logging.WARNING)
-        import pgserver  # noqa: PLC0415 - heavy, and only needed without WDH_DATABASE_URL
+        import pgserver  # heavy, and only needed without WDH_DATABASE_URL
 
         settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # one starter at a time: CLI, Dagster and dbt may all ask at once
         with _file_lock(settings.home / "pgserver.lock"):
             server = pgserver.get_server(settings.pgdata, cleanup_mode=None)
+            # get_server hands back this process's earlier handle even when the server has
+            # been stopped since (`wdh db stop`, a restart): start it again if so
+            server.ensure_postgres_running()
             info = conninfo.conninfo_to_dict(server.get_uri())
     host = info.get("host")
     if not host:
@@ -61,10 +64,13 @@ def _ensure_database(admin: dict[str, object], name: str) -> None:
         exists = conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone()
         if not exists:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name)))
+                conn.execute(
+                    psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name))
+                )
 
 
-_url_cache: dict[tuple[str, str], str] = {}
+# (pgdata, database) -> (url, socket file): reused while the server's socket is there
+_url_cache: dict[tuple[str, str], tuple[str, Path]] = {}
 
 
 def database_url(settings: Settings | None = None) -> str:
@@ -76,13 +82,25 @@ def database_url(settings: Settings | None = None) -> str:
         raise ConfigError("WDH_ENVIRONMENT=prod needs WDH_DATABASE_URL (no embedded Postgres)")
     cache_key = (str(settings.pgdata), settings.database_name)
     cached = _url_cache.get(cache_key)
-    if cached and Path(cached.split("host=", 1)[1]).exists():
-        return cached
+    if cached and cached[1].exists():  # the socket goes away when the server stops
+        return cached[0]
     host = _embedded_socket_dir(settings)
-    _ensure_database({"host": host, "user": "postgres", "dbname": "postgres"}, settings.database_name)
-    url = f"postgresql://postgres@/{settings.database_name}?{urlencode({'host': host}, quote_via=quote)}"
-    _url_cache[cache_key] = url
+    _ensure_database(
+        {"host": host, "user": "postgres", "dbname": "postgres"}, settings.database_name
+    )
+    query = urlencode({"host": host}, quote_via=quote)
+    url = f"postgresql://postgres@/{settings.database_name}?{query}"
+    _url_cache[cache_key] = (url, Path(host) / ".s.PGSQL.5432")
     return url
+
+
+def dbt_database_url(settings: Settings | None = None) -> str:
+    """The warehouse as dbt reaches it: WDH_DBT_DATABASE_URL (the transformer role), else
+    the same URL as everything else."""
+    settings = settings or get_settings()
+    if settings.dbt_database_url is not None:
+        return settings.dbt_database_url.get_secret_value()
+    return database_url(settings)
 
 
 def masked_url(settings: Settings | None = None) -> str:
@@ -97,7 +115,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def connect(url: str | None = None, *, autocommit: bool = False, retries: int = 3) -> psycopg.Connection:
+def connect(
+    url: str | None = None, *, autocommit: bool = False, retries: int = 3
+) -> psycopg.Connection:
     """Open a connection; transient failures (server starting, restarting) are retried."""
     url = url or database_url()
     delay = 0.5
@@ -115,6 +135,45 @@ def connect(url: str | None = None, *, autocommit: bool = False, retries: int = 
     raise AssertionError("unreachable")
 
 
+# Failures after which trying the whole load again is the right answer. A load is one
+# transaction, so a failed try left nothing behind. SQLSTATE class 08: the connection
+# broke; 57P01-57P03: the server is shutting down, crashed or is still starting;
+# 40001/40P01: the server rolled the transaction back to resolve a conflict.
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+# Errors without a SQLSTATE come from the client side: a refused or lost connection is
+# worth another try, a wrong password, user or database name is not.
+_CONFIGURATION_FAILURES = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "invalid connection option",
+    "invalid uri",
+    "invalid integer value",
+)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True when `error` (or the database error it was raised from) is a dropped or
+    refused connection or a server restart: never for bad data, constraint violations,
+    a busy lock or a wrong configuration."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, psycopg.Error):
+            state = error.sqlstate
+            if state is not None:
+                return state.startswith("08") or state in _TRANSIENT_SQLSTATES
+            if not isinstance(error, psycopg.OperationalError):
+                return False
+            text = str(error).lower()
+            return not any(marker in text for marker in _CONFIGURATION_FAILURES)
+        # the loader re-raises database errors as one-line WarehouseErrors ("from None"
+        # hides the cause from tracebacks but keeps it as __context__)
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def connection_parts(url: str | None = None) -> dict[str, str]:
     """host, port, user, password, dbname of the warehouse URL (for dbt and psql)."""
     info = conninfo.conninfo_to_dict(url or database_url())
@@ -128,7 +187,13 @@ def connection_parts(url: str | None = None) -> dict[str, str]:
 
 
 def dbt_env(url: str | None = None) -> dict[str, str]:
-    """Environment for dbt's profiles.yml (dbt_project/profiles.yml reads these)."""
+    """Environment for dbt's profiles.yml (dbt_project/profiles.yml reads these).
+
+    WDH_DBT_DATABASE_URL, when set, wins over `url`: callers pass the warehouse as the
+    loader reaches it, and dbt must build as its own role."""
+    settings = get_settings()
+    if url is None or settings.dbt_database_url is not None:
+        url = dbt_database_url(settings)
     parts = connection_parts(url)
     return {
         "WDH_DBT_HOST": parts["host"],
@@ -160,7 +225,8 @@ def stop_embedded(settings: Settings | None = None) -> bool:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver.utils import pg_ctl  # noqa: PLC0415
+        # pg_ctl is made at import time in pgserver._commands (pgserver.utils has none)
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         user = "pgserver" if os.geteuid() == 0 else None
         with _file_lock(settings.home / "pgserver.lock"):

@@ -7,7 +7,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool, text
+from sqlalchemy.exc import DBAPIError
 
+from workdatahub.errors import WarehouseError
+from workdatahub.settings import mask_url
 from workdatahub.warehouse.db import database_url, sqlalchemy_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -37,8 +40,12 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
                 conn.commit()
                 return current_revision(conn) or "base"
             finally:
+                conn.rollback()  # a failed migration leaves the transaction aborted
                 conn.execute(text("select pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()
+    except DBAPIError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        raise WarehouseError(f"migration failed, nothing changed: {mask_url(reason)}") from None
     finally:
         engine.dispose()
 

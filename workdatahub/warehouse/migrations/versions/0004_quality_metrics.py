@@ -35,15 +35,13 @@ def upgrade() -> None:
         "create index data_quality_metrics_domain_period "
         "on wdh.data_quality_metrics (domain, period)"
     )
-    # the loader role (created in 0003) writes the audit tables
+    # the loader role (created in 0003) writes the audit tables; analysts (wdh_reader) have no
+    # access to schema wdh, whose quarantine holds raw customer rows
     op.execute(
         """
         do $$ begin
             if exists (select 1 from pg_roles where rolname = 'wdh_loader') then
                 grant select, insert, update, delete on wdh.data_quality_metrics to wdh_loader;
-            end if;
-            if exists (select 1 from pg_roles where rolname = 'wdh_reader') then
-                grant select on wdh.data_quality_metrics to wdh_reader;
             end if;
         end $$
         """

@@ -211,3 +211,21 @@ def test_connection_failure_is_one_clear_line(sources: SourcesFile, tmp_path: Pa
         run_partition(spec, NOV, data_dir=tmp_path, url="postgresql://u:hunter2@127.0.0.1:1/x")
     assert "hunter2" not in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_quality_metrics_recorded_per_load(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = rows_for(NOV, 4)
+    rows[1][6] = "-"  # fund_scale null placeholder
+    trustee_month(tmp_path, NOV, [*rows, [2024, 11, "PX", "C01", "abc", 1, 1]])
+    result = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    stored = pg.execute(
+        "select rows_read, rows_loaded, rows_rejected, reject_rate, null_rates "
+        "from wdh.data_quality_metrics where load_id = %s",
+        [result.plan.load_id],
+    ).fetchone()
+    assert stored[:3] == (5, 4, 1) and float(stored[3]) == 0.2
+    assert stored[4]["plan_code"] == 0.0 and "report_date" in stored[4]
+    assert result.quality["rows_loaded"] == 4

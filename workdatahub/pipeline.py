@@ -77,6 +77,7 @@ class PartitionResult:
     threshold_exceeded: bool
     max_reject_rate: float
     timings: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)  # wdh.data_quality_metrics row
 
     @property
     def file(self) -> SourceFile:
@@ -203,6 +204,12 @@ def run_partition(
     )
     if refuse:
         raise RejectThresholdExceeded(refuse)
+    try:
+        from workdatahub.quality import record  # here: quality imports this module
+
+        result.quality = record(url, result, spec)
+    except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
+        log.warning("quality metrics not recorded", error=str(error).splitlines()[0])
     return result
 
 

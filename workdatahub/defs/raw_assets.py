@@ -38,6 +38,11 @@ def _metadata(result: PartitionResult) -> dict[str, Any]:
         "reject_rate": float(summary["reject_rate"]),
         "duration_s": round(sum(result.timings.values()), 3),
         "timings_s": dg.MetadataValue.json(summary["timings_s"]),
+        # plotted over partitions in the UI
+        **{
+            f"null_rate/{column}": rate
+            for column, rate in result.quality.get("null_rates", {}).items()
+        },
     }
 
 

@@ -84,3 +84,109 @@ def test_trustee_files_are_found_in_subfolders(sources: SourcesFile, tmp_path: P
     assert [f.path for f in result.files] == [path]
     payload = result.to_json(tmp_path)
     assert payload["files"][0]["path"] == "202411/收集数据/业务收集/受托部/2024年11月受托业绩.xlsx"
+
+
+# -- links, pipes and odd names: nothing outside the data directory is ever read ---------------
+
+WORKBOOK = "2024年11月受托业绩.xlsx"
+
+
+def _trustee(data_dir: Path, *parts: str) -> Path:
+    return write_workbook(trustee_folder(data_dir, "202411", *parts), {"S": [TRUSTEE_HEADER]})
+
+
+def test_file_link_outside_the_data_directory_is_refused(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    secret = _trustee(outside, "x.xlsx")
+    link = trustee_folder(data, "202411", "受托部", WORKBOOK)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, data)
+    assert str(error.value) == (
+        f"trustee_performance 2024-11: no file matching *受托业绩*.xlsx, *受托业绩*.xlsm in "
+        f"{trustee_folder(data, '202411')} ({link}: links outside the data directory)"
+    )
+
+
+def test_folder_links_outside_or_in_a_loop_are_not_walked(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _trustee(outside, "受托部", "另一个受托业绩.xlsx")
+    wanted = _trustee(data, "受托部", WORKBOOK)
+    base = trustee_folder(data, "202411")
+    (base / "外部").symlink_to(outside, target_is_directory=True)
+    (base / "受托部" / "回环").symlink_to(base, target_is_directory=True)  # a loop
+    result = discover(spec, NOV, data)
+    assert [f.path for f in result.files] == [wanted]
+    assert [(i.path.name, i.reason) for i in result.ignored] == [
+        ("外部", "folder link points outside the data directory")
+    ]
+
+
+def test_version_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _trustee(outside, "V9", WORKBOOK)
+    wanted = _trustee(data, WORKBOOK)
+    (trustee_folder(data, "202411") / "V9").symlink_to(
+        trustee_folder(outside, "202411", "V9"), target_is_directory=True
+    )
+    result = discover(spec, NOV, data)
+    assert [(f.path, f.version) for f in result.files] == [(wanted, None)]
+    assert [(i.path.name, i.reason) for i in result.ignored] == [
+        ("V9", "folder link points outside the data directory")
+    ]
+
+
+def test_month_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    _trustee(outside, WORKBOOK)
+    data.mkdir()
+    (data / "202411").symlink_to(outside / "202411", target_is_directory=True)
+    with pytest.raises(InputError, match="escapes the data directory"):
+        discover(spec, NOV, data)
+
+
+def test_broken_links_and_pipes_are_ignored_with_the_reason(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    import os
+
+    spec = sources.domain("trustee_performance")
+    wanted = _trustee(tmp_path, "受托部", WORKBOOK)
+    folder = wanted.parent
+    (folder / "旧受托业绩.xlsx").symlink_to(tmp_path / "gone.xlsx")
+    os.mkfifo(folder / "管道受托业绩.xlsx")  # reading it would block forever
+    result = discover(spec, NOV, tmp_path)
+    assert [f.path for f in result.files] == [wanted]
+    assert sorted((i.path.name, i.reason) for i in result.ignored) == [
+        ("旧受托业绩.xlsx", "broken link"),
+        ("管道受托业绩.xlsx", "not a regular file"),
+    ]
+
+
+def test_link_inside_the_data_directory_is_followed(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    shared = _trustee(tmp_path, "共享", "原件.xlsx")  # inside the data directory
+    link = trustee_folder(tmp_path, "202411", "受托部", WORKBOOK)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(shared)
+    assert [f.path for f in discover(spec, NOV, tmp_path).files] == [link]
+
+
+def test_a_line_break_in_a_file_name_keeps_the_error_on_one_line(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    _trustee(tmp_path, "受托部", WORKBOOK)
+    _trustee(tmp_path, "受托部", "副本\n受托业绩.xlsx")
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert "2 candidate files" in str(error.value) and "\n" not in str(error.value)

@@ -35,12 +35,24 @@ def test_title_rows_and_offsets_keep_excel_row_numbers(
     assert sheet.frame["plan_code"].to_list() == ["P0000", "P0001", "P0002"]
 
 
-def test_blank_and_totals_rows_are_skipped_not_rejected(sources: SourcesFile, tmp_path: Path) -> None:
+def test_blank_and_totals_rows_are_skipped_not_rejected(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
     spec = sources.domain("trustee_performance")
     rows = trustee_rows(2)
     path = write_workbook(
         tmp_path / "t.xlsx",
-        {"S": [TRUSTEE_HEADER, rows[0], None, ["", " ", None], rows[1], ["合计", None, None, None, None, None, 200], [None, "总计"]]},
+        {
+            "S": [
+                TRUSTEE_HEADER,
+                rows[0],
+                None,
+                ["", " ", None],
+                rows[1],
+                ["合计", None, None, None, None, None, 200],
+                [None, "总计"],
+            ]
+        },
     )
     sheet = read_sheet(path, spec)
     assert sheet.frame[ROW].to_list() == [2, 5]
@@ -71,18 +83,39 @@ def test_fullwidth_bracket_header_matches(sources: SourcesFile, tmp_path: Path) 
     spec = sources.domain("annuity_performance")
     from tests.workbooks import ANNUITY_PERFORMANCE_HEADER
 
-    header = [("流失（含待遇支付）" if h == "流失(含待遇支付)" else h) for h in ANNUITY_PERFORMANCE_HEADER]
-    path = write_workbook(tmp_path / "a.xlsx", {"规模明细": [header, ["202411"] + ["x"] * (len(header) - 1)]})
+    header = [
+        ("流失（含待遇支付）" if h == "流失(含待遇支付)" else h) for h in ANNUITY_PERFORMANCE_HEADER
+    ]
+    path = write_workbook(
+        tmp_path / "a.xlsx", {"规模明细": [header, ["202411"] + ["x"] * (len(header) - 1)]}
+    )
     sheet = read_sheet(path, spec)
     assert sheet.columns["outflow_incl_benefits"] == "流失（含待遇支付）"
     assert sheet.columns["outflow"] == "流失"
 
 
-def test_numbers_and_dates_stored_both_ways_arrive_as_text(sources: SourcesFile, tmp_path: Path) -> None:
+def test_numbers_and_dates_stored_both_ways_arrive_as_text(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
     spec = sources.domain("annuity_income")
     header = ANNUITY_INCOME_HEADER
     rows = [
-        [date(2024, 11, 1), "企年受托", "集合计划", 12345, "n", "t", 678, "p", "c", "北京", 1.5, "2,000", 0, "-"],
+        [
+            date(2024, 11, 1),
+            "企年受托",
+            "集合计划",
+            12345,
+            "n",
+            "t",
+            678,
+            "p",
+            "c",
+            "北京",
+            1.5,
+            "2,000",
+            0,
+            "-",
+        ],
         ["2024年11月", "企年受托", "集合计划", "P1", "n", "t", "F9", "p", "c", "北京", 1, 2, 3, 4],
     ]
     path = write_workbook(tmp_path / "a.xlsx", {"收入明细": [header, *rows]})
@@ -114,18 +147,27 @@ def test_missing_sheet_lists_the_sheets(sources: SourcesFile, tmp_path: Path) ->
         read_sheet(path, spec)
 
 
-def test_duplicate_header_is_an_error_naming_both_columns(sources: SourcesFile, tmp_path: Path) -> None:
+def test_duplicate_header_is_an_error_naming_both_columns(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
     spec = sources.domain("trustee_performance")
-    path = write_workbook(tmp_path / "t.xlsx", {"S": [[*TRUSTEE_HEADER, "计划代码"], trustee_rows(1)[0]]})
+    path = write_workbook(
+        tmp_path / "t.xlsx", {"S": [[*TRUSTEE_HEADER, "计划代码"], trustee_rows(1)[0]]}
+    )
     with pytest.raises(InputError, match=r"appears twice \(columns C and H\)"):
         read_sheet(path, spec)
 
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"not a zip at all", "not a readable workbook"), (b"PK\x03\x04broken", "not a readable workbook")],
+    [
+        (b"not a zip at all", "not a readable workbook"),
+        (b"PK\x03\x04broken", "not a readable workbook"),
+    ],
 )
-def test_not_a_workbook(sources: SourcesFile, tmp_path: Path, content: bytes, expected: str) -> None:
+def test_not_a_workbook(
+    sources: SourcesFile, tmp_path: Path, content: bytes, expected: str
+) -> None:
     spec = sources.domain("trustee_performance")
     path = tmp_path / "bad.xlsx"
     path.write_bytes(content)
@@ -142,3 +184,35 @@ def test_zip_that_is_not_a_workbook(sources: SourcesFile, tmp_path: Path) -> Non
         archive.writestr("hello.txt", "hi")
     with pytest.raises(InputError, match=str(path)):
         read_sheet(path, spec)
+
+
+def test_flagged_cells_keep_their_place_when_the_table_is_offset(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Error cells and merged ranges are located in Excel coordinates, whatever the first used
+    row and column are, and only for the columns the spec reads."""
+    import xlsxwriter
+
+    from workdatahub.excel.reader import CELL_ISSUE
+
+    spec = sources.domain("trustee_performance")
+    path = tmp_path / "t.xlsx"
+    book = xlsxwriter.Workbook(str(path))
+    sheet = book.add_worksheet("S")
+    sheet.write(0, 5, "2024年11月")  # a title right of the table moves the first used column
+    sheet.write_row(3, 2, ["备注", *TRUSTEE_HEADER])  # header in row 4 from column C
+    for r, row in enumerate(trustee_rows(4)):
+        sheet.write_row(4 + r, 3, row)
+    sheet.write_formula(5, 8, "1/0", None, "#DIV/0!")  # I6: 净值 of Excel row 6
+    sheet.write_formula(6, 2, "1/0", None, "#DIV/0!")  # C7: 备注, not read
+    sheet.merge_range(6, 5, 7, 5, "P9")  # F7:F8: 计划代码 of rows 7 and 8
+    book.close()
+    frame = read_sheet(path, spec).frame
+    assert frame[ROW].to_list() == [5, 6, 7, 8]
+    assert frame[CELL_ISSUE + "net_value"].to_list() == [None, "Excel error #DIV/0!", None, None]
+    assert frame["net_value"].to_list() == ["1.5", "#DIV/0!", "1.5", "1.5"]
+    merged = "part of merged cells F7:F8; unmerge them and fill each cell"
+    assert frame[CELL_ISSUE + "plan_code"].to_list() == [None, None, merged, merged]
+    assert sorted(c for c in frame.columns if c.startswith(CELL_ISSUE)) == [
+        CELL_ISSUE + "net_value", CELL_ISSUE + "plan_code",
+    ]  # fmt: skip

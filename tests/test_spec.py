@@ -30,7 +30,7 @@ def test_shipped_file_declares_the_three_domains(sources: SourcesFile) -> None:
 
 
 def test_unknown_domain_names_the_known_ones(sources: SourcesFile) -> None:
-    with pytest.raises(ConfigError, match="unknown domain 'nope'.*trustee_performance"):
+    with pytest.raises(ConfigError, match=r"unknown domain 'nope'.*trustee_performance"):
         sources.domain("nope")
 
 
@@ -45,7 +45,7 @@ def _mutated(raw: dict[str, Any], change: Any) -> str:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d.update(table='x"; drop table raw.t; --'), "domain 'trustee_performance': table"),
+        (lambda d: d.update(table='x"; drop table raw.t; --'), "'trustee_performance': table"),
         (lambda d: d["columns"][2].update(name="Plan Code"), "columns.2.name"),
         (lambda d: d["columns"][3].update(rules=["no_such_rule"]), "unknown rule 'no_such_rule'"),
         (lambda d: d["discovery"].update(base="../../etc/{YYYYMM}"), "discovery.base"),
@@ -64,3 +64,119 @@ def test_mistakes_name_domain_and_field(raw: dict[str, Any], change: Any, expect
     message = _mutated(raw, change)
     assert expected in message
     assert "\n" not in message
+
+
+# -- config safety: hostile names, paths that leave the data directory, runaway patterns ------
+
+
+def _set(domain: dict[str, Any], where: str, value: Any) -> None:
+    """`where` is a dotted path into the domain's mapping: "discovery.base", "columns.2.name"."""
+    *parents, last = where.split(".")
+    target: Any = domain
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    target[int(last) if last.isdigit() else last] = value
+
+
+NOT_IDENTIFIER = NOT_ID = "is not a safe SQL identifier"
+OUTSIDE = "must stay inside the data directory"
+NOT_GLOB = "must be a file-name glob"
+RESERVED = "belongs to the warehouse itself; load into raw"
+NOT_SHEET = "is not a sheet name Excel allows"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        # `$` would have let a trailing newline through
+        ("table", "trustee\n", f"table: name 'trustee\\n' {NOT_IDENTIFIER}"),
+        ("table", "ｔｒｕｓｔｅｅ", f"table: name 'ｔｒｕｓｔｅｅ' {NOT_IDENTIFIER}"),
+        ("table", "Trustee", f"table: name 'Trustee' {NOT_IDENTIFIER}"),
+        ("table", "t" * 64, f"table: name '{'t' * 64}' {NOT_IDENTIFIER}"),
+        ("table", "raw.t", f"table: name 'raw.t' {NOT_IDENTIFIER}"),
+        ("schema", "wdh", f"schema: schema 'wdh' {RESERVED}"),
+        ("schema", "marts", f"schema: schema 'marts' {RESERVED}"),
+        ("schema", "pg_catalog", f"schema: schema 'pg_catalog' {RESERVED}"),
+        ("schema", "information_schema", f"schema: schema 'information_schema' {RESERVED}"),
+        ("columns.2.name", "plan_code\n", f"columns.2.name: column name 'plan_code\\n' {NOT_ID}"),
+        ("columns.2.name", 'plan"code', f"columns.2.name: column name 'plan\"code' {NOT_ID}"),
+        ("columns.2.name", "计划代码", f"columns.2.name: column name '计划代码' {NOT_IDENTIFIER}"),
+        ("discovery.base", "{YYYYMM}/../../../etc", f"base '{{YYYYMM}}/../../../etc' {OUTSIDE}"),
+        ("discovery.base", "~/{YYYYMM}", f"discovery.base: base '~/{{YYYYMM}}' {OUTSIDE}"),
+        ("discovery.base", "C:\\data\\{YYYYMM}", f"base 'C:\\\\data\\\\{{YYYYMM}}' {OUTSIDE}"),
+        ("discovery.base", "\\\\server\\share\\{YYYYMM}", OUTSIDE),
+        ("discovery.base", "{YYYYMM}/a\x00b", "base '{YYYYMM}/a\\x00b' must be a plain folder"),
+        ("discovery.base", "{YYYYMM}/a\nb", "base '{YYYYMM}/a\\nb' must be a plain folder path"),
+        ("discovery.patterns", ["*受托业绩*\n.xlsx"], f"pattern '*受托业绩*\\n.xlsx' {NOT_GLOB}"),
+        ("discovery.exclude", ["..\\*.xlsx"], f"exclude: pattern '..\\\\*.xlsx' {NOT_GLOB}"),
+        ("discovery.patterns", ["*a" * 9 + "*"], "at most 8 wildcards"),
+        # the spec takes globs only: a `regex` is an unknown field, refused by name
+        ("discovery.regex", "^(a+)+$", "discovery.regex: Extra inputs are not permitted"),
+        ("discovery.x\ny", 1, "discovery.'x\\ny': Extra inputs are not permitted"),
+        ("sheet", -1, "sheet: sheet -1 must be 0 or more"),
+        ("sheet", True, "sheet: sheet must be a sheet name or a number from 0, not True"),
+        ("sheet", "规模/明细", f"sheet: sheet '规模/明细' {NOT_SHEET}"),
+        ("sheet", "", f"sheet: sheet '' {NOT_SHEET}"),
+        ("max_reject_rate", float("nan"), "max_reject_rate: Input should be"),
+    ],
+)
+def test_hostile_config_is_refused_naming_the_field(
+    raw: dict[str, Any], where: str, value: Any, expected: str
+) -> None:
+    message = _mutated(raw, lambda domain: _set(domain, where, value))
+    assert message.startswith("data_sources.yml: domain 'trustee_performance': ")
+    assert expected in message
+    assert message.isprintable()  # one line, whatever the config holds
+
+
+def test_two_domains_loading_one_table_is_refused(raw: dict[str, Any]) -> None:
+    """Each load deletes its month first: the two would erase each other's rows."""
+    raw["domains"]["annuity_income"]["table"] = "annuity_performance"
+    with pytest.raises(ConfigError) as error:
+        parse_sources(raw)
+    assert str(error.value) == (
+        "data_sources.yml: domain 'annuity_income': table: raw.annuity_performance is already "
+        "loaded by domain 'annuity_performance'"
+    )
+
+
+def test_backtracking_shaped_glob_is_harmless(raw: dict[str, Any]) -> None:
+    """Globs are matched by fnmatch, which compiles `*` to atomic groups: a pattern shaped for
+    catastrophic backtracking (`(a*)*b` in regex terms) still runs in linear time."""
+    import fnmatch
+    import time
+
+    pattern = "*a" * 8 + "b"  # the most wildcards allowed
+    raw["domains"]["trustee_performance"]["discovery"]["patterns"] = [pattern]
+    parse_sources(raw)
+    start = time.perf_counter()
+    for length in (50, 100, 250):
+        assert not fnmatch.fnmatchcase("a" * length, pattern)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("domains: !!python/object/apply:os.system ['echo pwned']", "not valid YAML"),
+        (
+            'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+            "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+            "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+            "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+            "domains: *h\n",
+            "expected a mapping with `domains:`",
+        ),
+    ],
+)
+def test_hostile_yaml_is_refused_quickly(tmp_path: Path, text: str, expected: str) -> None:
+    import time
+
+    from workdatahub.sources.spec import load_sources
+
+    path = tmp_path / "data_sources.yml"
+    path.write_text(text, encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=expected):
+        load_sources(path)
+    assert time.perf_counter() - start < 1

@@ -1,17 +1,59 @@
 """Read one sheet of a workbook into a frame of raw text cells, one row per data row.
 
 fastexcel (Rust, calamine) reads the sheet straight into Arrow about fifteen times faster
-than openpyxl. Every cell is read as text so that one column may mix numbers, dates and
-text the way operators type them; the cleansing step parses them. The header row is the
-first row that holds every required header (after NFKC and trimming); title rows above it
-are skipped. Each data row keeps the row number the operator sees in Excel (`_row`).
+than openpyxl; the sheet is parsed once, header search included. Every cell is read as
+text so that one column may mix numbers, dates and text the way operators type them; the
+cleansing step parses them. The header row is the first row that holds every required
+header (after NFKC and trimming); title rows above it are skipped. Each data row keeps the
+row number the operator sees in Excel (`_row`).
+
+Hostile workbooks (tests/test_hostile.py). A file that cannot be read as a whole is one
+`InputError` line naming the file, and the sheet, row and column where there is one: not a
+zip (empty, cut short, a text file); an OLE container (password-protected, or an old .xls
+renamed); a zip that holds no workbook (.ods, .xlsb, a Word file); a DTD in workbook.xml; a
+sheet whose used range would not fit in memory; a cell error calamine cannot read
+(#SPILL!, #CALC!); a sheet with no data rows (loading it would empty the month).
+
+The used range matters because calamine allocates rows × columns cells before anything
+can be checked, and a failed allocation aborts the process (one stray value in XFD1048576
+asks for 512 GB). The extent the sheet declares (`<dimension>`, exact in what Excel saves)
+is checked first; when it is absent or too large the cells that hold values are measured
+before parsing. A file that declares a small extent and holds far cells anyway is crafted,
+not saved by Excel, and is not caught here.
+
+The sheet is parsed once by fastexcel; its XML is scanned once more, in a thread beside the
+parse (fastexcel releases the GIL), for what fastexcel does not report: merged ranges and
+formulas without a saved value.
+
+A cell that cannot be trusted is never dropped or nulled silently: the reason goes in a
+`__cell__<column>` text column beside it (only present when some cell needs one), for
+cleansing to turn into a reject of that row:
+- an Excel error value (#DIV/0!, #N/A, …): fastexcel reports the cell and would give null;
+  the cell text becomes the error literal, so it also shows as the offending value;
+- merged cells reaching into the data rows: only the top-left cell holds a value, so every
+  row of the range is ambiguous (a money cell merged over three rows: each row's amount or
+  their total?); each read column the range covers is flagged on each of its data rows;
+- a formula with no saved result (a workbook written by a program, never saved by Excel),
+  which calamine reads as empty.
+
+Decisions. A sheet the spec names is read even when hidden: the name is explicit. A sheet
+given by number counts the visible worksheets only, as the operator sees the tabs. Hidden
+rows and columns are data (a filter hides them from view, not from the month) and are
+read. NUL characters are removed from cell text: Excel cannot show them and Postgres text
+cannot hold them; every other character (control characters, emoji) is kept as typed.
 """
 
 from __future__ import annotations
 
+import posixpath
+import re
 import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
+from xml.etree import ElementTree
 
 import fastexcel
 import polars as pl
@@ -20,9 +62,37 @@ from workdatahub.errors import InputError
 from workdatahub.sources.spec import ColumnSpec, DomainSpec, normalize_header
 
 ROW = "_row"
+CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
+# calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
+MAX_CELLS = 64_000_000
+OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_PART_LIMIT = 16 << 20  # workbook.xml and its relations are a few kB; more is not a workbook
+_SCAN_CHUNK = 8 << 20
+_SCAN_OVERLAP = 64 << 10  # longer than any cell's XML (a formula is at most 8,192 characters)
 
+# calamine's names for the error values (CellErrorType), as Excel shows them
+EXCEL_ERRORS = {
+    "Div0": "#DIV/0!",
+    "NA": "#N/A",
+    "Name": "#NAME?",
+    "Null": "#NULL!",
+    "Num": "#NUM!",
+    "Ref": "#REF!",
+    "Value": "#VALUE!",
+    "GettingData": "#GETTING_DATA",
+}
+_ERROR_DETAIL = re.compile(r"Error\((\w+)\)")
+_UNSUPPORTED_ERROR = re.compile(r"Unsupported cell error value '([^']{1,40})'")
+_DIMENSION = re.compile(
+    rb'<dimension\b[^>]*?\bref="([A-Z]{1,3})(\d{1,7})(?::([A-Z]{1,3})(\d{1,7}))?"'
+)
+_MERGE = re.compile(rb'<mergeCell\b[^>]*?\bref="([A-Z]{1,3})(\d{1,7}):([A-Z]{1,3})(\d{1,7})"')
+_CELL_REF = re.compile(rb'<c\b[^>]*?\br="([A-Z]{1,3})(\d{1,7})"')
+# a cell with content (not self-closing), in the attribute order every writer uses
+_VALUE_CELL = re.compile(rb'<c r="([A-Z]{1,3})(\d{1,7})"[^>/]*>')
+UNSAVED_FORMULA = "formula without a saved value; open and save the workbook in Excel"
 
 
 @dataclass
@@ -30,12 +100,32 @@ class SheetData:
     file: Path
     sheet: str
     header_row: int  # Excel row number of the header
-    frame: pl.DataFrame  # `_row` + one text column per matched source column
+    frame: pl.DataFrame  # `_row` + one text column per matched source column (+ CELL_ISSUE…)
     columns: dict[str, str] = field(default_factory=dict)  # target name -> header as found
     missing_optional: list[str] = field(default_factory=list)
     rows_read: int = 0
     skipped_blank: int = 0
     skipped_totals: int = 0
+    hidden: bool = False  # the sheet is hidden in the workbook (read because it was named)
+    cell_issues: int = 0  # cells flagged in CELL_ISSUE columns
+
+
+@dataclass(frozen=True)
+class SheetPart:
+    """One sheet as workbook.xml lists it."""
+
+    name: str
+    state: str  # visible, hidden, veryHidden
+    kind: str  # worksheet, chartsheet, dialogsheet, …
+    part: str | None  # its XML inside the zip
+
+
+@dataclass
+class Workbook:
+    path: Path
+    archive: zipfile.ZipFile
+    sheets: list[SheetPart]
+    reader: fastexcel.ExcelReader
 
 
 def _short(error: BaseException) -> str:
@@ -43,39 +133,344 @@ def _short(error: BaseException) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def open_workbook(path: Path) -> fastexcel.ExcelReader:
+def _col(index: int) -> str:
+    """0 -> A, 27 -> AB."""
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(65 + rest) + name
+    return name
+
+
+def _col_number(letters: bytes) -> int:
+    """b"A" -> 1, b"XFD" -> 16384."""
+    number = 0
+    for byte in letters:
+        number = number * 26 + byte - 64
+    return number
+
+
+# ---------------------------------------------------------------------------- the container
+
+
+def _ole_kind(path: Path) -> str:
+    """What an OLE compound file holds, from the stream names in its first directory sector."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(512)
+            shift = int.from_bytes(header[30:32], "little")
+            size = 1 << shift if 9 <= shift <= 16 else 512
+            first = int.from_bytes(header[48:52], "little")
+            handle.seek((first + 1) * size)
+            directory = handle.read(size)
+    except OSError:
+        return "unknown"
+    names = set()
+    for offset in range(0, len(directory) - 127, 128):
+        length = int.from_bytes(directory[offset + 64 : offset + 66], "little")
+        if 2 <= length <= 64:
+            names.add(directory[offset : offset + length - 2].decode("utf-16-le", "replace"))
+    if names & {"EncryptedPackage", "EncryptionInfo"}:
+        return "encrypted"
+    if names & {"Workbook", "Book"}:
+        return "xls"
+    return "unknown"
+
+
+def _ole_message(path: Path) -> str:
+    kind = _ole_kind(path)
+    if kind == "encrypted":
+        return (
+            f"{path}: is password-protected (an encrypted workbook cannot be read); "
+            "remove the password in Excel and save it again as .xlsx"
+        )
+    if kind == "xls":
+        return (
+            f"{path}: is an old Excel 97-2003 .xls workbook named .xlsx; "
+            "open it in Excel and save it as .xlsx"
+        )
+    return (
+        f"{path}: is password-protected or an old .xls workbook (an OLE container, not "
+        ".xlsx); remove any password and save it as .xlsx"
+    )
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xml(archive: zipfile.ZipFile, name: str) -> ElementTree.Element:
+    info = archive.getinfo(name)
+    if info.file_size > _PART_LIMIT:
+        raise ValueError(f"{name} is {info.file_size:,} bytes")
+    data = archive.read(name)
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ValueError(f"{name} declares a DTD")  # no entity expansion from a workbook
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _relations(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]]:
+    """Relationship id -> (type, target path in the zip) for `part`."""
+    folder, name = posixpath.split(part)
+    rels = posixpath.join(folder, "_rels", name + ".rels")
+    if rels not in archive.NameToInfo:
+        return {}
+    found = {}
+    for item in _xml(archive, rels):
+        target = item.get("Target", "")
+        if item.get("TargetMode") == "External":
+            continue
+        path = target.lstrip("/") if target.startswith("/") else posixpath.join(folder, target)
+        found[item.get("Id", "")] = (item.get("Type", ""), posixpath.normpath(path))
+    return found
+
+
+def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
+    names = set(archive.NameToInfo)
+    if "mimetype" in names and b"opendocument" in archive.read("mimetype")[:100]:
+        raise InputError(
+            f"{path}: is an OpenDocument spreadsheet (.ods) named .xlsx; save it as .xlsx"
+        )
+    workbook = next(
+        (t for k, t in _relations(archive, "").values() if k.endswith("/officeDocument")),
+        "xl/workbook.xml",
+    )
+    if workbook.endswith(".bin"):
+        raise InputError(
+            f"{path}: is an Excel binary workbook (.xlsb) named .xlsx; save it as .xlsx"
+        )
+    if workbook not in names:
+        raise InputError(
+            f"{path}: not a readable workbook (a zip archive with no Excel workbook inside)"
+        )
+    root = _xml(archive, workbook)
+    if _local(root.tag) != "workbook":  # a Word or PowerPoint file renamed
+        raise InputError(
+            f"{path}: not a readable workbook (a zip archive with no Excel workbook inside)"
+        )
+    relations = _relations(archive, workbook)
+    sheets = []
+    for element in root.iter():
+        if _local(element.tag) != "sheet":
+            continue
+        rel_id = next((v for k, v in element.attrib.items() if _local(k) == "id" and "}" in k), "")
+        kind, part = relations.get(rel_id, ("", ""))
+        sheets.append(
+            SheetPart(
+                name=element.get("name", ""),
+                state=element.get("state", "visible"),
+                kind=kind.rsplit("/", 1)[-1] or "worksheet",
+                part=part if part in names else None,
+            )
+        )
+    return sheets
+
+
+def open_workbook(path: Path) -> Workbook:
+    """Check the container and open it; every way it can fail is one `InputError` line."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.suffix.lower() not in (".xlsx", ".xlsm"):
         raise InputError(f"{path}: not an .xlsx/.xlsm workbook")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
+    if head.startswith(OLE_SIGNATURE):
+        raise InputError(_ole_message(path))
+    if not head:
+        raise InputError(f"{path}: not a readable workbook (the file is empty, 0 bytes)")
     if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):
+            raise InputError(
+                f"{path}: not a readable workbook (the zip container is damaged or cut "
+                "short: an incomplete copy?)"
+            )
         raise InputError(
             f"{path}: not a readable workbook (not an .xlsx zip container; an old .xls or "
             "a password-protected file must be re-saved as .xlsx)"
         )
     try:
-        return fastexcel.read_excel(str(path))
-    except Exception as error:  # fastexcel raises several error types for corrupt files
+        archive = zipfile.ZipFile(path)
+        sheets = _sheet_parts(archive, path)
+        reader = fastexcel.read_excel(str(path))
+    except InputError:
+        raise
+    except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
+    return Workbook(path, archive, sheets, reader)
 
 
-def select_sheet(reader: fastexcel.ExcelReader, path: Path, wanted: str | int) -> str:
-    names = list(reader.sheet_names)
+def select_sheet(book: Workbook, wanted: str | int) -> SheetPart:
+    """By name (hidden sheets too: the name is explicit) or by number among visible tabs."""
+    path = book.path
+    # a sheet name with a line break must not break the one-line message
+    listed = ", ".join(s.name if s.name.isprintable() else repr(s.name) for s in book.sheets)
+    if not book.sheets:
+        raise InputError(f"{path}: the workbook has no sheets")
     if isinstance(wanted, int):
-        if wanted < len(names):
-            return names[wanted]
-        raise InputError(f"{path}: has no sheet number {wanted + 1} (sheets: {', '.join(names)})")
+        tabs = [s for s in book.sheets if s.state == "visible" and s.kind == "worksheet"]
+        if wanted < len(tabs):
+            return tabs[wanted]
+        raise InputError(
+            f"{path}: has no visible sheet number {wanted + 1} (sheets: {listed or 'none'})"
+        )
     target = normalize_header(wanted)
-    for name in names:
-        if normalize_header(name) == target:
-            return name
-    raise InputError(f"{path}: sheet {wanted!r} not found (sheets: {', '.join(names) or 'none'})")
+    matches = [s for s in book.sheets if normalize_header(s.name) == target]
+    if not matches:
+        raise InputError(f"{path}: sheet {wanted!r} not found (sheets: {listed or 'none'})")
+    if len(matches) > 1:
+        both = " and ".join(repr(s.name) for s in matches)
+        raise InputError(f"{path}: sheets {both} both match {wanted!r}; rename one of them")
+    if matches[0].kind != "worksheet":
+        raise InputError(f"{path}: sheet {matches[0].name!r} is a {matches[0].kind}, not a table")
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------- the sheet XML
+
+
+@dataclass
+class SheetScan:
+    """What one pass over the sheet XML tells that fastexcel does not."""
+
+    last_row: int = 0  # row of the last cell holding a value (measured scans only)
+    max_col: int = 0  # widest cell holding a value (measured scans only)
+    merges: set[tuple[int, int, int, int]] = field(default_factory=set)  # r1, c1, r2, c2
+    unsaved_formulas: set[tuple[int, int]] = field(default_factory=set)  # (row, column)
+
+
+def _cell_at(data: bytes, end: int) -> tuple[int, int] | None:
+    """(row, column) of the cell whose XML encloses position `end`."""
+    start = data.rfind(b"<c ", 0, end)
+    match = _CELL_REF.match(data, start) if start >= 0 else None
+    return (int(match[2]), _col_number(match[1])) if match else None
+
+
+def sheet_dimension(archive: zipfile.ZipFile, part: str) -> tuple[int, int] | None:
+    """(last row, last column) the sheet declares in `<dimension>`, at the top of its XML."""
+    with archive.open(part) as stream:
+        head = stream.read(4096)
+    found = _DIMENSION.search(head)
+    if not found:
+        return None
+    letters, row = (found[3], found[4]) if found[3] else (found[1], found[2])
+    return int(row), _col_number(letters)
+
+
+def scan_sheet(
+    archive: zipfile.ZipFile, part: str, *, measure: bool = False, stop: Event | None = None
+) -> SheetScan:
+    """Stream the sheet XML once for merged ranges and formulas without a saved value, with
+    plain byte searches (near inflate speed). `measure` also finds the extent of the cells
+    that hold a value, cell by cell (slow): only for a sheet whose declared extent is absent
+    or too large to trust. `stop` ends the pass early (the read failed meanwhile)."""
+    scan = SheetScan()
+    with archive.open(part) as stream:
+        tail = b""
+        while block := stream.read(_SCAN_CHUNK):
+            if stop is not None and stop.is_set():
+                break
+            data = tail + block
+            if measure:
+                for letters, row in _VALUE_CELL.findall(data):
+                    scan.max_col = max(scan.max_col, _col_number(letters))
+                    scan.last_row = max(scan.last_row, int(row))
+            if b"<mergeCell " in data:
+                for c1, r1, c2, r2 in _MERGE.findall(data):
+                    scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
+            # a formula cell with no `<v>` result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`
+            for marker in (b"</f></c>", b"/></c>"):
+                hit = data.find(marker)
+                while hit >= 0:
+                    start = data.rfind(b"<c ", 0, hit)
+                    if start >= 0 and b"<f" in data[start:hit] and b"<v>" not in data[start:hit]:
+                        cell = _cell_at(data, hit)
+                        if cell:
+                            scan.unsaved_formulas.add(cell)
+                    hit = data.find(marker, hit + 1)
+            tail = data[-_SCAN_OVERLAP:]
+    return scan
+
+
+def _scan_file(path: Path, part: str, stop: Event) -> SheetScan:
+    with zipfile.ZipFile(path) as archive:  # its own handle: this runs in another thread
+        return scan_sheet(archive, part, stop=stop)
+
+
+def _too_large(where: str, rows: int, columns: int) -> InputError:
+    return InputError(
+        f"{where}: cells are used up to {_col(columns - 1)}{rows} ({rows:,} rows × "
+        f"{columns:,} columns), more than the {MAX_CELLS:,} cells a sheet may span; delete "
+        "the rows and columns beyond the table (Ctrl+End shows the last used cell) and save"
+    )
+
+
+def _load_and_scan(
+    book: Workbook, sheet: SheetPart, where: str
+) -> tuple[pl.DataFrame, list[int], list[fastexcel.CellError], SheetScan | None]:
+    """Parse the sheet with fastexcel and scan its XML. calamine allocates the used range
+    (rows × columns) before anything can be checked, and a failed allocation aborts the
+    process, so the extent is checked first. With a sensible declared extent (Excel writes
+    an exact one) the scan runs in a thread beside the parse, which releases the GIL: on two
+    cores it costs next to nothing. Otherwise the cells are measured first, serially."""
+    if sheet.part is None:
+        return (*_load(book, sheet, where), None)
+    errors = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+    try:
+        declared = sheet_dimension(book.archive, sheet.part)
+        if declared is None or declared[0] * declared[1] > MAX_CELLS:
+            scan = scan_sheet(book.archive, sheet.part, measure=True)
+            if scan.last_row * scan.max_col > MAX_CELLS:
+                raise _too_large(where, scan.last_row, scan.max_col)
+            return (*_load(book, sheet, where), scan)
+    except errors as error:
+        raise InputError(f"{where}: unreadable ({_short(error)})") from None
+    stop = Event()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_scan_file, book.path, sheet.part, stop)
+        try:
+            loaded = _load(book, sheet, where)
+        except BaseException:
+            stop.set()
+            raise
+        try:
+            return (*loaded, pending.result())
+        except errors as error:
+            raise InputError(f"{where}: unreadable ({_short(error)})") from None
+
+
+def _unsupported_error_cell(archive: zipfile.ZipFile, part: str, literal: str) -> str:
+    """The first cell holding an error value calamine cannot read, e.g. "D12"."""
+    needle = f"<v>{literal}</v>".encode()
+    with archive.open(part) as stream:
+        tail = b""
+        while block := stream.read(_SCAN_CHUNK):
+            data = tail + block
+            hit = data.find(needle)
+            cell = _cell_at(data, hit) if hit >= 0 else None
+            if cell:
+                return f"{_col(cell[1] - 1)}{cell[0]}"
+            tail = data[-_SCAN_OVERLAP:]
+    return "?"
+
+
+# ---------------------------------------------------------------------------- header and body
 
 
 def _find_header(
-    rows: list[tuple[str | None, ...]], spec: DomainSpec, path: Path, sheet: str, offset: int
+    rows: list[tuple[str | None, ...]],
+    spec: DomainSpec,
+    where: str,
+    letters: list[str],
 ) -> tuple[int, dict[int, ColumnSpec], dict[str, str]]:
-    """Return (index in `rows`, sheet column index -> spec column, name -> header found)."""
+    """Return (index in `rows`, frame column index -> spec column, name -> header found).
+    `rows[i]` is Excel row i + 1; `letters[j]` is the Excel column of frame column j."""
     required = spec.required_headers
     best: tuple[int, int, list[str]] = (-1, -1, [c.header or c.name for c in required])
     for index, row in enumerate(rows):
@@ -95,9 +490,9 @@ def _find_header(
                 if header in column.headers:
                     if column.name in seen:
                         raise InputError(
-                            f"{path}: sheet {sheet!r}: row {offset + index}: header "
-                            f"{row[position]!r} appears twice (columns {_col(seen[column.name])} "
-                            f"and {_col(position)}) for {column.name}"
+                            f"{where}: row {index + 1}: header {row[position]!r} appears twice "
+                            f"(columns {letters[seen[column.name]]} and {letters[position]}) "
+                            f"for {column.name}"
                         )
                     seen[column.name] = position
                     mapping[position] = column
@@ -106,78 +501,179 @@ def _find_header(
     if best[1] <= 0:
         wanted = ", ".join(c.header or c.name for c in required)
         raise InputError(
-            f"{path}: sheet {sheet!r}: no header row found in the first {len(rows)} rows "
+            f"{where}: no header row found in the first {len(rows)} rows "
             f"(expected headers: {wanted})"
         )
     raise InputError(
-        f"{path}: sheet {sheet!r}: required column missing: {', '.join(best[2])} "
-        f"(header row {offset + best[0]})"
+        f"{where}: required column missing: {', '.join(best[2])} (header row {best[0] + 1})"
     )
 
 
-def _col(index: int) -> str:
-    """0 -> A, 27 -> AB."""
-    name = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        name = chr(65 + rest) + name
-    return name
+def _load(
+    book: Workbook, sheet: SheetPart, where: str
+) -> tuple[pl.DataFrame, list[int], list[fastexcel.CellError]]:
+    """The whole sheet as text, row i = Excel row i + 1; also each frame column's Excel
+    column index and fastexcel's cell errors."""
+    try:
+        # an integer skip_rows (even 0) makes fastexcel count from the sheet's row 1 instead
+        # of its first used row, so frame row i is Excel row i + 1 (guarded by tests)
+        loaded = book.reader.load_sheet(
+            sheet.name, header_row=None, skip_rows=0, dtypes="string", schema_sample_rows=1
+        )
+        batch, errors = loaded.to_arrow_with_errors()
+        absolute = [c.absolute_index for c in loaded.available_columns()]
+    except Exception as error:
+        unsupported = _UNSUPPORTED_ERROR.search(str(error))
+        if unsupported and sheet.part:
+            literal = unsupported[1]
+            cell = _unsupported_error_cell(book.archive, sheet.part, literal)
+            raise InputError(
+                f"{where}: cell {cell} holds the Excel error {literal}, which cannot be read; "
+                "correct the formula or paste the values, then save"
+            ) from None
+        raise InputError(f"{where}: unreadable ({_short(error)})") from None
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    return frame, absolute, list(errors.errors) if errors is not None else []
+
+
+def _issues(
+    height: int,
+    first_data_row: int,
+    read: dict[int, str],
+    absolute: list[int],
+    scan: SheetScan | None,
+    errors: list[fastexcel.CellError],
+) -> tuple[dict[str, pl.Series], dict[str, tuple[list[int], list[str]]]]:
+    """Cells to flag, for a body of `height` rows from Excel row `first_data_row` whose read
+    columns are `read` (frame column index -> name). Returns per column name the CELL_ISSUE
+    column (reason or null), and (body indices, literals) of the error cells; both are
+    empty for a clean sheet."""
+    by_excel_column = {absolute[p] + 1: name for p, name in read.items()}
+    last_row = first_data_row + height - 1
+    spans: list[tuple[int, int, str, str]] = []  # body index from, to (exclusive), column, why
+    if scan is not None:
+        for r1, c1, r2, c2 in sorted(scan.merges):
+            top, bottom = max(r1, first_data_row), min(r2, last_row)
+            if top > bottom or (r1, c1) == (r2, c2):
+                continue
+            where = f"{_col(c1 - 1)}{r1}:{_col(c2 - 1)}{r2}"
+            reason = f"part of merged cells {where}; unmerge them and fill each cell"
+            spans += [
+                (top - first_data_row, bottom - first_data_row + 1, by_excel_column[c], reason)
+                for c in range(c1, c2 + 1)
+                if c in by_excel_column
+            ]
+        for row, column in sorted(scan.unsaved_formulas):
+            if column in by_excel_column and first_data_row <= row <= last_row:
+                index = row - first_data_row
+                spans.append((index, index + 1, by_excel_column[column], UNSAVED_FORMULA))
+    literals: dict[str, tuple[list[int], list[str]]] = {}
+    for error in errors:
+        row, column = error.position
+        index = row + 1 - first_data_row
+        if column not in read or not 0 <= index < height:
+            continue
+        code = _ERROR_DETAIL.search(error.detail)
+        if code:
+            literal = EXCEL_ERRORS.get(code[1], f"#{code[1]}")
+            spans.append((index, index + 1, read[column], f"Excel error {literal}"))
+            literals.setdefault(read[column], ([], []))
+            literals[read[column]][0].append(index)
+            literals[read[column]][1].append(literal)
+        else:
+            spans.append((index, index + 1, read[column], f"unreadable cell: {error.detail}"))
+    if not spans:
+        return {}, {}
+    flagged = (
+        pl.DataFrame(spans, schema=["start", "stop", "column", "reason"], orient="row")
+        .select(pl.int_ranges("start", "stop").alias("index"), "column", "reason")
+        .explode("index")
+        # a merged cell that also holds an error: the error, listed later, is more specific
+        .unique(subset=["column", "index"], keep="last", maintain_order=True)
+    )
+    issues = {}
+    for (name,), group in flagged.partition_by("column", as_dict=True).items():
+        empty = pl.Series(CELL_ISSUE + str(name), [None] * height, dtype=pl.String)
+        issues[str(name)] = empty.scatter(group["index"], group["reason"])
+    return issues, literals
 
 
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
-    reader = open_workbook(path)
-    sheet = select_sheet(reader, path, spec.sheet)
-    # An integer skip_rows (even 0) makes fastexcel count from the sheet's row 1 instead of
-    # its first used row, so list index + 1 is the Excel row number (guarded by tests).
-    offset = 1
+    book = open_workbook(path)
     try:
-        peek = reader.load_sheet(
-            sheet, header_row=None, skip_rows=0, n_rows=HEADER_SEARCH_ROWS, dtypes="string"
-        ).to_polars()
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError(f"{path}: sheet {sheet!r}: unreadable ({_short(error)})") from None
-    if peek.height == 0:
-        raise InputError(f"{path}: sheet {sheet!r} is empty")
-    header_index, mapping, found = _find_header(peek.rows(), spec, path, sheet, offset)
+        return _read(book, spec)
+    finally:
+        book.archive.close()
+
+
+def _read(book: Workbook, spec: DomainSpec) -> SheetData:
+    path = book.path
+    sheet = select_sheet(book, spec.sheet)
+    where = f"{path}: sheet {sheet.name!r}"
+    whole, absolute, errors, scan = _load_and_scan(book, sheet, where)
+    if whole.height == 0:
+        raise InputError(f"{where} is empty")
+    letters = [_col(a) for a in absolute]
+    header_index, mapping, found = _find_header(
+        whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters
+    )
     positions = sorted(mapping)
-    try:
-        body = reader.load_sheet(
-            sheet,
-            header_row=None,
-            skip_rows=header_index + 1,  # absolute: rows above and including the header
-            use_columns=[peek.columns[p] for p in positions],  # names: ints mean absolute
-            dtypes="string",
-            schema_sample_rows=1,
-        ).to_polars()
-    except Exception as error:
-        raise InputError(f"{path}: sheet {sheet!r}: unreadable ({_short(error)})") from None
     names = [mapping[p].name for p in positions]
-    body = body.rename({peek.columns[p]: mapping[p].name for p in positions}).select(names)
-    first_data_row = offset + header_index + 1
+    first_data_row = header_index + 2  # Excel row number of the row below the header
+    body = whole.slice(header_index + 1).select(
+        pl.col(whole.columns[p]).alias(mapping[p].name) for p in positions
+    )
+
+    read = {p: mapping[p].name for p in positions}
+    issues, literals = _issues(body.height, first_data_row, read, absolute, scan, errors)
+    if literals:
+        body = body.with_columns(
+            body[name].scatter(index, pl.Series(text, dtype=pl.String))
+            for name, (index, text) in literals.items()
+        )
+    # NUL cannot go into Postgres text and means nothing to the operator
+    has_nul = body.select(
+        pl.any_horizontal(pl.col(n).str.contains("\x00", literal=True) for n in names).any()
+    ).item()
+    if has_nul:
+        body = body.with_columns(pl.col(n).str.replace_all("\x00", "", literal=True) for n in names)
     body = body.with_row_index(ROW, offset=first_data_row).with_columns(pl.col(ROW).cast(pl.Int64))
+    if issues:
+        body = body.with_columns(issues.values())
 
     stripped = [pl.col(n).str.strip_chars() for n in names]
+    flagged_cells = [pl.col(s.name).is_not_null() for s in issues.values()]
     blank = pl.all_horizontal([(s.is_null() | (s == "")) for s in stripped])
+    if flagged_cells:
+        blank = blank & ~pl.any_horizontal(flagged_cells)  # a flagged row is rejected, not skipped
     first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
     totals = first_text.is_in(TOTALS_MARKERS)
-    flagged = body.with_columns(_blank=blank, _totals=totals.fill_null(False) & ~blank)
-    skipped_blank = int(flagged["_blank"].sum())
-    skipped_totals = int(flagged["_totals"].sum())
-    frame = flagged.filter(~pl.col("_blank") & ~pl.col("_totals")).drop("_blank", "_totals")
+    body = body.with_columns(_blank=blank, _totals=totals.fill_null(False) & ~blank)
+    skipped_blank = int(body["_blank"].sum())
+    skipped_totals = int(body["_totals"].sum())
+    frame = body.filter(~pl.col("_blank") & ~pl.col("_totals")).drop("_blank", "_totals")
+    if frame.height == 0:
+        # a template or a cut-off copy: loading it would silently empty the month
+        skipped = f"; {skipped_blank} blank and {skipped_totals} totals rows skipped"
+        raise InputError(
+            f"{where}: no data rows below the header (row {header_index + 1})"
+            + (skipped if skipped_blank or skipped_totals else "")
+        )
     missing_optional = [
         c.name for c in spec.source_columns if c.optional_header and c.name not in found
     ]
+    cell_issues = sum(int(frame[s.name].is_not_null().sum()) for s in issues.values())
     return SheetData(
         file=path,
-        sheet=sheet,
-        header_row=offset + header_index,
+        sheet=sheet.name,
+        header_row=header_index + 1,
         frame=frame,
         columns=found,
         missing_optional=missing_optional,
         rows_read=frame.height,
         skipped_blank=skipped_blank,
         skipped_totals=skipped_totals,
+        hidden=sheet.state != "visible",
+        cell_issues=cell_issues,
     )

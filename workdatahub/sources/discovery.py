@@ -3,6 +3,11 @@
 Rules (see the data contract): the highest `V<n>` folder that holds a matching file wins,
 otherwise the base folder; lock files, hidden files, mail files and the domain's own
 exclusions are ignored; two matches in the chosen folder is an error naming them all.
+
+Links are followed only while they stay inside the data directory: a file or folder link
+pointing elsewhere, a broken link and anything that is not a regular file (a pipe would
+block the reader forever) are listed as ignored with the reason, never read; a folder
+link back to a folder already walked is not walked twice (no endless loop).
 """
 
 from __future__ import annotations
@@ -86,33 +91,75 @@ def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> str | None:
     return None
 
 
+def _shown(path: Path) -> str:
+    """A path as it can appear in a one-line message (a name may hold a line break)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def _resolved(path: Path) -> Path | None:
+    """Where `path` really is, or None for a broken link or a link loop."""
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
+        return None
+
+
 def base_folder(spec: DomainSpec, period: date, data_dir: Path) -> Path:
-    base = (data_dir / spec.discovery.base.replace("{YYYYMM}", folder_name(period))).resolve()
+    folder = data_dir / spec.discovery.base.replace("{YYYYMM}", folder_name(period))
+    try:
+        base = folder.resolve()
+    except (OSError, RuntimeError):
+        raise InputError(f"{spec.name}: base folder {_shown(folder)} is a link loop") from None
     if not base.is_relative_to(data_dir.resolve()):
-        raise InputError(f"{spec.name}: base folder {base} escapes the data directory")
+        raise InputError(f"{spec.name}: base folder {_shown(base)} escapes the data directory")
     return base
 
 
-def _walk(folder: Path, recursive: bool, skip_versions: bool) -> list[Path]:
-    """Files below `folder`; hidden folders are never entered."""
+def _walk(
+    folder: Path, recursive: bool, skip_versions: bool, root: Path, seen: set[Path]
+) -> tuple[list[Path], list[Ignored]]:
+    """Entries below `folder` that are not folders (files, links, pipes: `_classify` judges
+    them), and folder links refused; hidden folders are never entered."""
     found: list[Path] = []
+    refused: list[Ignored] = []
     try:
         entries = sorted(folder.iterdir())
     except OSError:
-        return found
+        return found, refused
     for entry in entries:
-        if entry.is_dir():
-            if entry.name.startswith(".") or not recursive:
-                continue
-            if skip_versions and _VERSION_DIR.match(entry.name):
-                continue
-            found.extend(_walk(entry, recursive, skip_versions=False))
-        elif entry.is_file():
+        if not entry.is_dir():
             found.append(entry)
-    return found
+            continue
+        if entry.name.startswith(".") or not recursive:
+            continue
+        if skip_versions and _VERSION_DIR.match(entry.name):
+            continue
+        real = _resolved(entry)
+        if real is None or not real.is_relative_to(root):
+            refused.append(Ignored(entry, "folder link points outside the data directory"))
+            continue
+        if real in seen:
+            continue  # a link back to a folder already walked
+        seen.add(real)
+        files, more = _walk(entry, recursive, False, root, seen)
+        found.extend(files)
+        refused.extend(more)
+    return found, refused
 
 
-def _classify(spec: DomainSpec, files: list[Path]) -> tuple[list[Path], list[Ignored]]:
+def _unusable(path: Path, root: Path) -> str | None:
+    real = _resolved(path)
+    if real is None:
+        return "broken link" if path.is_symlink() else "cannot be resolved"
+    if not real.is_relative_to(root):
+        return "links outside the data directory"
+    if not real.is_file():
+        return "not a regular file"
+    return None
+
+
+def _classify(spec: DomainSpec, files: list[Path], root: Path) -> tuple[list[Path], list[Ignored]]:
     matched: list[Path] = []
     ignored: list[Ignored] = []
     excludes = [*ALWAYS_EXCLUDED, *spec.discovery.exclude]
@@ -120,42 +167,58 @@ def _classify(spec: DomainSpec, files: list[Path]) -> tuple[list[Path], list[Ign
         if not _matches(path.name, spec.discovery.patterns):
             continue
         excluded_by = _matches(path.name, excludes)
+        problem = _unusable(path, root)
         if excluded_by:
             ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
         elif path.suffix.lower() not in WORKBOOK_SUFFIXES:
             ignored.append(Ignored(path, "not an .xlsx/.xlsm workbook"))
+        elif problem:
+            ignored.append(Ignored(path, problem))
         else:
             matched.append(path)
     return matched, ignored
 
 
+def _folder(
+    spec: DomainSpec, folder: Path, skip_versions: bool, root: Path
+) -> tuple[list[Path], list[Ignored]]:
+    seen = {folder.resolve()}
+    files, refused = _walk(folder, spec.discovery.recursive, skip_versions, root, seen)
+    matched, ignored = _classify(spec, files, root)
+    return matched, refused + ignored
+
+
 def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     """Return the one workbook for (domain, month), or raise `InputError` saying why not."""
+    root = data_dir.resolve()
     base = base_folder(spec, period, data_dir)
     result = DiscoveryResult(domain=spec.name, period=period, base=base)
     if not base.is_dir():
-        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {base}")
+        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {_shown(base)}")
 
     versions: list[tuple[int, Path]] = []
     if spec.discovery.version_folders:
         for entry in base.iterdir():
             match = _VERSION_DIR.match(entry.name)
             if match and entry.is_dir():
+                real = _resolved(entry)
+                if real is None or not real.is_relative_to(root):
+                    reason = "folder link points outside the data directory"
+                    result.ignored.append(Ignored(entry, reason))
+                    continue
                 versions.append((int(match[1]), entry))
         versions.sort(reverse=True)
 
     chosen: list[Path] = []
     chosen_version: str | None = None
     for number, folder in versions:
-        matched, ignored = _classify(spec, _walk(folder, spec.discovery.recursive, False))
+        matched, ignored = _folder(spec, folder, False, root)
         result.ignored.extend(ignored)
         if matched and not chosen:
             chosen, chosen_version = matched, f"V{number}"
         elif matched:
             result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in matched)
-    base_matched, base_ignored = _classify(
-        spec, _walk(base, spec.discovery.recursive, skip_versions=True)
-    )
+    base_matched, base_ignored = _folder(spec, base, True, root)
     result.ignored.extend(base_ignored)
     if chosen:
         result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in base_matched)
@@ -164,16 +227,25 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
 
     if not chosen:
         patterns = ", ".join(spec.discovery.patterns)
-        raise InputError(f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {base}")
+        refused = [i for i in result.ignored if not i.reason.startswith("excluded by")]
+        # a matching file refused for what it is (a link outside, a pipe) must not go unseen
+        why = f" ({_shown(refused[0].path)}: {refused[0].reason})" if refused else ""
+        raise InputError(
+            f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {_shown(base)}{why}"
+        )
     if len(chosen) > 1:
-        listed = "; ".join(str(p) for p in sorted(chosen))
+        listed = "; ".join(_shown(p) for p in sorted(chosen))
         where = f"{base}/{chosen_version}" if chosen_version else str(base)
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {where}, "
+            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {_shown(Path(where))}, "
             f"expected one: {listed}"
         )
     path = chosen[0]
-    result.files.append(SourceFile(path, chosen_version, sha256_of(path), path.stat().st_size))
+    try:
+        digest, size = sha256_of(path), path.stat().st_size
+    except OSError as error:
+        raise InputError(f"{_shown(path)}: cannot be read ({error.strerror})") from None
+    result.files.append(SourceFile(path, chosen_version, digest, size))
     result.ignored.sort(key=lambda i: str(i.path))
     return result
 

@@ -2,7 +2,11 @@
 
 Every identifier that reaches SQL (table and column names) is checked against a strict
 pattern here, so nothing from config can smuggle quoting tricks into a statement; the
-loader still quotes them. A mistake gives one message naming the domain and the field.
+loader still quotes them. A domain may not load into the warehouse's own schemas (audit,
+dbt models, system catalogs), nor into a table another domain loads (each load deletes the
+month first). Paths stay inside the data directory; file patterns are globs, not regexes,
+bounded in length and wildcards (Python's fnmatch matches them without backtracking).
+A mistake gives one message naming the domain and the field.
 """
 
 from __future__ import annotations
@@ -18,15 +22,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from workdatahub.errors import ConfigError
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-RESERVED_COLUMNS = frozenset(
-    {"load_id", "source_file", "source_sheet", "source_row", "loaded_at"}
+# \Z, not $: `$` also matches before a trailing newline
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
+RESERVED_COLUMNS = frozenset({"load_id", "source_file", "source_sheet", "source_row", "loaded_at"})
+# the audit schema, the schemas dbt builds, and Postgres' own
+RESERVED_SCHEMAS = frozenset(
+    {"wdh", "staging", "marts", "reference", "public", "information_schema"}
 )
 ColumnType = Literal["text", "code", "month", "money", "rate", "integer"]
 RefreshMode = Literal["delete_insert", "append", "upsert"]
 
-# glob metacharacters are fine; path separators and parent references are not
-_SAFE_PATTERN = re.compile(r"^[^/\\\x00]{1,200}$")
+# glob metacharacters are fine; path separators and control characters are not
+_SAFE_PATTERN = re.compile(r"[^/\\\x00-\x1f\x7f]{1,200}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Excel's rules for a sheet name: 1-31 characters, none of : \ / ? * [ ]
+_SHEET_NAME = re.compile(r"[^:\\/?*\[\]\x00-\x1f\x7f]{1,31}\Z")
 
 
 def normalize_header(text: str) -> str:
@@ -108,8 +118,12 @@ class Discovery(_Model):
     def _base(cls, value: str) -> str:
         if "{YYYYMM}" not in value:
             raise ValueError("base must contain {YYYYMM}")
+        if _CONTROL.search(value) or len(value) > 400:
+            raise ValueError(f"base {value!r} must be a plain folder path (no control characters)")
         path = PurePosixPath(value.replace("\\", "/"))
-        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
+        escapes = path.is_absolute() or ".." in path.parts or value.startswith("~")
+        # a drive (C:) or a share (//server) leaves the data directory on Windows
+        if escapes or re.match(r"[A-Za-z]:", value) or value.replace("\\", "/").startswith("//"):
             raise ValueError(f"base {value!r} must stay inside the data directory")
         return value
 
@@ -144,6 +158,27 @@ class DomainSpec(_Model):
     def _ident(cls, value: str) -> str:
         return _identifier(value, "name")
 
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        if value in RESERVED_SCHEMAS or value.startswith("pg_"):
+            raise ValueError(f"schema {value!r} belongs to the warehouse itself; load into raw")
+        return value
+
+    @field_validator("sheet", mode="before")
+    @classmethod
+    def _sheet(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError(f"sheet must be a sheet name or a number from 0, not {value!r}")
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"sheet {value} must be 0 or more (0 is the first visible sheet)")
+        if isinstance(value, str) and not _SHEET_NAME.match(value):
+            raise ValueError(
+                f"sheet {value!r} is not a sheet name Excel allows (1-31 characters, "
+                "none of : \\ / ? * [ ] or control characters)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> DomainSpec:
         names = [c.name for c in self.columns]
@@ -172,7 +207,7 @@ class DomainSpec(_Model):
                         f"header {header!r} is claimed by {headers[header]!r} and {column.name!r}"
                     )
                 headers[header] = column.name
-        from workdatahub.cleansing.rules import RULES  # noqa: PLC0415 - registry lives with the rules
+        from workdatahub.cleansing.rules import RULES
 
         for column in self.columns:
             wanted = list(column.rules) + ([column.derive.rule] if column.derive else [])
@@ -217,15 +252,21 @@ class SourcesFile(_Model):
             raise ConfigError(f"unknown domain {name!r} (known: {known})") from None
 
 
+def _printable(part: object) -> str:
+    """A config key or value as it can appear in a one-line message."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def _format_validation_error(path: Path, error: ValidationError) -> str:
     first = error.errors()[0]
-    loc = [str(part) for part in first["loc"]]
+    loc = list(first["loc"])
     where = ""
     if len(loc) >= 2 and loc[0] == "domains":
-        where = f"domain {loc[1]!r}: "
+        where = f"domain {str(loc[1])!r}: "
         loc = loc[2:]
-    field = ".".join(loc) if loc else "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
+    field = ".".join(_printable(part) for part in loc) if loc else "(top level)"
+    message = " ".join(first["msg"].removeprefix("Value error, ").split())
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{path.name}: {where}{field}: {message}{more}"
 
@@ -246,14 +287,25 @@ def parse_sources(raw: dict[str, Any], path: Path = Path("data_sources.yml")) ->
         }
         domains[name] = merged
     try:
-        return SourcesFile.model_validate({**raw, "domains": domains})
+        sources = SourcesFile.model_validate({**raw, "domains": domains})
     except ValidationError as error:
         raise ConfigError(_format_validation_error(path, error)) from None
+    loaded_by: dict[tuple[str, str], str] = {}
+    for name, spec in sources.domains.items():
+        target = (spec.schema_name, spec.table)
+        if target in loaded_by:
+            # each load deletes the month first: two domains would erase each other's rows
+            raise ConfigError(
+                f"{path.name}: domain {name!r}: table: {spec.schema_name}.{spec.table} is "
+                f"already loaded by domain {loaded_by[target]!r}"
+            )
+        loaded_by[target] = name
+    return sources
 
 
 def load_sources(path: Path | None = None) -> SourcesFile:
     if path is None:
-        from workdatahub.settings import get_settings  # noqa: PLC0415
+        from workdatahub.settings import get_settings
 
         path = get_settings().sources_file
     try:

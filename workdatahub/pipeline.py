@@ -6,27 +6,31 @@ logic of its own.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import psycopg
 from psycopg import sql
 
 from workdatahub.cleansing.cleanse import cleanse
-from workdatahub.errors import RejectThresholdExceeded, WarehouseError
+from workdatahub.errors import InputError, RejectThresholdExceeded, WarehouseError
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
 from workdatahub.settings import get_settings, mask_url
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
-from workdatahub.validation.schema import Validated, validate
 from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute
+
+if TYPE_CHECKING:
+    from workdatahub.validation.schema import Validated
 
 # waits between tries of a load whose connection failed: 0.5 s, 1 s, 2 s, … at most 8 s
 RETRY_FIRST_WAIT_S = 0.5
@@ -116,6 +120,9 @@ def check_file(spec: DomainSpec, path: Path, period: date | None = None) -> Chec
     timings: dict[str, float] = {}
     with _timed(timings, "read"):
         sheet = read_sheet(path, spec)
+    # Pandera (and pandas behind it) take seconds to import: only once the file is readable
+    from workdatahub.validation.schema import validate
+
     with _timed(timings, "cleanse"):
         cleansed = cleanse(sheet.frame, spec, period)
     with _timed(timings, "validate"):
@@ -144,11 +151,20 @@ def run_partition(
     limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
     log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}")
     timings: dict[str, float] = {}
-    with _timed(timings, "discover"):
-        found = discover(spec, period, data_dir)
-    source = found.files[0]
-    log.info("discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12])
-    check = check_file(spec, source.path, period)
+    found: DiscoveryResult | None = None
+    try:
+        with _timed(timings, "discover"):
+            found = discover(spec, period, data_dir)
+        source = found.files[0]
+        log.info(
+            "discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12]
+        )
+        check = check_file(spec, source.path, period)
+    except InputError as error:
+        if not plan_only:
+            files = [f.to_json(data_dir) for f in found.files] if found else []
+            _record_input_failure(url, spec, period, mode, files, error.message)
+        raise
     timings.update(check.timings)
     log.info(
         "validated",
@@ -211,6 +227,37 @@ def run_partition(
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=str(error).splitlines()[0])
     return result
+
+
+def _record_input_failure(
+    url: str | None,
+    spec: DomainSpec,
+    period: date,
+    mode: RefreshMode,
+    files: list[dict[str, Any]],
+    message: str,
+) -> None:
+    """A month that could not even be read still leaves a `failed` row in the load log, so
+    `wdh history` shows the attempt and why. Best effort: the input error is what matters."""
+    try:
+        if url is None:
+            from workdatahub.warehouse.db import database_url  # here: starts embedded Postgres
+
+            url = database_url()
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                "insert into wdh.load_log (load_id, domain, period, target_table, mode, status, "
+                "files, message, finished_at) "
+                "values (%s, %s, %s, %s, %s, 'failed', %s, %s, clock_timestamp())",
+                [
+                    uuid.uuid4(), spec.name, period, f"{spec.schema_name}.{spec.table}", mode,
+                    json.dumps(files, ensure_ascii=False), message[:2000],
+                ],
+            )  # fmt: skip
+    except Exception:
+        get_logger(domain=spec.name, partition=f"{period:%Y-%m}").warning(
+            "could not record the failed load", reason=message
+        )
 
 
 def execute_with_retry(

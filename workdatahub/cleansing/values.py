@@ -7,6 +7,8 @@ could not be parsed (null otherwise). Everything is vectorised; nothing loops pe
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -64,16 +66,23 @@ def _as_float(text: pl.Expr) -> pl.Expr:
     return pl.when(ok).then(text.cast(pl.Float64, strict=False)).otherwise(None)
 
 
-def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
-    number = _number_text(text)
+def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
     exact = number.cast(MONEY, strict=False)
     # scientific notation (`1.5E-05`) does not cast straight to Decimal: go through float
-    value = pl.coalesce(exact, _as_float(number).round(4).cast(MONEY, strict=False))
-    error = _fail(
+    return pl.coalesce(exact, as_float.round(4).cast(MONEY, strict=False))
+
+
+def _money_error(text: pl.Expr, value: pl.Expr, label: str) -> pl.Expr:
+    return _fail(
         text.is_not_null() & value.is_null(),
         pl.concat_str([pl.lit(f"not {label}: "), quoted(text)]),
     )
-    return Parsed(value, error)
+
+
+def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
+    number = _number_text(text)
+    value = _money_value(number, _as_float(number))
+    return Parsed(value, _money_error(text, value, label))
 
 
 def parse_integer(text: pl.Expr) -> Parsed:
@@ -86,20 +95,26 @@ def parse_integer(text: pl.Expr) -> Parsed:
     return Parsed(value, error)
 
 
+def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+    as_rate = (
+        pl.when(has_percent | (figure.abs() > 1)).then(figure / 100).otherwise(figure).round(6)
+    )
+    return as_rate.cast(RATE, strict=False)
+
+
+def _rate_error(text: pl.Expr, value: pl.Expr) -> pl.Expr:
+    return _fail(
+        text.is_not_null() & value.is_null(),
+        pl.concat_str([pl.lit("not a rate or percentage: "), quoted(text)]),
+    )
+
+
 def parse_rate(text: pl.Expr) -> Parsed:
     """`5%` -> 0.05; a bare number above 1 in absolute value is a percent figure (3.5 -> 0.035)."""
     number = _number_text(text)
     has_percent = number.str.ends_with("%")
-    figure = _as_float(number.str.strip_suffix("%"))
-    as_rate = (
-        pl.when(has_percent | (figure.abs() > 1)).then(figure / 100).otherwise(figure).round(6)
-    )
-    value = as_rate.cast(RATE, strict=False)
-    error = _fail(
-        text.is_not_null() & value.is_null(),
-        pl.concat_str([pl.lit("not a rate or percentage: "), quoted(text)]),
-    )
-    return Parsed(value, error)
+    value = _rate_value(_as_float(number.str.strip_suffix("%")), has_percent)
+    return Parsed(value, _rate_error(text, value))
 
 
 # (regex, year group, month group, two-digit year?) over NFKC text
@@ -148,11 +163,7 @@ def parse_month(text: pl.Expr) -> Parsed:
     year = pl.coalesce(years)
     month = pl.coalesce(months)
     day = pl.coalesce(days)
-    valid = (
-        year.is_between(MIN_YEAR, MAX_YEAR)
-        & month.is_between(1, 12)
-        & day.is_between(1, 31)
-    )
+    valid = year.is_between(MIN_YEAR, MAX_YEAR) & month.is_between(1, 12) & day.is_between(1, 31)
     value = (
         pl.when(valid)
         .then(pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1))
@@ -165,13 +176,54 @@ def parse_month(text: pl.Expr) -> Parsed:
     return Parsed(value, error)
 
 
-PARSERS = {
+PARSERS: dict[str, Callable[[pl.Expr], Parsed]] = {
     "text": parse_text,
     "code": parse_code,
     "month": parse_month,
     "money": parse_money,
     "rate": parse_rate,
     "integer": parse_integer,
+}
+
+# -- fast paths ----------------------------------------------------------------------------
+# Most amount cells are Excel numbers, which the reader hands over as plain ASCII text
+# ("193652.37"). Such a cell holds nothing that trimming, NFKC, the currency and separator
+# strip or the accounting-negative rule would change, and it is no null placeholder, so on
+# it the full parser reduces to a cast. Skipping the normalisation is what makes amounts
+# cheap: NFKC and the regex replaces cost more than everything else in a money column.
+# A fast path gives a value or null; a null (e.g. 1E+30, too large) means "not mine", and
+# the cell goes through the full parser, which also writes the reason. So a fast path never
+# decides a reject. tests/test_equivalence.py checks each one against its full parser.
+
+PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """A cheaper parser equal to the full one wherever it gives a value."""
+
+    pattern: str  # raw (untrimmed) cells it may parse
+    value: Callable[[pl.Expr], pl.Expr]
+
+    def handles(self, raw: pl.Expr, null_values: list[str]) -> pl.Expr:
+        """Cells this fast path may parse: the pattern, minus any placeholder it matches."""
+        matches = raw.str.contains(self.pattern)
+        numeric_placeholders = [v.strip() for v in null_values if re.match(self.pattern, v)]
+        return matches & ~raw.is_in(numeric_placeholders) if numeric_placeholders else matches
+
+
+def _plain_money(raw: pl.Expr) -> pl.Expr:
+    # where the exact cast fails (exponents, overflow) the full parser's float route decides
+    return raw.cast(MONEY, strict=False)
+
+
+def _plain_rate(raw: pl.Expr) -> pl.Expr:
+    return _rate_value(raw.cast(pl.Float64, strict=False), pl.lit(False))
+
+
+FAST_PATHS = {
+    "money": FastPath(PLAIN_NUMBER, _plain_money),
+    "rate": FastPath(PLAIN_NUMBER, _plain_rate),
 }
 
 DTYPES: dict[str, pl.DataType] = {

@@ -1,0 +1,253 @@
+"""One measurement in a fresh process: `python bench/measure.py KIND DATA_DIR [options]`.
+
+Each run gets its own process so that its peak RSS is its own and nothing stays warm
+between runs except what stays warm in production (the Postgres server and the OS file
+cache). Imports and the database connection set-up happen before the clock starts. The
+last line on stdout is one JSON object.
+
+Kinds:
+  wdh     WorkDataHub's pipeline for one partition, `run_partition` (discover → read →
+          cleanse → validate → plan → load: delete + COPY + quarantine + audit, one
+          transaction), with its own stage timings;
+  naive   the naive stack (bench/naive.py) on the same file and table;
+  reader  the pure read limit: fastexcel alone, the whole sheet to a polars frame;
+  copy    the pure load limit: the cleaned rows, encoded beforehand as the loader encodes
+          them (binary), sent with one COPY into the target table (rolled back);
+  dagster the month through Dagster (raw + dbt) and the same work called directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN = "annuity_performance"
+SHEET_KIND = "规模明细"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _spec() -> Any:
+    from workdatahub.sources.spec import load_sources
+
+    return load_sources(ROOT / "data_sources.yml").domain(DOMAIN)
+
+
+def _url() -> str:
+    from workdatahub.warehouse.db import database_url
+    from workdatahub.warehouse.migrate import upgrade
+
+    url = database_url()
+    upgrade(url)
+    return url
+
+
+def _source(spec: Any, period: date, data_dir: Path) -> Path:
+    from workdatahub.sources.discovery import discover
+
+    return discover(spec, period, data_dir).files[0].path
+
+
+def measure_wdh(data_dir: Path, period: date) -> dict[str, Any]:
+    from workdatahub.pipeline import run_partition
+
+    spec, url = _spec(), _url()
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run_partition(spec, period, data_dir=data_dir, url=url)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    outcome = result.outcome
+    assert outcome is not None and outcome.status == "succeeded", outcome
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "stages": dict(result.timings),
+        "load_steps": dict(getattr(outcome, "timings", {}) or {}),
+        "rows_read": result.check.rows_read,
+        "rows_valid": outcome.rows_loaded,
+        "rows_rejected": outcome.rows_rejected,
+    }
+
+
+def measure_naive(data_dir: Path, period: date) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import naive
+
+    spec, url = _spec(), _url()
+    path = _source(spec, period, data_dir)
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = naive.run(path, spec, period, url, str(path.relative_to(data_dir)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": wall, "cpu_seconds": cpu, "stages": result.pop("timings"), **result}
+
+
+def measure_reader(data_dir: Path, period: date) -> dict[str, Any]:
+    import fastexcel
+
+    path = _source(_spec(), period, data_dir)
+    wall, cpu = time.perf_counter(), time.process_time()
+    frame = (
+        fastexcel.read_excel(str(path))
+        .load_sheet(SHEET_KIND, header_row=None, dtypes="string")
+        .to_polars()
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": wall, "cpu_seconds": cpu, "rows_read": frame.height}
+
+
+def _cleaned_path(data_dir: Path) -> Path:
+    return data_dir / "cleaned_rows.parquet"
+
+
+def measure_prepare(data_dir: Path, period: date) -> dict[str, Any]:
+    """Not a measurement: the cleaned rows, as the loader would COPY them, for `copy`."""
+    import uuid
+
+    from workdatahub.pipeline import check_file
+    from workdatahub.warehouse import loader
+
+    spec = _spec()
+    path = _source(spec, period, data_dir)
+    check = check_file(spec, path, period)
+    plan = loader.build_plan(
+        spec,
+        period,
+        mode="append",
+        source_file=str(path.relative_to(data_dir)),
+        source_sheet=check.sheet.sheet,
+        files=[],
+        rows_read=check.rows_read,
+        valid=check.validated.valid,
+        rejects=check.validated.rejects,
+        rejected_rows=check.validated.rejected_rows,
+        load_id=uuid.uuid4(),
+    )
+    frame = loader.valid_rows_for_copy(plan, spec)
+    frame.write_parquet(_cleaned_path(data_dir))
+    return {"seconds": 0.0, "rows_valid": frame.height}
+
+
+def measure_copy(data_dir: Path, period: date) -> dict[str, Any]:
+    import psycopg
+    from psycopg import sql
+
+    from workdatahub.warehouse import loader
+
+    spec, url = _spec(), _url()
+    frame = pl.read_parquet(_cleaned_path(data_dir))
+    # encoded before the clock starts, in the loader's format: this is the bare COPY, the
+    # server's side of a load
+    payload = list(loader.binary_chunks(frame, loader.copy_types(spec)))
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in frame.columns)
+    query = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
+        sql.Identifier(spec.schema_name, spec.table), columns
+    )
+    with psycopg.connect(url) as conn:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with conn.cursor() as cur, cur.copy(query) as copy:
+            for chunk in payload:
+                copy.write(chunk)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        conn.rollback()  # the month keeps the pipeline's rows
+    return {"seconds": wall, "cpu_seconds": cpu, "rows_valid": frame.height}
+
+
+def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
+    """Per run: the pipeline function directly; the raw asset through Dagster; raw + the
+    dbt models downstream through Dagster; and `dbt build` of those models on its own."""
+    started = time.perf_counter()
+    import dagster as dg
+
+    from workdatahub.definitions import defs
+    from workdatahub.pipeline import run_partition
+    from workdatahub.warehouse.db import dbt_env
+
+    import_s = time.perf_counter() - started
+    spec, url = _spec(), _url()
+    partition = f"{period:%Y-%m}"
+    raw = dg.AssetKey(["raw", DOMAIN])
+    graph = defs.resolve_asset_graph()
+    downstream = sorted(dg.AssetSelection.assets(raw).downstream().resolve(graph), key=str)
+    job = defs.resolve_implicit_global_asset_job_def()
+    config = {"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}}
+    instance = dg.DagsterInstance.ephemeral()
+    dbt_vars = {"period_start": f"{period:%Y-%m-01}", "period_end": _next_month(period)}
+    dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet"]
+    common = ["--profiles-dir", ".", "--vars", json.dumps(dbt_vars)]
+    env = {**os.environ, **dbt_env(url)}
+
+    def dbt_run(*args: str) -> None:
+        subprocess.run(
+            [*dbt, *args, *common], cwd=ROOT / "dbt_project", env=env, check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    # untimed set-up: reference seeds and every model once, so that marts reading other
+    # domains' models find them (as in a warehouse that is already running)
+    dbt_run("seed")
+    dbt_run("run")
+    selected = ["--select", f"source:raw.{DOMAIN}+", "--exclude", "resource_type:seed"]
+    rows: list[dict[str, float]] = []
+    for _ in range(runs):
+        timing: dict[str, float] = {}
+        start = time.perf_counter()
+        run_partition(spec, period, data_dir=data_dir, url=url)
+        timing["direct_pipeline"] = time.perf_counter() - start
+        for label, keys in (("dagster_raw", [raw]), ("dagster_raw_dbt", downstream)):
+            start = time.perf_counter()
+            result = job.execute_in_process(
+                asset_selection=keys, partition_key=partition, instance=instance, run_config=config
+            )
+            timing[label] = time.perf_counter() - start
+            assert result.success, label
+        start = time.perf_counter()
+        dbt_run("build", *selected)
+        timing["dbt_build_cli"] = time.perf_counter() - start
+        rows.append(timing)
+    return {
+        "import_seconds": import_s,
+        "assets": [k.to_user_string() for k in downstream],
+        "runs": rows,
+    }
+
+
+def _next_month(period: date) -> str:
+    return f"{period.year + (period.month == 12)}-{period.month % 12 + 1:02d}-01"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["wdh", "naive", "reader", "prepare", "copy", "dagster"])
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--period", default="2024-11")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    period = date.fromisoformat(args.period + "-01")
+    args.data_dir = args.data_dir.resolve()
+    pl.Config.set_tbl_rows(5)
+    load_before = os.getloadavg()[0]
+    if args.kind == "dagster":
+        result = measure_dagster(args.data_dir, period, args.runs)
+    else:
+        result = globals()[f"measure_{args.kind}"](args.data_dir, period)
+    result.update(
+        kind=args.kind, peak_rss_mb=_peak_rss_mb(), load_avg_before=load_before,
+        load_avg_after=os.getloadavg()[0],
+    )  # fmt: skip
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -332,11 +332,6 @@ def test_numbers_with_stray_text(tmp_path: Path) -> None:
     assert payload["rows_valid"] == 5
 
 
-@pytest.mark.xfail(
-    reason="values.parse_money/parse_rate: a float cast to Decimal beyond its precision raises "
-    "polars ComputeError instead of giving null (see the report)",
-    strict=True,
-)
 def test_number_too_large_for_the_column_is_a_reject(tmp_path: Path) -> None:
     rows = [[2024, 11, "P1", "C01", "5%", 1e20, 1], [2024, 11, "P2", "C01", "1e10", 1, 1]]
     code, payload = check(trustee_book(tmp_path / "t.xlsx", rows))
@@ -514,7 +509,6 @@ def test_reader_flags_error_cells_merged_cells_and_unsaved_formulas(
     assert flagged_cells.rows() == [(2, None, None), (3, UNSAVED, None), (4, None, UNSAVED)]
 
 
-@pytest.mark.xfail(reason=NEEDS_CLEANSE, strict=True)
 def test_excel_error_values_are_rejects(tmp_path: Path) -> None:
     path = corpus.sheet_book(tmp_path / "t.xlsx", [H, *trustee_rows(5)], edit=_errors)
     code, payload = check(path)
@@ -529,7 +523,6 @@ def test_excel_error_values_are_rejects(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(reason=NEEDS_CLEANSE, strict=True)
 def test_merged_cells_across_data_rows_are_rejects(tmp_path: Path) -> None:
     path = corpus.sheet_book(tmp_path / "t.xlsx", [H, *_merged_rows()], edit=_merged)
     code, payload = check(path)
@@ -544,7 +537,6 @@ def test_merged_cells_across_data_rows_are_rejects(tmp_path: Path) -> None:
     assert (payload["rows_read"], payload["rows_valid"]) == (8, 3)  # rows 2, 6, 8
 
 
-@pytest.mark.xfail(reason=NEEDS_CLEANSE, strict=True)
 def test_formulas_without_a_saved_value_are_rejects(tmp_path: Path) -> None:
     code, payload = check(corpus.unsaved_formulas(tmp_path / "t.xlsx"))
     assert code == 0
@@ -708,7 +700,6 @@ def test_too_many_rejected_rows_refuse_the_load(
 
 
 @pytest_db
-@pytest.mark.xfail(reason=NEEDS_CLEANSE, strict=True)
 def test_error_cells_are_quarantined_with_their_excel_error(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

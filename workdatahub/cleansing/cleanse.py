@@ -30,6 +30,7 @@ import polars as pl
 
 from workdatahub.cleansing.rules import RULES
 from workdatahub.cleansing.values import DTYPES, FAST_PATHS, PARSERS, blank_to_null
+from workdatahub.excel.reader import CELL_ISSUE
 from workdatahub.sources.spec import DomainSpec
 
 RAW = "__raw__"
@@ -200,6 +201,18 @@ def cleanse(raw: pl.DataFrame, spec: DomainSpec, period: date | None) -> Cleanse
         ],
         how="horizontal",
     )
+    # a cell the reader cannot vouch for (an Excel error, part of a merged range, a formula
+    # with no saved value) is rejected with the reader's reason, whatever it parsed to
+    flagged = [c.name for c in spec.source_columns if CELL_ISSUE + c.name in frame.columns]
+    if flagged:
+        frame = frame.with_columns(
+            (
+                pl.coalesce(pl.col(CELL_ISSUE + name), pl.col(ERR + name))
+                if ERR + name in frame.columns  # parsers that cannot fail add no error column
+                else pl.col(CELL_ISSUE + name)
+            ).alias(ERR + name)
+            for name in flagged
+        ).drop(CELL_ISSUE + name for name in flagged)
 
     # 2. derive (sees parsed values of the source columns, before their own rules)
     steps: list[_Distinct | _EveryRow] = []

@@ -68,8 +68,10 @@ def _as_float(text: pl.Expr) -> pl.Expr:
 
 def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
     exact = number.cast(MONEY, strict=False)
-    # scientific notation (`1.5E-05`) does not cast straight to Decimal: go through float
-    return pl.coalesce(exact, as_float.round(4).cast(MONEY, strict=False))
+    # scientific notation (`1.5E-05`) does not cast straight to Decimal: go through float;
+    # beyond numeric(18,4) the cast would raise, so such a value stays null (a reject)
+    in_range = pl.when(as_float.abs() < 1e14).then(as_float)
+    return pl.coalesce(exact, in_range.round(4).cast(MONEY, strict=False))
 
 
 def _money_error(text: pl.Expr, value: pl.Expr, label: str) -> pl.Expr:
@@ -99,7 +101,8 @@ def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
     as_rate = (
         pl.when(has_percent | (figure.abs() > 1)).then(figure / 100).otherwise(figure).round(6)
     )
-    return as_rate.cast(RATE, strict=False)
+    # numeric(10,6) holds |x| < 10,000; a larger figure is a reject, not a failed cast
+    return pl.when(as_rate.abs() < 1e4).then(as_rate).cast(RATE, strict=False)
 
 
 def _rate_error(text: pl.Expr, value: pl.Expr) -> pl.Expr:

@@ -229,3 +229,36 @@ def test_quality_metrics_recorded_per_load(
     assert stored[:3] == (5, 4, 1) and float(stored[3]) == 0.2
     assert stored[4]["plan_code"] == 0.0 and "report_date" in stored[4]
     assert result.quality["rows_loaded"] == 4
+
+
+def test_long_copies_report_progress(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from workdatahub import logs
+    from workdatahub.warehouse import loader
+
+    # small batches and no throttle stand in for a 500,000-row month
+    monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 3)
+    monkeypatch.setattr(loader._Progress, "EVERY_S", 0.0)
+    monkeypatch.setenv("WDH_LOG_LEVEL", "INFO")
+    from workdatahub.settings import reset_settings
+
+    reset_settings()
+    logs.configure_logging(force=True)
+    try:
+        trustee_month(tmp_path, NOV, rows_for(NOV, 10))
+        run_partition(sources.domain("trustee_performance"), NOV, data_dir=tmp_path, url=pg_url)
+    finally:
+        monkeypatch.delenv("WDH_LOG_LEVEL")
+        reset_settings()
+        logs.configure_logging(force=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "copying" in line]
+    assert [line.split("rows_sent=")[1].split()[0] for line in lines] == ["3", "6", "9"]
+    assert all("load_id=" in line and "partition=2024-11" in line for line in lines)
+    assert table_state(pg)[0] == 10

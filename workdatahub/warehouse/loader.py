@@ -45,6 +45,7 @@ from psycopg import sql
 
 from workdatahub.errors import LoadBusyError, WarehouseError
 from workdatahub.excel.reader import ROW
+from workdatahub.logs import get_logger
 from workdatahub.settings import mask_url
 from workdatahub.sources.spec import DomainSpec, RefreshMode
 
@@ -446,6 +447,25 @@ def copy_types(spec: DomainSpec) -> list[str]:
     return [c.sql_type for c in spec.loaded_columns] + [LINEAGE_TYPES[c] for c in LINEAGE]
 
 
+class _Progress:
+    """A log line at most every few seconds while a large COPY runs (one batch per chunk)."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, plan: LoadPlan, total: int) -> None:
+        self.total, self.sent, self.last = total, 0, time.monotonic()
+        self.log = get_logger(
+            domain=plan.domain, partition=f"{plan.period:%Y-%m}", load_id=str(plan.load_id)
+        )
+
+    def batch_sent(self) -> None:
+        self.sent = min(self.total, self.sent + COPY_BATCH_ROWS)
+        now = time.monotonic()
+        if now - self.last >= self.EVERY_S and self.sent < self.total:
+            self.last = now
+            self.log.info("copying", rows_sent=self.sent, rows_total=self.total)
+
+
 def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
     """`frame` as a binary COPY stream: header, batches of rows, trailer (encoded ahead)."""
     yield BINARY_HEADER
@@ -558,8 +578,10 @@ def execute(
                     if statement.purpose == "copy the valid rows":
                         with _timed(timings, "copy"), cur.copy(statement.query) as copy:
                             rows = valid_rows_for_copy(plan, spec)
+                            progress = _Progress(plan, rows.height)
                             for chunk in binary_chunks(rows, copy_types(spec)):
                                 copy.write(chunk)
+                                progress.batch_sent()
                     elif statement.purpose.startswith("quarantine"):
                         with _timed(timings, "quarantine"):
                             _write_rejects(cur, plan, statement)

@@ -44,6 +44,8 @@ from functools import lru_cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from workdatahub.excel.reader import column_letter
+
 SEEDS_DIR = Path(__file__).parent.parent / "dbt_project" / "seeds"
 DOMAINS = ("trustee_performance", "annuity_performance", "annuity_income")
 ANNUITY_DOMAINS = ("annuity_performance", "annuity_income")
@@ -805,16 +807,6 @@ class _Sheet:
     last_row: int
     rows: Iterable[list[object] | None]  # None is an empty row
     merge_title: bool
-
-
-def column_letter(index: int) -> str:
-    """0 -> A, 27 -> AB."""
-    name = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        name = chr(65 + rest) + name
-    return name
 
 
 def _zip_info(name: str) -> zipfile.ZipInfo:

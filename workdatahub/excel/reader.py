@@ -133,7 +133,7 @@ def _short(error: BaseException) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
-def _col(index: int) -> str:
+def column_letter(index: int) -> str:
     """0 -> A, 27 -> AB."""
     name = ""
     index += 1
@@ -405,7 +405,7 @@ def _scan_file(path: Path, part: str, stop: Event) -> SheetScan:
 
 def _too_large(where: str, rows: int, columns: int) -> InputError:
     return InputError(
-        f"{where}: cells are used up to {_col(columns - 1)}{rows} ({rows:,} rows × "
+        f"{where}: cells are used up to {column_letter(columns - 1)}{rows} ({rows:,} rows × "
         f"{columns:,} columns), more than the {MAX_CELLS:,} cells a sheet may span; delete "
         "the rows and columns beyond the table (Ctrl+End shows the last used cell) and save"
     )
@@ -455,7 +455,7 @@ def _unsupported_error_cell(archive: zipfile.ZipFile, part: str, literal: str) -
             hit = data.find(needle)
             cell = _cell_at(data, hit) if hit >= 0 else None
             if cell:
-                return f"{_col(cell[1] - 1)}{cell[0]}"
+                return f"{column_letter(cell[1] - 1)}{cell[0]}"
             tail = data[-_SCAN_OVERLAP:]
     return "?"
 
@@ -557,7 +557,7 @@ def _issues(
             top, bottom = max(r1, first_data_row), min(r2, last_row)
             if top > bottom or (r1, c1) == (r2, c2):
                 continue
-            where = f"{_col(c1 - 1)}{r1}:{_col(c2 - 1)}{r2}"
+            where = f"{column_letter(c1 - 1)}{r1}:{column_letter(c2 - 1)}{r2}"
             reason = f"part of merged cells {where}; unmerge them and fill each cell"
             spans += [
                 (top - first_data_row, bottom - first_data_row + 1, by_excel_column[c], reason)
@@ -614,7 +614,7 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     whole, absolute, errors, scan = _load_and_scan(book, sheet, where)
     if whole.height == 0:
         raise InputError(f"{where} is empty")
-    letters = [_col(a) for a in absolute]
+    letters = [column_letter(a) for a in absolute]
     header_index, mapping, found = _find_header(
         whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters
     )

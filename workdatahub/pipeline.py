@@ -159,7 +159,7 @@ def run_partition(
         log.info(
             "discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12]
         )
-        log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 1))
+        log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period)
     except InputError as error:
         if not plan_only:

@@ -18,7 +18,6 @@ from workdatahub.defs.automation import (
     monthly_schedule,
 )
 from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
-from workdatahub.defs.freshness import DEFAULT_DUE_DAY
 from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
@@ -51,7 +50,7 @@ downstream = {
 # freshness: each domain's raw asset and its downstream marts are due on its due day
 due_days: dict[int, list[dg.AssetKey]] = {}
 for name, spec in sources.domains.items():
-    day = getattr(spec, "due_day", None) or DEFAULT_DUE_DAY
+    day = spec.due_day
     for key in downstream[name]:
         if key.path[0] in ("raw", "marts") and key not in due_days.setdefault(day, []):
             due_days[day].append(key)

@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
+from workdatahub.defs.freshness import freshness_policy
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import RejectThresholdExceeded, WdhError
@@ -62,7 +62,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         group_name="raw",
         kinds={"excel", "postgres", "polars"},
         pool=f"raw_{spec.table}",
-        freshness_policy=freshness_policy(getattr(spec, "due_day", None) or DEFAULT_DUE_DAY),
+        freshness_policy=freshness_policy(spec.due_day),
         description=(
             f"{spec.description}\n\nTable `{spec.schema_name}.{spec.table}`, refresh "
             f"`{spec.refresh}`; rejected rows go to `wdh.rejected_rows`."

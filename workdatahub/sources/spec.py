@@ -150,6 +150,8 @@ class DomainSpec(_Model):
     key: list[str] = Field(default_factory=list)
     refresh: RefreshMode = "delete_insert"
     max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    # the month's data is due by this day of the following month (freshness checks, UI)
+    due_day: int = Field(default=15, ge=1, le=28)
     null_values: list[str] = Field(default_factory=list)
     columns: list[ColumnSpec] = Field(min_length=1)
 

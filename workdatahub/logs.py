@@ -18,6 +18,17 @@ from workdatahub.settings import get_settings, mask_url
 _configured = False
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written: Dagster and test runners swap the
+    stream to capture it, and a logger bound to an old, closed stream would fail."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
         if isinstance(value, str) and ("://" in value or "password=" in value.lower()):
@@ -45,7 +56,7 @@ def configure_logging(force: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # third-party chatter stays out of the operator's terminal unless asked for

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workdatahub.samples import SAMPLE_FORMAT
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PYTHON = sys.executable
@@ -48,7 +50,8 @@ def log(message: str) -> None:
 
 def sample(rows: int, seed: int, period: str, out: Path) -> Path:
     """The workbook for (rows, seed), written by `wdh sample` unless it already exists."""
-    data_dir = out / f"rows_{rows}_seed_{seed}"
+    # the writer's format in the name: a workbook cached by an older writer is not reused
+    data_dir = out / f"rows_{rows}_seed_{seed}_format_{SAMPLE_FORMAT}"
     start = time.perf_counter()
     subprocess.run(
         [WDH, "sample", "--months", f"{period}..{period}", "--rows", str(rows),

@@ -28,8 +28,10 @@ The workbooks are streamed as SpreadsheetML directly rather than through xlsxwri
 xlsxwriter's per-cell Python path took about 145 s for 500,000 x 27 constant cells on the
 development machine, before generating any data. Here each row is laid out by one cached
 str.format template per pattern of cell types, which is several times faster. The package
-holds the standard minimal parts (openpyxl and fastexcel read it; strings are inline,
-dates are date-formatted number cells, the title is a merged cell).
+holds the standard minimal parts and stores text the way Excel saves it: in a shared
+strings table, each cell pointing at its entry (`t="s"`), so a benchmark reads the bytes an
+operator's workbook holds (inline strings would double the sheet XML). Dates are
+date-formatted number cells; the title is a merged cell.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from xml.sax.saxutils import escape
 from workdatahub.excel.reader import column_letter
 
 SEEDS_DIR = Path(__file__).parent.parent / "dbt_project" / "seeds"
+# bumped whenever the bytes written change for the same arguments (2: shared strings)
+SAMPLE_FORMAT = 2
 DOMAINS = ("trustee_performance", "annuity_performance", "annuity_income")
 ANNUITY_DOMAINS = ("annuity_performance", "annuity_income")
 
@@ -820,7 +824,8 @@ def _zip_info(name: str) -> zipfile.ZipInfo:
 
 
 def _row_template(signature: tuple[type, ...], letters: list[str]) -> str:
-    """A str.format template for rows whose cells have these types ({0} is the row number).
+    """A str.format template for rows whose cells have these types ({0} is the row number;
+    a text cell's field takes its index in the shared strings table).
 
     Rows repeat a handful of type patterns, so one cached template per pattern lets
     str.format (C code) lay out the whole row instead of a Python loop over its cells.
@@ -829,23 +834,41 @@ def _row_template(signature: tuple[type, ...], letters: list[str]) -> str:
     for position, (letter, kind) in enumerate(zip(letters, signature, strict=False), 1):
         ref = f'r="{letter}{{0}}"'
         if kind is str:
-            parts.append(
-                f'<c {ref} t="inlineStr"><is><t xml:space="preserve">{{{position}}}</t></is></c>'
-            )
+            parts.append(f'<c {ref} t="s"><v>{{{position}}}</v></c>')
         elif kind is float or kind is int:
             parts.append(f"<c {ref}><v>{{{position}}}</v></c>")
         elif kind is ExcelDate:
             parts.append(f'<c {ref} s="1"><v>{{{position}}}</v></c>')
         elif kind is Title:
-            parts.append(f'<c {ref} s="2" t="inlineStr"><is><t>{{{position}}}</t></is></c>')
+            parts.append(f'<c {ref} s="2" t="s"><v>{{{position}}}</v></c>')
         elif kind is not type(None):
             raise TypeError(f"cannot write a {kind.__name__} to a sample cell")
     parts.append("</row>")
     return "".join(parts)
 
 
-def _sheet_xml(sheet: _Sheet, write: Callable[[bytes], object]) -> None:
-    """Every str handed in is already XML text (escaped when the value was made)."""
+class _SharedStrings:
+    """The workbook's shared strings table: each distinct (already escaped) text once."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.count = 0  # cells referring to the table
+
+    def xml(self) -> bytes:
+        items = "".join(
+            f'<si><t xml:space="preserve">{text}</t></si>' if text != text.strip() else
+            f"<si><t>{text}</t></si>"
+            for text in self.index
+        )  # fmt: skip
+        return (
+            f'{_XML}<sst xmlns="{_MAIN}" count="{self.count}" uniqueCount="{len(self.index)}">'
+            f"{items}</sst>"
+        ).encode()
+
+
+def _sheet_xml(sheet: _Sheet, write: Callable[[bytes], object], strings: _SharedStrings) -> None:
+    """Every str handed in is already XML text (escaped when the value was made); text goes
+    to `strings` and the cell holds its index."""
     last = column_letter(sheet.width - 1)
     write(
         (
@@ -858,17 +881,28 @@ def _sheet_xml(sheet: _Sheet, write: Callable[[bytes], object]) -> None:
         ).encode()
     )
     letters = [column_letter(i) for i in range(sheet.width)]
-    templates: dict[tuple[type, ...], str] = {}
+    templates: dict[tuple[type, ...], tuple[str, list[int]]] = {}
+    index = strings.index
     chunk: list[str] = []
     n = 0
     for n, cells in enumerate(sheet.rows, 1):
         if cells is None:
             continue
         signature = tuple(map(type, cells))
-        template = templates.get(signature)
-        if template is None:
-            template = templates[signature] = _row_template(signature, letters)
-        chunk.append(template.format(n, *cells))
+        known = templates.get(signature)
+        if known is None:
+            texts = [i for i, kind in enumerate(signature) if kind is str or kind is Title]
+            known = templates[signature] = (_row_template(signature, letters), texts)
+        template, texts = known
+        values = list(cells)  # the row generator may still look at its rows
+        for i in texts:
+            text = str(values[i])
+            found = index.get(text)
+            if found is None:
+                found = index[text] = len(index)
+            values[i] = found
+        strings.count += len(texts)
+        chunk.append(template.format(n, *values))
         if len(chunk) >= 2000:
             write("".join(chunk).encode())
             chunk.clear()
@@ -903,6 +937,8 @@ def write_workbook(path: Path, sheets: list[_Sheet]) -> None:
         f"{overrides}"
         '<Override PartName="/xl/styles.xml" ContentType="application/'
         'vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+        '<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
         '<Override PartName="/docProps/core.xml" ContentType="application/'
         'vnd.openxmlformats-package.core-properties+xml"/>'
         "</Types>"
@@ -931,7 +967,9 @@ def write_workbook(path: Path, sheets: list[_Sheet]) -> None:
             for i in range(1, len(sheets) + 1)
         )
         + f'<Relationship Id="rId{len(sheets) + 1}" Type="{_OFFICE_REL}/styles" '
-        'Target="styles.xml"/></Relationships>'
+        'Target="styles.xml"/>'
+        f'<Relationship Id="rId{len(sheets) + 2}" Type="{_OFFICE_REL}/sharedStrings" '
+        'Target="sharedStrings.xml"/></Relationships>'
     )
     try:
         with zipfile.ZipFile(temp, "w") as archive:
@@ -941,13 +979,15 @@ def write_workbook(path: Path, sheets: list[_Sheet]) -> None:
             archive.writestr(_zip_info("xl/workbook.xml"), workbook)
             archive.writestr(_zip_info("xl/_rels/workbook.xml.rels"), workbook_rels)
             archive.writestr(_zip_info("xl/styles.xml"), _STYLES)
+            strings = _SharedStrings()
             for i, sheet in enumerate(sheets, 1):
                 info = _zip_info(f"xl/worksheets/sheet{i}.xml")
                 # past 2 GiB of XML an entry needs zip64, decided up front because it
-                # streams; cells average 60-70 bytes, so 15 million leave a wide margin
+                # streams; cells average 30-70 bytes, so 15 million leave a wide margin
                 big = sheet.last_row * sheet.width > 15_000_000
                 with archive.open(info, "w", force_zip64=big) as stream:
-                    _sheet_xml(sheet, stream.write)
+                    _sheet_xml(sheet, stream.write, strings)
+            archive.writestr(_zip_info("xl/sharedStrings.xml"), strings.xml())
         temp.replace(path)
     finally:
         temp.unlink(missing_ok=True)

@@ -23,7 +23,10 @@ not saved by Excel, and is not caught here.
 
 The sheet is parsed once by fastexcel; its XML is scanned once more, in a thread beside the
 parse (fastexcel releases the GIL), for what fastexcel does not report: merged ranges and
-formulas without a saved value.
+formulas without a saved value. A large sheet (48 MB of XML and more, about 60,000 rows) is
+cut at row boundaries into one piece per core and the pieces are parsed at once, the scan
+riding along with the cutting (see "parallel parse" below; the same frame, tested by
+tests/test_reader_split.py).
 
 A cell that cannot be trusted is never dropped or nulled silently: the reason goes in a
 `__cell__<column>` text column beside it (only present when some cell needs one), for
@@ -45,11 +48,13 @@ cannot hold them; every other character (control characters, emoji) is kept as t
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import tempfile
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
@@ -65,6 +70,7 @@ ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
+_TOTALS_CELL = r"^\s*(?:" + "|".join(map(re.escape, TOTALS_MARKERS)) + r")\s*$"
 # calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
 MAX_CELLS = 64_000_000
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -363,39 +369,52 @@ def sheet_dimension(archive: zipfile.ZipFile, part: str) -> tuple[int, int] | No
     return int(row), _col_number(letters)
 
 
+class _Scanner:
+    """Merged ranges and formulas without a saved value, found with plain byte searches (near
+    inflate speed) over the sheet XML fed in blocks; `measure` also finds the extent of the
+    cells that hold a value, cell by cell (slow)."""
+
+    def __init__(self, *, measure: bool = False) -> None:
+        self.scan = SheetScan()
+        self.measure = measure
+        self.tail = b""
+
+    def feed(self, block: bytes) -> None:
+        scan = self.scan
+        data = self.tail + block
+        if self.measure:
+            for letters, row in _VALUE_CELL.findall(data):
+                scan.max_col = max(scan.max_col, _col_number(letters))
+                scan.last_row = max(scan.last_row, int(row))
+        if b"<mergeCell " in data:
+            for c1, r1, c2, r2 in _MERGE.findall(data):
+                scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
+        # a formula cell with no `<v>` result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`
+        for marker in (b"</f></c>", b"/></c>"):
+            hit = data.find(marker)
+            while hit >= 0:
+                start = data.rfind(b"<c ", 0, hit)
+                if start >= 0 and b"<f" in data[start:hit] and b"<v>" not in data[start:hit]:
+                    cell = _cell_at(data, hit)
+                    if cell:
+                        scan.unsaved_formulas.add(cell)
+                hit = data.find(marker, hit + 1)
+        self.tail = data[-_SCAN_OVERLAP:]
+
+
 def scan_sheet(
     archive: zipfile.ZipFile, part: str, *, measure: bool = False, stop: Event | None = None
 ) -> SheetScan:
-    """Stream the sheet XML once for merged ranges and formulas without a saved value, with
-    plain byte searches (near inflate speed). `measure` also finds the extent of the cells
-    that hold a value, cell by cell (slow): only for a sheet whose declared extent is absent
-    or too large to trust. `stop` ends the pass early (the read failed meanwhile)."""
-    scan = SheetScan()
+    """Stream the sheet XML once through a `_Scanner` (see there). `measure` is only for a
+    sheet whose declared extent is absent or too large to trust. `stop` ends the pass early
+    (the read failed meanwhile)."""
+    scanner = _Scanner(measure=measure)
     with archive.open(part) as stream:
-        tail = b""
         while block := stream.read(_SCAN_CHUNK):
             if stop is not None and stop.is_set():
                 break
-            data = tail + block
-            if measure:
-                for letters, row in _VALUE_CELL.findall(data):
-                    scan.max_col = max(scan.max_col, _col_number(letters))
-                    scan.last_row = max(scan.last_row, int(row))
-            if b"<mergeCell " in data:
-                for c1, r1, c2, r2 in _MERGE.findall(data):
-                    scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
-            # a formula cell with no `<v>` result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`
-            for marker in (b"</f></c>", b"/></c>"):
-                hit = data.find(marker)
-                while hit >= 0:
-                    start = data.rfind(b"<c ", 0, hit)
-                    if start >= 0 and b"<f" in data[start:hit] and b"<v>" not in data[start:hit]:
-                        cell = _cell_at(data, hit)
-                        if cell:
-                            scan.unsaved_formulas.add(cell)
-                    hit = data.find(marker, hit + 1)
-            tail = data[-_SCAN_OVERLAP:]
-    return scan
+            scanner.feed(block)
+    return scanner.scan
 
 
 def _scan_file(path: Path, part: str, stop: Event) -> SheetScan:
@@ -413,7 +432,7 @@ def _too_large(where: str, rows: int, columns: int) -> InputError:
 
 def _load_and_scan(
     book: Workbook, sheet: SheetPart, where: str
-) -> tuple[pl.DataFrame, list[int], list[fastexcel.CellError], SheetScan | None]:
+) -> tuple[pl.DataFrame, list[int], list[CellProblem], SheetScan | None]:
     """Parse the sheet with fastexcel and scan its XML. calamine allocates the used range
     (rows × columns) before anything can be checked, and a failed allocation aborts the
     process, so the extent is checked first. With a sensible declared extent (Excel writes
@@ -431,6 +450,10 @@ def _load_and_scan(
             return (*_load(book, sheet, where), scan)
     except errors as error:
         raise InputError(f"{where}: unreadable ({_short(error)})") from None
+    split = _load_split(book, sheet)
+    if split is not None:
+        parsed, scan = split
+        return (*parsed, scan)
     stop = Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_scan_file, book.path, sheet.part, stop)
@@ -509,19 +532,37 @@ def _find_header(
     )
 
 
-def _load(
-    book: Workbook, sheet: SheetPart, where: str
-) -> tuple[pl.DataFrame, list[int], list[fastexcel.CellError]]:
-    """The whole sheet as text, row i = Excel row i + 1; also each frame column's Excel
-    column index and fastexcel's cell errors."""
+@dataclass(frozen=True)
+class CellProblem:
+    """A cell fastexcel could not read as text: (frame row, frame column) and its detail."""
+
+    position: tuple[int, int]
+    detail: str
+
+
+Parsed = tuple[pl.DataFrame, list[int], list[CellProblem]]
+
+
+def _parse(reader: fastexcel.ExcelReader, name: str) -> Parsed:
+    """Sheet `name` as text, row i = Excel row i + 1; also each frame column's Excel column
+    index and the cells fastexcel could not read. Raises whatever fastexcel raises."""
+    # an integer skip_rows (even 0) makes fastexcel count from the sheet's row 1 instead
+    # of its first used row, so frame row i is Excel row i + 1 (guarded by tests)
+    loaded = reader.load_sheet(
+        name, header_row=None, skip_rows=0, dtypes="string", schema_sample_rows=1
+    )
+    batch, errors = loaded.to_arrow_with_errors()
+    absolute = [c.absolute_index for c in loaded.available_columns()]
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    problems = [CellProblem(e.position, e.detail) for e in (errors.errors if errors else [])]
+    return frame, absolute, problems
+
+
+def _load(book: Workbook, sheet: SheetPart, where: str) -> Parsed:
+    """`_parse` of the whole sheet, its failures as one `InputError` line."""
     try:
-        # an integer skip_rows (even 0) makes fastexcel count from the sheet's row 1 instead
-        # of its first used row, so frame row i is Excel row i + 1 (guarded by tests)
-        loaded = book.reader.load_sheet(
-            sheet.name, header_row=None, skip_rows=0, dtypes="string", schema_sample_rows=1
-        )
-        batch, errors = loaded.to_arrow_with_errors()
-        absolute = [c.absolute_index for c in loaded.available_columns()]
+        return _parse(book.reader, sheet.name)
     except Exception as error:
         unsupported = _UNSUPPORTED_ERROR.search(str(error))
         if unsupported and sheet.part:
@@ -532,9 +573,152 @@ def _load(
                 "correct the formula or paste the values, then save"
             ) from None
         raise InputError(f"{where}: unreadable ({_short(error)})") from None
-    frame = pl.from_arrow(batch)
-    assert isinstance(frame, pl.DataFrame)
-    return frame, absolute, list(errors.errors) if errors is not None else []
+
+
+# ---------------------------------------------------------------------------- parallel parse
+# calamine parses a sheet on one core (~50 MB of XML a second here, 750 bytes a row for 24
+# columns). A large sheet is therefore cut at row boundaries into one piece per core, each
+# piece made a workbook of its own (the package's other parts, the sheet's head and that
+# run of rows, stored uncompressed in a temporary file) and parsed at the same time; the
+# XML is inflated once, in this thread, feeding the merge/formula scan on the way, and the
+# first piece is parsed while the next is still being cut. Pieces keep their Excel row
+# numbers (fastexcel pads from row 1), so the frames stack back in order. Anything
+# unexpected (no `<sheetData>`, rows without numbers, a piece fastexcel refuses) gives up
+# the split and the sheet is read whole, which also reports any real error.
+
+SPLIT_MIN_BYTES = 48 << 20  # below this, cutting costs more than the second core gains
+MAX_PIECES = 4
+_SHEET_DATA = b"<sheetData>"
+_ROW_START = re.compile(rb'<row\b[^>]*?\br="(\d{1,7})"')
+_EMPTY_SHEET = (
+    b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    b"<sheetData/></worksheet>"
+)
+
+
+# Streaming a piece out (inflate, scan, write) takes about 0.4 of the time parsing it takes.
+# Piece k starts parsing once it is written, so for all to finish together each piece is
+# that much smaller than the one before: sizes in the ratio 1 : q : q² … with q = 1 / 1.4.
+_STREAM_TO_PARSE = 0.4
+
+
+def _pieces() -> int:
+    return min(os.cpu_count() or 1, MAX_PIECES)
+
+
+def _cuts(pieces: int, size: int) -> list[int]:
+    """Byte offsets where pieces 1, 2, … should start (at the next row from there)."""
+    q = 1 / (1 + _STREAM_TO_PARSE)
+    shares = [q**k for k in range(pieces)]
+    total, cuts, done = sum(shares), [], 0.0
+    for share in shares[:-1]:
+        done += share
+        cuts.append(int(size * done / total))
+    return cuts
+
+
+class _Piece:
+    """One run of rows as a workbook of its own, written as it streams by."""
+
+    def __init__(self, path: Path, book: Workbook, sheet: SheetPart, big: bool) -> None:
+        self.path = path
+        self.archive = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+        sheet_parts = {s.part for s in book.sheets if s.part}
+        for info in book.archive.infolist():
+            name = info.filename
+            if name == sheet.part or name.endswith("/") or name.startswith("xl/media/"):
+                continue
+            body = _EMPTY_SHEET if name in sheet_parts else book.archive.read(name)
+            self.archive.writestr(name, body)
+        assert sheet.part is not None
+        self.stream = self.archive.open(sheet.part, "w", force_zip64=big)
+
+    def close(self, tail: bytes = b"") -> None:
+        self.stream.write(tail)
+        self.stream.close()
+        self.archive.close()
+
+
+def _parse_piece(path: Path, name: str) -> Parsed:
+    return _parse(fastexcel.read_excel(str(path)), name)
+
+
+def _stack(parsed: list[Parsed]) -> Parsed:
+    """The pieces' frames as one, in their Excel rows and columns."""
+    absolute = sorted({a for _, columns, _ in parsed for a in columns})
+    position = {a: i for i, a in enumerate(absolute)}
+    frames, problems, height = [], [], 0
+    for frame, columns, cells in parsed:
+        # rows above the piece are fastexcel's padding (null); the piece starts below
+        # the rows stacked so far, with any empty rows between kept as padding
+        frame = frame.slice(height).rename(
+            {name: f"c{a}" for name, a in zip(frame.columns, columns, strict=True)}
+        )
+        frames.append(frame)
+        problems += [
+            CellProblem((c.position[0], position[columns[c.position[1]]]), c.detail) for c in cells
+        ]
+        height += frame.height
+    whole = pl.concat(frames, how="diagonal").select(f"c{a}" for a in absolute)
+    return whole, absolute, problems
+
+
+def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | None:
+    """The sheet parsed in pieces at once, with its scan; None when it is not worth it or
+    not possible (the caller then reads it whole)."""
+    pieces = _pieces()
+    if sheet.part is None or pieces < 2:
+        return None
+    size = book.archive.getinfo(sheet.part).file_size
+    if size < SPLIT_MIN_BYTES:
+        return None
+    scanner = _Scanner()
+    big = size > 1 << 30
+    with (
+        tempfile.TemporaryDirectory(prefix="wdh-read-") as folder,
+        ThreadPoolExecutor(max_workers=pieces) as pool,
+    ):
+        pending: list[Future[Parsed]] = []
+        try:
+            with book.archive.open(sheet.part) as stream:
+                data = stream.read(_SCAN_CHUNK)
+                opened = data.find(_SHEET_DATA)
+                if opened < 0:  # an empty sheet, or a writer using a namespace prefix
+                    return None
+                head = data[: opened + len(_SHEET_DATA)]
+                piece = _Piece(Path(folder, "0.xlsx"), book, sheet, big)
+                cuts = _cuts(pieces, size)
+                seen, floor = 0, len(head)  # bytes before `data`; where cutting may start
+                while data:
+                    scanner.feed(data)
+                    start = 0
+                    while len(pending) < len(cuts):
+                        target = cuts[len(pending)] - seen
+                        if target >= len(data):
+                            break
+                        cut = data.find(b"<row ", max(target, start, floor))
+                        if cut < 0:
+                            break
+                        if not _ROW_START.match(data, cut):
+                            return None  # rows without their number: cannot keep row numbers
+                        piece.stream.write(memoryview(data)[start:cut])
+                        piece.close(b"</sheetData></worksheet>")
+                        pending.append(pool.submit(_parse_piece, piece.path, sheet.name))
+                        piece = _Piece(Path(folder, f"{len(pending)}.xlsx"), book, sheet, big)
+                        piece.stream.write(head)
+                        start = cut
+                    piece.stream.write(memoryview(data)[start:])
+                    seen, floor = seen + len(data), 0
+                    data = stream.read(_SCAN_CHUNK)
+                piece.close()
+                pending.append(pool.submit(_parse_piece, piece.path, sheet.name))
+            parsed = [future.result() for future in pending]
+        except Exception:
+            return None  # read whole instead: the same result, or the error in one line
+        finally:
+            for future in pending:
+                future.cancel()
+    return _stack(parsed), scanner.scan
 
 
 def _issues(
@@ -543,7 +727,7 @@ def _issues(
     read: dict[int, str],
     absolute: list[int],
     scan: SheetScan | None,
-    errors: list[fastexcel.CellError],
+    errors: list[CellProblem],
 ) -> tuple[dict[str, pl.Series], dict[str, tuple[list[int], list[str]]]]:
     """Cells to flag, for a body of `height` rows from Excel row `first_data_row` whose read
     columns are `read` (frame column index -> name). Returns per column name the CELL_ISSUE
@@ -599,6 +783,32 @@ def _issues(
     return issues, literals
 
 
+def _row_marks(body: pl.DataFrame, names: list[str], flagged: list[str]) -> pl.DataFrame:
+    """Per row: `_blank` (every cell empty or whitespace, and none flagged: a flagged row is
+    rejected, not skipped), `_totals` (the first non-blank cell is a totals marker) and
+    `_nul` (some cell holds a NUL). One pass of cheap tests over the cells; the exact totals
+    test (first non-blank cell) only runs on the few rows holding a marker at all."""
+    filled = [pl.col(n).str.contains(r"\S").fill_null(False) for n in names]
+    blank = ~pl.any_horizontal(filled)
+    if flagged:
+        blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
+    marker = [pl.col(n).str.contains(_TOTALS_CELL).fill_null(False) for n in names]
+    marks = body.select(
+        ROW,
+        _blank=blank,
+        _totals=pl.any_horizontal(marker) & ~blank,
+        _nul=pl.any_horizontal(pl.col(n).str.contains("\x00", literal=True) for n in names),
+    )
+    if marks["_totals"].any():
+        stripped = [pl.col(n).str.strip_chars() for n in names]
+        first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+        candidates = body.filter(marks["_totals"])
+        exact = candidates.select(first_text.is_in(TOTALS_MARKERS).fill_null(False)).to_series()
+        not_totals = candidates[ROW].filter(~exact)
+        marks = marks.with_columns(pl.col("_totals") & ~pl.col(ROW).is_in(not_totals.implode()))
+    return marks
+
+
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
     book = open_workbook(path)
     try:
@@ -632,27 +842,20 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
             body[name].scatter(index, pl.Series(text, dtype=pl.String))
             for name, (index, text) in literals.items()
         )
-    # NUL cannot go into Postgres text and means nothing to the operator
-    has_nul = body.select(
-        pl.any_horizontal(pl.col(n).str.contains("\x00", literal=True) for n in names).any()
-    ).item()
-    if has_nul:
-        body = body.with_columns(pl.col(n).str.replace_all("\x00", "", literal=True) for n in names)
     body = body.with_row_index(ROW, offset=first_data_row).with_columns(pl.col(ROW).cast(pl.Int64))
     if issues:
         body = body.with_columns(issues.values())
-
-    stripped = [pl.col(n).str.strip_chars() for n in names]
-    flagged_cells = [pl.col(s.name).is_not_null() for s in issues.values()]
-    blank = pl.all_horizontal([(s.is_null() | (s == "")) for s in stripped])
-    if flagged_cells:
-        blank = blank & ~pl.any_horizontal(flagged_cells)  # a flagged row is rejected, not skipped
-    first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
-    totals = first_text.is_in(TOTALS_MARKERS)
-    body = body.with_columns(_blank=blank, _totals=totals.fill_null(False) & ~blank)
+    marks = _row_marks(body, names, [s.name for s in issues.values()])
+    if marks["_nul"].any():
+        # NUL cannot go into Postgres text and means nothing to the operator
+        body = body.with_columns(pl.col(n).str.replace_all("\x00", "", literal=True) for n in names)
+        marks = _row_marks(body, names, [s.name for s in issues.values()])
+    body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())
-    frame = body.filter(~pl.col("_blank") & ~pl.col("_totals")).drop("_blank", "_totals")
+    if skipped_blank or skipped_totals:
+        body = body.filter(~pl.col("_blank") & ~pl.col("_totals"))
+    frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)
     if frame.height == 0:
         # a template or a cut-off copy: loading it would silently empty the month
         skipped = f"; {skipped_blank} blank and {skipped_totals} totals rows skipped"

@@ -285,12 +285,9 @@ def test_trustee_keys_years_and_duplicates_fast_path_equals_reference(
     assert [r[0] for r in duplicates] == [4, 5, 15]
 
 
-def _plain_numbers(largest: float) -> list[str]:
-    """Numbers as Excel cells read as text, and near misses the fast paths must leave alone.
-
-    Up to `largest`: beyond the column's range the full parser's float route makes polars
-    raise (a known bug, tests/test_hostile.py) instead of giving a reject.
-    """
+def _plain_numbers() -> list[str]:
+    """Numbers as Excel cells read as text, and near misses the fast paths must leave alone;
+    some beyond the columns' range (those are rejects, from the full parser)."""
     rng = random.Random(3)
     cells = [
         "0", "-0", "+3", "00012", "5.", ".5", "-.5", "1e5", "1E+05", "1.5E-05", "2.5e-7",
@@ -299,7 +296,7 @@ def _plain_numbers(largest: float) -> list[str]:
         " 12", "12 ", "1,234", "(12)", "１２", "12%", "1e", "e5", "--1", "+-1", "1.2.3", "",
     ]  # fmt: skip
     for _ in range(2000):
-        value = rng.uniform(-largest, largest) * 10 ** rng.randint(-12, 0)
+        value = rng.uniform(-1e9, 1e9) * 10 ** rng.randint(-12, 8)
         cells += [repr(value), f"{value:.{rng.randint(0, 8)}f}", f"{value:.6e}"]
     return cells
 
@@ -310,8 +307,7 @@ def test_fast_paths_agree_with_the_full_parsers(kind: str) -> None:
     raw = pl.col("v")
     full = PARSERS[kind](blank_to_null(raw, NULLS))
     assert full.error is not None
-    largest = {"money": 9e13, "rate": 9e5}[kind]
-    out = pl.DataFrame({"v": _plain_numbers(largest)}).select(
+    out = pl.DataFrame({"v": _plain_numbers()}).select(
         "v",
         handled=fast.handles(raw, NULLS),
         quick=fast.value(pl.when(fast.handles(raw, NULLS)).then(raw)),
@@ -319,7 +315,7 @@ def test_fast_paths_agree_with_the_full_parsers(kind: str) -> None:
         error=full.error,
     )
     taken = out.filter(pl.col("handled") & pl.col("quick").is_not_null())
-    assert taken.height > 5000  # the fast path does take the plain numbers
+    assert taken.height > 2000  # the fast path does take the plain numbers
     assert taken["quick"].to_list() == taken["full"].to_list()
     assert taken["error"].null_count() == taken.height
     # and only plain ASCII numbers: spaces, separators, full-width digits go the full way

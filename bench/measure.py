@@ -14,6 +14,8 @@ Kinds:
   copy    the pure load limit: the cleaned rows, encoded beforehand as the loader encodes
           them (binary), sent with one COPY into the target table (rolled back);
   dagster the month through Dagster (raw + dbt) and the same work called directly.
+  vacuum  not timed: VACUUM the target table between runs (as autovacuum would between
+          two monthly loads).
 """
 
 from __future__ import annotations
@@ -223,13 +225,28 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     }
 
 
+def measure_vacuum(data_dir: Path, period: date) -> dict[str, Any]:
+    """Not a measurement: VACUUM the target table, as autovacuum would have done in the month
+    between two loads, so that each timed run meets the table in the same state rather than
+    behind the dead rows of the runs before it (and autovacuum's work in the middle of it)."""
+    import psycopg
+    from psycopg import sql
+
+    spec = _spec()
+    with psycopg.connect(_url(), autocommit=True) as conn:
+        table = sql.Identifier(spec.schema_name, spec.table)
+        conn.execute(sql.SQL("vacuum (analyze) {}").format(table))
+    return {"seconds": 0.0}
+
+
 def _next_month(period: date) -> str:
     return f"{period.year + (period.month == 12)}-{period.month % 12 + 1:02d}-01"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["wdh", "naive", "reader", "prepare", "copy", "dagster"])
+    kinds = ["wdh", "naive", "reader", "prepare", "copy", "dagster", "vacuum"]
+    parser.add_argument("kind", choices=kinds)
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--period", default="2024-11")
     parser.add_argument("--runs", type=int, default=1)

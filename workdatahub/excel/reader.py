@@ -23,7 +23,7 @@ not saved by Excel, and is not caught here.
 
 The sheet is parsed once by fastexcel; its XML is scanned once more, in a thread beside the
 parse (fastexcel releases the GIL), for what fastexcel does not report: merged ranges and
-formulas without a saved value. A large sheet (48 MB of XML and more, about 60,000 rows) is
+formulas without a saved value. A large sheet (16 MB of XML and more, about 20,000 rows) is
 cut at row boundaries into one piece per core and the pieces are parsed at once, the scan
 riding along with the cutting (see "parallel parse" below; the same frame, tested by
 tests/test_reader_split.py).
@@ -586,7 +586,7 @@ def _load(book: Workbook, sheet: SheetPart, where: str) -> Parsed:
 # unexpected (no `<sheetData>`, rows without numbers, a piece fastexcel refuses) gives up
 # the split and the sheet is read whole, which also reports any real error.
 
-SPLIT_MIN_BYTES = 48 << 20  # below this, cutting costs more than the second core gains
+SPLIT_MIN_BYTES = 16 << 20  # ~20,000 rows; below this the second core gains next to nothing
 MAX_PIECES = 4
 _SHEET_DATA = b"<sheetData>"
 _ROW_START = re.compile(rb'<row\b[^>]*?\br="(\d{1,7})"')

@@ -15,13 +15,15 @@ import zipfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
-from tests.hostile_corpus import patch_zip, trustee_book, trustee_rows
+from tests.hostile_corpus import patch_zip, sheet_book, trustee_book, trustee_rows
 from tests.test_hostile import *  # noqa: F403  (run again, split)
 from tests.test_reader import *  # noqa: F403  (run again, split)
+from tests.workbooks import TRUSTEE_HEADER
 from workdatahub.excel import reader
 from workdatahub.samples import write_samples
 from workdatahub.sources.spec import DomainSpec, load_sources
@@ -148,4 +150,24 @@ def test_rows_without_numbers_are_read_whole(
     split = reader.read_sheet(patched, spec)
     assert _split_everything == []  # not cut
     _same(split, _whole(patched, spec, monkeypatch))
+    assert split.rows_read == 2000
+
+
+def test_a_sheet_with_a_chart_reads_the_same_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+) -> None:
+    # charts and drawings are left out of the pieces (never read for cell values)
+    def chart(book: Any, sheet: Any) -> None:
+        figure = book.add_chart({"type": "column"})
+        figure.add_series({"values": "=Sheet1!$G$2:$G$50"})
+        sheet.insert_chart("J2", figure)
+
+    rows = [TRUSTEE_HEADER, *[list(r) for r in trustee_rows(2000)]]
+    path = sheet_book(tmp_path / "c.xlsx", rows, edit=chart)
+    with zipfile.ZipFile(path) as archive:
+        assert any(n.startswith("xl/charts/") for n in archive.namelist())
+    spec = _spec("trustee_performance")
+    split = reader.read_sheet(path, spec)
+    assert _split_everything == [2]
+    _same(split, _whole(path, spec, monkeypatch))
     assert split.rows_read == 2000

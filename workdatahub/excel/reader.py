@@ -590,6 +590,13 @@ SPLIT_MIN_BYTES = 16 << 20  # ~20,000 rows; below this the second core gains nex
 MAX_PIECES = 4
 _SHEET_DATA = b"<sheetData>"
 _ROW_START = re.compile(rb'<row\b[^>]*?\br="(\d{1,7})"')
+# parts a piece leaves out: never read for cell values, and some are large (a pivot cache
+# can hold the whole source table again)
+_NOT_READ = tuple(
+    f"xl/{folder}/"
+    for folder in ("media", "drawings", "charts", "pivotCache", "pivotTables", "externalLinks",
+                   "embeddings", "printerSettings", "queryTables", "slicers", "slicerCaches")
+)  # fmt: skip
 _EMPTY_SHEET = (
     b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
     b"<sheetData/></worksheet>"
@@ -633,7 +640,7 @@ class _Piece:
         sheet_parts = {s.part for s in book.sheets if s.part}
         for info in book.archive.infolist():
             name = info.filename
-            if name == sheet.part or name.endswith("/") or name.startswith("xl/media/"):
+            if name == sheet.part or name.endswith("/") or name.startswith(_NOT_READ):
                 continue
             body = _EMPTY_SHEET if name in sheet_parts else book.archive.read(name)
             self.archive.writestr(name, body)

@@ -11,6 +11,7 @@ without a row number (the cut gives up and the sheet is read whole).
 from __future__ import annotations
 
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from datetime import date
@@ -171,3 +172,15 @@ def test_a_sheet_with_a_chart_reads_the_same_in_pieces(
     assert _split_everything == [2]
     _same(split, _whole(path, spec, monkeypatch))
     assert split.rows_read == 2000
+
+
+def test_without_a_writable_temporary_folder_the_sheet_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+) -> None:
+    path = trustee_book(tmp_path / "t.xlsx", [list(r) for r in trustee_rows(2000)])
+    spec = _spec("trustee_performance")
+    whole = _whole(path, spec, monkeypatch)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    split = reader.read_sheet(path, spec)
+    assert _split_everything == []
+    _same(split, whole)

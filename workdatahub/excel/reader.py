@@ -688,10 +688,11 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
         return None
     scanner = _Scanner()
     big = size > 1 << 30
-    with (
-        tempfile.TemporaryDirectory(prefix="wdh-read-") as folder,
-        ThreadPoolExecutor(max_workers=_workers()) as pool,
-    ):
+    try:
+        temporary = tempfile.TemporaryDirectory(prefix="wdh-read-", ignore_cleanup_errors=True)
+    except OSError:
+        return None  # no writable temporary folder: read whole
+    with temporary as folder, ThreadPoolExecutor(max_workers=_workers()) as pool:
         pending: list[Future[Parsed]] = []
         try:
             with book.archive.open(sheet.part) as stream:

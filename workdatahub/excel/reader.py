@@ -587,7 +587,7 @@ def _load(book: Workbook, sheet: SheetPart, where: str) -> Parsed:
 # the split and the sheet is read whole, which also reports any real error.
 
 SPLIT_MIN_BYTES = 16 << 20  # ~20,000 rows; below this the second core gains next to nothing
-MAX_PIECES = 4
+MAX_WORKERS = 4
 _SHEET_DATA = b"<sheetData>"
 _ROW_START = re.compile(rb'<row\b[^>]*?\br="(\d{1,7})"')
 # parts a piece leaves out: never read for cell values, and some are large (a pivot cache
@@ -609,7 +609,7 @@ _STREAM_TO_PARSE = 0.2
 
 
 def _workers() -> int:
-    return min(os.cpu_count() or 1, MAX_PIECES)
+    return min(os.cpu_count() or 1, MAX_WORKERS)
 
 
 def _pieces() -> int:
@@ -631,21 +631,28 @@ def _cuts(pieces: int, size: int) -> list[int]:
     return cuts
 
 
+def _other_parts(book: Workbook, sheet: SheetPart) -> list[tuple[str, bytes]]:
+    """What every piece holds besides its rows (read once for all pieces): the package's
+    parts that calamine may read, the other worksheets emptied."""
+    sheet_parts = {s.part for s in book.sheets if s.part}
+    parts = []
+    for info in book.archive.infolist():
+        name = info.filename
+        if name == sheet.part or name.endswith("/") or name.startswith(_NOT_READ):
+            continue
+        parts.append((name, _EMPTY_SHEET if name in sheet_parts else book.archive.read(name)))
+    return parts
+
+
 class _Piece:
     """One run of rows as a workbook of its own, written as it streams by."""
 
-    def __init__(self, path: Path, book: Workbook, sheet: SheetPart, big: bool) -> None:
+    def __init__(self, path: Path, part: str, others: list[tuple[str, bytes]], big: bool) -> None:
         self.path = path
         self.archive = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
-        sheet_parts = {s.part for s in book.sheets if s.part}
-        for info in book.archive.infolist():
-            name = info.filename
-            if name == sheet.part or name.endswith("/") or name.startswith(_NOT_READ):
-                continue
-            body = _EMPTY_SHEET if name in sheet_parts else book.archive.read(name)
+        for name, body in others:
             self.archive.writestr(name, body)
-        assert sheet.part is not None
-        self.stream = self.archive.open(sheet.part, "w", force_zip64=big)
+        self.stream = self.archive.open(part, "w", force_zip64=big)
 
     def close(self, tail: bytes = b"") -> None:
         self.stream.write(tail)
@@ -688,6 +695,7 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
         return None
     scanner = _Scanner()
     big = size > 1 << 30
+    part = sheet.part
     try:
         temporary = tempfile.TemporaryDirectory(prefix="wdh-read-", ignore_cleanup_errors=True)
     except OSError:
@@ -701,7 +709,8 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
                 if opened < 0:  # an empty sheet, or a writer using a namespace prefix
                     return None
                 head = data[: opened + len(_SHEET_DATA)]
-                piece = _Piece(Path(folder, "0.xlsx"), book, sheet, big)
+                others = _other_parts(book, sheet)
+                piece = _Piece(Path(folder, "0.xlsx"), part, others, big)
                 cuts = _cuts(pieces, size)
                 seen, floor = 0, len(head)  # bytes before `data`; where cutting may start
                 while data:
@@ -719,7 +728,7 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
                         piece.stream.write(memoryview(data)[start:cut])
                         piece.close(b"</sheetData></worksheet>")
                         pending.append(pool.submit(_parse_piece, piece.path, sheet.name))
-                        piece = _Piece(Path(folder, f"{len(pending)}.xlsx"), book, sheet, big)
+                        piece = _Piece(Path(folder, f"{len(pending)}.xlsx"), part, others, big)
                         piece.stream.write(head)
                         start = cut
                     piece.stream.write(memoryview(data)[start:])

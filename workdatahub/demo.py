@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from workdatahub.periods import month_range, period_key
-from workdatahub.settings import PROJECT_ROOT, get_settings
+from workdatahub.settings import PROJECT_ROOT, get_settings, one_line
 
 
 def _instance() -> Any:
@@ -83,7 +83,7 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
         for event in result.all_events:
             error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
             if error is not None:
-                click.echo(f"  failed: {str(error.message).strip().splitlines()[0]}", err=True)
+                click.echo(f"  failed: {one_line(str(error.message))}", err=True)
 
     loads: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     with connect() as conn:

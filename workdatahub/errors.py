@@ -7,6 +7,13 @@ an exit code by the CLI. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def printable(value: object) -> str:
+    """A path, name or config value as it can appear in a one-line message (a name may
+    hold a line break: then it is shown quoted, escapes visible)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 class WdhError(Exception):
     """An expected failure with a one-line, operator-facing reason."""
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -18,16 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import psycopg
-from psycopg import sql
 
+from workdatahub import quality
 from workdatahub.cleansing.cleanse import cleanse
 from workdatahub.errors import InputError, RejectThresholdExceeded, WarehouseError
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
-from workdatahub.settings import get_settings, mask_url
+from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
-from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute
+from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, is_transient
+from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute, timed
 
 if TYPE_CHECKING:
     from workdatahub.validation.schema import Validated
@@ -106,28 +105,19 @@ class PartitionResult:
         }
 
 
-@contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
 def check_file(spec: DomainSpec, path: Path, period: date | None = None) -> CheckResult:
     """Read, cleanse and validate one workbook (the period check applies when given)."""
     timings: dict[str, float] = {}
-    with _timed(timings, "read"):
+    with timed(timings, "read"):
         sheet = read_sheet(path, spec)
     # Pandera (and pandas behind it) take seconds to import: only once the file is readable
     from workdatahub.validation.schema import validate
 
-    with _timed(timings, "cleanse"):
+    with timed(timings, "cleanse"):
         cleansed = cleanse(sheet.frame, spec, period)
     # the raw text is not needed past cleansing; at 500,000 rows it is hundreds of MB
     sheet.frame = sheet.frame.clear()
-    with _timed(timings, "validate"):
+    with timed(timings, "validate"):
         validated = validate(cleansed, spec)
     return CheckResult(spec.name, path, sheet, validated, timings)
 
@@ -155,7 +145,7 @@ def run_partition(
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
     try:
-        with _timed(timings, "discover"):
+        with timed(timings, "discover"):
             found = discover(spec, period, data_dir)
         source = found.files[0]
         log.info(
@@ -181,7 +171,7 @@ def run_partition(
         source_file = str(source.path.relative_to(data_dir))
     except ValueError:
         source_file = str(source.path)
-    with _timed(timings, "plan"):
+    with timed(timings, "plan"):
         plan = build_plan(
             spec,
             period,
@@ -211,7 +201,7 @@ def run_partition(
             f"table unchanged, rejects quarantined "
             f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
         )
-    with _timed(timings, "load"):
+    with timed(timings, "load"):
         result.plan, result.outcome = execute_with_retry(plan, spec, url, refuse=refuse)
     log = log.bind(load_id=str(result.plan.load_id))
     log.info(
@@ -224,11 +214,9 @@ def run_partition(
     if refuse:
         raise RejectThresholdExceeded(refuse)
     try:
-        from workdatahub.quality import record  # here: quality imports this module
-
-        result.quality = record(url, result, spec)
+        result.quality = quality.record(url, result, spec)
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
-        log.warning("quality metrics not recorded", error=str(error).splitlines()[0])
+        log.warning("quality metrics not recorded", error=one_line(error))
     return result
 
 
@@ -247,7 +235,7 @@ def _record_input_failure(
             from workdatahub.warehouse.db import database_url  # here: starts embedded Postgres
 
             url = database_url()
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             conn.execute(
                 "insert into wdh.load_log (load_id, domain, period, target_table, mode, status, "
                 "files, message, finished_at) "
@@ -283,7 +271,7 @@ def execute_with_retry(
                 # the connection can drop after COMMIT reached the server but before its
                 # answer came back: then a try did take effect, and loading again would
                 # double an append
-                done = _committed_after_all(earlier, spec, url, refuse)
+                done = _committed_after_all(earlier, url)
                 if done is not None:
                     log.warning(
                         "load committed; its confirmation was lost with the connection",
@@ -292,8 +280,6 @@ def execute_with_retry(
                     return done
             return plan, execute(plan, spec, url, refuse=refuse)
         except WarehouseError as error:
-            from workdatahub.warehouse.db import is_transient
-
             if attempt == attempts or not is_transient(error):
                 raise
             log.warning(
@@ -327,42 +313,33 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
     )
 
 
-def _committed_after_all(
-    tries: list[LoadPlan], spec: DomainSpec, url: str, refuse: str | None
-) -> tuple[LoadPlan, LoadOutcome] | None:
-    """The earlier try that committed after all, found by the load id its rows carry."""
+def _committed_after_all(tries: list[LoadPlan], url: str) -> tuple[LoadPlan, LoadOutcome] | None:
+    """The earlier try whose transaction committed after all: its load-log row, written in
+    that transaction, says how it ended (a dropped connection only marks 'running' rows
+    failed)."""
     current = tries[-1]
-    ids = [t.load_id for t in tries]
-    query = sql.SQL(
-        "select load_id from {table} where {part} = %(period)s and load_id = any(%(ids)s) "
-        "union all "
-        "select load_id from wdh.rejected_rows where load_id = any(%(ids)s) limit 1"
-    ).format(
-        table=sql.Identifier(spec.schema_name, spec.table),
-        part=sql.Identifier(spec.partition_column),
-    )
-    status = "refused" if refuse else "succeeded"
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            found = conn.execute(query, {"period": current.period, "ids": ids}).fetchone()
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            found = conn.execute(
+                "select load_id, status, rows_deleted from wdh.load_log "
+                "where load_id = any(%s) and status in ('succeeded', 'refused') limit 1",
+                [[t.load_id for t in tries]],
+            ).fetchone()
             if found is None:
                 return None
-            # the try was logged 'failed' when its connection dropped; put the truth back
             conn.execute(
-                "update wdh.load_log set status = %s, message = 'committed; the confirmation "
-                "was lost with the connection' where load_id = %s and status = 'failed'",
-                [status, found[0]],
+                "update wdh.load_log set message = 'committed; the confirmation was lost "
+                "with the connection' where load_id = %s",
+                [found[0]],
             )
-            row = conn.execute(
-                "select rows_deleted from wdh.load_log where load_id = %s", [found[0]]
-            ).fetchone()
     except psycopg.Error as error:
         # the server is still away: this try fails like any that cannot reach it
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise WarehouseError(
-            f"{current.table} {current.period:%Y-%m}: cannot start the load: {mask_url(reason)}"
+            f"{current.table} {current.period:%Y-%m}: cannot start the load: {one_line(error)}"
         ) from None
-    plan = next(t for t in tries if t.load_id == found[0])
-    loaded = 0 if refuse else plan.rows_to_load
-    rows_deleted = int(row[0] or 0) if row else 0
-    return plan, LoadOutcome(plan.load_id, status, loaded, rows_deleted, plan.rows_rejected)
+    load_id, status, rows_deleted = found
+    plan = next(t for t in tries if t.load_id == load_id)
+    loaded = 0 if status == "refused" else plan.rows_to_load
+    return plan, LoadOutcome(
+        plan.load_id, status, loaded, int(rows_deleted or 0), plan.rows_rejected
+    )

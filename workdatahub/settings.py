@@ -24,6 +24,14 @@ def mask_url(text: str) -> str:
     return _PASSWORD_PARAM.sub(lambda m: f"{m['head']}***", text)
 
 
+def one_line(error: BaseException | str) -> str:
+    """What an operator is shown of an error: its first line (its type when it has no
+    text), passwords in URLs masked."""
+    lines = str(error).strip().splitlines()
+    fallback = type(error).__name__ if isinstance(error, BaseException) else "error"
+    return mask_url(lines[0] if lines else fallback)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",

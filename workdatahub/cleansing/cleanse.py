@@ -95,11 +95,8 @@ class _Distinct:
 
     def join(self, table: pl.DataFrame) -> pl.LazyFrame:
         # an error null for every distinct value is null on every row: no column for it
-        kept = [
-            c
-            for c in table.columns
-            if c != _KEY and not (_is_error(c) and table[c].null_count() == table.height)
-        ]
+        empty = _null_errors(table)
+        kept = [c for c in table.columns if c != _KEY and c not in empty]
         return self.keys.join(
             table.lazy().select(_KEY, *kept),
             on=_KEY,
@@ -133,9 +130,13 @@ def _run(steps: list[_Distinct | _EveryRow]) -> list[pl.DataFrame]:
     return _collect([step.join(table) for step, table in zip(steps, tables, strict=True)])
 
 
+def _null_errors(frame: pl.DataFrame) -> list[str]:
+    """The error columns in which no cell failed."""
+    return [c for c in frame.columns if _is_error(c) and frame[c].null_count() == frame.height]
+
+
 def _without_null_errors(frame: pl.DataFrame) -> pl.DataFrame:
-    empty = [c for c in frame.columns if _is_error(c) and frame[c].null_count() == frame.height]
-    return frame.drop(empty)
+    return frame.drop(_null_errors(frame))
 
 
 def _parse(source: pl.DataFrame, spec: DomainSpec) -> list[pl.DataFrame]:

@@ -63,7 +63,7 @@ from xml.etree import ElementTree
 import fastexcel
 import polars as pl
 
-from workdatahub.errors import InputError
+from workdatahub.errors import InputError, printable
 from workdatahub.sources.spec import ColumnSpec, DomainSpec, normalize_header
 
 ROW = "_row"
@@ -316,7 +316,7 @@ def select_sheet(book: Workbook, wanted: str | int) -> SheetPart:
     """By name (hidden sheets too: the name is explicit) or by number among visible tabs."""
     path = book.path
     # a sheet name with a line break must not break the one-line message
-    listed = ", ".join(s.name if s.name.isprintable() else repr(s.name) for s in book.sheets)
+    listed = ", ".join(printable(s.name) for s in book.sheets)
     if not book.sheets:
         raise InputError(f"{path}: the workbook has no sheets")
     if isinstance(wanted, int):

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from workdatahub.errors import InputError
+from workdatahub.errors import InputError, printable
 from workdatahub.periods import folder_name
 from workdatahub.sources.spec import DomainSpec
 
@@ -91,12 +91,6 @@ def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> str | None:
     return None
 
 
-def _shown(path: Path) -> str:
-    """A path as it can appear in a one-line message (a name may hold a line break)."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
-
-
 def _resolved(path: Path) -> Path | None:
     """Where `path` really is, or None for a broken link or a link loop."""
     try:
@@ -110,9 +104,9 @@ def base_folder(spec: DomainSpec, period: date, data_dir: Path) -> Path:
     try:
         base = folder.resolve()
     except (OSError, RuntimeError):
-        raise InputError(f"{spec.name}: base folder {_shown(folder)} is a link loop") from None
+        raise InputError(f"{spec.name}: base folder {printable(folder)} is a link loop") from None
     if not base.is_relative_to(data_dir.resolve()):
-        raise InputError(f"{spec.name}: base folder {_shown(base)} escapes the data directory")
+        raise InputError(f"{spec.name}: base folder {printable(base)} escapes the data directory")
     return base
 
 
@@ -194,7 +188,7 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     base = base_folder(spec, period, data_dir)
     result = DiscoveryResult(domain=spec.name, period=period, base=base)
     if not base.is_dir():
-        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {_shown(base)}")
+        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}")
 
     versions: list[tuple[int, Path]] = []
     if spec.discovery.version_folders:
@@ -229,22 +223,22 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         patterns = ", ".join(spec.discovery.patterns)
         refused = [i for i in result.ignored if not i.reason.startswith("excluded by")]
         # a matching file refused for what it is (a link outside, a pipe) must not go unseen
-        why = f" ({_shown(refused[0].path)}: {refused[0].reason})" if refused else ""
+        why = f" ({printable(refused[0].path)}: {refused[0].reason})" if refused else ""
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {_shown(base)}{why}"
+            f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {printable(base)}{why}"
         )
     if len(chosen) > 1:
-        listed = "; ".join(_shown(p) for p in sorted(chosen))
+        listed = "; ".join(printable(p) for p in sorted(chosen))
         where = f"{base}/{chosen_version}" if chosen_version else str(base)
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {_shown(Path(where))}, "
+            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {printable(where)}, "
             f"expected one: {listed}"
         )
     path = chosen[0]
     try:
         digest, size = sha256_of(path), path.stat().st_size
     except OSError as error:
-        raise InputError(f"{_shown(path)}: cannot be read ({error.strerror})") from None
+        raise InputError(f"{printable(path)}: cannot be read ({error.strerror})") from None
     result.files.append(SourceFile(path, chosen_version, digest, size))
     result.ignored.sort(key=lambda i: str(i.path))
     return result

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workdatahub.errors import ConfigError
+from workdatahub.errors import ConfigError, printable
 
 # \Z, not $: `$` also matches before a trailing newline
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
@@ -254,12 +254,6 @@ class SourcesFile(_Model):
             raise ConfigError(f"unknown domain {name!r} (known: {known})") from None
 
 
-def _printable(part: object) -> str:
-    """A config key or value as it can appear in a one-line message."""
-    text = str(part)
-    return text if text.isprintable() else repr(text)
-
-
 def _format_validation_error(path: Path, error: ValidationError) -> str:
     first = error.errors()[0]
     loc = list(first["loc"])
@@ -267,7 +261,7 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
     if len(loc) >= 2 and loc[0] == "domains":
         where = f"domain {str(loc[1])!r}: "
         loc = loc[2:]
-    field = ".".join(_printable(part) for part in loc) if loc else "(top level)"
+    field = ".".join(printable(part) for part in loc) if loc else "(top level)"
     message = " ".join(first["msg"].removeprefix("Value error, ").split())
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{path.name}: {where}{field}: {message}{more}"

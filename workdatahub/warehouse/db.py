@@ -22,7 +22,7 @@ import psycopg
 from psycopg import conninfo
 
 from workdatahub.errors import ConfigError, WarehouseError
-from workdatahub.settings import Settings, get_settings, mask_url
+from workdatahub.settings import Settings, get_settings, mask_url, one_line
 
 CONNECT_TIMEOUT_S = 10
 
@@ -125,10 +125,9 @@ def connect(
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
         except psycopg.OperationalError as error:
-            if attempt == retries:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+            if attempt == retries or not is_transient(error):  # a wrong password stays wrong
                 raise WarehouseError(
-                    f"cannot connect to the warehouse {mask_url(url)}: {mask_url(reason)}"
+                    f"cannot connect to the warehouse {mask_url(url)}: {one_line(error)}"
                 ) from None
             time.sleep(delay)
             delay *= 2

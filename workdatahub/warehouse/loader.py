@@ -46,8 +46,9 @@ from psycopg import sql
 from workdatahub.errors import LoadBusyError, WarehouseError
 from workdatahub.excel.reader import ROW
 from workdatahub.logs import get_logger
-from workdatahub.settings import mask_url
+from workdatahub.settings import one_line
 from workdatahub.sources.spec import DomainSpec, RefreshMode
+from workdatahub.warehouse.db import CONNECT_TIMEOUT_S
 
 LINEAGE = ["load_id", "source_file", "source_sheet", "source_row"]
 REJECT_COLUMNS = [
@@ -144,7 +145,8 @@ class LoadOutcome:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+def timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    """Add the block's wall time to `timings[step]`."""
     start = time.perf_counter()
     try:
         yield
@@ -467,12 +469,18 @@ class _Progress:
             self.log.info("copying", rows_sent=self.sent, rows_total=self.total)
 
 
-def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
-    """`frame` as a binary COPY stream: header, batches of rows, trailer (encoded ahead)."""
-    yield BINARY_HEADER
-    yield from _overlapped(
+def binary_batches(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
+    """`frame`'s rows in COPY's binary format, one chunk per batch (the next one encoded
+    while this one is sent)."""
+    return _overlapped(
         frame.iter_slices(COPY_BATCH_ROWS), lambda batch: _binary_rows(batch, sql_types)
     )
+
+
+def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
+    """`frame` as a whole binary COPY stream: header, batches of rows, trailer."""
+    yield BINARY_HEADER
+    yield from binary_batches(frame, sql_types)
     yield BINARY_TRAILER
 
 
@@ -527,20 +535,17 @@ def _start_log(
 
 
 def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
+    """Mark the try failed, unless its transaction committed after all (the connection can
+    drop after COMMIT reached the server): then its row already says how it ended."""
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             conn.execute(
                 "update wdh.load_log set status = 'failed', message = %s, "
-                "finished_at = clock_timestamp() where load_id = %s",
+                "finished_at = clock_timestamp() where load_id = %s and status = 'running'",
                 [message[:2000], plan.load_id],
             )
     except psycopg.Error:
         pass  # the database is gone; the row stays 'running' and the next load marks it
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return mask_url(text[0] if text else type(error).__name__)
 
 
 def execute(
@@ -551,21 +556,21 @@ def execute(
     timings: dict[str, float] = {}
     try:
         with (
-            _timed(timings, "start"),
-            psycopg.connect(url, autocommit=True, connect_timeout=10) as conn,
+            timed(timings, "start"),
+            psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn,
         ):
             _start_log(conn, plan, spec, "running")
     except psycopg.Error as error:
         raise WarehouseError(
-            f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {_one_line(error)}"
+            f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
         ) from None
 
     rows_deleted = 0
     try:
-        with psycopg.connect(url, connect_timeout=10) as conn:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             with conn.transaction(), conn.cursor() as cur:
                 if refuse:
-                    with _timed(timings, "quarantine"):
+                    with timed(timings, "quarantine"):
                         _write_rejects(cur, plan)
                     cur.execute(
                         "update wdh.load_log set status = 'refused', message = %s, "
@@ -577,25 +582,27 @@ def execute(
                     )
                 for statement in plan.statements:
                     if statement.purpose == "copy the valid rows":
-                        with _timed(timings, "copy"), cur.copy(statement.query) as copy:
+                        with timed(timings, "copy"), cur.copy(statement.query) as copy:
                             rows = valid_rows_for_copy(plan, spec)
                             progress = _Progress(plan, rows.height)
-                            for chunk in binary_chunks(rows, copy_types(spec)):
+                            copy.write(BINARY_HEADER)
+                            for chunk in binary_batches(rows, copy_types(spec)):
                                 copy.write(chunk)
                                 progress.batch_sent()
+                            copy.write(BINARY_TRAILER)
                     elif statement.purpose.startswith("quarantine"):
-                        with _timed(timings, "quarantine"):
+                        with timed(timings, "quarantine"):
                             _write_rejects(cur, plan, statement)
                     elif statement.purpose == "record the load":
                         params = {**statement.params, "rows_deleted": rows_deleted}
-                        with _timed(timings, "audit"):
+                        with timed(timings, "audit"):
                             cur.execute(statement.query, params)
                     elif statement.purpose.startswith("replace the month"):
-                        with _timed(timings, "delete"):
+                        with timed(timings, "delete"):
                             cur.execute(statement.query, statement.params or None)
                         rows_deleted = cur.rowcount
                     else:
-                        with _timed(timings, "lock"):
+                        with timed(timings, "lock"):
                             cur.execute(statement.query, statement.params or None)
                 commit = time.perf_counter()  # the transaction commits as its block ends
             timings["commit"] = time.perf_counter() - commit
@@ -608,12 +615,12 @@ def execute(
     except psycopg.Error as error:
         message = (
             f"{plan.table} {plan.period:%Y-%m}: load failed and was rolled back, "
-            f"table unchanged: {_one_line(error)}"
+            f"table unchanged: {one_line(error)}"
         )
         _finish_failed(url, plan, message)
         raise WarehouseError(message) from None
     except BaseException as error:
-        _finish_failed(url, plan, f"interrupted: {_one_line(error)}")
+        _finish_failed(url, plan, f"interrupted: {one_line(error)}")
         raise
     return LoadOutcome(
         plan.load_id, "succeeded", plan.rows_to_load, rows_deleted, plan.rows_rejected, "", timings

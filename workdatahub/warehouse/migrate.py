@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import DBAPIError
 
 from workdatahub.errors import WarehouseError
-from workdatahub.settings import mask_url
+from workdatahub.settings import one_line
 from workdatahub.warehouse.db import database_url, sqlalchemy_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,8 +44,8 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
                 conn.execute(text("select pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()
     except DBAPIError as error:
-        reason = str(error.orig or error).strip().splitlines()[0]
-        raise WarehouseError(f"migration failed, nothing changed: {mask_url(reason)}") from None
+        reason = one_line(error.orig or error)
+        raise WarehouseError(f"migration failed, nothing changed: {reason}") from None
     finally:
         engine.dispose()
 

@@ -54,13 +54,13 @@ screenshot: setup ## docs/asset-graph.png of the UI's asset graph (installs Debi
 	$(RUN)/python scripts/screenshot.py
 
 lint: setup ## ruff (lint + format check) and mypy
-	$(RUN)/ruff check workdatahub tests bench
-	$(RUN)/ruff format --check workdatahub tests bench
+	$(RUN)/ruff check workdatahub tests bench scripts
+	$(RUN)/ruff format --check workdatahub tests bench scripts
 	$(RUN)/mypy
 
 format: setup ## apply ruff formatting and fixes
-	$(RUN)/ruff format workdatahub tests bench
-	$(RUN)/ruff check --fix workdatahub tests bench
+	$(RUN)/ruff format workdatahub tests bench scripts
+	$(RUN)/ruff check --fix workdatahub tests bench scripts
 
 shell: setup ## psql on the warehouse
 	$(RUN)/wdh db shell

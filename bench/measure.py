@@ -2,8 +2,8 @@
 
 Each run gets its own process so that its peak RSS is its own and nothing stays warm
 between runs except what stays warm in production (the Postgres server and the OS file
-cache). Imports and the database connection set-up happen before the clock starts. The
-last line on stdout is one JSON object.
+cache). Imports, the database connection set-up and a VACUUM of the target table happen
+before the clock starts. The last line on stdout is one JSON object.
 
 Kinds:
   wdh     WorkDataHub's pipeline for one partition, `run_partition` (discover → read →
@@ -13,9 +13,15 @@ Kinds:
   reader  the pure read limit: fastexcel alone, the whole sheet to a polars frame;
   copy    the pure load limit: the cleaned rows, encoded beforehand as the loader encodes
           them (binary), sent with one COPY into the target table (rolled back);
-  dagster the month through Dagster (raw + dbt) and the same work called directly.
-  vacuum  not timed: VACUUM the target table between runs (as autovacuum would between
-          two monthly loads).
+  dagster the month through Dagster (raw + dbt) and the same work called directly;
+  prepare not timed, run first: migrates the warehouse, loads the month once (the warm-up,
+          so every timed load replaces a month of its own size) and writes the cleaned
+          rows, as the loader COPYs them, for `copy`.
+
+The loads (`wdh`, `naive`, `copy`) VACUUM the target table in their untimed set-up, as
+autovacuum would have done in the month between two loads, so that each timed run meets
+the table in the same state rather than behind the dead rows of the runs before it (and
+autovacuum's work in the middle of it).
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from typing import Any
 
 import polars as pl
 
+from workdatahub.periods import next_month, parse_period, period_key
+
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "annuity_performance"
-SHEET_KIND = "规模明细"
 
 
 def _peak_rss_mb() -> float:
@@ -49,12 +56,20 @@ def _spec() -> Any:
 
 
 def _url() -> str:
+    """The warehouse (started on demand if embedded); `prepare` has migrated it."""
     from workdatahub.warehouse.db import database_url
-    from workdatahub.warehouse.migrate import upgrade
 
-    url = database_url()
-    upgrade(url)
-    return url
+    return database_url()
+
+
+def _vacuum(spec: Any, url: str) -> None:
+    """Untimed set-up of a load: the target table as autovacuum leaves it between months."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        table = sql.Identifier(spec.schema_name, spec.table)
+        conn.execute(sql.SQL("vacuum (analyze) {}").format(table))
 
 
 def _source(spec: Any, period: date, data_dir: Path) -> Path:
@@ -67,6 +82,7 @@ def measure_wdh(data_dir: Path, period: date) -> dict[str, Any]:
     from workdatahub.pipeline import run_partition
 
     spec, url = _spec(), _url()
+    _vacuum(spec, url)
     wall, cpu = time.perf_counter(), time.process_time()
     result = run_partition(spec, period, data_dir=data_dir, url=url)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -76,7 +92,7 @@ def measure_wdh(data_dir: Path, period: date) -> dict[str, Any]:
         "seconds": wall,
         "cpu_seconds": cpu,
         "stages": dict(result.timings),
-        "load_steps": dict(getattr(outcome, "timings", {}) or {}),
+        "load_steps": dict(outcome.timings),
         "rows_read": result.check.rows_read,
         "rows_valid": outcome.rows_loaded,
         "rows_rejected": outcome.rows_rejected,
@@ -89,6 +105,7 @@ def measure_naive(data_dir: Path, period: date) -> dict[str, Any]:
 
     spec, url = _spec(), _url()
     path = _source(spec, period, data_dir)
+    _vacuum(spec, url)
     wall, cpu = time.perf_counter(), time.process_time()
     result = naive.run(path, spec, period, url, str(path.relative_to(data_dir)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -98,11 +115,12 @@ def measure_naive(data_dir: Path, period: date) -> dict[str, Any]:
 def measure_reader(data_dir: Path, period: date) -> dict[str, Any]:
     import fastexcel
 
-    path = _source(_spec(), period, data_dir)
+    spec = _spec()
+    path = _source(spec, period, data_dir)
     wall, cpu = time.perf_counter(), time.process_time()
     frame = (
         fastexcel.read_excel(str(path))
-        .load_sheet(SHEET_KIND, header_row=None, dtypes="string")
+        .load_sheet(spec.sheet, header_row=None, dtypes="string")
         .to_polars()
     )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -114,29 +132,17 @@ def _cleaned_path(data_dir: Path) -> Path:
 
 
 def measure_prepare(data_dir: Path, period: date) -> dict[str, Any]:
-    """Not a measurement: the cleaned rows, as the loader would COPY them, for `copy`."""
-    import uuid
-
-    from workdatahub.pipeline import check_file
+    """Not a measurement: migrate the warehouse, load the month once (the warm-up), and
+    write the cleaned rows of that load, as the loader COPYs them, for `copy`."""
+    from workdatahub.pipeline import run_partition
     from workdatahub.warehouse import loader
+    from workdatahub.warehouse.migrate import upgrade
 
-    spec = _spec()
-    path = _source(spec, period, data_dir)
-    check = check_file(spec, path, period)
-    plan = loader.build_plan(
-        spec,
-        period,
-        mode="append",
-        source_file=str(path.relative_to(data_dir)),
-        source_sheet=check.sheet.sheet,
-        files=[],
-        rows_read=check.rows_read,
-        valid=check.validated.valid,
-        rejects=check.validated.rejects,
-        rejected_rows=check.validated.rejected_rows,
-        load_id=uuid.uuid4(),
-    )
-    frame = loader.valid_rows_for_copy(plan, spec)
+    spec, url = _spec(), _url()
+    upgrade(url)
+    result = run_partition(spec, period, data_dir=data_dir, url=url)
+    assert result.outcome is not None and result.outcome.status == "succeeded", result.outcome
+    frame = loader.valid_rows_for_copy(result.plan, spec)
     frame.write_parquet(_cleaned_path(data_dir))
     return {"seconds": 0.0, "rows_valid": frame.height}
 
@@ -156,6 +162,7 @@ def measure_copy(data_dir: Path, period: date) -> dict[str, Any]:
     query = sql.SQL("copy {} ({}) from stdin with (format binary)").format(
         sql.Identifier(spec.schema_name, spec.table), columns
     )
+    _vacuum(spec, url)
     with psycopg.connect(url) as conn:
         wall, cpu = time.perf_counter(), time.process_time()
         with conn.cursor() as cur, cur.copy(query) as copy:
@@ -178,14 +185,14 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
 
     import_s = time.perf_counter() - started
     spec, url = _spec(), _url()
-    partition = f"{period:%Y-%m}"
+    partition = period_key(period)
     raw = dg.AssetKey(["raw", DOMAIN])
     graph = defs.resolve_asset_graph()
     downstream = sorted(dg.AssetSelection.assets(raw).downstream().resolve(graph), key=str)
     job = defs.resolve_implicit_global_asset_job_def()
     config = {"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}}
     instance = dg.DagsterInstance.ephemeral()
-    dbt_vars = {"period_start": f"{period:%Y-%m-01}", "period_end": _next_month(period)}
+    dbt_vars = {"period_start": period.isoformat(), "period_end": next_month(period).isoformat()}
     dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet"]
     common = ["--profiles-dir", ".", "--vars", json.dumps(dbt_vars)]
     env = {**os.environ, **dbt_env(url)}
@@ -225,35 +232,16 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     }
 
 
-def measure_vacuum(data_dir: Path, period: date) -> dict[str, Any]:
-    """Not a measurement: VACUUM the target table, as autovacuum would have done in the month
-    between two loads, so that each timed run meets the table in the same state rather than
-    behind the dead rows of the runs before it (and autovacuum's work in the middle of it)."""
-    import psycopg
-    from psycopg import sql
-
-    spec = _spec()
-    with psycopg.connect(_url(), autocommit=True) as conn:
-        table = sql.Identifier(spec.schema_name, spec.table)
-        conn.execute(sql.SQL("vacuum (analyze) {}").format(table))
-    return {"seconds": 0.0}
-
-
-def _next_month(period: date) -> str:
-    return f"{period.year + (period.month == 12)}-{period.month % 12 + 1:02d}-01"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    kinds = ["wdh", "naive", "reader", "prepare", "copy", "dagster", "vacuum"]
+    kinds = ["wdh", "naive", "reader", "prepare", "copy", "dagster"]
     parser.add_argument("kind", choices=kinds)
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--period", default="2024-11")
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    period = date.fromisoformat(args.period + "-01")
+    period = parse_period(args.period)
     args.data_dir = args.data_dir.resolve()
-    pl.Config.set_tbl_rows(5)
     load_before = os.getloadavg()[0]
     if args.kind == "dagster":
         result = measure_dagster(args.data_dir, period, args.runs)

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # tests.reference_rules
 
 from tests.reference_rules import ROW, check_rows  # noqa: E402
 from workdatahub.sources.spec import DomainSpec, normalize_header  # noqa: E402
+from workdatahub.warehouse.db import sqlalchemy_url  # noqa: E402
 
 HEADER_SEARCH_ROWS = 50
 TOTALS = ("合计", "总计")
@@ -83,10 +84,6 @@ def _sql_types(spec: DomainSpec) -> dict[str, TypeEngine[Any]]:
     return types
 
 
-def _sqlalchemy_url(url: str) -> str:
-    return "postgresql+psycopg://" + url.split("://", 1)[1]
-
-
 def run(path: Path, spec: DomainSpec, period: date, url: str, source_file: str) -> dict[str, Any]:
     """Read, cleanse row by row, to_sql; returns seconds per stage and row counts."""
     timings: dict[str, float] = {}
@@ -103,7 +100,7 @@ def run(path: Path, spec: DomainSpec, period: date, url: str, source_file: str) 
     timings["cleanse"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    engine = create_engine(_sqlalchemy_url(url))
+    engine = create_engine(sqlalchemy_url(url))
     with engine.begin() as conn:
         conn.execute(
             text(f"delete from {spec.schema_name}.{spec.table} where {spec.partition_column} = :p"),

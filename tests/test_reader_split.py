@@ -1,11 +1,13 @@
 """The parallel parse (a large sheet cut at row boundaries into one piece per core, parsed
 at once) gives exactly what reading the sheet whole gives.
 
-Every reader and hostile-workbook test runs again here with the cut forced on however
-small the workbook (`SPLIT_MIN_BYTES = 0`), in two pieces; the tests below add workbooks
-whose pieces meet inside the interesting parts: cell errors, merged cells and formulas
-without a value in the later pieces, empty rows (not written at all) across a cut, rows
-without a row number (the cut gives up and the sheet is read whole).
+Every reader and hostile-workbook test that reads in this process runs again here with
+the cut forced on however small the workbook (`SPLIT_MIN_BYTES = 0`), in two pieces, and
+every sheet read without an error must have gone through the pieces (a silent fall back to
+the whole read would make the re-run prove nothing). The tests below add workbooks whose
+pieces meet inside the interesting parts: cell errors, merged cells and formulas without a
+value in the later pieces, empty rows (not written at all) at a cut, rows without a row
+number and no temporary folder (the cut gives up and the sheet is read whole).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,40 +24,66 @@ from typing import Any
 import polars as pl
 import pytest
 
-from tests.hostile_corpus import patch_zip, sheet_book, trustee_book, trustee_rows
+from tests import hostile_corpus as corpus
 from tests.test_hostile import *  # noqa: F403  (run again, split)
 from tests.test_reader import *  # noqa: F403  (run again, split)
 from tests.workbooks import TRUSTEE_HEADER
 from workdatahub.excel import reader
 from workdatahub.samples import write_samples
-from workdatahub.sources.spec import DomainSpec, load_sources
+from workdatahub.sources.spec import DomainSpec, SourcesFile
 
-ROOT = Path(__file__).resolve().parent.parent
+# not re-run: they test the loader (database) or a `wdh` subprocess the patches cannot reach
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and getattr(_test, "__module__", __name__) != __name__:
+        _marks = {m.name for m in getattr(_test, "pytestmark", [])}
+        if "db" in _marks or _name == "test_real_processes_print_one_line_and_exit_2":
+            del globals()[_name]
+
+
+@dataclass
+class Split:
+    """What the forced cut did: piece counts of the reads that were cut."""
+
+    cuts: list[int] = field(default_factory=list)
+    required: bool = True  # a sheet with rows, read without an error, must have been cut
+    tried: list[bool] = field(default_factory=list)  # per _load_split call: was it cut
 
 
 @pytest.fixture(autouse=True)
-def _split_everything(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Force the cut on every sheet; yields the piece counts of the reads that were cut."""
-    cut: list[int] = []
-    stack = reader._stack
+def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[Split]:
+    """Force the cut on every sheet and check that every sheet read went through it."""
+    state = Split()
+    stack, load_split, load_and_scan = reader._stack, reader._load_split, reader._load_and_scan
 
-    def counted(parsed: list[reader.Parsed]) -> reader.Parsed:
-        cut.append(len(parsed))
+    def stacked(parsed: list[reader.Parsed]) -> reader.Parsed:
+        state.cuts.append(len(parsed))
         return stack(parsed)
+
+    def tried(book: Any, sheet: Any) -> Any:
+        result = load_split(book, sheet)
+        state.tried.append(result is not None)
+        return result
+
+    def loaded(book: Any, sheet: Any, where: str) -> Any:
+        state.tried.clear()
+        result = load_and_scan(book, sheet, where)
+        if state.required and result[0].height:  # (an empty sheet has nothing to cut)
+            assert state.tried == [True], f"{where}: read whole, not in pieces"
+        return result
 
     monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", 0)
     monkeypatch.setattr(reader, "_pieces", lambda: 2)
-    monkeypatch.setattr(reader, "_stack", counted)
-    yield cut
+    monkeypatch.setattr(reader, "_stack", stacked)
+    monkeypatch.setattr(reader, "_load_split", tried)
+    monkeypatch.setattr(reader, "_load_and_scan", loaded)
+    yield state
 
 
-def _spec(domain: str) -> DomainSpec:
-    return load_sources(ROOT / "data_sources.yml").domains[domain]
-
-
-def _whole(path: Path, spec: DomainSpec, monkeypatch: pytest.MonkeyPatch) -> reader.SheetData:
+def _whole(path: Path, spec: DomainSpec, split: Split, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The same sheet read whole, for comparison."""
     with monkeypatch.context() as patch:
         patch.setattr(reader, "SPLIT_MIN_BYTES", 1 << 62)
+        patch.setattr(split, "required", False)
         return reader.read_sheet(path, spec)
 
 
@@ -71,26 +100,24 @@ def test_sample_workbooks_read_the_same_in_pieces(
     tmp_path: Path,
     pieces: int,
     monkeypatch: pytest.MonkeyPatch,
-    _split_everything: list[int],
+    split: Split,
+    sources: SourcesFile,
 ) -> None:
     monkeypatch.setattr(reader, "_pieces", lambda: pieces)
     files = write_samples(tmp_path, months=[date(2024, 2, 1)], rows=3000, seed=5)
-    checked = 0
+    assert {f.domain for f in files} == set(sources.domains)
     for sample in files:
-        spec = _spec(sample.domain)
-        split = reader.read_sheet(sample.path, spec)
-        _same(split, _whole(sample.path, spec, monkeypatch))
-        checked += 1
-    assert checked >= 3
-    assert _split_everything and all(n == pieces for n in _split_everything)
+        spec = sources.domains[sample.domain]
+        in_pieces = reader.read_sheet(sample.path, spec)
+        _same(in_pieces, _whole(sample.path, spec, split, monkeypatch))
+    assert split.cuts and all(n == pieces for n in split.cuts)
 
 
 def test_cell_issues_in_later_pieces_keep_their_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: Split, sources: SourcesFile
 ) -> None:
     monkeypatch.setattr(reader, "_pieces", lambda: 3)
-    rows: list[list[object] | None] = [list(r) for r in trustee_rows(3000)]
-    path = trustee_book(tmp_path / "t.xlsx", rows)
+    path = corpus.trustee_book(tmp_path / "t.xlsx", corpus.trustee_rows(3000))
     # an error value, a merged range and a formula without a value, all near the end
     sheet_xml = "xl/worksheets/sheet1.xml"
 
@@ -103,59 +130,64 @@ def test_cell_issues_in_later_pieces_keep_their_rows(
         merge = '<mergeCells count="1"><mergeCell ref="G2997:G2998"/></mergeCells>'
         return text.replace("</sheetData>", "</sheetData>" + merge, 1).encode()
 
-    patched = patch_zip(path, tmp_path / "p.xlsx", {sheet_xml: edit})
-    spec = _spec("trustee_performance")
-    split = reader.read_sheet(patched, spec)
-    _same(split, _whole(patched, spec, monkeypatch))
-    assert _split_everything == [3]
+    patched = corpus.patch_zip(path, tmp_path / "p.xlsx", {sheet_xml: edit})
+    spec = sources.domains["trustee_performance"]
+    in_pieces = reader.read_sheet(patched, spec)
+    _same(in_pieces, _whole(patched, spec, split, monkeypatch))
+    assert split.cuts == [3]
     issues = {
         (row, name.removeprefix(reader.CELL_ISSUE))
-        for name in split.frame.columns
+        for name in in_pieces.frame.columns
         if name.startswith(reader.CELL_ISSUE)
-        for row in split.frame.filter(pl.col(name).is_not_null())[reader.ROW]
+        for row in in_pieces.frame.filter(pl.col(name).is_not_null())[reader.ROW]
     }
     expected = {(2990, "net_value"), (2995, "return_rate")}
     expected |= {(2997, "fund_scale"), (2998, "fund_scale")}
-    assert expected <= issues
+    assert issues == expected
 
 
-def test_empty_rows_across_a_cut_keep_the_row_numbers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+def test_empty_rows_at_a_cut_keep_the_row_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: Split, sources: SourcesFile
 ) -> None:
-    # rows 1000-1999 empty (not written at all): with the size-based cuts one falls there
-    rows: list[list[object] | None] = [list(r) for r in trustee_rows(3000)]
+    # Excel rows 1001-2000 empty (not written at all), and a cut placed right after them:
+    # the piece before ends at row 1000, the next starts at row 2001
+    rows: list[list[Any] | None] = list(corpus.trustee_rows(3000))
     rows[999:1999] = [None] * 1000
-    path = trustee_book(tmp_path / "t.xlsx", rows)
+    path = corpus.trustee_book(tmp_path / "t.xlsx", rows)
     with zipfile.ZipFile(path) as archive:
         xml = archive.read("xl/worksheets/sheet1.xml")
     assert b'<row r="1500"' not in xml
-    for pieces in (2, 3, 4):
+    spec = sources.domains["trustee_performance"]
+    whole = _whole(path, spec, split, monkeypatch)
+    after_gap, before_gap = xml.index(b'<row r="2001"'), xml.index(b'<row r="500"')
+    for cuts in ([after_gap], [before_gap, after_gap]):
+        pieces = len(cuts) + 1
         monkeypatch.setattr(reader, "_pieces", lambda n=pieces: n)
-        split = reader.read_sheet(path, _spec("trustee_performance"))
-        whole = _whole(path, _spec("trustee_performance"), monkeypatch)
-        _same(split, whole)
-        assert split.frame[reader.ROW].to_list() == whole.frame[reader.ROW].to_list()
-    assert _split_everything == [2, 3, 4]
+        monkeypatch.setattr(reader, "_cuts", lambda pieces, size, c=cuts: c)
+        _same(reader.read_sheet(path, spec), whole)
+    assert split.cuts == [2, 3]
+    assert whole.frame[reader.ROW].to_list() == [*range(2, 1001), *range(2001, 3002)]
 
 
 def test_rows_without_numbers_are_read_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: Split, sources: SourcesFile
 ) -> None:
-    path = trustee_book(tmp_path / "t.xlsx", [list(r) for r in trustee_rows(2000)])
+    path = corpus.trustee_book(tmp_path / "t.xlsx", corpus.trustee_rows(2000))
 
     def unnumbered(xml: bytes) -> bytes:
         return re.sub(rb'<row r="\d+"', b"<row", xml)
 
-    patched = patch_zip(path, tmp_path / "p.xlsx", {"xl/worksheets/sheet1.xml": unnumbered})
-    spec = _spec("trustee_performance")
-    split = reader.read_sheet(patched, spec)
-    assert _split_everything == []  # not cut
-    _same(split, _whole(patched, spec, monkeypatch))
-    assert split.rows_read == 2000
+    patched = corpus.patch_zip(path, tmp_path / "p.xlsx", {"xl/worksheets/sheet1.xml": unnumbered})
+    spec = sources.domains["trustee_performance"]
+    split.required = False
+    in_pieces = reader.read_sheet(patched, spec)
+    assert split.cuts == [] and split.tried == [False]  # not cut
+    _same(in_pieces, _whole(patched, spec, split, monkeypatch))
+    assert in_pieces.rows_read == 2000
 
 
 def test_a_sheet_with_a_chart_reads_the_same_in_pieces(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: Split, sources: SourcesFile
 ) -> None:
     # charts and drawings are left out of the pieces (never read for cell values)
     def chart(book: Any, sheet: Any) -> None:
@@ -163,24 +195,25 @@ def test_a_sheet_with_a_chart_reads_the_same_in_pieces(
         figure.add_series({"values": "=Sheet1!$G$2:$G$50"})
         sheet.insert_chart("J2", figure)
 
-    rows = [TRUSTEE_HEADER, *[list(r) for r in trustee_rows(2000)]]
-    path = sheet_book(tmp_path / "c.xlsx", rows, edit=chart)
+    rows = [TRUSTEE_HEADER, *corpus.trustee_rows(2000)]
+    path = corpus.sheet_book(tmp_path / "c.xlsx", rows, edit=chart)
     with zipfile.ZipFile(path) as archive:
         assert any(n.startswith("xl/charts/") for n in archive.namelist())
-    spec = _spec("trustee_performance")
-    split = reader.read_sheet(path, spec)
-    assert _split_everything == [2]
-    _same(split, _whole(path, spec, monkeypatch))
-    assert split.rows_read == 2000
+    spec = sources.domains["trustee_performance"]
+    in_pieces = reader.read_sheet(path, spec)
+    assert split.cuts == [2]
+    _same(in_pieces, _whole(path, spec, split, monkeypatch))
+    assert in_pieces.rows_read == 2000
 
 
 def test_without_a_writable_temporary_folder_the_sheet_is_read_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _split_everything: list[int]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: Split, sources: SourcesFile
 ) -> None:
-    path = trustee_book(tmp_path / "t.xlsx", [list(r) for r in trustee_rows(2000)])
-    spec = _spec("trustee_performance")
-    whole = _whole(path, spec, monkeypatch)
+    path = corpus.trustee_book(tmp_path / "t.xlsx", corpus.trustee_rows(2000))
+    spec = sources.domains["trustee_performance"]
+    whole = _whole(path, spec, split, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
-    split = reader.read_sheet(path, spec)
-    assert _split_everything == []
-    _same(split, whole)
+    split.required = False
+    in_pieces = reader.read_sheet(path, spec)
+    assert split.cuts == [] and split.tried == [False]
+    _same(in_pieces, whole)

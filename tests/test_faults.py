@@ -486,6 +486,23 @@ def test_connection_failures_transient_unless_misconfigured(pg_url: str) -> None
     assert not is_transient(failure(nobody))
 
 
+def test_connect_retries_a_refused_server_but_not_a_wrong_database(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workdatahub.warehouse import db
+
+    waits: list[float] = []
+    monkeypatch.setattr(db.time, "sleep", waits.append)
+    with pytest.raises(WarehouseError, match="cannot connect to the warehouse"):
+        db.connect("postgresql://u@127.0.0.1:1/x", retries=3)
+    assert waits == [0.5, 1.0]  # refused: maybe restarting, so tried three times
+    waits.clear()
+    missing = psycopg.conninfo.make_conninfo(pg_url, dbname="no_such_database")
+    with pytest.raises(WarehouseError, match="no_such_database"):
+        db.connect(missing, retries=3)
+    assert waits == []  # a database that does not exist will not appear by waiting
+
+
 # --- 5. the COMMIT went through but its confirmation was lost ------------------------------
 
 
@@ -654,7 +671,7 @@ def test_a_dbt_model_failing_after_the_raw_load(
     assert [row[1] for row in load_log(pg, NOV)] == ["succeeded", "succeeded"]
 
 
-def materialize_trustee(data_dir: Path, partition: str, **kwargs: Any) -> Any:
+def materialize_trustee(data_dir: Path, partition: str) -> Any:
     """Materialise raw/trustee_performance and its two dbt models for one month, in process."""
     import dagster as dg
 
@@ -676,7 +693,6 @@ def materialize_trustee(data_dir: Path, partition: str, **kwargs: Any) -> Any:
         partition_key=partition,
         resources={"warehouse": WarehouseResource(data_dir=str(data_dir)), "dbt": dbt},
         raise_on_error=False,
-        **kwargs,
     )
 
 

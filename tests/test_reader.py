@@ -8,14 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostile_corpus import trustee_rows
 from tests.workbooks import ANNUITY_INCOME_HEADER, TRUSTEE_HEADER, Merged, write_workbook
 from workdatahub.errors import InputError
 from workdatahub.excel.reader import ROW, read_sheet
 from workdatahub.sources.spec import SourcesFile
-
-
-def trustee_rows(n: int = 3) -> list[list[object]]:
-    return [[2024, 11, f"P{i:04d}", "C01", "5%", 1.5, 100] for i in range(n)]
 
 
 @pytest.mark.parametrize(("first_row", "first_col"), [(0, 0), (3, 2)])
@@ -25,7 +22,14 @@ def test_title_rows_and_offsets_keep_excel_row_numbers(
     spec = sources.domain("trustee_performance")
     path = write_workbook(
         tmp_path / "t.xlsx",
-        {"Sheet1": [Merged("2024年11月受托业绩表", 7), None, TRUSTEE_HEADER, *trustee_rows(3)]},
+        {
+            "Sheet1": [
+                Merged("2024年11月受托业绩表", 7),
+                None,
+                TRUSTEE_HEADER,
+                *trustee_rows(3, start=0),
+            ]
+        },
         first_row=first_row,
         first_col=first_col,
     )
@@ -39,7 +43,7 @@ def test_blank_and_totals_rows_are_skipped_not_rejected(
     sources: SourcesFile, tmp_path: Path
 ) -> None:
     spec = sources.domain("trustee_performance")
-    rows = trustee_rows(2)
+    rows = trustee_rows(2, start=0)
     path = write_workbook(
         tmp_path / "t.xlsx",
         {
@@ -152,7 +156,7 @@ def test_duplicate_header_is_an_error_naming_both_columns(
 ) -> None:
     spec = sources.domain("trustee_performance")
     path = write_workbook(
-        tmp_path / "t.xlsx", {"S": [[*TRUSTEE_HEADER, "计划代码"], trustee_rows(1)[0]]}
+        tmp_path / "t.xlsx", {"S": [[*TRUSTEE_HEADER, "计划代码"], trustee_rows(1, start=0)[0]]}
     )
     with pytest.raises(InputError, match=r"appears twice \(columns C and H\)"):
         read_sheet(path, spec)
@@ -201,7 +205,7 @@ def test_flagged_cells_keep_their_place_when_the_table_is_offset(
     sheet = book.add_worksheet("S")
     sheet.write(0, 5, "2024年11月")  # a title right of the table moves the first used column
     sheet.write_row(3, 2, ["备注", *TRUSTEE_HEADER])  # header in row 4 from column C
-    for r, row in enumerate(trustee_rows(4)):
+    for r, row in enumerate(trustee_rows(4, start=0)):
         sheet.write_row(4 + r, 3, row)
     sheet.write_formula(5, 8, "1/0", None, "#DIV/0!")  # I6: 净值 of Excel row 6
     sheet.write_formula(6, 2, "1/0", None, "#DIV/0!")  # C7: 备注, not read

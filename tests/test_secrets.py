@@ -64,7 +64,7 @@ def test_cli_output_logs_and_errors_never_show_the_password(
     closed_port = f"postgresql://wdh_loader:{PASSWORD}@127.0.0.1:1/workdatahub"
     keywords = f"host=127.0.0.1 port=1 dbname=workdatahub user=wdh_loader password={PASSWORD}"
     real = role_url(pg_url, "wdh_loader", PASSWORD)
-    no_database = real.replace(f"/{pg_url.split('/')[3].split('?')[0]}?", "/no_such_database?")
+    no_database = real.replace(f"/{psycopg_dbname(pg_url)}?", "/no_such_database?")
     assert no_database != real
     load = ["load", "trustee_performance", "--period", "2024-11", "--data-dir", str(tmp_path)]
     # expected exit codes: 0 done, 1 refused or an unexpected error (traceback), 3 warehouse

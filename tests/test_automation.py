@@ -56,9 +56,19 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     )
     selected = {k.to_user_string() for k in by_domain["annuity_income"].asset_selection or []}
     assert selected == {
-        "raw/annuity_income", "staging/stg_annuity_income", "marts/fct_annuity_income",
+        "raw/annuity_income",
+        "staging/stg_annuity_income",
+        "marts/fct_annuity_income",
         "marts/fct_monthly_branch_product_line",
+        # read by those models and fed by no other workbook: built too, so an arrival run
+        # succeeds on a warehouse where they never were
+        "staging/stg_annuity_performance",
+        "marts/fct_annuity_performance",
+        "reference/ref_annuity_accounts", "reference/ref_annuity_plans",
+        "reference/ref_branches", "reference/ref_company_id_overrides",
+        "reference/ref_company_names", "reference/ref_product_lines",
     }  # fmt: skip
+    assert not any(k.startswith("raw/annuity_performance") for k in selected)
 
     # unchanged files: the same run keys (Dagster never runs a run key twice)
     assert {r.run_key for r in _arrival_requests(defs, tmp_path)} == {r.run_key for r in requests}
@@ -79,6 +89,88 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     assert again["annuity_performance"].startswith("annuity_performance:2024-02:")
 
 
+def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor remembers each month's folder (names, sizes, times) with the workbook's
+    sha256: a tick over unchanged folders reads no workbook; a touched, rewritten or
+    superseded one is hashed again, and only that one."""
+    import os
+
+    from workdatahub.defs.resources import WarehouseResource
+    from workdatahub.sources import discovery
+
+    hashed: list[Path] = []
+    real_sha256_of = discovery.sha256_of
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real_sha256_of(path)
+
+    monkeypatch.setattr(discovery, "sha256_of", counting)
+    samples = write_samples(tmp_path, [date(2024, 2, 1)], rows=30, seed=5)
+    sensor = defs.resolve_sensor_def("workbook_arrival")
+
+    def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict[str, str], str]:
+        hashed.clear()
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            resources={"warehouse": WarehouseResource(data_dir=str(tmp_path))},
+            definitions=defs,
+        )
+        result = sensor.evaluate_tick(context)
+        assert result.cursor is not None
+        keys = {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}
+        return keys, result.cursor
+
+    with dg.instance_for_test() as instance:
+        first, cursor = tick(instance, None)
+        assert len(first) == 3 and len(hashed) == 3  # one workbook per domain (annuity: shared)
+        second, cursor = tick(instance, cursor)
+        assert second == first and hashed == []  # nothing changed: nothing read
+
+        # touched (same content, new mtime): hashed again, and the run key stays
+        trustee = next(s.path for s in samples if s.domain == "trustee_performance")
+        stat = trustee.stat()
+        os.utime(trustee, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+        third, cursor = tick(instance, cursor)
+        assert hashed == [trustee] and third == first
+
+        # an Excel lock file beside the workbook changes nothing discovery would choose
+        (trustee.parent / f"~${trustee.name}").write_bytes(b"lock")
+        fourth, cursor = tick(instance, cursor)
+        assert hashed == [] and fourth == first
+
+        # rewritten with other content: hashed again, a new run key for that domain only
+        other = write_samples(tmp_path / "other", [date(2024, 2, 1)], rows=20, seed=77)
+        shutil.copyfile(next(s.path for s in other if s.domain == "trustee_performance"), trustee)
+        fifth, cursor = tick(instance, cursor)
+        assert hashed == [trustee]
+        assert fifth["trustee_performance"] != first["trustee_performance"]
+        assert {d: k for d, k in fifth.items() if d != "trustee_performance"} == {
+            d: k for d, k in first.items() if d != "trustee_performance"
+        }
+
+        # a corrected workbook in a new V folder (the old file untouched): found and hashed
+        annuity = next(s.path for s in samples if s.domain == "annuity_performance")
+        folder = annuity.parent
+        base = folder.parent if folder.name.startswith("V") else folder
+        (base / "V9").mkdir()
+        corrected = next(s.path for s in other if s.domain == "annuity_performance")
+        shutil.copy(corrected, base / "V9" / annuity.name)
+        sixth, cursor = tick(instance, cursor)
+        assert sorted(hashed) == [base / "V9" / annuity.name] * 2  # both annuity domains
+        assert sixth["annuity_performance"] == (
+            f"annuity_performance:2024-02:{real_sha256_of(corrected)}"
+        )
+        assert sixth["trustee_performance"] == fifth["trustee_performance"]
+
+        # a cursor from elsewhere (or none) only costs a full scan
+        seventh, _ = tick(instance, "not json")
+        assert seventh == sixth and len(hashed) == 3
+
+
 def test_schedule_runs_the_previous_month(defs: dg.Definitions) -> None:
     schedule = defs.resolve_schedule_def("monthly_previous_month")
     context = dg.build_schedule_context(
@@ -89,6 +181,8 @@ def test_schedule_runs_the_previous_month(defs: dg.Definitions) -> None:
     assert request.partition_key == "2024-02"
     assert request.run_key == "schedule:2024-02"
     assert schedule.cron_schedule == Settings().schedule_cron
+    # the documented default: 07:00 UTC on the 16th, after the default due day (the 15th)
+    assert Settings.model_fields["schedule_cron"].default == "0 7 16 * *"
 
 
 def test_freshness_checks_and_policies_cover_raw_and_marts(defs: dg.Definitions) -> None:
@@ -135,9 +229,16 @@ def test_alert_reaches_webhook_and_email() -> None:
 def test_alert_without_channels_is_logged_and_delivery_failure_never_raises(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    capsys.readouterr()
     assert send_alert(Alert("check failed", "x", "2024-01", "detail"), Settings()) == []
+    logged = capsys.readouterr().err
+    assert "alert" in logged and "check failed" in logged and "detail" in logged
+    assert "alert webhook failed" not in logged
     broken = Settings(alert_webhook_url="http://127.0.0.1:1/nothing")  # type: ignore[arg-type]
     assert send_alert(Alert("check failed", "x", "2024-01", "detail"), broken) == []
+    logged = capsys.readouterr().err
+    assert "alert webhook failed" in logged and "Connection refused" in logged
+    assert "check failed" in logged  # still logged: no channel took it
 
 
 @pytest.mark.db
@@ -145,7 +246,8 @@ def test_failed_run_and_failed_check_are_alerted(
     defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_tables: None
 ) -> None:
     """A month whose rejects exceed the threshold: the reject_rate check fails, the run
-    fails, and both sensors alert the webhook with domain, month and run link."""
+    fails, and the failure sensor alerts the webhook with domain, month, run link and the
+    failed check."""
     from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
     from workdatahub.settings import reset_settings
 
@@ -166,11 +268,6 @@ def test_failed_run_and_failed_check_are_alerted(
             tags={"wdh/domain": "trustee_performance"},
         )
         assert not result.success
-        from workdatahub.defs.automation import failed_checks
-
-        for alert in failed_checks(instance, result.run_id):  # what the check sensor sends
-            send_alert(alert)
-
         failure_sensor = defs.resolve_sensor_def("alert_on_run_failure")
         failure_event = next(
             e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"
@@ -184,12 +281,81 @@ def test_failed_run_and_failed_check_are_alerted(
         failure_sensor(run_context)  # type: ignore[operator]
     reset_settings()
     texts = [p["text"] for p in posts]
-    check_alert = next(t for t in texts if "check reject_rate failed" in t)
-    assert "trustee_performance 2024-02" in check_alert and "5 of 5 rows rejected" in check_alert
-    run_alert = next(t for t in texts if "run of monthly_refresh failed" in t)
+    assert len(texts) == 1, texts  # the failure sensor's alert, failed checks included
+    run_alert = texts[0]
+    assert "run of monthly_refresh failed" in run_alert
     assert "trustee_performance 2024-02" in run_alert
     assert f"/runs/{result.run_id}" in run_alert
     assert "5 of 5 rows rejected" in run_alert
+    assert "failed checks: trustee_performance check reject_rate failed" in run_alert
+
+
+@pytest.mark.db
+@pytest.mark.slow
+def test_succeeded_run_with_a_failed_warning_check_is_alerted(
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_tables: None
+) -> None:
+    """A workbook carrying a 机构代码 the branch reference lacks: the month loads and the run
+    succeeds (the relationships test is severity warn), and the check sensor, not the run
+    failure sensor, alerts the failed check with the month and the run link."""
+    import openpyxl
+
+    from workdatahub.settings import reset_settings
+
+    (sample,) = write_samples(
+        tmp_path, [date(2024, 2, 1)], rows=20, seed=4, quirks=False,
+        domains=("annuity_performance",),
+    )  # fmt: skip
+    book = openpyxl.load_workbook(sample.path)
+    sheet = book["规模明细"]
+    header = [c.value for c in sheet[1]]
+    assert "机构代码" not in header
+    column = len(header) + 1
+    sheet.cell(row=1, column=column, value="机构代码")
+    sheet.cell(row=2, column=column, value="Z99")  # no such branch in ref_branches
+    book.save(sample.path)
+
+    # what the arrival sensor asks for this workbook, on a warehouse where nothing was built
+    (request,) = [
+        r
+        for r in _arrival_requests(defs, tmp_path)
+        if r.tags["wdh/domain"] == "annuity_performance"
+    ]
+    selection = request.asset_selection or []
+    assert dg.AssetKey(["marts", "fct_monthly_branch_product_line"]) in selection
+    with webhook_sink() as (url, posts), dg.instance_for_test() as instance:
+        monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", url)
+        reset_settings()
+        result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+            partition_key="2024-02",
+            instance=instance,
+            asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+            run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
+            raise_on_error=False,
+            tags={"wdh/domain": "annuity_performance"},
+        )
+        assert result.success
+        failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+        assert failed and all(c.severity == dg.AssetCheckSeverity.WARN for c in failed)
+        assert any(c.check_name.startswith("relationships_stg_annuity_performance") for c in failed)
+
+        success_event = next(
+            e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_failed_check",
+            dagster_event=success_event,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
+        defs.resolve_sensor_def("alert_on_failed_check")(context)  # type: ignore[operator]
+    reset_settings()
+    texts = [p["text"] for p in posts]
+    assert len(texts) == len(failed), texts  # one alert per failed check, nothing else
+    check_alert = next(t for t in texts if "check relationships_stg_annuity_performance" in t)
+    assert "staging/stg_annuity_performance 2024-02" in check_alert
+    assert f"/runs/{result.run_id}" in check_alert
+    assert not any("run of monthly_refresh failed" in t for t in texts)
 
 
 def _latest_due_month(now: datetime, due_day: int = 15) -> date:

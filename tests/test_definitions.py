@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from workdatahub.defs.partitions import monthly_partitions
+from workdatahub.sources.spec import SourcesFile
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,50 @@ def test_jobs_and_backfill_policy(graph: dg.AssetGraph) -> None:  # type: ignore
     for key in graph.get_all_asset_keys():
         policy = graph.get(key).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None, key  # single run
+
+
+def _freshness_deadlines(defs: dg.Definitions) -> dict[str, list[str]]:
+    """asset -> the deadline crons of its freshness checks."""
+    deadlines: dict[str, list[str]] = {}
+    for checks in defs.asset_checks or []:
+        for spec in checks.check_specs:  # type: ignore[union-attr]
+            params = spec.metadata.get("dagster/freshness_params")
+            if params is not None:
+                deadlines.setdefault(spec.asset_key.to_user_string(), []).append(
+                    params.data["deadline_cron"]
+                )
+    return deadlines
+
+
+def test_each_asset_has_one_freshness_check_on_its_policy_day() -> None:
+    from workdatahub.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for asset, crons in _freshness_deadlines(defs).items():
+        policy = graph.get(dg.AssetKey.from_user_string(asset)).freshness_policy
+        assert policy is not None and crons == [policy.deadline_cron], asset  # type: ignore[attr-defined]
+    # trustee_performance is due by the 10th (data_sources.yml): so is the mart it feeds
+    assert _freshness_deadlines(defs)["marts/fct_trustee_performance"] == ["0 9 10 * *"]
+
+
+def test_a_mart_of_two_domains_is_due_on_the_later_day(sources: SourcesFile) -> None:
+    """fct_monthly_branch_product_line reads annuity_performance and annuity_income: with
+    different due days it gets one freshness check (two would be a duplicate check key),
+    on the later day, and its policy says the same."""
+    from workdatahub.definitions import build_definitions
+
+    income = sources.domains["annuity_income"].model_copy(update={"due_day": 20})
+    assert sources.domains["annuity_performance"].due_day == 15
+    later = sources.model_copy(update={"domains": {**sources.domains, "annuity_income": income}})
+    defs = build_definitions(later)
+    graph = defs.resolve_asset_graph()  # loads: no duplicate check key
+    deadlines = _freshness_deadlines(defs)
+    assert deadlines["marts/fct_monthly_branch_product_line"] == ["0 9 20 * *"]
+    assert deadlines["marts/fct_annuity_income"] == ["0 9 20 * *"]
+    assert deadlines["marts/fct_annuity_performance"] == ["0 9 15 * *"]
+    assert deadlines["raw/annuity_income"] == ["0 9 20 * *"]
+    for asset, crons in deadlines.items():
+        policy = graph.get(dg.AssetKey.from_user_string(asset)).freshness_policy
+        assert policy is not None and crons == [policy.deadline_cron], asset  # type: ignore[attr-defined]
+    job = defs.resolve_job_def("monthly_refresh")  # the job still leaves freshness out
+    assert not any("freshness" in c.name for c in job.asset_layer.asset_graph.asset_check_keys)

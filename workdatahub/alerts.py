@@ -69,11 +69,10 @@ def send_alert(alert: Alert, settings: Settings | None = None) -> list[str]:
 
 
 def _post_webhook(url: str, alert: Alert, settings: Settings) -> None:
+    text = alert.text(settings)
     payload = {
-        "text": alert.text(settings),
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": alert.text(settings)}},
-        ],
+        "text": text,
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
     }
     request = urllib.request.Request(
         url,
@@ -87,14 +86,14 @@ def _post_webhook(url: str, alert: Alert, settings: Settings) -> None:
 
 
 def _send_email(alert: Alert, settings: Settings) -> None:
+    if not settings.smtp_host:  # `send_alert` only calls this with a host
+        raise ValueError("WDH_SMTP_HOST is not set")
     message = EmailMessage()
     message["Subject"] = alert.subject()
     message["From"] = settings.alert_email_from
     message["To"] = ", ".join(a.strip() for a in settings.alert_email_to.split(",") if a.strip())
     message.set_content(alert.text(settings))
-    with smtplib.SMTP(
-        settings.smtp_host or "localhost", settings.smtp_port, timeout=TIMEOUT_S
-    ) as smtp:
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=TIMEOUT_S) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
         if settings.smtp_user and settings.smtp_password is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -17,14 +18,11 @@ from workdatahub.defs.automation import (
     build_freshness_sensor,
     monthly_schedule,
 )
-from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds
+from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds, with_due_days
 from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.sources.spec import load_sources
-
-sources = load_sources()
-raw_assets = build_raw_assets(sources)
+from workdatahub.sources.spec import SourcesFile, load_sources
 
 
 def _dbt_executable() -> str:
@@ -33,43 +31,69 @@ def _dbt_executable() -> str:
     return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
-resources = {
-    "warehouse": WarehouseResource(),
-    "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
-}
-assets = [*raw_assets, dbt_reference_seeds, dbt_models]
-_graph = dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()
-# what a new workbook of a domain refreshes: its raw asset and every model downstream of it
-downstream = {
-    name: sorted(
-        dg.AssetSelection.assets(raw_asset_key(name)).downstream().resolve(_graph),
-        key=lambda key: key.to_user_string(),
-    )
-    for name in sources.domains
-}
-# freshness: each domain's raw asset and its downstream marts are due on its due day
-due_days: dict[int, list[dg.AssetKey]] = {}
-for name, spec in sources.domains.items():
-    day = spec.due_day
-    for key in downstream[name]:
-        if key.path[0] in ("raw", "marts") and key not in due_days.setdefault(day, []):
-            due_days[day].append(key)
-freshness_checks = build_freshness_checks(due_days)
-monthly_refresh = build_monthly_refresh(freshness_checks)
+def due_days_by_asset(
+    sources: SourcesFile, downstream: Mapping[str, Sequence[dg.AssetKey]]
+) -> dict[dg.AssetKey, int]:
+    """Each raw asset and mart is due on the latest due day of the domains it depends on (a
+    mart fed by two domains can only be complete once the later one is due)."""
+    days: dict[dg.AssetKey, int] = {}
+    for name, spec in sources.domains.items():
+        for key in downstream[name]:
+            if key.path[0] in ("raw", "marts"):
+                days[key] = max(days.get(key, spec.due_day), spec.due_day)
+    return days
 
-defs = dg.Definitions(
-    # Steps are database-bound and short; a subprocess per step would re-import the code
-    # location (dbt manifest, polars, Pandera) for each one, which costs more than the step.
-    executor=dg.in_process_executor,
-    assets=assets,
-    asset_checks=freshness_checks,
-    jobs=[monthly_refresh],
-    schedules=[monthly_schedule],
-    sensors=[
-        build_arrival_sensor(sources, downstream),
-        build_freshness_sensor(freshness_checks),
-        alert_on_run_failure,
-        alert_on_failed_check,
-    ],
-    resources=resources,
-)
+
+def build_definitions(sources: SourcesFile) -> dg.Definitions:
+    raw_assets = build_raw_assets(sources)
+    resources = {
+        "warehouse": WarehouseResource(),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
+    }
+    assets = [*raw_assets, dbt_reference_seeds, dbt_models]
+    graph = dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()
+    # what a new workbook of a domain refreshes: its raw asset and every model downstream of it
+    downstream = {
+        name: sorted(
+            dg.AssetSelection.assets(raw_asset_key(name)).downstream().resolve(graph),
+            key=lambda key: key.to_user_string(),
+        )
+        for name in sources.domains
+    }
+    # what an arrival run builds: that, plus what those models read and no other workbook
+    # feeds (the reference seeds, the other domains' models a shared mart joins), so the run
+    # also succeeds on a warehouse where they were never built
+    every_raw = dg.AssetSelection.assets(*(raw_asset_key(name) for name in sources.domains))
+    refresh = {
+        name: sorted(
+            set(keys) | (dg.AssetSelection.assets(*keys).upstream() - every_raw).resolve(graph),
+            key=lambda key: key.to_user_string(),
+        )
+        for name, keys in downstream.items()
+    }
+    # freshness: one check per asset, on the same day as the asset's freshness policy
+    due_days = due_days_by_asset(sources, downstream)
+    by_day: dict[int, list[dg.AssetKey]] = {}
+    for key, day in sorted(due_days.items(), key=lambda item: item[0].to_user_string()):
+        by_day.setdefault(day, []).append(key)
+    freshness_checks = build_freshness_checks(by_day)
+    return dg.Definitions(
+        # Steps are database-bound and short; a subprocess per step would re-import the code
+        # location (dbt manifest, polars, Pandera) for each one, which costs more than the step.
+        executor=dg.in_process_executor,
+        assets=[*raw_assets, dbt_reference_seeds, with_due_days(dbt_models, due_days)],
+        asset_checks=freshness_checks,
+        jobs=[build_monthly_refresh(freshness_checks)],
+        schedules=[monthly_schedule],
+        sensors=[
+            build_arrival_sensor(sources, refresh),
+            build_freshness_sensor(freshness_checks),
+            alert_on_run_failure,
+            alert_on_failed_check,
+        ],
+        resources=resources,
+    )
+
+
+sources = load_sources()
+defs = build_definitions(sources)

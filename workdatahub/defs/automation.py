@@ -3,10 +3,15 @@ partition-aware freshness, and alerts for failed runs and failed checks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -17,20 +22,89 @@ from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import WdhError
 from workdatahub.periods import period_key
-from workdatahub.settings import get_settings
-from workdatahub.sources.discovery import available_periods, discover
+from workdatahub.settings import get_settings, one_line
+from workdatahub.sources.discovery import (
+    ALWAYS_EXCLUDED,
+    available_periods,
+    base_folder,
+    discover,
+)
 from workdatahub.sources.spec import SourcesFile
 
 # -- workbook arrival -------------------------------------------------------------------------
 
+ARRIVAL_CURSOR_VERSION = 1
+
+
+def month_fingerprint(folder: Path) -> str:
+    """A digest of everything below a month's base folder as `stat` sees it: names, sizes,
+    modification/change times and inodes, link targets; folder links are followed (each real
+    folder once), as discovery follows them. No file is opened: unchanged, it costs a stat
+    per entry, where discovery reads (hashes) the whole workbook."""
+    digest = hashlib.sha256()
+    seen: set[str] = set()
+
+    def note(line: str) -> None:
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+
+    def walk(current: str, shown: str) -> None:
+        real = os.path.realpath(current)
+        if real in seen:
+            note(f"{shown}\0seen\0{real}")
+            return
+        seen.add(real)
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as error:
+            note(f"{shown}\0unreadable\0{error.errno}")
+            return
+        for entry in entries:
+            name = f"{shown}/{entry.name}"
+            # lock files, hidden files and mail never count (discovery ignores them all):
+            # Excel's ~$ lock file coming and going must not re-hash the workbook
+            if not entry.is_dir() and any(fnmatchcase(entry.name, p) for p in ALWAYS_EXCLUDED):
+                continue
+            target = os.path.realpath(entry.path) if entry.is_symlink() else ""
+            try:
+                if entry.is_dir():  # follows links
+                    note(f"{name}\0dir\0{target}")
+                    walk(entry.path, name)
+                    continue
+                st = entry.stat()  # follows links: a link's target is what is read
+                note(
+                    f"{name}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                    f"{st.st_ctime_ns}\0{st.st_ino}\0{target}"
+                )
+            except OSError as error:
+                note(f"{name}\0error\0{error.errno}\0{target}")
+
+    walk(str(folder), ".")
+    return digest.hexdigest()
+
+
+def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
+    """{"domain:YYYY-MM": [fingerprint, sha256, version]} of the previous tick."""
+    try:
+        state = json.loads(cursor or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(state, dict) or state.get("v") != ARRIVAL_CURSOR_VERSION:
+        return {}
+    months = state.get("months")
+    return months if isinstance(months, dict) else {}
+
 
 def build_arrival_sensor(
-    sources: SourcesFile, downstream: Mapping[str, Sequence[dg.AssetKey]]
+    sources: SourcesFile, refresh: Mapping[str, Sequence[dg.AssetKey]]
 ) -> dg.SensorDefinition:
     """One sensor for all domains: a run per (domain, month, file content).
 
     The run key holds the workbook's sha256, so an unchanged file never triggers twice
-    and a corrected file (new content, or a higher V folder) always does.
+    and a corrected file (new content, or a higher V folder) always does. The cursor keeps,
+    per (domain, month), a fingerprint of the month's folder (`month_fingerprint`) with the
+    workbook found and its sha256: while the fingerprint holds, the tick reuses them instead
+    of discovering (and hashing hundreds of MB) again.
     """
 
     @dg.sensor(
@@ -45,6 +119,8 @@ def build_arrival_sensor(
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
         data_dir = warehouse.data_path()
         partition_keys = set(monthly_partitions.get_partition_keys())
+        known = _read_cursor(context.cursor)
+        kept: dict[str, list[Any]] = {}
         requested = 0
         for spec in sources.domains.values():
             for period in available_periods(spec, data_dir):
@@ -56,23 +132,34 @@ def build_arrival_sensor(
                         "skipped"
                     )
                     continue
+                slot = f"{spec.name}:{key}"
                 try:
-                    found = discover(spec, period, data_dir)
+                    fingerprint = month_fingerprint(base_folder(spec, period, data_dir))
+                    cached = known.get(slot)
+                    if isinstance(cached, list) and len(cached) == 3 and cached[0] == fingerprint:
+                        sha256, version = str(cached[1]), cached[2]
+                    else:
+                        source = discover(spec, period, data_dir).files[0]
+                        sha256, version = source.sha256, source.version
                 except WdhError as error:
                     context.log.warning(error.message)
                     continue
-                source = found.files[0]
+                kept[slot] = [fingerprint, sha256, version]
                 requested += 1
                 yield dg.RunRequest(
-                    run_key=f"{spec.name}:{key}:{source.sha256}",
+                    run_key=f"{slot}:{sha256}",
                     partition_key=key,
-                    asset_selection=list(downstream[spec.name]),
+                    asset_selection=list(refresh[spec.name]),
                     tags={
                         "wdh/domain": spec.name,
-                        "wdh/sha256": source.sha256,
-                        "wdh/file_version": source.version or "base",
+                        "wdh/sha256": sha256,
+                        "wdh/file_version": version or "base",
                     },
                 )
+        # months that vanished or stopped resolving drop out: the cursor stays small
+        context.update_cursor(
+            json.dumps({"v": ARRIVAL_CURSOR_VERSION, "months": kept}, separators=(",", ":"))
+        )
         if not requested:
             yield dg.SkipReason(f"no workbook found under {data_dir}")
 
@@ -164,7 +251,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
         if error is not None:
-            failed_steps.append(f"{event.step_key}: {error.message.strip().splitlines()[0]}")
+            failed_steps.append(f"{event.step_key}: {one_line(error.message)}")
     detail = "; ".join(failed_steps) or (context.failure_event.message or "run failed")
     checks = failed_checks(context.instance, context.dagster_run.run_id)
     if checks:
@@ -181,7 +268,10 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
 
 
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
-    """One alert per failed asset check evaluated in a run."""
+    """One alert per failed asset check evaluated in a run. A check that does not name its
+    partition (dbt tests) is reported for the run's month."""
+    run = instance.get_run_by_id(run_id)
+    run_month = _run_scope(run)[1] if run is not None else None
     alerts = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         event = entry.dagster_event
@@ -194,7 +284,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
             Alert(
                 what=f"check {evaluation.check_name} failed",
                 domain=asset.split("/", 1)[1] if asset.startswith("raw/") else asset,
-                month=str(metadata.get("partition") or "") or None,
+                month=str(metadata.get("partition") or "") or run_month,
                 detail=str(metadata.get("reason") or json.dumps(metadata, default=str)[:500]),
                 run_id=run_id,
             )

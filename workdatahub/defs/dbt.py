@@ -1,7 +1,6 @@
 """dbt models as Dagster assets on the same monthly partitions; dbt tests become checks."""
 
 import json
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -9,7 +8,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from workdatahub.defs.freshness import freshness_policy
+from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.settings import PROJECT_ROOT
@@ -44,6 +43,7 @@ class WorkDataHubTranslator(DagsterDbtTranslator):
     ) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         if spec.key.path[0] == "marts":
+            # the default day; the code location sets each mart's own (`with_due_days`)
             spec = spec.replace_attributes(freshness_policy=freshness_policy())
         return spec
 
@@ -56,6 +56,21 @@ class WorkDataHubTranslator(DagsterDbtTranslator):
 
 translator = WorkDataHubTranslator()
 ensure_manifest()
+
+
+def with_due_days(
+    assets_def: dg.AssetsDefinition, due_days: Mapping[dg.AssetKey, int]
+) -> dg.AssetsDefinition:
+    """The marts' freshness policies on the day their freshness checks use: the latest due
+    day of the domains upstream (a mart no domain feeds keeps the default day)."""
+
+    def policy(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key.path[0] != "marts":
+            return spec
+        day = due_days.get(spec.key, DEFAULT_DUE_DAY)
+        return spec.replace_attributes(freshness_policy=freshness_policy(day))
+
+    return assets_def.map_asset_specs(policy)
 
 
 @dbt_assets(
@@ -73,16 +88,16 @@ def dbt_models(
 ) -> Iterator[Any]:
     """Build (run + test) the models for the month window of this run."""
     warehouse.export_dbt_env()
-    # buildable: a test runs when all its parents are selected or upstream of the selection, so
-    # seed relationships run with the models, and the cross-mart reconciliation only when every
-    # mart is built (a one-domain run from the arrival sensor skips it instead of failing)
-    os.environ.setdefault("DBT_INDIRECT_SELECTION", "buildable")
     window = context.partition_time_window
     dbt_vars = dbt_vars_for_window(window.start, window.end)
     context.log.info(
         f"dbt build for {dbt_vars['period_start']} ≤ period < {dbt_vars['period_end']}"
     )
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    # buildable: a test runs when all its parents are selected or upstream of the selection, so
+    # seed relationships run with the models, and the cross-mart reconciliation only when every
+    # mart is built (a one-domain run from the arrival sensor skips it instead of failing)
+    args = ["build", "--indirect-selection", "buildable", "--vars", json.dumps(dbt_vars)]
+    yield from dbt.cli(args, context=context).stream()
 
 
 @dbt_assets(

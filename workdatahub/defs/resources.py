@@ -27,7 +27,11 @@ class WarehouseResource(dg.ConfigurableResource):
         return database_url()
 
     def export_dbt_env(self) -> None:
-        """dbt's profiles.yml reads WDH_DBT_*; the dbt subprocess inherits them."""
+        """dbt's profiles.yml reads WDH_DBT_*; the dbt subprocess inherits them.
+
+        With WDH_DBT_DATABASE_URL set, dbt builds through that URL alone: the warehouse URL
+        is not resolved (which could start the embedded Postgres for nothing)."""
         from workdatahub.warehouse.db import dbt_env
 
-        os.environ.update(dbt_env(self.url()))
+        override = get_settings().dbt_database_url is not None
+        os.environ.update(dbt_env(None if override else self.url()))

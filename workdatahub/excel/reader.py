@@ -450,6 +450,10 @@ def _load_and_scan(
             return (*_load(book, sheet, where), scan)
     except errors as error:
         raise InputError(f"{where}: unreadable ({_short(error)})") from None
+    native = _load_native(book, sheet)
+    if native is not None:
+        parsed, scan = native
+        return (*parsed, scan)
     split = _load_split(book, sheet)
     if split is not None:
         parsed, scan = split
@@ -743,6 +747,38 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
             for future in pending:
                 future.cancel()
     return _stack(parsed), scanner.scan
+
+
+# ---------------------------------------------------------------------------- native scan
+# From NATIVE_MIN_BYTES of sheet XML the cells are cut out of the XML by a compiled scanner
+# (workdatahub/excel/native.py: ~10x calamine's speed, on all cores) and only the cells it
+# does not read itself go through fastexcel. Below that size the scanner's start-up (numba
+# loads its compiled code, ~1 s once per process) is not worth it. When it gives up, the
+# parallel parse (and then the whole read) takes over.
+
+NATIVE_MIN_BYTES = SPLIT_MIN_BYTES
+
+
+def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | None:
+    if sheet.part is None or book.archive.getinfo(sheet.part).file_size < NATIVE_MIN_BYTES:
+        return None
+    try:
+        from workdatahub.excel import native
+
+        xml = book.archive.read(sheet.part)
+    except Exception:
+        return None  # the other readers report what is wrong, in one line
+    scanner = _Scanner()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(native.read_xml, book, sheet, xml, _workers())
+        view = memoryview(xml)
+        for at in range(0, len(xml), _SCAN_CHUNK):
+            scanner.feed(bytes(view[at : at + _SCAN_CHUNK]))
+        try:
+            parsed = pending.result()
+        except Exception:
+            return None
+    return (parsed, scanner.scan) if parsed is not None else None
 
 
 def _issues(

@@ -1,0 +1,298 @@
+"""The native scan (workdatahub/excel/native.py) reads what fastexcel reads.
+
+Every reader and hostile-workbook test that reads in this process runs again here with the
+scan forced on however small the workbook (`NATIVE_MIN_BYTES = 0`), and every sheet read
+without an error must have gone through it (a silent fall back to fastexcel would make the
+re-run prove nothing), except the few shapes it hands to fastexcel on purpose, each asserted
+below. The tests below compare the two readers cell by cell: the same cells, rows, columns
+and cell problems; a number keeps the digits the workbook holds where fastexcel prints nine
+decimals, so there the comparison applies fastexcel's rounding to the scanned text.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import xlsxwriter
+
+from tests import hostile_corpus as corpus
+from tests.test_hostile import *  # noqa: F403  (run again, scanned)
+from tests.test_reader import *  # noqa: F403  (run again, scanned)
+from workdatahub.excel import native, reader
+from workdatahub.samples import write_samples
+from workdatahub.sources.spec import DomainSpec, SourcesFile
+
+# not re-run: they test the loader (database) or a `wdh` subprocess the patches cannot reach
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and getattr(_test, "__module__", __name__) != __name__:
+        _marks = {m.name for m in getattr(_test, "pytestmark", [])}
+        if "db" in _marks or _name == "test_real_processes_print_one_line_and_exit_2":
+            del globals()[_name]
+
+
+@dataclass
+class Scanned:
+    required: bool = True  # a sheet with rows, read without an error, must have been scanned
+    tried: list[bool] = field(default_factory=list)  # per _load_native call: was it scanned
+
+
+@pytest.fixture(autouse=True)
+def scanned(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scanned]:
+    state = Scanned()
+    load_native, load_and_scan = reader._load_native, reader._load_and_scan
+
+    def tried(book: Any, sheet: Any) -> Any:
+        result = load_native(book, sheet)
+        state.tried.append(result is not None)
+        return result
+
+    def loaded(book: Any, sheet: Any, where: str) -> Any:
+        state.tried.clear()
+        result = load_and_scan(book, sheet, where)
+        if state.required and result[0].height:
+            assert state.tried == [True], f"{where}: not scanned"
+        return result
+
+    monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)
+    monkeypatch.setattr(reader, "_load_native", tried)
+    monkeypatch.setattr(reader, "_load_and_scan", loaded)
+    yield state
+
+
+def fastexcel_spelling(text: str) -> str:
+    """How fastexcel prints the number `text` spells: the double, to nine decimals."""
+    printed = format(float(Decimal(text)), ".9f")
+    return printed.rstrip("0").rstrip(".")
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def same_cells(scanned: pl.Series, whole: pl.Series) -> None:
+    assert scanned.null_count() == whole.null_count(), scanned.name
+    assert (scanned.is_null() == whole.is_null()).all(), scanned.name
+    differ = (scanned != whole).fill_null(False)
+    for mine, theirs in zip(scanned.filter(differ), whole.filter(differ), strict=True):
+        assert _NUMBER.fullmatch(mine) and fastexcel_spelling(mine) == theirs, (mine, theirs)
+
+
+def _fastexcel(book: reader.Workbook, sheet: reader.SheetPart) -> reader.Parsed:
+    return reader._parse(book.reader, sheet.name)
+
+
+def same_parse(path: Path, sheet_name: str | int = 0) -> reader.Parsed:
+    """The sheet scanned and read by fastexcel: the same frame, columns and problems."""
+    book = reader.open_workbook(path)
+    try:
+        sheet = reader.select_sheet(book, sheet_name)
+        assert sheet.part is not None
+        scanned = native.read_xml(book, sheet, book.archive.read(sheet.part), 2)
+        assert scanned is not None, "not scanned"
+        frame, absolute, problems = scanned
+        whole, whole_absolute, whole_problems = _fastexcel(book, sheet)
+    finally:
+        book.archive.close()
+    assert absolute == whole_absolute
+    assert frame.shape == whole.shape
+    for mine, theirs in zip(frame.iter_columns(), whole.iter_columns(), strict=True):
+        same_cells(mine, theirs)
+    assert sorted((p.position, p.detail) for p in problems) == sorted(
+        (p.position, p.detail) for p in whole_problems
+    )
+    return scanned
+
+
+def _whole(path: Path, spec: DomainSpec, state: Scanned, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as patch:
+        patch.setattr(reader, "NATIVE_MIN_BYTES", 1 << 62)
+        patch.setattr(state, "required", False)
+        return reader.read_sheet(path, spec)
+
+
+def test_sample_workbooks_read_the_same_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scanned: Scanned, sources: SourcesFile
+) -> None:
+    files = write_samples(tmp_path, months=[date(2024, 2, 1)], rows=3000, seed=5)
+    assert {f.domain for f in files} == set(sources.domains)
+    for sample in files:
+        spec = sources.domains[sample.domain]
+        mine = reader.read_sheet(sample.path, spec)
+        whole = _whole(sample.path, spec, scanned, monkeypatch)
+        assert mine.frame.columns == whole.frame.columns
+        for name in mine.frame.columns:
+            same_cells(mine.frame[name], whole.frame[name])
+        for name in ("header_row", "columns", "rows_read", "skipped_blank", "skipped_totals"):
+            assert getattr(mine, name) == getattr(whole, name), name
+        assert mine.cell_issues == whole.cell_issues
+        same_parse(sample.path, spec.sheet)
+
+
+def _every_kind_of_cell(path: Path) -> Path:
+    """A sheet holding every kind of cell value xlsxwriter writes, in several styles."""
+    book = xlsxwriter.Workbook(path)
+    sheet = book.add_worksheet("s")
+    styles = [
+        None,
+        book.add_format({"num_format": "yyyy-mm-dd"}),
+        book.add_format({"num_format": 14}),
+        book.add_format({"num_format": "hh:mm:ss"}),
+        book.add_format({"num_format": "[h]:mm"}),
+        book.add_format({"num_format": "0.00%"}),
+        book.add_format({"num_format": "@"}),
+        book.add_format({"num_format": '#,##0.00 "元"'}),
+        book.add_format({"num_format": "yyyy-mm-dd hh:mm"}),
+        book.add_format({"bold": True}),
+    ]
+    numbers = [0, -0.0, 1, 1.5, 0.1, 0.30000000000000004, 1e-3, 2.5e-7, 1.2345678901234567e20,
+               123456789012345678, 1e15, 1e16, -12.75, 418769.33, 233923503.2924, 45597.54521990741,
+               3.0000000000000004, 1e-300, 12345.678901234567, 0.0000000000000039984]  # fmt: skip
+    for column, style in enumerate(styles):
+        for row, number in enumerate(numbers):
+            sheet.write_number(row, column, number, style)
+    row = len(numbers)
+    sheet.write_datetime(row, 0, datetime(2024, 11, 1, 13, 5, 7, 500000), styles[8])
+    sheet.write_boolean(row + 1, 0, True)
+    sheet.write_boolean(row + 2, 0, False)
+    sheet.write_formula(row + 3, 0, '="a"&"b"', None, "ab")
+    sheet.write_formula(row + 4, 0, "=1/0", None, "#DIV/0!")
+    sheet.write_formula(row + 5, 0, "=NA()", None, "#N/A")
+    sheet.write_formula(row + 6, 0, "=1+1", None, 2)
+    sheet.write_formula(row + 7, 0, "=1+1", styles[1], 45000)
+    texts = [" sp ace ", "a\r\nb", "x&<>\"'y", "", "   ", "合计", "_x000D_", "1.50", "\t", "😀"]
+    for k, text in enumerate(texts):
+        sheet.write_string(row + 8 + k, 0, text)
+    rich = book.add_format({"bold": True})
+    sheet.write_rich_string(row + 20, 0, "plain ", rich, "bold", " end")
+    sheet.write_blank(row + 21, 0, None, styles[1])
+    sheet.write_string(row + 30, 12, "far")
+    book.close()
+    return path
+
+
+def test_every_kind_of_cell_reads_as_fastexcel_reads_it(tmp_path: Path) -> None:
+    path = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    frame, _, problems = same_parse(path)
+    # #DIV/0! and #N/A: null, with fastexcel's detail (also reported: numbers too large for
+    # the date and duration styles, and the same reported by fastexcel, see same_parse)
+    assert sum("Error(" in p.detail for p in problems) == 2
+    assert frame[0, 0] == "0"
+    assert frame[19, 0] == "0.0000000000000039984"  # fastexcel: "0"
+
+
+def _raw_cells(path: Path, out: Path, cells: list[str]) -> Path:
+    """The workbook with its sheet's data replaced by `cells`, one per row in column B."""
+
+    def replace(xml: bytes) -> bytes:
+        rows = "".join(
+            f'<row r="{k}">{c.replace("@", f"B{k}")}</row>' for k, c in enumerate(cells, 1)
+        )
+        return re.sub(rb"<sheetData>.*</sheetData>", f"<sheetData>{rows}</sheetData>".encode(),
+                      xml, flags=re.S)  # fmt: skip
+
+    return corpus.patch_zip(path, out, {"xl/worksheets/sheet1.xml": replace})
+
+
+def test_cells_as_other_writers_spell_them(tmp_path: Path) -> None:
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    cells = [
+        '<c r="@"><v>1E-3</v></c>',
+        '<c r="@"><v>+1</v></c>',
+        '<c r="@"><v>01</v></c>',
+        '<c r="@"><v>.5</v></c>',
+        '<c r="@"><v>1.50</v></c>',
+        '<c r="@"><v>-0.0</v></c>',
+        '<c r="@" t="n"><v>7</v></c>',
+        '<c r="@"><v></v></c>',
+        '<c r="@"><v/></c>',
+        '<c r="@" t="s"><v></v></c>',
+        '<c r="@" t="inlineStr"><is><t>inline &amp; text</t></is></c>',
+        '<c r="@" t="inlineStr"><is><r><t>ri</t></r><r><t>ch</t></r></is></c>',
+        '<c r="@" t="str"><f>A1</f><v>formula &lt;text&gt;</v></c>',
+        '<c r="@" t="b"><v>1</v></c>',
+        '<c r="@" t="e"><v>#REF!</v></c>',
+        '<c r="@" s="1"><f t="shared" si="0"/><v>45000</v></c>',
+        '<c r="@"><f>1+1</f></c>',
+        '<c r="@" s="1"/>',
+        '<c r="@"></c>',
+        '<c  t="s"   r="@" ><v>0</v></c>',
+        '<c r="@" t="s" cm="1"><v>1</v></c>',
+        '<c r="@"><v xml:space="preserve">5</v></c>',
+        '<c r="@"><v>abc</v></c>',
+        '<c r="@" t="s"><v>2</v><is><t>both</t></is></c>',
+    ]
+    path = _raw_cells(base, tmp_path / "raw.xlsx", cells)
+    frame, absolute, _ = same_parse(path)
+    assert absolute == [1]
+    assert frame.height == len(cells)
+    assert frame[0, 0] == "0.001" and frame[4, 0] == "1.50"  # the digits as written
+
+
+@pytest.mark.parametrize(
+    ("shape", "xml"),
+    [
+        ("a cell without its place", '<row r="1"><c t="s"><v>0</v></c></row>'),
+        ("a namespace prefix", '<row r="1"><x:c r="A1" t="s"><v>0</v></x:c></row>'),
+        ("text between rows", 'junk<row r="1"><c r="A1" t="s"><v>0</v></c></row>'),
+        ("an element between rows", '<row r="1"><c r="A1" t="s"><v>0</v></c></row><extLst/>'),
+        ("a cell cut short", '<row r="1"><c r="A1" t="s"><v>0</v>'),
+    ],
+)
+def test_shapes_the_scanner_hands_to_fastexcel(tmp_path: Path, shape: str, xml: str) -> None:
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+
+    def replace(sheet: bytes) -> bytes:
+        return re.sub(rb"<sheetData>.*</sheetData>", f"<sheetData>{xml}</sheetData>".encode(),
+                      sheet, flags=re.S)  # fmt: skip
+
+    path = corpus.patch_zip(base, tmp_path / "odd.xlsx", {"xl/worksheets/sheet1.xml": replace})
+    book = reader.open_workbook(path)
+    try:
+        sheet = reader.select_sheet(book, 0)
+        assert sheet.part is not None
+        assert native.read_xml(book, sheet, book.archive.read(sheet.part), 2) is None, shape
+    finally:
+        book.archive.close()
+
+
+def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+
+    def replace(sheet: bytes) -> bytes:
+        rows = (
+            '<row r="5"><c r="C5"><v>5</v></c><c r="A5"><v>1</v></c></row>'
+            '<row r="2"><c r="B2" t="s"><v>0</v></c></row>'
+        )
+        return re.sub(rb"<sheetData>.*</sheetData>", f"<sheetData>{rows}</sheetData>".encode(),
+                      sheet, flags=re.S)  # fmt: skip
+
+    path = corpus.patch_zip(base, tmp_path / "order.xlsx", {"xl/worksheets/sheet1.xml": replace})
+    same_parse(path)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_the_same_cells_on_any_number_of_cores(
+    tmp_path: Path, workers: int, sources: SourcesFile
+) -> None:
+    files = write_samples(tmp_path, months=[date(2024, 2, 1)], rows=2000, seed=9)
+    sample = next(f for f in files if f.domain == "annuity_performance")
+    spec = sources.domains[sample.domain]
+    book = reader.open_workbook(sample.path)
+    try:
+        sheet = reader.select_sheet(book, spec.sheet)
+        assert sheet.part is not None
+        xml = book.archive.read(sheet.part)
+        one = native.read_xml(book, sheet, xml, 1)
+        many = native.read_xml(book, sheet, xml, workers)
+    finally:
+        book.archive.close()
+    assert one is not None and many is not None
+    assert one[0].equals(many[0]) and one[1] == many[1]

@@ -10,7 +10,9 @@ Kinds:
           cleanse → validate → plan → load: delete + COPY + quarantine + audit, one
           transaction), with its own stage timings;
   naive   the naive stack (bench/naive.py) on the same file and table;
-  reader  the pure read limit: fastexcel alone, the whole sheet to a polars frame;
+  reader  a read limit: fastexcel alone, the whole sheet to a polars frame;
+  scan    the other read limit: WorkDataHub's native scan alone (inflate, numba's start-up,
+          the cells to a polars frame; workdatahub/excel/native.py);
   copy    the pure load limit: the cleaned rows, encoded beforehand as the loader encodes
           them (binary), sent with one COPY into the target table (rolled back);
   dagster the month through Dagster (raw + dbt) and the same work called directly;
@@ -127,6 +129,20 @@ def measure_reader(data_dir: Path, period: date) -> dict[str, Any]:
     return {"seconds": wall, "cpu_seconds": cpu, "rows_read": frame.height}
 
 
+def measure_scan(data_dir: Path, period: date) -> dict[str, Any]:
+    from workdatahub.excel import reader
+
+    spec = _spec()
+    path = _source(spec, period, data_dir)
+    wall, cpu = time.perf_counter(), time.process_time()
+    book = reader.open_workbook(path)
+    scanned = reader._load_native(book, reader.select_sheet(book, spec.sheet))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if scanned is None:
+        raise SystemExit(f"{path}: the native scan gave up")
+    return {"seconds": wall, "cpu_seconds": cpu, "rows_read": scanned[0][0].height}
+
+
 def _cleaned_path(data_dir: Path) -> Path:
     return data_dir / "cleaned_rows.parquet"
 
@@ -234,7 +250,7 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    kinds = ["wdh", "naive", "reader", "prepare", "copy", "dagster"]
+    kinds = ["wdh", "naive", "reader", "scan", "prepare", "copy", "dagster"]
     parser.add_argument("kind", choices=kinds)
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--period", default="2024-11")

@@ -12,7 +12,6 @@ decimals, so there the comparison applies fastexcel's rounding to the scanned te
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -95,7 +94,7 @@ def same_parse(path: Path, sheet_name: str | int = 0) -> reader.Parsed:
     try:
         sheet = reader.select_sheet(book, sheet_name)
         assert sheet.part is not None
-        scanned = native.read_xml(book, sheet, book.archive.read(sheet.part), 2)
+        scanned = native.read_xml(book, sheet, [book.archive.read(sheet.part)], 2)
         assert scanned is not None, "not scanned"
         frame, absolute, problems = scanned
         whole, whole_absolute, whole_problems = _fastexcel(book, sheet)
@@ -258,7 +257,7 @@ def test_shapes_the_scanner_hands_to_fastexcel(tmp_path: Path, shape: str, xml: 
     try:
         sheet = reader.select_sheet(book, 0)
         assert sheet.part is not None
-        assert native.read_xml(book, sheet, book.archive.read(sheet.part), 2) is None, shape
+        assert native.read_xml(book, sheet, [book.archive.read(sheet.part)], 2) is None, shape
     finally:
         book.archive.close()
 
@@ -290,8 +289,8 @@ def test_the_same_cells_on_any_number_of_cores(
         sheet = reader.select_sheet(book, spec.sheet)
         assert sheet.part is not None
         xml = book.archive.read(sheet.part)
-        one = native.read_xml(book, sheet, xml, 1)
-        many = native.read_xml(book, sheet, xml, workers)
+        one = native.read_xml(book, sheet, [xml], 1)
+        many = native.read_xml(book, sheet, [xml], workers)
     finally:
         book.archive.close()
     assert one is not None and many is not None

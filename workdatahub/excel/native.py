@@ -31,6 +31,7 @@ the sheet with fastexcel, which also reports any real error in one line.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 import zipfile
@@ -47,11 +48,11 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from workdatahub.excel.reader import Parsed, SheetPart, Workbook
 
-# what a scanned cell holds, and what its a/b entries mean
+# what a scanned cell holds, and what its a/b entries mean (b: a length in bytes)
 EMPTY = 0  # nothing (a formula without a value is flagged by the reader's scan)
 STRING = 1  # a: entry of the string table (shared strings first, then resolved cells)
-PLAIN = 2  # a number in plain decimals; a, b: its bytes in the XML
-NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: its bytes
+PLAIN = 2  # a number in plain decimals; a, b: its start and length in the XML
+NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: as PLAIN
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 _LT, _GT, _SLASH, _QUOTE, _EQUALS, _SPACE = 60, 62, 47, 34, 61, 32
 
@@ -62,7 +63,7 @@ def _is_space(byte: int) -> bool:
 
 
 @numba.njit(nogil=True, cache=True)
-def _plain_number(buf, start, stop):  # type: ignore[no-untyped-def]
+def _plain_number(buf, start, stop):
     """-?digits(.digits)? : a number as Excel writes it when no exponent is needed."""
     i = start
     if i < stop and buf[i] == 45:
@@ -86,7 +87,7 @@ def _plain_number(buf, start, stop):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, cache=True)
-def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):  # type: ignore[no-untyped-def]
+def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):
     """Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
     per cell holding something). Returns (cells, status); status 0 is success, anything else
     is the position the scanner did not understand, plus one."""
@@ -151,9 +152,11 @@ def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):  # type: ignore[n
                 number = end - value == 1 and buf[value] == 110
             elif j - name == 1 and buf[name] == 115:  # s
                 for k in range(value, end):
-                    if not 48 <= buf[k] <= 57 or style > 1_000_000:
+                    if not 48 <= buf[k] <= 57 or style > 6_553:
                         return n, i + 1
                     style = style * 10 + (buf[k] - 48)
+                if style > 65_535:  # Excel allows 64,000 cell formats
+                    return n, i + 1
             j = end + 1
         if col == 0:
             return n, i + 1  # calamine would place it after the previous cell
@@ -187,7 +190,7 @@ def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):  # type: ignore[n
                 and buf[last + 6] == 99 and buf[last + 7] == _GT
             ):  # fmt: skip
                 kinds[n] = OTHER
-                b[n] = last + 8
+                b[n] = last + 8 - i
                 if shared:
                     index = 0
                     for k in range(first, last):
@@ -201,7 +204,7 @@ def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):  # type: ignore[n
                 elif number:
                     kinds[n] = PLAIN if _plain_number(buf, first, last) else NUMBER
                     a[n] = first
-                    b[n] = last
+                    b[n] = last - first
                 n += 1
                 i = last + 8
                 continue
@@ -215,56 +218,64 @@ def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):  # type: ignore[n
             return n, i + 1
         # nothing after the formula (the reader's scan flags it), `<c></c>`, or another shape
         kinds[n] = EMPTY if p >= close else OTHER
-        b[n] = close + 4
+        b[n] = close + 4 - i
         n += 1
         i = close + 4
     return n, 0
 
 
 @numba.njit(nogil=True, cache=True)
-def _grid(rows, cols, kinds, height, first_col, width):  # type: ignore[no-untyped-def]
-    """Cell index at each (column, row - 1) of the frame, -1 where nothing is; of two cells
-    at one place the later wins."""
-    grid = np.full((width, height), -1, np.int64)
-    for n in range(rows.shape[0]):
-        if kinds[n] != EMPTY:
-            grid[cols[n] - first_col, rows[n] - 1] = n
-    return grid
+def _owners(spans, rows, cols, kinds, height, first_col, width):
+    """The cell at each (row - 1, column) of the frame, -1 where none is; of two cells at
+    one place the later wins."""
+    owner = np.full((height, width), -1, np.int64)
+    for span in range(spans.shape[0]):
+        for n in range(spans[span, 0], spans[span, 0] + spans[span, 1]):
+            if kinds[n] != EMPTY:
+                owner[rows[n] - 1, cols[n] - first_col] = n
+    return owner
 
 
 @numba.njit(nogil=True, cache=True)
-def _column(cells, kinds, a, b, buf, strings, starts, ends):  # type: ignore[no-untyped-def]
-    """One frame column (`cells`: the grid's column) as Arrow large-string buffers: offsets,
-    bytes, validity. A string table entry with start -1 is null."""
-    height = cells.shape[0]
-    offsets = np.empty(height + 1, np.int64)
-    valid = np.zeros(height, np.bool_)
-    offsets[0] = 0
-    total = 0
+def _assemble(owner, first, last, kinds, a, b, buf, strings, starts, ends):
+    """Frame columns first…last - 1 as Arrow large-string buffers, read in row order (the
+    XML's order: memory front to back): per column its offsets (`offsets[j]`, from 0) and
+    validity (`valid[j]`), their bytes in `data`, column j's from `bases[j]`. A string
+    table entry with start -1 is null."""
+    height = owner.shape[0]
+    width = last - first
+    offsets = np.zeros((width, height + 1), np.int64)
+    valid = np.zeros((width, height), np.bool_)
+    totals = np.zeros(width, np.int64)
     for r in range(height):
-        n = cells[r]
-        if n >= 0:
-            if kinds[n] == PLAIN:
-                total += b[n] - a[n]
-                valid[r] = True
-            elif kinds[n] == STRING and starts[a[n]] >= 0:
-                total += ends[a[n]] - starts[a[n]]
-                valid[r] = True
-        offsets[r + 1] = total
-    data = np.empty(total, np.uint8)
+        for j in range(width):
+            n = owner[r, first + j]
+            if n >= 0:
+                if kinds[n] == PLAIN:
+                    totals[j] += b[n]
+                    valid[j, r] = True
+                elif starts[a[n]] >= 0:
+                    totals[j] += ends[a[n]] - starts[a[n]]
+                    valid[j, r] = True
+            offsets[j, r + 1] = totals[j]
+    bases = np.zeros(width + 1, np.int64)
+    for j in range(width):
+        bases[j + 1] = bases[j] + totals[j]
+    data = np.empty(bases[width], np.uint8)
     for r in range(height):
-        if valid[r]:
-            n = cells[r]
-            at = offsets[r]
-            if kinds[n] == PLAIN:
-                for k in range(a[n], b[n]):
-                    data[at] = buf[k]
-                    at += 1
-            else:
-                for k in range(starts[a[n]], ends[a[n]]):
-                    data[at] = strings[k]
-                    at += 1
-    return offsets, data, valid
+        for j in range(width):
+            if valid[j, r]:
+                n = owner[r, first + j]
+                at = bases[j] + offsets[j, r]
+                if kinds[n] == PLAIN:
+                    for k in range(a[n], a[n] + b[n]):
+                        data[at] = buf[k]
+                        at += 1
+                else:
+                    for k in range(starts[a[n]], ends[a[n]]):
+                        data[at] = strings[k]
+                        at += 1
+    return offsets, valid, data, bases
 
 
 # ---------------------------------------------------------------------------- in Python
@@ -278,29 +289,36 @@ _HEAD = (
 _PROBE = "1.5"  # a number shown as itself unless its style makes it a date, time or duration
 _ROW_TAG = b"<row "
 _MIN_CELL_BYTES = 15  # `<c r="A1"></c>`: the shortest element the scanner keeps
+_GROUP = 3  # columns assembled by one call
 
 
 class _Cells:
-    """The scanner's output for a run of rows, trimmed to the cells found."""
+    """The scanner's output: one set of arrays, each run of rows scanned into a region of
+    its own (`spans`: start and count of each region); cells outside the regions are marked
+    EMPTY, so whole-array masks see only what was scanned."""
 
-    def __init__(self, size: int) -> None:
-        capacity = size // _MIN_CELL_BYTES + 16
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        capacities = [(y - x) // _MIN_CELL_BYTES + 16 for x, y in ranges]
+        capacity = sum(capacities)
+        self.ranges = ranges
+        self.starts = np.cumsum([0, *capacities[:-1]]).tolist()
         self.rows = np.empty(capacity, np.int32)
         self.cols = np.empty(capacity, np.int16)
-        self.kinds = np.empty(capacity, np.int8)
+        self.kinds = np.full(capacity, EMPTY, np.int8)
         self.a = np.empty(capacity, np.int64)
-        self.b = np.empty(capacity, np.int64)
-        self.styles = np.empty(capacity, np.int32)
+        self.b = np.empty(capacity, np.uint32)
+        self.styles = np.empty(capacity, np.uint16)
+        self.spans = np.zeros((len(ranges), 2), np.int64)
 
-    def scan(self, buf: np.ndarray, start: int, stop: int) -> int:
+    def scan(self, buf: np.ndarray, part: int) -> bool:
+        at = self.starts[part]
+        x, y = self.ranges[part]
         count, status = _cells(
-            buf, start, stop, self.rows, self.cols, self.kinds, self.a, self.b, self.styles
-        )
-        if status:
-            return -1
-        for name in ("rows", "cols", "kinds", "a", "b", "styles"):
-            setattr(self, name, getattr(self, name)[:count])
-        return int(count)
+            buf, x, y, self.rows[at:], self.cols[at:], self.kinds[at:], self.a[at:],
+            self.b[at:], self.styles[at:],
+        )  # fmt: skip
+        self.spans[part] = (at, count)
+        return status == 0
 
 
 def _ranges(xml: bytes, start: int, stop: int, pieces: int) -> list[tuple[int, int]]:
@@ -312,7 +330,7 @@ def _ranges(xml: bytes, start: int, stop: int, pieces: int) -> list[tuple[int, i
             break
         bounds.append(cut)
     bounds.append(stop)
-    return [(x, y) for x, y in zip(bounds, bounds[1:], strict=False) if y > x]
+    return [(x, y) for x, y in itertools.pairwise(bounds) if y > x]
 
 
 def _oracle_sheet(shared: int, styles: list[int], others: list[bytes]) -> bytes:
@@ -384,35 +402,65 @@ class _Strings:
         return np.frombuffer(b"".join(encoded), np.uint8), starts, ends
 
 
-def read_xml(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> Parsed | None:
-    """The sheet whose XML is `xml`, as `reader._parse` would give it (see the module's
-    docstring for the one deliberate difference); None when the scanner gives up."""
+def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int) -> Parsed | None:
+    """The sheet whose XML is taken out of `source` (so that it is freed as soon as it is no
+    longer needed: 376 MB at 500,000 rows), as `reader._parse` would give it (see the
+    module's docstring for the one deliberate difference); None when the scanner gives up."""
     from workdatahub.excel.reader import CellProblem
 
+    xml = source.pop()
+    built = _build(book, sheet, xml, max(workers, 1))
+    del xml  # the XML and the cells are gone before polars copies the columns
+    if built is None:
+        return None
+    groups, height, first_col, problems = built
+    columns = []
+    while groups:
+        first, (offsets, valid, text, bases) = groups.pop(0)
+        for j in range(len(offsets)):
+            array = pa.LargeStringArray.from_buffers(
+                height,
+                pa.py_buffer(offsets[j]),
+                pa.py_buffer(text[bases[j] : bases[j + 1]]),
+                pa.py_buffer(np.packbits(valid[j], bitorder="little")),
+            )
+            columns.append(pl.Series(f"c{first_col - 1 + first + j}", array))
+        del offsets, valid, text, bases
+    absolute = list(range(first_col - 1, first_col - 1 + len(columns)))
+    found = [
+        CellProblem((row - 1, col - first_col), detail) for (row, col), detail in problems.items()
+    ]
+    return pl.DataFrame(columns), absolute, found
+
+
+_Built = tuple[list[tuple[int, tuple[np.ndarray, ...]]], int, int, dict[tuple[int, int], str]]
+
+
+def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built | None:
+    """Scan the cells, have fastexcel read those the scanner leaves, and assemble the
+    columns' Arrow buffers, a few columns at a time: (first column of the group, buffers)
+    per group, the frame's height, its first column (1 = A) and the cells' problems."""
     opened = xml.find(b"<sheetData>")
     stop = xml.rfind(b"</sheetData>")
     if opened < 0 or stop < opened:
         return None
     buf = np.frombuffer(xml, np.uint8)
-    ranges = _ranges(xml, opened + len(b"<sheetData>"), stop, max(workers, 1))
-    parts = [_Cells(y - x) for x, y in ranges]
-    with ThreadPoolExecutor(max(len(parts), 1)) as pool:
-        counts = list(pool.map(lambda part, span: part.scan(buf, *span), parts, ranges))
-    if not counts or min(counts) < 0 or sum(counts) == 0:
-        return None
+    cells = _Cells(_ranges(xml, opened + len(b"<sheetData>"), stop, workers))
+    with ThreadPoolExecutor(workers) as pool:
+        if not all(pool.map(lambda part: cells.scan(buf, part), range(len(cells.ranges)))):
+            return None
     rows, cols, kinds, a, b, styles = (
-        np.concatenate([getattr(p, name) for p in parts])
-        for name in ("rows", "cols", "kinds", "a", "b", "styles")
-    )
-    del parts
+        cells.rows, cells.cols, cells.kinds, cells.a, cells.b, cells.styles
+    )  # fmt: skip
 
     def value(n: int) -> bytes:
-        return xml[a[n] : b[n]]
+        return xml[a[n] : a[n] + b[n]]
 
     def number_element(n: int) -> bytes:
         return b'<c s="%d"><v>%s</v></c>' % (styles[n], value(n))
 
-    shared = int(a[kinds == STRING].max()) + 1 if (kinds == STRING).any() else 0
+    is_string = kinds == STRING
+    shared = int(a[is_string].max()) + 1 if is_string.any() else 0
     numbers = (kinds == PLAIN) | (kinds == NUMBER)
     used_styles = np.unique(styles[numbers]).tolist()
     other = np.flatnonzero(kinds == OTHER)
@@ -439,14 +487,15 @@ def read_xml(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> Pars
             if key in failed:
                 problems[(int(rows[n]), int(cols[n]))] = failed[key]
         dates = [style for style, text in zip(used_styles, shown, strict=False) if text != _PROBE]
+        dated = np.isin(styles, dates) if dates else np.zeros(len(kinds), np.bool_)
         later: dict[bytes, list[int]] = {}  # numbers only fastexcel can show
-        for n in np.flatnonzero((kinds == NUMBER) & ~np.isin(styles, dates)).tolist():
+        for n in np.flatnonzero((kinds == NUMBER) & ~dated).tolist():
             text = _plain_text(value(n))
             if text is None:
                 later.setdefault(number_element(n), []).append(n)
             else:
                 kinds[n], a[n] = STRING, strings.add(b"=" + value(n), text)
-        for n in np.flatnonzero(numbers & np.isin(styles, dates)).tolist():
+        for n in np.flatnonzero(numbers & dated).tolist():
             later.setdefault(number_element(n), []).append(n)
         if later:
             keys = list(later)
@@ -460,35 +509,43 @@ def read_xml(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> Pars
                     if (k, 2) in details:
                         problems[(int(rows[n]), int(cols[n]))] = details[(k, 2)]
     data, starts, ends = strings.arrays()
+    is_string = kinds == STRING
     present = kinds == PLAIN
-    present |= (kinds == STRING) & (starts[np.where(kinds == STRING, a, 0)] >= 0)
+    present[is_string] = starts[a[is_string]] >= 0
     for row, col in problems:
-        present[(rows == row) & (cols == col)] = True
+        present[(rows == row) & (cols == col) & (kinds != EMPTY)] = True
     if not present.any():
         return None
     kinds[~present] = EMPTY
     height = int(rows[present].max())
     first_col, last_col = int(cols[present].min()), int(cols[present].max())
     width = last_col - first_col + 1
-    grid = _grid(rows, cols, kinds, height, first_col, width)
+    owner = _owners(cells.spans, rows, cols, kinds, height, first_col, width)
+    groups = [(j, min(j + _GROUP, width)) for j in range(0, width, _GROUP)]
 
-    def column(j: int) -> pa.Array:
-        offsets, body, valid = _column(grid[j], kinds, a, b, buf, data, starts, ends)
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-        return pa.LargeStringArray.from_buffers(
-            height, pa.py_buffer(offsets), pa.py_buffer(body), bitmap
-        )
+    def assemble(group: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        return _assemble(owner, *group, kinds, a, b, buf, data, starts, ends)
 
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        arrays = list(pool.map(column, range(width)))
-    absolute = list(range(first_col - 1, last_col))
-    frame = pl.DataFrame(
-        [pl.Series(f"c{c}", array) for c, array in zip(absolute, arrays, strict=True)]
+    with ThreadPoolExecutor(workers) as pool:
+        assembled = list(pool.map(assemble, groups))
+    return (
+        [(g[0], buffers) for g, buffers in zip(groups, assembled, strict=True)],
+        height,
+        first_col,
+        problems,
     )
-    cells = [
-        CellProblem((row - 1, col - first_col), detail) for (row, col), detail in problems.items()
-    ]
-    return frame, absolute, cells
+
+
+def warm_up() -> None:
+    """Load the compiled scanner (numba reads it from its cache, ~1 s on first use in a
+    process), so that it happens while the caller inflates the sheet."""
+    xml = b'<sheetData><row r="1"><c r="A1"><v>1</v></c></row></sheetData>'
+    cells = _Cells([(11, len(xml) - 12)])
+    buf = np.frombuffer(xml, np.uint8)
+    cells.scan(buf, 0)
+    strings, starts, ends = _Strings(["x"]).arrays()
+    owner = _owners(cells.spans, cells.rows, cells.cols, cells.kinds, 1, 1, 1)
+    _assemble(owner, 0, 1, cells.kinds, cells.a, cells.b, buf, strings, starts, ends)
 
 
 def _plain_text(raw: bytes) -> str | None:

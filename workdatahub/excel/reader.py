@@ -51,6 +51,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -62,6 +63,7 @@ from xml.etree import ElementTree
 
 import fastexcel
 import polars as pl
+from isal import isal_zlib
 
 from workdatahub.errors import InputError, printable
 from workdatahub.sources.spec import ColumnSpec, DomainSpec, normalize_header
@@ -757,27 +759,59 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
 # parallel parse (and then the whole read) takes over.
 
 NATIVE_MIN_BYTES = SPLIT_MIN_BYTES
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, …, name length, extra length
+
+
+def inflate(archive: zipfile.ZipFile, part: str) -> bytes:
+    """The part's bytes. A deflated part is inflated by ISA-L (twice zlib's speed: 0.7 s
+    instead of 1.4 s for a 376 MB sheet) in one call that releases the GIL, its CRC checked;
+    anything else (stored, encrypted, an odd header) through zipfile."""
+    info = archive.getinfo(part)
+    if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 1 or archive.fp is None:
+        return archive.read(part)
+    with open(archive.filename or "", "rb") as file:
+        file.seek(info.header_offset)
+        signature, name, extra = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
+        if signature != b"PK\x03\x04":
+            return archive.read(part)
+        file.seek(info.header_offset + _LOCAL_HEADER.size + name + extra)
+        data = isal_zlib.decompress(file.read(info.compress_size), wbits=-15)
+    if len(data) != info.file_size or isal_zlib.crc32(data) != info.CRC:
+        raise zipfile.BadZipFile(f"bad CRC or size of {part}")
+    return data
 
 
 def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | None:
+    """The native scan of a large sheet, with its merged ranges and formulas without a
+    value; None when it is not worth it or the scanner gives up (the caller reads on).
+    numba loads the compiled scanner (~1-2 s once per process) while the sheet inflates."""
     if sheet.part is None or book.archive.getinfo(sheet.part).file_size < NATIVE_MIN_BYTES:
         return None
-    try:
-        from workdatahub.excel import native
-
-        xml = book.archive.read(sheet.part)
-    except Exception:
-        return None  # the other readers report what is wrong, in one line
-    scanner = _Scanner()
+    part = sheet.part
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(native.read_xml, book, sheet, xml, _workers())
+        inflating = pool.submit(inflate, book.archive, part)
+        try:
+            from workdatahub.excel import native
+
+            native.warm_up()
+            xml = inflating.result()
+        except Exception:
+            return None  # the other readers report what is wrong, in one line
+    scanner = _Scanner()
+    end = xml.rfind(b"</sheetData>")
+    if xml.find(b"<f", 0, end) >= 0:  # formulas: find those without a value
         view = memoryview(xml)
         for at in range(0, len(xml), _SCAN_CHUNK):
             scanner.feed(bytes(view[at : at + _SCAN_CHUNK]))
-        try:
-            parsed = pending.result()
-        except Exception:
-            return None
+        del view
+    else:  # merged ranges are listed after the rows
+        scanner.feed(xml[max(end, 0) :])
+    source = [xml]
+    del xml  # read_xml frees it once the cells are out
+    try:
+        parsed = native.read_xml(book, sheet, source, _workers())
+    except Exception:
+        return None
     return (parsed, scanner.scan) if parsed is not None else None
 
 

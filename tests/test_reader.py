@@ -220,3 +220,39 @@ def test_flagged_cells_keep_their_place_when_the_table_is_offset(
     assert sorted(c for c in frame.columns if c.startswith(CELL_ISSUE)) == [
         CELL_ISSUE + "net_value", CELL_ISSUE + "plan_code",
     ]  # fmt: skip
+
+
+_ROWS = [
+    [None, None, None],  # blank
+    ["", None, ""],  # blank
+    ["合计", None, "100"],  # totals
+    [None, " 总计 ", "5"],  # totals: the first non-blank cell, trimmed
+    ["x", "合计", None],  # data: the marker is not the first cell
+    ["合计x", None, None],  # data: not the marker alone
+    [None, "a\x00b", None],  # data holding a NUL
+    ["1", "2", "3"],
+]
+
+
+@pytest.mark.parametrize("whitespace_first", [False, True])
+def test_row_marks_need_only_the_first_non_empty_cell(whitespace_first: bool) -> None:
+    import polars as pl
+
+    from workdatahub.excel import reader
+
+    rows = _ROWS + ([[" ", "合计", None], ["\u3000", None, " "]] if whitespace_first else [])
+    names = ["a", "b", "c"]
+    body = pl.DataFrame(
+        {n: [r[i] for r in rows] for i, n in enumerate(names)},
+        schema=dict.fromkeys(names, pl.String),
+    ).with_row_index(ROW)
+    fast = reader._row_marks(body, names, [])
+    assert fast.equals(reader._row_marks_cell_by_cell(body, names, []))
+    expected_blank = [True, True, False, False, False, False, False, False]
+    expected_totals = [False, False, True, True, False, False, False, False]
+    if whitespace_first:  # whitespace before a marker: still its row's first non-blank cell
+        expected_blank += [False, True]
+        expected_totals += [True, False]
+    assert fast["_blank"].to_list() == expected_blank
+    assert fast["_totals"].to_list() == expected_totals
+    assert fast["_nul"].to_list() == [i == 6 for i in range(len(rows))]

@@ -75,7 +75,6 @@ ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
-_TOTALS_CELL = r"^\s*(?:" + "|".join(map(re.escape, TOTALS_MARKERS)) + r")\s*$"
 # calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
 MAX_CELLS = 64_000_000
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -885,27 +884,39 @@ def _issues(
 def _row_marks(body: pl.DataFrame, names: list[str], flagged: list[str]) -> pl.DataFrame:
     """Per row: `_blank` (every cell empty or whitespace, and none flagged: a flagged row is
     rejected, not skipped), `_totals` (the first non-blank cell is a totals marker) and
-    `_nul` (some cell holds a NUL). One pass of cheap tests over the cells; the exact totals
-    test (first non-blank cell) only runs on the few rows holding a marker at all."""
+    `_nul` (some cell holds a NUL). Both tests need only each row's first non-empty cell,
+    unless some row's first non-empty cell is all whitespace (then every cell is tested)."""
+    first = pl.coalesce([pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)) for n in names])
+    nul = pl.any_horizontal(
+        pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
+    )
+    marks = body.select(ROW, _first=first, _nul=nul)
+    if marks["_first"].str.contains(r"^\s+$").any():
+        return _row_marks_cell_by_cell(body, names, flagged)
+    blank = pl.col("_first").is_null()
+    if flagged:
+        blank = blank & ~pl.any_horizontal(body[f].is_not_null() for f in flagged)
+    totals = pl.col("_first").str.strip_chars().is_in(TOTALS_MARKERS).fill_null(False) & ~blank
+    return marks.select(ROW, _blank=blank, _totals=totals, _nul="_nul")
+
+
+def _row_marks_cell_by_cell(
+    body: pl.DataFrame, names: list[str], flagged: list[str]
+) -> pl.DataFrame:
     filled = [pl.col(n).str.contains(r"\S").fill_null(False) for n in names]
     blank = ~pl.any_horizontal(filled)
     if flagged:
         blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
-    marker = [pl.col(n).str.contains(_TOTALS_CELL).fill_null(False) for n in names]
-    marks = body.select(
+    stripped = [pl.col(n).str.strip_chars() for n in names]
+    first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+    return body.select(
         ROW,
         _blank=blank,
-        _totals=pl.any_horizontal(marker) & ~blank,
-        _nul=pl.any_horizontal(pl.col(n).str.contains("\x00", literal=True) for n in names),
+        _totals=first_text.is_in(TOTALS_MARKERS).fill_null(False) & ~blank,
+        _nul=pl.any_horizontal(
+            pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
+        ),
     )
-    if marks["_totals"].any():
-        stripped = [pl.col(n).str.strip_chars() for n in names]
-        first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
-        candidates = body.filter(marks["_totals"])
-        exact = candidates.select(first_text.is_in(TOTALS_MARKERS).fill_null(False)).to_series()
-        not_totals = candidates[ROW].filter(~exact)
-        marks = marks.with_columns(pl.col("_totals") & ~pl.col(ROW).is_in(not_totals.implode()))
-    return marks
 
 
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:

@@ -27,9 +27,10 @@ formulas without a saved value. A large sheet (16 MB of XML and more, about 20,0
 cut at row boundaries into one piece per core and the pieces are parsed at once, the scan
 riding along with the cutting (see "parallel parse" below; the same frame, tested by
 tests/test_reader_split.py). A very large sheet (128 MB of XML and more, about 170,000
-rows) is read by WorkDataHub's own scanner instead, about ten times calamine's speed, with
-fastexcel reading only the cells the scanner leaves to it (see "native scan" below and
-workdatahub/excel/native.py; compared cell by cell by tests/test_reader_native.py).
+rows) is read by WorkDataHub's own scanner instead (its pass over the cells is ~9x
+cheaper), with fastexcel reading only the cells the scanner leaves to it (see "native
+scan" below and workdatahub/excel/native.py; compared cell by cell by
+tests/test_reader_native.py).
 
 A cell that cannot be trusted is never dropped or nulled silently: the reason goes in a
 `__cell__<column>` text column beside it (only present when some cell needs one), for
@@ -755,12 +756,12 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
 
 # ---------------------------------------------------------------------------- native scan
 # From NATIVE_MIN_BYTES of sheet XML the cells are cut out of the XML by a compiled scanner
-# (workdatahub/excel/native.py: ~10x calamine's speed, on all cores) and only the cells it
-# does not read itself go through fastexcel. numba's start-up costs ~2 s once per process
-# (importing it, then loading the compiled code), which the scan wins back only on a large
-# sheet: ~17 ms per MB of XML saved over the parallel parse, so from ~128 MB (about 170,000
-# rows of 24 columns). Below that, and when the scanner gives up, the parallel parse (and
-# then the whole read) takes over.
+# (workdatahub/excel/native.py: its pass over the cells is ~9x cheaper than calamine's,
+# on all cores) and only the cells it does not read itself go through fastexcel. numba's
+# start-up costs ~2 s once per process (importing it, then loading the compiled code),
+# which the scan wins back only on a large sheet: ~17 ms per MB of XML saved over the
+# parallel parse, so from ~128 MB (about 170,000 rows of 24 columns). Below that, and when
+# the scanner gives up, the parallel parse (and then the whole read) takes over.
 
 NATIVE_MIN_BYTES = 128 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, …, name length, extra length

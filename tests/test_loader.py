@@ -262,3 +262,60 @@ def test_long_copies_report_progress(
     assert [line.split("rows_sent=")[1].split()[0] for line in lines] == ["3", "6", "9"]
     assert all("load_id=" in line and "partition=2024-11" in line for line in lines)
     assert table_state(pg)[0] == 10
+
+
+def test_copy_batches_encoded_ahead_come_in_order_within_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import polars as pl
+
+    from workdatahub.warehouse import loader
+
+    frame = pl.DataFrame({"n": list(range(1000)), "t": [f"row {i}" for i in range(1000)]})
+    types = ["bigint", "text"]
+    monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 100)
+    monkeypatch.setattr(loader, "COPY_AHEAD_BYTES", 1)  # one batch waits at a time
+    expected = list(loader.binary_batches(frame, types))
+    ahead = loader._EncodedAhead(frame, types)
+    try:
+        for _ in range(100):  # the encoder runs ahead, then waits for room
+            if ahead._held:
+                break
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.1)
+        assert ahead._held == len(expected[0])  # one batch, not more
+        assert list(ahead) == expected
+    finally:
+        ahead.close()
+    # closed while the encoder waits for room: the thread ends
+    waiting = loader._EncodedAhead(frame, types)
+    waiting.close()
+    assert not waiting._thread.is_alive()
+
+
+def test_an_encoding_error_reaches_the_copy_after_the_batches_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import polars as pl
+
+    from workdatahub.warehouse import loader
+
+    frame = pl.DataFrame({"n": list(range(300))})
+    monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 100)
+    encode = loader._binary_rows
+
+    def failing(batch: pl.DataFrame, types: list[str]) -> bytes:
+        if batch["n"][0] == 200:
+            raise ValueError("cannot encode")
+        return encode(batch, types)
+
+    monkeypatch.setattr(loader, "_binary_rows", failing)
+    ahead = loader._EncodedAhead(frame, ["bigint"])
+    got = []
+    with pytest.raises(ValueError, match="cannot encode"):
+        for chunk in ahead:
+            got.append(chunk)
+    ahead.close()
+    assert len(got) == 2

@@ -14,8 +14,9 @@ runs the same statements with values as parameters or COPY data:
     commit
 
 The valid rows go in COPY's binary format, encoded column-wise (numpy, pyarrow) in a worker
-thread one batch ahead of the one being sent, so the server's ingestion and the encoding
-overlap; the rejects (a handful) go as CSV.
+thread that starts with the load, while the server takes the lock and deletes the old
+month, and keeps up to COPY_AHEAD_BYTES ahead of the COPY; the rejects (a handful) go as
+CSV.
 
 A failure anywhere rolls the whole transaction back: the table is exactly as it was. The
 load-log row is written first in its own short transaction ("running"), so a load that

@@ -295,3 +295,23 @@ def test_the_same_cells_on_any_number_of_cores(
         book.archive.close()
     assert one is not None and many is not None
     assert one[0].equals(many[0]) and one[1] == many[1]
+
+
+def test_a_sheet_hiding_its_extent_is_the_one_line_error_not_a_huge_grid(
+    tmp_path: Path, scanned: Scanned, sources: SourcesFile
+) -> None:
+    # the sheet declares A1:G3 but holds a cell at XFD1048576: calamine would try to
+    # allocate 17 billion cells; the scan refuses before making its grid
+    from tests.test_hostile import _far_cell
+    from tests.workbooks import TRUSTEE_HEADER
+    from workdatahub.errors import InputError
+
+    path = corpus.sheet_book(tmp_path / "far.xlsx", [TRUSTEE_HEADER, *corpus.trustee_rows(2)],
+                             edit=_far_cell)  # fmt: skip
+
+    def lie(xml: bytes) -> bytes:
+        return re.sub(rb'<dimension ref="[^"]*"/>', b'<dimension ref="A1:G3"/>', xml, count=1)
+
+    patched = corpus.patch_zip(path, tmp_path / "lying.xlsx", {"xl/worksheets/sheet1.xml": lie})
+    with pytest.raises(InputError, match=r"cells are used up to XFD1048576 \(1,048,576 rows"):
+        reader.read_sheet(patched, sources.domains["trustee_performance"])

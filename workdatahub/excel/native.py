@@ -439,7 +439,10 @@ _Built = tuple[list[tuple[int, tuple[np.ndarray, ...]]], int, int, dict[tuple[in
 def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built | None:
     """Scan the cells, have fastexcel read those the scanner leaves, and assemble the
     columns' Arrow buffers, a few columns at a time: (first column of the group, buffers)
-    per group, the frame's height, its first column (1 = A) and the cells' problems."""
+    per group, the frame's height, its first column (1 = A) and the cells' problems. A
+    used range beyond MAX_CELLS is the reader's one-line error, before any grid is made."""
+    from workdatahub.excel.reader import MAX_CELLS, _too_large
+
     opened = xml.find(b"<sheetData>")
     stop = xml.rfind(b"</sheetData>")
     if opened < 0 or stop < opened:
@@ -520,6 +523,8 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
     height = int(rows[present].max())
     first_col, last_col = int(cols[present].min()), int(cols[present].max())
     width = last_col - first_col + 1
+    if height * width > MAX_CELLS:  # a sheet that declared a smaller extent than it uses
+        raise _too_large(f"{book.path}: sheet {sheet.name!r}", height, last_col)
     owner = _owners(cells.spans, rows, cols, kinds, height, first_col, width)
     groups = [(j, min(j + _GROUP, width)) for j in range(0, width, _GROUP)]
 

@@ -815,6 +815,8 @@ def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] |
     del xml  # read_xml frees it once the cells are out
     try:
         parsed = native.read_xml(book, sheet, source, _workers())
+    except InputError:
+        raise
     except Exception:
         return None
     return (parsed, scanner.scan) if parsed is not None else None

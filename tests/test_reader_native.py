@@ -243,6 +243,7 @@ def test_cells_as_other_writers_spell_them(tmp_path: Path) -> None:
         ("text between rows", 'junk<row r="1"><c r="A1" t="s"><v>0</v></c></row>'),
         ("an element between rows", '<row r="1"><c r="A1" t="s"><v>0</v></c></row><extLst/>'),
         ("a cell cut short", '<row r="1"><c r="A1" t="s"><v>0</v>'),
+        ("a shared string the table lacks", '<row r="1"><c r="A1" t="s"><v>99999999</v></c></row>'),
     ],
 )
 def test_shapes_the_scanner_hands_to_fastexcel(tmp_path: Path, shape: str, xml: str) -> None:
@@ -260,6 +261,16 @@ def test_shapes_the_scanner_hands_to_fastexcel(tmp_path: Path, shape: str, xml: 
         assert native.read_xml(book, sheet, [book.archive.read(sheet.part)], 2) is None, shape
     finally:
         book.archive.close()
+
+
+def test_many_error_cells_are_kept_in_place(tmp_path: Path) -> None:
+    # each error cell is null with fastexcel's detail; 3,000 of them cost no more than a
+    # few (they were once looked up one by one)
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    cells = ['<c r="@" t="e"><v>#N/A</v></c>'] * 3000 + ['<c r="@"><v>1</v></c>']
+    path = _raw_cells(base, tmp_path / "errors.xlsx", cells)
+    frame, _, problems = same_parse(path)
+    assert frame.height == 3001 and len(problems) == 3000
 
 
 def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:

@@ -375,6 +375,15 @@ def _ask_fastexcel(
     return columns, details
 
 
+def _shared_strings(book: Workbook) -> int:
+    """How many entries the shared strings table holds (`<si>` elements)."""
+    names = [n for n in book.archive.namelist() if n.lower().endswith("sharedstrings.xml")]
+    if len(names) != 1:
+        return 0
+    table = book.archive.read(names[0])
+    return table.count(b"<si>") + table.count(b"<si ") + table.count(b"<si/>")
+
+
 def _without_place(element: bytes) -> bytes:
     return _R_ATTRIBUTE.sub(b"", element, count=1)
 
@@ -464,12 +473,15 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
 
     is_string = kinds == STRING
     shared = int(a[is_string].max()) + 1 if is_string.any() else 0
+    if shared > _shared_strings(book):
+        return None  # an entry the table does not have: fastexcel says what that means
     numbers = (kinds == PLAIN) | (kinds == NUMBER)
     used_styles = np.unique(styles[numbers]).tolist()
     other = np.flatnonzero(kinds == OTHER)
     other_keys = [_without_place(value(int(n))) for n in other]
     distinct = list(dict.fromkeys(other_keys))
     problems: dict[tuple[int, int], str] = {}  # (row, column) in Excel -> fastexcel's detail
+    erring: list[int] = []  # the cells behind `problems`
     try:
         folder = tempfile.TemporaryDirectory(prefix="wdh-read-", ignore_cleanup_errors=True)
     except OSError:
@@ -489,6 +501,7 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
             kinds[n], a[n] = STRING, index[key]
             if key in failed:
                 problems[(int(rows[n]), int(cols[n]))] = failed[key]
+                erring.append(n)
         dates = [style for style, text in zip(used_styles, shown, strict=False) if text != _PROBE]
         dated = np.isin(styles, dates) if dates else np.zeros(len(kinds), np.bool_)
         later: dict[bytes, list[int]] = {}  # numbers only fastexcel can show
@@ -511,12 +524,12 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
                     kinds[n], a[n] = STRING, entry
                     if (k, 2) in details:
                         problems[(int(rows[n]), int(cols[n]))] = details[(k, 2)]
+                        erring.append(n)
     data, starts, ends = strings.arrays()
     is_string = kinds == STRING
     present = kinds == PLAIN
     present[is_string] = starts[a[is_string]] >= 0
-    for row, col in problems:
-        present[(rows == row) & (cols == col) & (kinds != EMPTY)] = True
+    present[erring] = True  # an error cell is null, but it is there (as fastexcel sees it)
     if not present.any():
         return None
     kinds[~present] = EMPTY

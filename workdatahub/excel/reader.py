@@ -19,7 +19,8 @@ can be checked, and a failed allocation aborts the process (one stray value in X
 asks for 512 GB). The extent the sheet declares (`<dimension>`, exact in what Excel saves)
 is checked first; when it is absent or too large the cells that hold values are measured
 before parsing. A file that declares a small extent and holds far cells anyway is crafted,
-not saved by Excel, and is not caught here.
+not saved by Excel, and is not caught here (except by the native scan of a very large
+sheet, which measures the cells it found before making its grid).
 
 The sheet is parsed once by fastexcel; its XML is scanned once more, in a thread beside the
 parse (fastexcel releases the GIL), for what fastexcel does not report: merged ranges and

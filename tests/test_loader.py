@@ -276,9 +276,13 @@ def test_copy_batches_encoded_ahead_come_in_order_within_the_budget(
     frame = pl.DataFrame({"n": list(range(1000)), "t": [f"row {i}" for i in range(1000)]})
     types = ["bigint", "text"]
     monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 100)
-    monkeypatch.setattr(loader, "COPY_AHEAD_BYTES", 1)  # one batch waits at a time
     expected = list(loader.binary_batches(frame, types))
-    ahead = loader._EncodedAhead(frame, types)
+    assert len(expected) == 10
+
+    def encode(batch: pl.DataFrame) -> bytes:
+        return loader._binary_rows(batch, types)
+
+    ahead = loader._Ahead(frame.iter_slices(100), encode, budget=1)  # one batch waits
     try:
         for _ in range(100):  # the encoder runs ahead, then waits for room
             if ahead._held:
@@ -289,30 +293,27 @@ def test_copy_batches_encoded_ahead_come_in_order_within_the_budget(
         assert list(ahead) == expected
     finally:
         ahead.close()
-    # closed while the encoder waits for room: the thread ends
-    waiting = loader._EncodedAhead(frame, types)
-    waiting.close()
-    assert not waiting._thread.is_alive()
+    # closed while the encoder waits for room: close returns and the thread ends
+    waiting = loader._Ahead(frame.iter_slices(100), encode, budget=1)
+    closing = threading.Thread(target=waiting.close)
+    closing.start()
+    closing.join(timeout=10)
+    assert not closing.is_alive() and not waiting._thread.is_alive()
 
 
-def test_an_encoding_error_reaches_the_copy_after_the_batches_before_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_an_encoding_error_reaches_the_copy_after_the_batches_before_it() -> None:
     import polars as pl
 
     from workdatahub.warehouse import loader
 
     frame = pl.DataFrame({"n": list(range(300))})
-    monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 100)
-    encode = loader._binary_rows
 
-    def failing(batch: pl.DataFrame, types: list[str]) -> bytes:
+    def failing(batch: pl.DataFrame) -> bytes:
         if batch["n"][0] == 200:
             raise ValueError("cannot encode")
-        return encode(batch, types)
+        return loader._binary_rows(batch, ["bigint"])
 
-    monkeypatch.setattr(loader, "_binary_rows", failing)
-    ahead = loader._EncodedAhead(frame, ["bigint"])
+    ahead = loader._Ahead(frame.iter_slices(100), failing, loader.COPY_AHEAD_BYTES)
     got = []
     with pytest.raises(ValueError, match="cannot encode"):
         for chunk in ahead:

@@ -31,8 +31,7 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -302,26 +301,73 @@ def _csv(batch: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _overlapped(batches: Iterator[Any], encode: Any) -> Iterator[bytes]:
-    """`encode` each batch in a worker thread while the previous one is being sent.
+class _Ahead:
+    """`encode` each batch in a thread of its own, running ahead of whoever sends them, by
+    at most `budget` bytes of encoded batches. The server parses and stores a batch (one
+    core, the larger share of a load) while the thread encodes the next ones (polars, numpy
+    and pyarrow release the GIL); started before the COPY, the encoding also fills the time
+    the server spends deleting the old month. Iterating yields the batches in order (and
+    re-raises an encoding error after the batches before it); `close` stops the thread."""
 
-    The server parses and stores a batch (one core, the larger share of a load) while the
-    worker encodes the next one (polars, numpy and pyarrow release the GIL), so encoding
-    costs no wall time once the first batch is out.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wdh-copy") as encoder:
-        pending = None
-        for batch in batches:
-            encoding = encoder.submit(encode, batch)
-            if pending is not None:
-                yield pending.result()
-            pending = encoding
-        if pending is not None:
-            yield pending.result()
+    def __init__(self, batches: Iterator[Any], encode: Callable[[Any], bytes], budget: int):
+        self._ready: deque[bytes] = deque()
+        self._held = 0
+        self._finished = self._stopped = False
+        self._error: BaseException | None = None
+        self._changed = Condition()
+        self._thread = Thread(
+            target=self._encode, args=(batches, encode, budget), name="wdh-copy", daemon=True
+        )
+        self._thread.start()
+
+    def _encode(self, batches: Iterator[Any], encode: Callable[[Any], bytes], budget: int) -> None:
+        try:
+            for batch in batches:
+                chunk = encode(batch)
+                with self._changed:
+                    self._changed.wait_for(lambda: self._stopped or self._held < budget)
+                    if self._stopped:
+                        return
+                    self._ready.append(chunk)
+                    self._held += len(chunk)
+                    self._changed.notify_all()
+        except BaseException as error:  # handed to the reader of the batches
+            self._error = error
+        finally:
+            with self._changed:
+                self._finished = True
+                self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._ready) or self._finished)
+                if not self._ready:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                chunk = self._ready.popleft()
+                self._held -= len(chunk)
+                self._changed.notify_all()
+            yield chunk
+
+    def close(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+        self._thread.join()
+
+
+def _encoded(batches: Iterator[Any], encode: Callable[[Any], bytes]) -> Iterator[bytes]:
+    ahead = _Ahead(batches, encode, COPY_AHEAD_BYTES)
+    try:
+        yield from ahead
+    finally:
+        ahead.close()
 
 
 def _csv_chunks(frame: pl.DataFrame) -> Iterator[bytes]:
-    return _overlapped(frame.iter_slices(COPY_BATCH_ROWS), _csv)
+    return _encoded(frame.iter_slices(COPY_BATCH_ROWS), _csv)
 
 
 # -- COPY in Postgres' binary format ---------------------------------------------------------
@@ -476,67 +522,16 @@ class _Progress:
 
 
 def binary_batches(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
-    """`frame`'s rows in COPY's binary format, one chunk per batch (the next one encoded
-    while this one is sent)."""
-    return _overlapped(
-        frame.iter_slices(COPY_BATCH_ROWS), lambda batch: _binary_rows(batch, sql_types)
+    """`frame`'s rows in COPY's binary format, one chunk per batch (encoded ahead)."""
+    return _encoded(frame.iter_slices(COPY_BATCH_ROWS), lambda b: _binary_rows(b, sql_types))
+
+
+def _binary_ahead(frame: pl.DataFrame, sql_types: list[str]) -> _Ahead:
+    return _Ahead(
+        frame.iter_slices(COPY_BATCH_ROWS),
+        lambda batch: _binary_rows(batch, sql_types),
+        COPY_AHEAD_BYTES,
     )
-
-
-class _EncodedAhead:
-    """The valid rows' binary COPY batches, encoded in a thread from the moment the load
-    starts rather than when the COPY does: the client is idle while the server deletes the
-    old month (~1 s for 500,000 rows), and that is most of the encoding's 1.5 CPU-seconds.
-    At most COPY_AHEAD_BYTES wait to be sent. Iterating yields the batches in order (and
-    re-raises an encoding error after the batches before it); `close` stops the thread."""
-
-    def __init__(self, frame: pl.DataFrame, sql_types: list[str]) -> None:
-        self._ready: deque[bytes] = deque()
-        self._held = 0
-        self._finished = self._stopped = False
-        self._error: BaseException | None = None
-        self._changed = Condition()
-        self._thread = Thread(
-            target=self._encode, args=(frame, sql_types), name="wdh-copy", daemon=True
-        )
-        self._thread.start()
-
-    def _encode(self, frame: pl.DataFrame, sql_types: list[str]) -> None:
-        try:
-            for batch in frame.iter_slices(COPY_BATCH_ROWS):
-                chunk = _binary_rows(batch, sql_types)
-                with self._changed:
-                    self._changed.wait_for(lambda: self._stopped or self._held < COPY_AHEAD_BYTES)
-                    if self._stopped:
-                        return
-                    self._ready.append(chunk)
-                    self._held += len(chunk)
-                    self._changed.notify_all()
-        except BaseException as error:  # handed to the reader of the batches
-            self._error = error
-        finally:
-            with self._changed:
-                self._finished = True
-                self._changed.notify_all()
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: bool(self._ready) or self._finished)
-                if not self._ready:
-                    if self._error is not None:
-                        raise self._error
-                    return
-                chunk = self._ready.popleft()
-                self._held -= len(chunk)
-                self._changed.notify_all()
-            yield chunk
-
-    def close(self) -> None:
-        with self._changed:
-            self._stopped = True
-            self._changed.notify_all()
-        self._thread.join()
 
 
 def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
@@ -617,7 +612,7 @@ def execute(
     the rejects and a 'refused' load-log row are written: the table is not touched."""
     timings: dict[str, float] = {}
     copies = not refuse and any(s.purpose == "copy the valid rows" for s in plan.statements)
-    ahead = _EncodedAhead(valid_rows_for_copy(plan, spec), copy_types(spec)) if copies else None
+    ahead = _binary_ahead(valid_rows_for_copy(plan, spec), copy_types(spec)) if copies else None
     try:
         return _execute(plan, spec, url, refuse, timings, ahead)
     finally:
@@ -631,7 +626,7 @@ def _execute(
     url: str,
     refuse: str | None,
     timings: dict[str, float],
-    ahead: _EncodedAhead | None,
+    ahead: _Ahead | None,
 ) -> LoadOutcome:
     try:
         with (

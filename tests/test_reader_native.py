@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,46 +23,26 @@ import pytest
 import xlsxwriter
 
 from tests import hostile_corpus as corpus
+from tests.rerun import Route, drop_unreachable_tests, require
 from tests.test_hostile import *  # noqa: F403  (run again, scanned)
 from tests.test_reader import *  # noqa: F403  (run again, scanned)
 from workdatahub.excel import native, reader
 from workdatahub.samples import write_samples
 from workdatahub.sources.spec import DomainSpec, SourcesFile
 
-# not re-run: they test the loader (database) or a `wdh` subprocess the patches cannot reach
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and getattr(_test, "__module__", __name__) != __name__:
-        _marks = {m.name for m in getattr(_test, "pytestmark", [])}
-        if "db" in _marks or _name == "test_real_processes_print_one_line_and_exit_2":
-            del globals()[_name]
+drop_unreachable_tests(globals(), __name__)
 
 
-@dataclass
-class Scanned:
-    required: bool = True  # a sheet with rows, read without an error, must have been scanned
-    tried: list[bool] = field(default_factory=list)  # per _load_native call: was it scanned
+class Scanned(Route):
+    """Which reads went through the native scan."""
 
 
 @pytest.fixture(autouse=True)
 def scanned(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scanned]:
+    """Force the scan on every sheet and check that every sheet read went through it."""
     state = Scanned()
-    load_native, load_and_scan = reader._load_native, reader._load_and_scan
-
-    def tried(book: Any, sheet: Any) -> Any:
-        result = load_native(book, sheet)
-        state.tried.append(result is not None)
-        return result
-
-    def loaded(book: Any, sheet: Any, where: str) -> Any:
-        state.tried.clear()
-        result = load_and_scan(book, sheet, where)
-        if state.required and result[0].height:
-            assert state.tried == [True], f"{where}: not scanned"
-        return result
-
     monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)
-    monkeypatch.setattr(reader, "_load_native", tried)
-    monkeypatch.setattr(reader, "_load_and_scan", loaded)
+    require(monkeypatch, state, "_load_native", "not scanned")
     yield state
 
 

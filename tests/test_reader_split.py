@@ -25,6 +25,7 @@ import polars as pl
 import pytest
 
 from tests import hostile_corpus as corpus
+from tests.rerun import Route, drop_unreachable_tests, require
 from tests.test_hostile import *  # noqa: F403  (run again, split)
 from tests.test_reader import *  # noqa: F403  (run again, split)
 from tests.workbooks import TRUSTEE_HEADER
@@ -32,50 +33,31 @@ from workdatahub.excel import reader
 from workdatahub.samples import write_samples
 from workdatahub.sources.spec import DomainSpec, SourcesFile
 
-# not re-run: they test the loader (database) or a `wdh` subprocess the patches cannot reach
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and getattr(_test, "__module__", __name__) != __name__:
-        _marks = {m.name for m in getattr(_test, "pytestmark", [])}
-        if "db" in _marks or _name == "test_real_processes_print_one_line_and_exit_2":
-            del globals()[_name]
+drop_unreachable_tests(globals(), __name__)
 
 
 @dataclass
-class Split:
+class Split(Route):
     """What the forced cut did: piece counts of the reads that were cut."""
 
     cuts: list[int] = field(default_factory=list)
-    required: bool = True  # a sheet with rows, read without an error, must have been cut
-    tried: list[bool] = field(default_factory=list)  # per _load_split call: was it cut
 
 
 @pytest.fixture(autouse=True)
 def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[Split]:
-    """Force the cut on every sheet and check that every sheet read went through it."""
+    """Force the cut on every sheet and check that every sheet read went through it (an
+    empty sheet has nothing to cut)."""
     state = Split()
-    stack, load_split, load_and_scan = reader._stack, reader._load_split, reader._load_and_scan
+    stack = reader._stack
 
     def stacked(parsed: list[reader.Parsed]) -> reader.Parsed:
         state.cuts.append(len(parsed))
         return stack(parsed)
 
-    def tried(book: Any, sheet: Any) -> Any:
-        result = load_split(book, sheet)
-        state.tried.append(result is not None)
-        return result
-
-    def loaded(book: Any, sheet: Any, where: str) -> Any:
-        state.tried.clear()
-        result = load_and_scan(book, sheet, where)
-        if state.required and result[0].height:  # (an empty sheet has nothing to cut)
-            assert state.tried == [True], f"{where}: read whole, not in pieces"
-        return result
-
     monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", 0)
     monkeypatch.setattr(reader, "_pieces", lambda: 2)
     monkeypatch.setattr(reader, "_stack", stacked)
-    monkeypatch.setattr(reader, "_load_split", tried)
-    monkeypatch.setattr(reader, "_load_and_scan", loaded)
+    require(monkeypatch, state, "_load_split", "read whole, not in pieces")
     yield state
 
 

@@ -1,0 +1,49 @@
+"""Re-running the reader and hostile-workbook tests through one path of the reader
+(tests/test_reader_split.py: the parallel parse; tests/test_reader_native.py: the native
+scan), and making sure every sheet really went that way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from workdatahub.excel import reader
+
+
+def drop_unreachable_tests(namespace: dict[str, Any], module: str) -> None:
+    """Remove the imported tests the patches cannot reach: those of the loader (database)
+    and those running `wdh` in a subprocess."""
+    for name, test in list(namespace.items()):
+        if name.startswith("test_") and getattr(test, "__module__", module) != module:
+            marks = {m.name for m in getattr(test, "pytestmark", [])}
+            if "db" in marks or name == "test_real_processes_print_one_line_and_exit_2":
+                del namespace[name]
+
+
+@dataclass
+class Route:
+    required: bool = True  # a sheet with rows, read without an error, must have gone this way
+    tried: list[bool] = field(default_factory=list)  # per attempt of the path: was it taken
+
+
+def require(monkeypatch: pytest.MonkeyPatch, route: Route, attempt: str, failure: str) -> None:
+    """Record each call of `reader.<attempt>` (None: the path was not taken) and fail a
+    read of a sheet with rows that did not take it, with `failure` after the sheet."""
+    original, load_and_scan = getattr(reader, attempt), reader._load_and_scan
+
+    def tried(book: Any, sheet: Any) -> Any:
+        result = original(book, sheet)
+        route.tried.append(result is not None)
+        return result
+
+    def loaded(book: Any, sheet: Any, where: str) -> Any:
+        route.tried.clear()
+        result = load_and_scan(book, sheet, where)
+        if route.required and result[0].height:
+            assert route.tried == [True], f"{where}: {failure}"
+        return result
+
+    monkeypatch.setattr(reader, attempt, tried)
+    monkeypatch.setattr(reader, "_load_and_scan", loaded)

@@ -241,6 +241,21 @@ def test_alert_without_channels_is_logged_and_delivery_failure_never_raises(
     assert "check failed" in logged  # still logged: no channel took it
 
 
+def run_sensor(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, result: Any) -> None:
+    """Evaluate the run status sensor `name` on the finished run `result`, as the daemon
+    would (for a run failure sensor, on the run's failure event)."""
+    failed = not result.success
+    wanted = "PIPELINE_FAILURE" if failed else "PIPELINE_SUCCESS"
+    context = dg.build_run_status_sensor_context(
+        sensor_name=name,
+        dagster_event=next(e for e in result.all_events if e.event_type_value == wanted),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    )
+    sensor = defs.resolve_sensor_def(name)
+    sensor(context.for_run_failure() if failed else context)  # type: ignore[operator]
+
+
 @pytest.mark.db
 def test_failed_run_and_failed_check_are_alerted(
     defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_tables: None
@@ -268,17 +283,7 @@ def test_failed_run_and_failed_check_are_alerted(
             tags={"wdh/domain": "trustee_performance"},
         )
         assert not result.success
-        failure_sensor = defs.resolve_sensor_def("alert_on_run_failure")
-        failure_event = next(
-            e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE"
-        )
-        run_context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure",
-            dagster_event=failure_event,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-        ).for_run_failure()
-        failure_sensor(run_context)  # type: ignore[operator]
+        run_sensor(defs, "alert_on_run_failure", instance, result)
     reset_settings()
     texts = [p["text"] for p in posts]
     assert len(texts) == 1, texts  # the failure sensor's alert, failed checks included
@@ -339,16 +344,7 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
         assert failed and all(c.severity == dg.AssetCheckSeverity.WARN for c in failed)
         assert any(c.check_name.startswith("relationships_stg_annuity_performance") for c in failed)
 
-        success_event = next(
-            e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"
-        )
-        context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_failed_check",
-            dagster_event=success_event,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-        )
-        defs.resolve_sensor_def("alert_on_failed_check")(context)  # type: ignore[operator]
+        run_sensor(defs, "alert_on_failed_check", instance, result)
     reset_settings()
     texts = [p["text"] for p in posts]
     assert len(texts) == len(failed), texts  # one alert per failed check, nothing else

@@ -507,11 +507,15 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
         dated = np.isin(styles, dates) if dates else np.zeros(len(kinds), np.bool_)
         later: dict[bytes, list[int]] = {}  # numbers only fastexcel can show
         for n in np.flatnonzero((kinds == NUMBER) & ~dated).tolist():
-            text = _plain_text(value(n))
-            if text is None:
-                later.setdefault(number_element(n), []).append(n)
-            else:
-                kinds[n], a[n] = STRING, strings.add(b"=" + value(n), text)
+            key = b"=" + value(n)  # each distinct spelling is spelled out once
+            entry = strings.entries.get(key)
+            if entry is None:
+                text = _plain_text(key[1:])
+                if text is None:
+                    later.setdefault(number_element(n), []).append(n)
+                    continue
+                entry = strings.add(key, text)
+            kinds[n], a[n] = STRING, entry
         for n in np.flatnonzero(numbers & dated).tolist():
             later.setdefault(number_element(n), []).append(n)
         if later:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
-from workdatahub.errors import RejectThresholdExceeded, WarehouseError
+from workdatahub import pipeline
+from workdatahub.errors import InputError, RejectThresholdExceeded, WarehouseError
 from workdatahub.pipeline import run_partition
 from workdatahub.sources.spec import SourcesFile
 
@@ -320,3 +322,55 @@ def test_an_encoding_error_reaches_the_copy_after_the_batches_before_it() -> Non
             got.append(chunk)
     ahead.close()
     assert len(got) == 2
+
+
+def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unreadable(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The load's transaction begins (the month's lock, its old rows deleted) while the
+    workbook is read; readers see the old month meanwhile. A workbook that turns out
+    unreadable rolls that back: the month, one 'failed' row, and no lock are left."""
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    before = table_state(pg)
+    seen: list[tuple[int, str]] = []
+    real_check = pipeline.check_file
+
+    def check_once_deleted(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 20
+        while not pg.execute(
+            "select 1 from pg_stat_activity where state = 'idle in transaction' "
+            "and query like 'delete from%%trustee_performance%%'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the old month was not deleted during the read"
+            time.sleep(0.02)
+        seen.append(table_state(pg))
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_file", check_once_deleted)
+    path = trustee_month(tmp_path, NOV, rows_for(NOV, 3, scale=2))
+    broken = path.read_bytes()
+    path.write_bytes(broken[: len(broken) // 2])  # cut short: not a readable workbook
+    with pytest.raises(InputError):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert seen == [before]  # readers saw the old month while its deletion was pending
+    assert table_state(pg) == before
+    statuses = [r[0] for r in pg.execute("select status from wdh.load_log order by started_at")]
+    assert statuses == ["succeeded", "failed"]
+    assert not pg.execute(
+        "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
+    ).fetchone()
+
+    # nothing holds the month: a load waiting at most 300 ms for it goes in, deleting early
+    monkeypatch.setattr("workdatahub.warehouse.loader.LOCK_TIMEOUT", "300ms")
+    path.write_bytes(broken)
+    result = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert result.outcome is not None and result.outcome.rows_deleted == 10
+    assert "delete (while reading)" in result.outcome.timings
+    assert table_state(pg, NOV)[0] == 3

@@ -6,6 +6,7 @@ logic of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -26,7 +27,14 @@ from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
 from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, is_transient
-from workdatahub.warehouse.loader import LoadOutcome, LoadPlan, build_plan, execute, timed
+from workdatahub.warehouse.loader import (
+    Head,
+    LoadOutcome,
+    LoadPlan,
+    build_plan,
+    execute,
+    timed,
+)
 
 if TYPE_CHECKING:
     from workdatahub.validation.schema import Validated
@@ -139,11 +147,28 @@ def run_partition(
 ) -> PartitionResult:
     """Load one month of one domain. Raises `RejectThresholdExceeded` (after quarantining
     the rejects and logging a refused load) when too many rows are rejected."""
-    mode = mode or spec.refresh
+    with contextlib.ExitStack() as cleanup:  # rolls back a load begun early, if still open
+        return _run_partition(
+            spec, period, data_dir, url, mode or spec.refresh, plan_only, max_reject_rate, cleanup
+        )
+
+
+def _run_partition(
+    spec: DomainSpec,
+    period: date,
+    data_dir: Path,
+    url: str | None,
+    mode: RefreshMode,
+    plan_only: bool,
+    max_reject_rate: float | None,
+    cleanup: contextlib.ExitStack,
+) -> PartitionResult:
     limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
     log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}")
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
+    load_id = uuid.uuid4()
+    head: Head | None = None
     try:
         with timed(timings, "discover"):
             found = discover(spec, period, data_dir)
@@ -151,10 +176,16 @@ def run_partition(
         log.info(
             "discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12]
         )
+        if not plan_only:
+            url, head = _start_head(spec, period, mode, load_id, url)
+            if head is not None:
+                cleanup.callback(head.close)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period)
-    except InputError as error:
-        if not plan_only:
+    except BaseException as error:
+        if head is not None:
+            head.close()  # the month's old rows stay
+        if isinstance(error, InputError) and not plan_only:
             files = [f.to_json(data_dir) for f in found.files] if found else []
             _record_input_failure(url, spec, period, mode, files, error.message)
         raise
@@ -183,6 +214,7 @@ def run_partition(
             valid=check.validated.valid,
             rejects=check.validated.rejects,
             rejected_rows=check.validated.rejected_rows,
+            load_id=load_id,
         )
     exceeded = check.reject_rate > limit
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
@@ -202,7 +234,7 @@ def run_partition(
             f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
         )
     with timed(timings, "load"):
-        result.plan, result.outcome = execute_with_retry(plan, spec, url, refuse=refuse)
+        result.plan, result.outcome = execute_with_retry(plan, spec, url, refuse=refuse, head=head)
     log = log.bind(load_id=str(result.plan.load_id))
     log.info(
         "loaded" if not refuse else "refused",
@@ -218,6 +250,21 @@ def run_partition(
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
     return result
+
+
+def _start_head(
+    spec: DomainSpec, period: date, mode: RefreshMode, load_id: uuid.UUID, url: str | None
+) -> tuple[str | None, Head | None]:
+    """Begin the load's transaction while the workbook is read (see `loader.Head`). Without a
+    reachable warehouse nothing is begun: the load after the read reports that, as before."""
+    try:
+        if url is None:
+            from workdatahub.warehouse.db import database_url
+
+            url = database_url()
+    except Exception:
+        return url, None
+    return url, Head(spec, period, mode, load_id, url)
 
 
 def _record_input_failure(
@@ -252,7 +299,12 @@ def _record_input_failure(
 
 
 def execute_with_retry(
-    plan: LoadPlan, spec: DomainSpec, url: str, *, refuse: str | None = None
+    plan: LoadPlan,
+    spec: DomainSpec,
+    url: str,
+    *,
+    refuse: str | None = None,
+    head: Head | None = None,
 ) -> tuple[LoadPlan, LoadOutcome]:
     """`execute` the plan; when the connection is refused or drops (a server restart, a
     network blip), try again after 0.5 s, 1 s, 2 s, … up to `WDH_LOAD_ATTEMPTS` tries.
@@ -278,7 +330,10 @@ def execute_with_retry(
                         load_id=str(done[0].load_id),
                     )
                     return done
-            return plan, execute(plan, spec, url, refuse=refuse)
+            try:
+                return plan, execute(plan, spec, url, refuse=refuse, head=head)
+            finally:
+                head = None  # a try after this one begins its own transaction
         except WarehouseError as error:
             if attempt == attempts or not is_transient(error):
                 raise

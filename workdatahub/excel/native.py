@@ -423,23 +423,26 @@ def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int
     if built is None:
         return None
     groups, height, first_col, problems = built
-    columns = []
-    while groups:
-        first, (offsets, valid, text, bases) = groups.pop(0)
-        for j in range(len(offsets)):
-            array = pa.LargeStringArray.from_buffers(
-                height,
-                pa.py_buffer(offsets[j]),
-                pa.py_buffer(text[bases[j] : bases[j + 1]]),
-                pa.py_buffer(np.packbits(valid[j], bitorder="little")),
-            )
-            columns.append(pl.Series(f"c{first_col - 1 + first + j}", array))
-        del offsets, valid, text, bases
-    absolute = list(range(first_col - 1, first_col - 1 + len(columns)))
+    arrays = [
+        pa.LargeStringArray.from_buffers(
+            height,
+            pa.py_buffer(offsets[j]),
+            pa.py_buffer(text[bases[j] : bases[j + 1]]),
+            pa.py_buffer(np.packbits(valid[j], bitorder="little")),
+        )
+        for _, (offsets, valid, text, bases) in groups
+        for j in range(len(offsets))
+    ]
+    del groups
+    absolute = list(range(first_col - 1, first_col - 1 + len(arrays)))
+    names = [f"c{c}" for c in absolute]
+    # the whole table at once: polars converts its columns on all cores
+    frame = pl.from_arrow(pa.Table.from_arrays(arrays, names=names), rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
     found = [
         CellProblem((row - 1, col - first_col), detail) for (row, col), detail in problems.items()
     ]
-    return pl.DataFrame(columns), absolute, found
+    return frame, absolute, found
 
 
 _Built = tuple[list[tuple[int, tuple[np.ndarray, ...]]], int, int, dict[tuple[int, int], str]]
@@ -504,7 +507,9 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
                 problems[(int(rows[n]), int(cols[n]))] = failed[key]
                 erring.append(n)
         dates = [style for style, text in zip(used_styles, shown, strict=False) if text != _PROBE]
-        dated = np.isin(styles, dates) if dates else np.zeros(len(kinds), np.bool_)
+        is_date_style = np.zeros(1 << 16, np.bool_)  # styles are uint16
+        is_date_style[dates] = True
+        dated = is_date_style[styles]
         later: dict[bytes, list[int]] = {}  # numbers only fastexcel can show
         for n in np.flatnonzero((kinds == NUMBER) & ~dated).tolist():
             key = b"=" + value(n)  # each distinct spelling is spelled out once

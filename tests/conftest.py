@@ -15,7 +15,7 @@ os.environ.setdefault("WDH_DATABASE_NAME", "workdatahub_test")
 os.environ.setdefault("WDH_LOG_LEVEL", "WARNING")
 
 from workdatahub.settings import reset_settings
-from workdatahub.sources.spec import SourcesFile, load_sources
+from workdatahub.sources.spec import DomainSpec, SourcesFile, load_sources
 
 reset_settings()
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def sources() -> SourcesFile:
     return load_sources(ROOT / "data_sources.yml")
+
+
+@pytest.fixture
+def trustee(sources: SourcesFile) -> DomainSpec:
+    return sources.domain("trustee_performance")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_faults import (
+from tests.warehouse import (
     HELD_IN_COPY,
     NOV,
     Background,
@@ -35,15 +35,10 @@ from tests.test_faults import (
 from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
 from workdatahub.errors import LoadBusyError
 from workdatahub.pipeline import run_partition
-from workdatahub.sources.spec import DomainSpec, SourcesFile
+from workdatahub.sources.spec import DomainSpec
 
 pytestmark = pytest.mark.db
 WAITING_FOR_THE_MONTH = "wait_event_type = 'Lock' and wait_event = 'advisory'"
-
-
-@pytest.fixture
-def trustee(sources: SourcesFile) -> DomainSpec:
-    return sources.domain("trustee_performance")
 
 
 def test_two_loads_of_one_month_at_once_end_with_exactly_one_month(

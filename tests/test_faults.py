@@ -15,7 +15,6 @@ long as the test needs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import signal
@@ -25,175 +24,35 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import date
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import structlog
+from psycopg import sql
 
-from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
+from tests.warehouse import (
+    DEC,
+    EARLY_DELETE,
+    HELD_IN_COPY,
+    NOV,
+    Background,
+    expected_state,
+    hold_copy,
+    load_log,
+    month_state,
+    wait_for_backend,
+    write_month,
+)
 from workdatahub.errors import WarehouseError
 from workdatahub.pipeline import run_partition
 from workdatahub.settings import get_settings, reset_settings
-from workdatahub.sources.spec import DomainSpec, SourcesFile
+from workdatahub.sources.spec import DomainSpec
 
 pytestmark = pytest.mark.db
 ROOT = Path(__file__).resolve().parent.parent
-NOV, DEC = date(2024, 11, 1), date(2024, 12, 1)
-
-
-# --- workbooks and what the table must hold after loading them ----------------------------
-
-
-def month_rows(period: date, n: int, version: int = 1) -> list[list[Any]]:
-    """n plain rows; `version` changes every net value, so two versions differ everywhere."""
-    return [
-        [period.year, period.month, f"P{i:05d}", "C01", 0.012345, version * 1000 + i + 0.25, i * 10]
-        for i in range(n)
-    ]
-
-
-def write_month(data_dir: Path, period: date, n: int, version: int = 1) -> Path:
-    folder = trustee_folder(data_dir, f"{period:%Y%m}", "受托部")
-    sheet: list[list[Any] | None] = [TRUSTEE_HEADER, *month_rows(period, n, version)]
-    return write_workbook(folder / "受托业绩.xlsx", {"Sheet1": sheet})
-
-
-def expected_state(period: date, n: int, version: int = 1) -> tuple[int, str]:
-    """Row count and checksum that `month_state` must read after loading `month_rows`."""
-    lines = [
-        f"({period.isoformat()},P{i:05d},C01,0.012345,{version * 1000 + i}.2500,{i * 10}.0000)"
-        for i in range(n)
-    ]
-    return n, hashlib.md5("|".join(lines).encode()).hexdigest() if lines else ""
-
-
-MONTH_STATE = """
-    select count(*), coalesce(md5(string_agg(
-        row(report_date, plan_code, company_code, return_rate, net_value, fund_scale)::text,
-        '|' order by plan_code collate "C")), '')
-    from {table} where report_date = %s
-"""
-
-
-def month_state(
-    conn: psycopg.Connection[Any], period: date, table: str = "raw.trustee_performance"
-) -> tuple[int, str]:
-    """Row count and md5 of one month's business columns (lineage left out)."""
-    row = conn.execute(MONTH_STATE.format(table=table), [period]).fetchone()
-    assert row is not None
-    return int(row[0]), str(row[1])
-
-
-def load_log(conn: psycopg.Connection[Any], period: date) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "select load_id::text, status, coalesce(message, ''), rows_loaded, rows_deleted "
-        "from wdh.load_log where period = %s order by started_at",
-        [period],
-    ).fetchall()
-
-
-# --- making a load stop where we want it -----------------------------------------------------
-
-GATE = 0x57444854  # advisory lock key the test holds while loads must wait in the COPY
-HELD_IN_COPY = "wait_event = 'advisory' and query ilike 'copy %trustee_performance%'"
-
-
-class Gate:
-    """Held by a session of the test: a load that reaches the trigger waits until `open`."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True)
-        self.conn.execute("select pg_advisory_lock(%s)", [GATE])
-        self.held = True
-
-    def open(self) -> None:
-        if self.held:
-            self.conn.execute("select pg_advisory_unlock(%s)", [GATE])
-            self.held = False
-
-    def close(self) -> None:
-        self.open()
-        self.conn.close()
-
-
-@contextmanager
-def hold_copy(url: str, at_row: int) -> Iterator[Gate]:
-    """Loads stop inside their COPY, just before the row from Excel row `at_row` goes in
-    (after the DELETE and the rows above it), until the gate opens."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            f"""
-            create or replace function public.wdh_test_gate() returns trigger
-            language plpgsql as $$
-            declare
-                load_lock_timeout text := current_setting('lock_timeout');
-            begin
-                -- the gate is the test's, not a lock the load's own timeout is meant for
-                perform set_config('lock_timeout', '0', true);
-                perform pg_advisory_lock_shared({GATE});
-                perform pg_advisory_unlock_shared({GATE});
-                perform set_config('lock_timeout', load_lock_timeout, true);
-                return new;
-            end $$
-            """
-        )
-        conn.execute(
-            "create trigger wdh_test_gate before insert on raw.trustee_performance "
-            f"for each row when (new.source_row = {int(at_row)}) "
-            "execute function public.wdh_test_gate()"
-        )
-    gate = Gate(url)
-    try:
-        yield gate
-    finally:
-        gate.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("drop trigger if exists wdh_test_gate on raw.trustee_performance")
-            conn.execute("drop function if exists public.wdh_test_gate()")
-
-
-def wait_for_backend(conn: psycopg.Connection[Any], condition: str, count: int = 1) -> list[int]:
-    """Pids of `count` sessions of this database matching `condition` (fails after 120 s)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        pids = [
-            row[0]
-            for row in conn.execute(
-                "select pid from pg_stat_activity where datname = current_database() "
-                f"and pid <> pg_backend_pid() and {condition}"
-            ).fetchall()
-        ]
-        if len(pids) >= count:
-            return pids
-        time.sleep(0.02)
-    raise AssertionError(f"no session matched {condition!r} within 120 s")
-
-
-class Background:
-    """Run a load in a thread; `result()` returns its value or raises its error."""
-
-    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(target, args, kwargs))
-        self.thread.start()
-
-    def _run(self, target: Any, args: Any, kwargs: Any) -> None:
-        try:
-            self.value = target(*args, **kwargs)
-        except BaseException as error:
-            self.error = error
-
-    def result(self, timeout: float = 120) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the load did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 @pytest.fixture
@@ -217,11 +76,6 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield set_attempts
     monkeypatch.delenv("WDH_LOAD_ATTEMPTS", raising=False)
     reset_settings()
-
-
-@pytest.fixture
-def trustee(sources: SourcesFile) -> DomainSpec:
-    return sources.domain("trustee_performance")
 
 
 def retries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -407,6 +261,43 @@ def test_database_down_longer_than_the_retries_fails_in_one_line_then_rerun_succ
         assert month_state(conn, DEC) == expected_state(DEC, 25, version=3)
 
 
+def test_a_load_whose_early_transaction_the_server_ended_is_tried_again_after_the_read(
+    trustee: DomainSpec,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The load's transaction begins while the workbook is read and is idle meanwhile; a
+    server with idle_in_transaction_session_timeout ends such a session. The try fails
+    and the next one, begun after the read, loads the month."""
+    from workdatahub import pipeline
+
+    write_month(tmp_path, NOV, 30, version=1)
+    run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+    write_month(tmp_path, NOV, 40, version=2)
+    real_check = pipeline.check_file
+
+    def slow_check(*args: Any, **kwargs: Any) -> Any:
+        wait_for_backend(pg, EARLY_DELETE)
+        time.sleep(1.5)  # longer than the server lets a transaction sit idle
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_file", slow_check)
+    database = pg.execute("select current_database()").fetchone()[0]
+    alter = "alter database {} set idle_in_transaction_session_timeout = {}"
+    pg.execute(sql.SQL(alter).format(sql.Identifier(database), sql.Literal("300ms")))
+    try:
+        result = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+    finally:
+        pg.execute(sql.SQL(alter).format(sql.Identifier(database), sql.Literal(0)))
+    assert month_state(pg, NOV) == expected_state(NOV, 40, version=2)
+    log = load_log(pg, NOV)
+    assert [row[1] for row in log] == ["succeeded", "failed", "succeeded"]
+    assert result.plan.load_id != log[1][0] and str(result.plan.load_id) == log[2][0]
+
+
 # --- 4. data errors are not retried; which failures count as transient --------------------
 
 
@@ -439,6 +330,7 @@ def test_a_data_error_is_not_retried(
         ("do $$ begin raise exception 'x' using errcode = '57P03'; end $$", True),  # starting
         ("do $$ begin raise exception 'x' using errcode = '08006'; end $$", True),  # conn. lost
         ("do $$ begin raise exception 'x' using errcode = '40P01'; end $$", True),  # deadlock
+        ("do $$ begin raise exception 'x' using errcode = '25P03'; end $$", True),  # idle txn
         ("select 1 / 0", False),
         ("select 'abc'::numeric", False),
         ("insert into raw.trustee_performance (report_date) values (null)", False),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests.warehouse import EARLY_DELETE, Background, wait_for_backend
 from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
 from workdatahub import pipeline
 from workdatahub.errors import InputError, RejectThresholdExceeded, WarehouseError
@@ -278,8 +279,10 @@ def test_copy_batches_encoded_ahead_come_in_order_within_the_budget(
     frame = pl.DataFrame({"n": list(range(1000)), "t": [f"row {i}" for i in range(1000)]})
     types = ["bigint", "text"]
     monkeypatch.setattr(loader, "COPY_BATCH_ROWS", 100)
-    expected = list(loader.binary_batches(frame, types))
+    # encoded one by one, without the class under test
+    expected = [loader._binary_rows(batch, types) for batch in frame.iter_slices(100)]
     assert len(expected) == 10
+    assert list(loader.binary_batches(frame, types)) == expected
 
     def encode(batch: pl.DataFrame) -> bytes:
         return loader._binary_rows(batch, types)
@@ -343,13 +346,7 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     real_check = pipeline.check_file
 
     def check_once_deleted(*args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + 20
-        while not pg.execute(
-            "select 1 from pg_stat_activity where state = 'idle in transaction' "
-            "and query like 'delete from%%trustee_performance%%'"
-        ).fetchone():
-            assert time.monotonic() < deadline, "the old month was not deleted during the read"
-            time.sleep(0.02)
+        wait_for_backend(pg, EARLY_DELETE)  # fails unless the delete ran during the read
         seen.append(table_state(pg))
         return real_check(*args, **kwargs)
 
@@ -374,3 +371,28 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     assert result.outcome is not None and result.outcome.rows_deleted == 10
     assert "delete (while reading)" in result.outcome.timings
     assert table_state(pg, NOV)[0] == 3
+
+
+def test_an_unreadable_workbook_is_reported_at_once_while_another_load_holds_the_month(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """The early transaction waits for the month's lock; the read failing meanwhile ends
+    that wait: the operator hears about the workbook now, not when the other load ends."""
+    from workdatahub.warehouse.loader import _lock_key
+
+    spec = sources.domain("trustee_performance")
+    path = trustee_month(tmp_path, NOV, rows_for(NOV, 3))
+    path.write_bytes(path.read_bytes()[:100])
+    with psycopg.connect(pg_url) as other:  # another load, holding the month
+        other.execute(
+            "select pg_advisory_xact_lock(hashtextextended(%s, 0))", [_lock_key(spec, NOV)]
+        )
+        load = Background(run_partition, spec, NOV, data_dir=tmp_path, url=pg_url)
+        with pytest.raises(InputError):
+            load.result(timeout=20)  # fails, not hangs, if the wait were not ended
+        waiting = pg.execute(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+            "and datname = current_database()"
+        ).fetchone()
+        assert waiting == (0,)  # the early transaction is gone, not still queued
+    assert [r[0] for r in pg.execute("select status from wdh.load_log")] == ["failed"]

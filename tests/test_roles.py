@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from tests.test_faults import NOV, expected_state, month_state, write_month
+from tests.warehouse import NOV, expected_state, month_state, write_month
 from workdatahub.settings import Settings, get_settings, reset_settings
 from workdatahub.sources.spec import SourcesFile
 

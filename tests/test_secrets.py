@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_faults import NOV, write_month
 from tests.test_roles import role_url
+from tests.warehouse import NOV, write_month
 from workdatahub.settings import reset_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,6 @@ logic of its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from workdatahub.warehouse.loader import (
     LoadPlan,
     build_plan,
     execute,
+    record_unreadable,
     timed,
 )
 
@@ -187,7 +187,7 @@ def _run_partition(
             head.close()  # the month's old rows stay
         if isinstance(error, InputError) and not plan_only:
             files = [f.to_json(data_dir) for f in found.files] if found else []
-            _record_input_failure(url, spec, period, mode, files, error.message)
+            record_unreadable(url, spec, period, mode, files, error.message)
         raise
     timings.update(check.timings)
     log.info(
@@ -265,37 +265,6 @@ def _start_head(
     except Exception:
         return url, None
     return url, Head(spec, period, mode, load_id, url)
-
-
-def _record_input_failure(
-    url: str | None,
-    spec: DomainSpec,
-    period: date,
-    mode: RefreshMode,
-    files: list[dict[str, Any]],
-    message: str,
-) -> None:
-    """A month that could not even be read still leaves a `failed` row in the load log, so
-    `wdh history` shows the attempt and why. Best effort: the input error is what matters."""
-    try:
-        if url is None:
-            from workdatahub.warehouse.db import database_url  # here: starts embedded Postgres
-
-            url = database_url()
-        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            conn.execute(
-                "insert into wdh.load_log (load_id, domain, period, target_table, mode, status, "
-                "files, message, finished_at) "
-                "values (%s, %s, %s, %s, %s, 'failed', %s, %s, clock_timestamp())",
-                [
-                    uuid.uuid4(), spec.name, period, f"{spec.schema_name}.{spec.table}", mode,
-                    json.dumps(files, ensure_ascii=False), message[:2000],
-                ],
-            )  # fmt: skip
-    except Exception:
-        get_logger(domain=spec.name, partition=f"{period:%Y-%m}").warning(
-            "could not record the failed load", reason=message
-        )
 
 
 def execute_with_retry(

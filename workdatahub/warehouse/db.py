@@ -137,8 +137,10 @@ def connect(
 # Failures after which trying the whole load again is the right answer. A load is one
 # transaction, so a failed try left nothing behind. SQLSTATE class 08: the connection
 # broke; 57P01-57P03: the server is shutting down, crashed or is still starting;
-# 40001/40P01: the server rolled the transaction back to resolve a conflict.
-_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+# 40001/40P01: the server rolled the transaction back to resolve a conflict; 25P03: the
+# server's idle_in_transaction_session_timeout ended the session (a load's transaction is
+# idle while its workbook is read, loader.Head: tried again, it begins after the read).
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01", "25P03"})
 # Errors without a SQLSTATE come from the client side: a refused or lost connection is
 # worth another try, a wrong password, user or database name is not.
 _CONFIGURATION_FAILURES = (

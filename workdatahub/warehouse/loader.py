@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from threading import Condition, Thread
+from threading import Condition, Event, Thread
 from typing import Any
 
 import numpy as np
@@ -592,21 +592,72 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
     )
 
 
+def _insert_log(conn: psycopg.Connection, finished: bool = False, **values: Any) -> None:
+    """One row of wdh.load_log (`finished`: with its finished_at, now)."""
+    columns = [*values, *(["finished_at"] if finished else [])]
+    places = [sql.Placeholder()] * len(values) + (
+        [sql.SQL("clock_timestamp()")] if finished else []
+    )
+    conn.execute(
+        sql.SQL("insert into wdh.load_log ({}) values ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(places)
+        ),
+        list(values.values()),
+    )
+
+
 def _start_log(
     conn: psycopg.Connection, plan: LoadPlan, spec: DomainSpec, status: str, message: str = ""
 ) -> None:
-    conn.execute(
-        "insert into wdh.load_log (load_id, domain, period, target_table, mode, status, files, "
-        "sheet, rows_read, rows_rejected, reject_rate, message) values "
-        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        [
-            plan.load_id, plan.domain, plan.period, plan.table, plan.mode, status,
-            json.dumps(plan.files, ensure_ascii=False), plan.source_sheet, plan.rows_read,
-            plan.rows_rejected,
-            round(plan.rows_rejected / plan.rows_read, 6) if plan.rows_read else 0,
-            message or None,
-        ],
-    )  # fmt: skip
+    _insert_log(
+        conn,
+        load_id=plan.load_id,
+        domain=plan.domain,
+        period=plan.period,
+        target_table=plan.table,
+        mode=plan.mode,
+        status=status,
+        files=json.dumps(plan.files, ensure_ascii=False),
+        sheet=plan.source_sheet,
+        rows_read=plan.rows_read,
+        rows_rejected=plan.rows_rejected,
+        reject_rate=round(plan.rows_rejected / plan.rows_read, 6) if plan.rows_read else 0,
+        message=message or None,
+    )
+
+
+def record_unreadable(
+    url: str | None,
+    spec: DomainSpec,
+    period: date,
+    mode: RefreshMode,
+    files: list[dict[str, Any]],
+    message: str,
+) -> None:
+    """A month that could not even be read still leaves a `failed` row in the load log, so
+    `wdh history` shows the attempt and why. Best effort: the input error is what matters."""
+    try:
+        if url is None:
+            from workdatahub.warehouse.db import database_url  # here: starts embedded Postgres
+
+            url = database_url()
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            _insert_log(
+                conn,
+                finished=True,
+                load_id=uuid.uuid4(),
+                domain=spec.name,
+                period=period,
+                target_table=f"{spec.schema_name}.{spec.table}",
+                mode=mode,
+                status="failed",
+                files=json.dumps(files, ensure_ascii=False),
+                message=message[:2000],
+            )
+    except Exception:
+        get_logger(domain=spec.name, partition=f"{period:%Y-%m}").warning(
+            "could not record the failed load", reason=message
+        )
 
 
 def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
@@ -628,10 +679,18 @@ def _head_length(plan: LoadPlan) -> int:
     return next(i for i, s in enumerate(plan.statements) if s.purpose == COPY_PURPOSE)
 
 
-def _run_head(cur: psycopg.Cursor, statements: list[Statement], timings: dict[str, float]) -> int:
-    """Run the head statements in the load's transaction; returns the rows deleted."""
+def _run_head(
+    cur: psycopg.Cursor,
+    statements: list[Statement],
+    timings: dict[str, float],
+    stop: Event | None = None,
+) -> int:
+    """Run the head statements in the load's transaction (until `stop` is set); returns the
+    rows deleted."""
     rows_deleted = 0
     for statement in statements:
+        if stop is not None and stop.is_set():
+            break
         step = "delete" if statement.purpose.startswith("replace the month") else "lock"
         with timed(timings, step):
             cur.execute(statement.query, statement.params or None)
@@ -658,6 +717,7 @@ class Head:
         self._conn: psycopg.Connection | None = None
         self._error: BaseException | None = None
         self._taken = False
+        self._stop = Event()
         self._thread = Thread(target=self._run, args=(url,), name="wdh-load-head", daemon=True)
         self._thread.start()
 
@@ -666,7 +726,7 @@ class Head:
             with timed(self.timings, "connect"):
                 self._conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
             with self._conn.cursor() as cur:
-                self.rows_deleted = _run_head(cur, self.statements, self.timings)
+                self.rows_deleted = _run_head(cur, self.statements, self.timings, self._stop)
         except BaseException as error:  # raised again by `take`
             self._error = error
 
@@ -686,11 +746,17 @@ class Head:
         return conn
 
     def close(self) -> None:
-        """Roll the head back (if not taken): the table is as it was."""
+        """Roll the head back (if not taken): the table is as it was. Returns promptly even
+        while the head waits for the month's lock (held by another load): the statement it
+        is in is cancelled and it runs no further one."""
         self._taken = True
-        if self._thread.is_alive() and self._conn is not None:
-            self._conn.cancel_safe()  # e.g. waiting for the month's lock
-        self._thread.join()
+        self._stop.set()
+        while self._thread.is_alive():
+            conn = self._conn
+            if conn is not None:  # (a cancel between two statements is lost: sent again)
+                with contextlib.suppress(psycopg.Error):
+                    conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
+            self._thread.join(0.1)
         self._discard()
 
     def _discard(self) -> None:

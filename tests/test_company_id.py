@@ -6,7 +6,10 @@ so these tests pin the Python twin to the SQL one without needing a database.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -37,6 +40,13 @@ def test_shape_is_in_plus_16_base32_characters(name: str) -> None:
     assert ID_SHAPE.fullmatch(temp_company_id(name))
 
 
-def test_stable_and_name_sensitive() -> None:
-    assert temp_company_id("某某集团有限公司") == temp_company_id("某某集团有限公司")
+def test_stable_across_processes_and_name_sensitive() -> None:
+    # another interpreter with another string-hash seed gives the same id
+    other = subprocess.run(
+        [sys.executable, "-c", "from workdatahub.warehouse.company_id import temp_company_id; "
+         "print(temp_company_id('某某集团有限公司'))"],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert other == temp_company_id("某某集团有限公司")
     assert temp_company_id("某某集团有限公司") != temp_company_id("某某集团有限公司本部")

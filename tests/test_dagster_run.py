@@ -117,6 +117,7 @@ def test_month_through_dagster_matches_independent_totals(
             [FEB],
         ).fetchall()
     }
+    assert len(rejected_income) == income.expected_rejects  # the rows the sample planted
     fees = sum(
         workbook_totals(income.path, "收入明细", column, rejected_income)
         for column in ("固费", "浮费", "回补")

@@ -657,9 +657,6 @@ def test_hostile_text_round_trips_through_copy(
         [spec.name],
     ).fetchall()
     assert quarantined == [(10, "net_value", attack, f"not a number: '{attack}'", attack)]
-    assert pg.execute("select to_regclass('raw.trustee_performance') is not null").fetchone() == (
-        True,
-    )
 
 
 @pytest_db

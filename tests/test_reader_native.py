@@ -267,7 +267,7 @@ def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:
     same_parse(path)
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+@pytest.mark.parametrize("workers", [2, 3, 7])
 def test_the_same_cells_on_any_number_of_cores(
     tmp_path: Path, workers: int, sources: SourcesFile
 ) -> None:

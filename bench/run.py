@@ -83,15 +83,16 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def rate(rows: int, seconds: dict[str, float]) -> dict[str, float]:
     """rows/s for a {min, median, max} of seconds (the fastest run gives the max rate)."""
+    tiny = 1e-9  # a step that took no measurable time in some run
     return {
-        "min": rows / seconds["max"],
-        "median": rows / seconds["median"],
-        "max": rows / seconds["min"],
+        "min": rows / max(seconds["max"], tiny),
+        "median": rows / max(seconds["median"], tiny),
+        "max": rows / max(seconds["min"], tiny),
     }
 
 
 WHILE_READING = "(while reading)"
-OVERLAPPED = "(during read: lock + delete month)"
+OVERLAPPED = "(overlapping read) delete month"
 
 
 def summarise(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -114,6 +115,8 @@ def summarise(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             stages.setdefault(name, []).append(value)
     summary: dict[str, Any] = {"rows": rows, "stages": {}, "contenders": {}}
     for name, values in stages.items():
+        if not any(values):  # e.g. no delete after the read: it ran during it
+            continue
         seconds = spread(values)
         summary["stages"][name] = {"seconds": seconds, "rows_per_s": rate(rows, seconds)}
     for kind in ("wdh", "reader", "scan", "copy", "naive"):

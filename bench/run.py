@@ -293,8 +293,8 @@ def chart(summaries: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [("naive", "naive stack"), ("wdh", "WorkDataHub"), ("reader", "fastexcel alone"),
-             ("scan", "native scan alone"), ("copy", "bare COPY")]  # fmt: skip
+    kinds = [("naive", "naive\nstack"), ("wdh", "WorkDataHub"), ("reader", "fastexcel\nalone"),
+             ("scan", "native scan\nalone"), ("copy", "bare\nCOPY")]  # fmt: skip
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     width = 0.8 / len(summaries)
     for i, s in enumerate(summaries):

@@ -25,7 +25,7 @@ from workdatahub.logs import get_logger
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
-from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, is_transient
+from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, is_transient
 from workdatahub.warehouse.loader import (
     Head,
     LoadOutcome,
@@ -220,10 +220,7 @@ def _run_partition(
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
     if plan_only:
         return result
-    if url is None:
-        from workdatahub.warehouse.db import database_url
-
-        url = database_url()
+    url = url or database_url()
     log = log.bind(load_id=str(plan.load_id))
     refuse = None
     if exceeded:
@@ -258,10 +255,7 @@ def _start_head(
     """Begin the load's transaction while the workbook is read (see `loader.Head`). Without a
     reachable warehouse nothing is begun: the load after the read reports that, as before."""
     try:
-        if url is None:
-            from workdatahub.warehouse.db import database_url
-
-            url = database_url()
+        url = url or database_url()
     except Exception:
         return url, None
     return url, Head(spec, period, mode, load_id, url)

@@ -247,7 +247,7 @@ def test_row_marks_need_only_the_first_non_empty_cell(whitespace_first: bool) ->
         schema=dict.fromkeys(names, pl.String),
     ).with_row_index(ROW)
     fast = reader._row_marks(body, names, [])
-    assert fast.equals(reader._row_marks_cell_by_cell(body, names, []))
+    assert fast.equals(reader._row_marks(body, names, [], cell_by_cell=True))
     expected_blank = [True, True, False, False, False, False, False, False]
     expected_totals = [False, False, True, True, False, False, False, False]
     if whitespace_first:  # whitespace before a marker: still its row's first non-blank cell

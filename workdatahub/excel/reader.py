@@ -887,35 +887,28 @@ def _issues(
     return issues, literals
 
 
-def _row_marks(body: pl.DataFrame, names: list[str], flagged: list[str]) -> pl.DataFrame:
+def _row_marks(
+    body: pl.DataFrame, names: list[str], flagged: list[str], cell_by_cell: bool | None = None
+) -> pl.DataFrame:
     """Per row: `_blank` (every cell empty or whitespace, and none flagged: a flagged row is
     rejected, not skipped), `_totals` (the first non-blank cell is a totals marker) and
     `_nul` (some cell holds a NUL). Both tests need only each row's first non-empty cell,
-    unless some row's first non-empty cell is all whitespace (then every cell is tested)."""
+    unless some row's first non-empty cell is all whitespace: then every cell is tested
+    (`cell_by_cell`; None decides so by the rows)."""
     first = pl.coalesce([pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)) for n in names])
-    nul = pl.any_horizontal(
-        pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
-    )
-    marks = body.select(ROW, _first=first, _nul=nul)
-    if marks["_first"].str.contains(r"^\s+$").any():
-        return _row_marks_cell_by_cell(body, names, flagged)
-    blank = pl.col("_first").is_null()
-    if flagged:
-        blank = blank & ~pl.any_horizontal(body[f].is_not_null() for f in flagged)
-    totals = pl.col("_first").str.strip_chars().is_in(TOTALS_MARKERS).fill_null(False) & ~blank
-    return marks.select(ROW, _blank=blank, _totals=totals, _nul="_nul")
-
-
-def _row_marks_cell_by_cell(
-    body: pl.DataFrame, names: list[str], flagged: list[str]
-) -> pl.DataFrame:
-    filled = [pl.col(n).str.contains(r"\S").fill_null(False) for n in names]
-    blank = ~pl.any_horizontal(filled)
+    frame = body.with_columns(_first=first)
+    if cell_by_cell is None:
+        cell_by_cell = bool(frame["_first"].str.contains(r"^\s+$").any())
+    if cell_by_cell:
+        blank = ~pl.any_horizontal(pl.col(n).str.contains(r"\S").fill_null(False) for n in names)
+        stripped = [pl.col(n).str.strip_chars() for n in names]
+        first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+    else:
+        blank = pl.col("_first").is_null()
+        first_text = pl.col("_first").str.strip_chars()
     if flagged:
         blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
-    stripped = [pl.col(n).str.strip_chars() for n in names]
-    first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
-    return body.select(
+    return frame.select(
         ROW,
         _blank=blank,
         _totals=first_text.is_in(TOTALS_MARKERS).fill_null(False) & ~blank,

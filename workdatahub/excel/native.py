@@ -430,7 +430,7 @@ def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int
             pa.py_buffer(text[bases[j] : bases[j + 1]]),
             pa.py_buffer(np.packbits(valid[j], bitorder="little")),
         )
-        for _, (offsets, valid, text, bases) in groups
+        for offsets, valid, text, bases in groups
         for j in range(len(offsets))
     ]
     del groups
@@ -445,13 +445,13 @@ def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int
     return frame, absolute, found
 
 
-_Built = tuple[list[tuple[int, tuple[np.ndarray, ...]]], int, int, dict[tuple[int, int], str]]
+_Built = tuple[list[tuple[np.ndarray, ...]], int, int, dict[tuple[int, int], str]]
 
 
 def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built | None:
     """Scan the cells, have fastexcel read those the scanner leaves, and assemble the
-    columns' Arrow buffers, a few columns at a time: (first column of the group, buffers)
-    per group, the frame's height, its first column (1 = A) and the cells' problems. A
+    columns' Arrow buffers, a few columns at a time: the buffers per group of columns, in
+    column order, the frame's height, its first column (1 = A) and the cells' problems. A
     used range beyond MAX_CELLS is the reader's one-line error, before any grid is made."""
     from workdatahub.excel.reader import MAX_CELLS, _other_parts, _too_large
 
@@ -555,13 +555,7 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
         return _assemble(owner, *group, kinds, a, b, buf, data, starts, ends)
 
     with ThreadPoolExecutor(workers) as pool:
-        assembled = list(pool.map(assemble, groups))
-    return (
-        [(g[0], buffers) for g, buffers in zip(groups, assembled, strict=True)],
-        height,
-        first_col,
-        problems,
-    )
+        return list(pool.map(assemble, groups)), height, first_col, problems
 
 
 def warm_up() -> None:

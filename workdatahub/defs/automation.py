@@ -9,7 +9,6 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from workdatahub.errors import WdhError
 from workdatahub.periods import period_key
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import (
-    ALWAYS_EXCLUDED,
     available_periods,
     base_folder,
     discover,
+    never_counts,
 )
 from workdatahub.sources.spec import SourcesFile
 
@@ -37,7 +36,8 @@ ARRIVAL_CURSOR_VERSION = 1
 
 
 def month_fingerprint(folder: Path) -> str:
-    """A digest of everything below a month's base folder as `stat` sees it: names, sizes,
+    """A digest of what discovery may look at below a month's base folder (`never_counts`
+    leaves out hidden folders, lock files, hidden files, mail) as `stat` sees it: names, sizes,
     modification/change times and inodes, link targets; folder links are followed (each real
     folder once), as discovery follows them. No file is opened: unchanged, it costs a stat
     per entry, where discovery reads (hashes) the whole workbook."""
@@ -61,9 +61,9 @@ def month_fingerprint(folder: Path) -> str:
             return
         for entry in entries:
             name = f"{shown}/{entry.name}"
-            # lock files, hidden files and mail never count (discovery ignores them all):
-            # Excel's ~$ lock file coming and going must not re-hash the workbook
-            if not entry.is_dir() and any(fnmatchcase(entry.name, p) for p in ALWAYS_EXCLUDED):
+            # what discovery never looks at does not count: Excel's ~$ lock file coming and
+            # going must not re-hash the workbook
+            if never_counts(entry.name, entry.is_dir()):
                 continue
             target = os.path.realpath(entry.path) if entry.is_symlink() else ""
             try:

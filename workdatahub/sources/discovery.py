@@ -91,6 +91,14 @@ def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> str | None:
     return None
 
 
+def never_counts(name: str, is_folder: bool) -> bool:
+    """What discovery never looks at below a base folder: hidden folders (not entered), and
+    lock files, hidden files and mail (`ALWAYS_EXCLUDED`)."""
+    if is_folder:
+        return name.startswith(".")
+    return _matches(name, ALWAYS_EXCLUDED) is not None
+
+
 def _resolved(path: Path) -> Path | None:
     """Where `path` really is, or None for a broken link or a link loop."""
     try:
@@ -125,7 +133,7 @@ def _walk(
         if not entry.is_dir():
             found.append(entry)
             continue
-        if entry.name.startswith(".") or not recursive:
+        if never_counts(entry.name, is_folder=True) or not recursive:
             continue
         if skip_versions and _VERSION_DIR.match(entry.name):
             continue

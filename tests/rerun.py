@@ -47,3 +47,14 @@ def require(monkeypatch: pytest.MonkeyPatch, route: Route, attempt: str, failure
 
     monkeypatch.setattr(reader, attempt, tried)
     monkeypatch.setattr(reader, "_load_and_scan", loaded)
+
+
+def read_unforced(
+    path: Any, spec: Any, route: Route, monkeypatch: pytest.MonkeyPatch, threshold: str
+) -> reader.SheetData:
+    """The same sheet read the way it would be without the forced path (the reader's size
+    `threshold` for that path out of reach), for comparison."""
+    with monkeypatch.context() as patch:
+        patch.setattr(reader, threshold, 1 << 62)
+        patch.setattr(route, "required", False)
+        return reader.read_sheet(path, spec)

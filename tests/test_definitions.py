@@ -92,13 +92,20 @@ def _freshness_deadlines(defs: dg.Definitions) -> dict[str, list[str]]:
     return deadlines
 
 
+def _one_check_on_each_policy_day(defs: dg.Definitions) -> dict[str, list[str]]:
+    """The freshness deadlines, each asset's one check on its freshness policy's day."""
+    graph = defs.resolve_asset_graph()  # loads: no duplicate check key
+    deadlines = _freshness_deadlines(defs)
+    for asset, crons in deadlines.items():
+        policy = graph.get(dg.AssetKey.from_user_string(asset)).freshness_policy
+        assert policy is not None and crons == [policy.deadline_cron], asset  # type: ignore[attr-defined]
+    return deadlines
+
+
 def test_each_asset_has_one_freshness_check_on_its_policy_day() -> None:
     from workdatahub.definitions import defs
 
-    graph = defs.resolve_asset_graph()
-    for asset, crons in _freshness_deadlines(defs).items():
-        policy = graph.get(dg.AssetKey.from_user_string(asset)).freshness_policy
-        assert policy is not None and crons == [policy.deadline_cron], asset  # type: ignore[attr-defined]
+    _one_check_on_each_policy_day(defs)
     # trustee_performance is due by the 10th (data_sources.yml): so is the mart it feeds
     assert _freshness_deadlines(defs)["marts/fct_trustee_performance"] == ["0 9 10 * *"]
 
@@ -113,14 +120,10 @@ def test_a_mart_of_two_domains_is_due_on_the_later_day(sources: SourcesFile) -> 
     assert sources.domains["annuity_performance"].due_day == 15
     later = sources.model_copy(update={"domains": {**sources.domains, "annuity_income": income}})
     defs = build_definitions(later)
-    graph = defs.resolve_asset_graph()  # loads: no duplicate check key
-    deadlines = _freshness_deadlines(defs)
+    deadlines = _one_check_on_each_policy_day(defs)
     assert deadlines["marts/fct_monthly_branch_product_line"] == ["0 9 20 * *"]
     assert deadlines["marts/fct_annuity_income"] == ["0 9 20 * *"]
     assert deadlines["marts/fct_annuity_performance"] == ["0 9 15 * *"]
     assert deadlines["raw/annuity_income"] == ["0 9 20 * *"]
-    for asset, crons in deadlines.items():
-        policy = graph.get(dg.AssetKey.from_user_string(asset)).freshness_policy
-        assert policy is not None and crons == [policy.deadline_cron], asset  # type: ignore[attr-defined]
     job = defs.resolve_job_def("monthly_refresh")  # the job still leaves freshness out
     assert not any("freshness" in c.name for c in job.asset_layer.asset_graph.asset_check_keys)

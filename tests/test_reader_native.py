@@ -23,7 +23,7 @@ import pytest
 import xlsxwriter
 
 from tests import hostile_corpus as corpus
-from tests.rerun import Route, drop_unreachable_tests, require
+from tests.rerun import Route, drop_unreachable_tests, read_unforced, require
 from tests.test_hostile import *  # noqa: F403  (run again, scanned)
 from tests.test_reader import *  # noqa: F403  (run again, scanned)
 from workdatahub.excel import native, reader
@@ -90,10 +90,7 @@ def same_parse(path: Path, sheet_name: str | int = 0) -> reader.Parsed:
 
 
 def _whole(path: Path, spec: DomainSpec, state: Scanned, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with monkeypatch.context() as patch:
-        patch.setattr(reader, "NATIVE_MIN_BYTES", 1 << 62)
-        patch.setattr(state, "required", False)
-        return reader.read_sheet(path, spec)
+    return read_unforced(path, spec, state, monkeypatch, "NATIVE_MIN_BYTES")
 
 
 def test_sample_workbooks_read_the_same_scanned(

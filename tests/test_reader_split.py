@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 
 from tests import hostile_corpus as corpus
-from tests.rerun import Route, drop_unreachable_tests, require
+from tests.rerun import Route, drop_unreachable_tests, read_unforced, require
 from tests.test_hostile import *  # noqa: F403  (run again, split)
 from tests.test_reader import *  # noqa: F403  (run again, split)
 from tests.workbooks import TRUSTEE_HEADER
@@ -63,10 +63,7 @@ def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[Split]:
 
 def _whole(path: Path, spec: DomainSpec, split: Split, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The same sheet read whole, for comparison."""
-    with monkeypatch.context() as patch:
-        patch.setattr(reader, "SPLIT_MIN_BYTES", 1 << 62)
-        patch.setattr(split, "required", False)
-        return reader.read_sheet(path, spec)
+    return read_unforced(path, spec, split, monkeypatch, "SPLIT_MIN_BYTES")
 
 
 def _same(split: reader.SheetData, whole: reader.SheetData) -> None:

@@ -11,8 +11,8 @@ Kinds:
           transaction), with its own stage timings;
   naive   the naive stack (bench/naive.py) on the same file and table;
   reader  a read limit: fastexcel alone, the whole sheet to a polars frame;
-  scan    the other read limit: WorkDataHub's native scan alone (inflate, numba's start-up,
-          the cells to a polars frame; workdatahub/excel/native.py), at any size;
+  scan    the other read limit: WorkDataHub's native scan alone (inflate, the compiled
+          scanner, the cells to a polars frame; workdatahub/excel/native.py), at any size;
   copy    the pure load limit: the cleaned rows, encoded beforehand as the loader encodes
           them (binary), sent with one COPY into the target table (rolled back);
   dagster the month through Dagster (raw + dbt) and the same work called directly;
@@ -134,7 +134,7 @@ def measure_scan(data_dir: Path, period: date) -> dict[str, Any]:
 
     spec = _spec()
     path = _source(spec, period, data_dir)
-    reader.NATIVE_MIN_BYTES = 0  # the scan's speed at any size (the pipeline starts at 128 MB)
+    reader.NATIVE_MIN_BYTES = 0  # the scan's speed at any size (the pipeline starts at 1 MB)
     wall, cpu = time.perf_counter(), time.process_time()
     book = reader.open_workbook(path)
     scanned = reader._load_native(book, reader.select_sheet(book, spec.sheet))

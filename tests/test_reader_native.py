@@ -302,3 +302,48 @@ def test_a_sheet_hiding_its_extent_is_the_one_line_error_not_a_huge_grid(
     patched = corpus.patch_zip(path, tmp_path / "lying.xlsx", {"xl/worksheets/sheet1.xml": lie})
     with pytest.raises(InputError, match=r"cells are used up to XFD1048576 \(1,048,576 rows"):
         reader.read_sheet(patched, sources.domains["trustee_performance"])
+
+
+@pytest.fixture
+def fresh_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The compiled scanner looked for (and compiled) in an empty cache folder only; the
+    process's own library is found again afterwards."""
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(native, "_cache_folders", lambda: [folder])
+    native.library.cache_clear()
+    yield folder
+    native.library.cache_clear()
+
+
+def test_the_scanner_compiles_into_an_empty_cache(
+    fresh_library: Path, tmp_path: Path, sources: SourcesFile
+) -> None:
+    assert native.library() is not None
+    assert [p.suffix for p in fresh_library.iterdir()] == [".so"]  # no partial file left
+    (sample,) = write_samples(
+        tmp_path, months=[date(2024, 2, 1)], rows=50, seed=3, domains=("annuity_performance",)
+    )
+    same_parse(sample.path, sources.domains["annuity_performance"].sheet)
+
+
+def test_without_a_compiler_sheets_are_read_by_fastexcel(
+    fresh_library: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scanned: Scanned,
+    sources: SourcesFile,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    (sample,) = write_samples(
+        tmp_path, months=[date(2024, 2, 1)], rows=50, seed=3, domains=("annuity_performance",)
+    )
+    spec = sources.domains["annuity_performance"]
+    scanned.required = False
+    data = reader.read_sheet(sample.path, spec)
+    assert scanned.tried == [False]
+    assert native.library() is None and not list(fresh_library.iterdir())
+    assert "no C compiler found" in capsys.readouterr().err
+    monkeypatch.delenv("CC")
+    native.library.cache_clear()
+    assert data.frame.equals(_whole(sample.path, spec, scanned, monkeypatch).frame)

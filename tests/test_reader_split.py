@@ -55,6 +55,7 @@ def split(monkeypatch: pytest.MonkeyPatch) -> Iterator[Split]:
         return stack(parsed)
 
     monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 1 << 62)  # the native scan comes first
     monkeypatch.setattr(reader, "_pieces", lambda: 2)
     monkeypatch.setattr(reader, "_stack", stacked)
     require(monkeypatch, state, "_load_split", "read whole, not in pieces")

@@ -1,5 +1,5 @@
-"""A large sheet read without calamine's cell-by-cell model: the XML is cut into cells by a
-compiled scanner (numba) and the text columns are assembled straight into Arrow buffers.
+"""A sheet read without calamine's cell-by-cell model: the XML is cut into cells by a compiled
+scanner (scanner.c) and the text columns are assembled straight into Arrow buffers.
 
 calamine turns every cell into a Rust value and fastexcel turns it back into text: ~0.85 µs
 a cell here, ten of the ~17 seconds a 500,000-row month took. Most cells of an operator's
@@ -32,19 +32,30 @@ the sheet with fastexcel, which also reports any real error in one line.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import hashlib
 import itertools
+import os
+import platform
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 import polars as pl
 import pyarrow as pa
+
+from workdatahub.logs import get_logger
 
 if TYPE_CHECKING:
     from workdatahub.excel.reader import Parsed, SheetPart, Workbook
@@ -58,224 +69,130 @@ OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 _LT, _GT, _SLASH, _QUOTE, _EQUALS, _SPACE = 60, 62, 47, 34, 61, 32
 
 
-@numba.njit(nogil=True, cache=True)
-def _is_space(byte: int) -> bool:
-    return byte == 32 or byte == 10 or byte == 13 or byte == 9
+# ------------------------------------------------------------------- the compiled scanner
+# The hot loops are C (scanner.c beside this module), compiled once per machine with the
+# system's compiler into a cache and called through ctypes, which releases the GIL. That
+# replaced numba, whose start-up cost ~2.2 s of CPU in every process (importing it, ~1.1 s,
+# then loading its cached code, ~1.05 s): the scan now pays from a few megabytes of XML.
+
+_SOURCE = Path(__file__).with_name("scanner.c")
+_FLAGS = ("-O2", "-shared", "-fPIC")
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
 
 
-@numba.njit(nogil=True, cache=True)
-def _plain_number(buf, start, stop):
-    """-?digits(.digits)? : a number as Excel writes it when no exponent is needed."""
-    i = start
-    if i < stop and buf[i] == 45:
-        i += 1
-    digits = 0
-    while i < stop and 48 <= buf[i] <= 57:
-        i += 1
-        digits += 1
-    if digits == 0:
+def _cache_folders() -> list[Path]:
+    """Where the compiled scanner is kept: beside the module, as Python keeps its bytecode;
+    else the user's cache folder (never a shared temporary folder: a library planted there
+    would be loaded)."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return [_SOURCE.parent / "__pycache__", Path(cache_home) / "workdatahub"]
+
+
+def _compile(target: Path) -> bool:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
         return False
-    if i == stop:
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        done = subprocess.run(
+            [*shlex.split(compiler), *_FLAGS, "-o", str(partial), str(_SOURCE)],
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            return False
+        os.replace(partial, target)  # whole or not at all, for processes compiling at once
         return True
-    if buf[i] != 46:
+    except (OSError, subprocess.SubprocessError):
         return False
-    i += 1
-    fraction = 0
-    while i < stop and 48 <= buf[i] <= 57:
-        i += 1
-        fraction += 1
-    return fraction > 0 and i == stop
+    finally:
+        partial.unlink(missing_ok=True)
 
 
-@numba.njit(nogil=True, cache=True)
-def _cells(buf, start, stop, rows, cols, kinds, a, b, styles):
-    """Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
-    per cell holding something). Returns (cells, status); status 0 is success, anything else
-    is the position the scanner did not understand, plus one."""
-    n = 0
-    i = start
-    while i < stop:
-        byte = buf[i]
-        if byte != _LT:
-            if _is_space(byte):
-                i += 1
-                continue
-            return n, i + 1
-        second = buf[i + 1]
-        if second == 114 and buf[i + 2] == 111 and buf[i + 3] == 119:  # <row
-            j = i + 4
-            while j < stop and buf[j] != _GT:
-                j += 1
-            i = j + 1
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled scanner, compiled on first use (~0.3 s, once per machine and version of
+    scanner.c); None without a working C compiler: large sheets are then read with fastexcel
+    in parallel pieces, slower but the same cells."""
+    key = hashlib.sha256(
+        b"\0".join([_SOURCE.read_bytes(), " ".join(_FLAGS).encode(),
+                    platform.machine().encode(), sys.platform.encode()])
+    ).hexdigest()[:16]  # fmt: skip
+    for folder in _cache_folders():
+        target = folder / f"wdh_scanner-{key}.so"
+        try:
+            if not target.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                if not _compile(target):
+                    continue
+            lib = ctypes.CDLL(str(target))
+        except OSError:
             continue
-        if second == _SLASH and buf[i + 2] == 114 and buf[i + 3] == 111:  # </row>
-            i += 6
-            continue
-        if second != 99 or not (buf[i + 2] == _SPACE or buf[i + 2] == _GT):  # <c
-            return n, i + 1
-        # attributes, name="value"
-        j = i + 2
-        col = 0
-        row = 0
-        shared = False
-        number = True
-        style = 0
-        while True:
-            while j < stop and _is_space(buf[j]):
-                j += 1
-            if j >= stop:
-                return n, i + 1
-            if buf[j] == _GT or buf[j] == _SLASH:
-                break
-            name = j
-            while j < stop and buf[j] != _EQUALS and buf[j] != _GT and not _is_space(buf[j]):
-                j += 1
-            if j + 1 >= stop or buf[j] != _EQUALS or buf[j + 1] != _QUOTE:
-                return n, i + 1
-            value = j + 2
-            end = value
-            while end < stop and buf[end] != _QUOTE:
-                end += 1
-            if end >= stop:
-                return n, i + 1
-            if j - name == 1 and buf[name] == 114:  # r
-                k = value
-                while k < end and 65 <= buf[k] <= 90:
-                    col = col * 26 + (buf[k] - 64)
-                    k += 1
-                while k < end and 48 <= buf[k] <= 57 and row < 100_000_000:
-                    row = row * 10 + (buf[k] - 48)
-                    k += 1
-                if k != end or col == 0 or col > 16384 or row == 0:
-                    return n, i + 1
-            elif j - name == 1 and buf[name] == 116:  # t
-                shared = end - value == 1 and buf[value] == 115
-                number = end - value == 1 and buf[value] == 110
-            elif j - name == 1 and buf[name] == 115:  # s
-                for k in range(value, end):
-                    if not 48 <= buf[k] <= 57 or style > 6_553:
-                        return n, i + 1
-                    style = style * 10 + (buf[k] - 48)
-                if style > 65_535:  # Excel allows 64,000 cell formats
-                    return n, i + 1
-            j = end + 1
-        if col == 0:
-            return n, i + 1  # calamine would place it after the previous cell
-        if buf[j] == _SLASH:  # <c …/>: nothing in it
-            i = j + 2
-            continue
-        p = j + 1
-        if buf[p] == _LT and buf[p + 1] == 102:  # <f…> the formula: its value follows
-            while p < stop and buf[p] != _GT:
-                p += 1
-            if buf[p - 1] != _SLASH:
-                while p + 2 < stop and not (
-                    buf[p] == _LT and buf[p + 1] == _SLASH and buf[p + 2] == 102
-                ):
-                    p += 1
-                while p < stop and buf[p] != _GT:
-                    p += 1
-            p += 1
-        rows[n] = row
-        cols[n] = col
-        styles[n] = style
-        a[n] = i
-        if buf[p] == _LT and buf[p + 1] == 118 and buf[p + 2] == _GT:  # <v>…</v></c>
-            first = p + 3
-            last = first
-            while last < stop and buf[last] != _LT:
-                last += 1
-            if (
-                last + 7 < stop and buf[last + 1] == _SLASH and buf[last + 2] == 118
-                and buf[last + 3] == _GT and buf[last + 4] == _LT and buf[last + 5] == _SLASH
-                and buf[last + 6] == 99 and buf[last + 7] == _GT
-            ):  # fmt: skip
-                kinds[n] = OTHER
-                b[n] = last + 8 - i
-                if shared:
-                    index = 0
-                    for k in range(first, last):
-                        if not 48 <= buf[k] <= 57 or index > 100_000_000:
-                            index = -1
-                            break
-                        index = index * 10 + (buf[k] - 48)
-                    if index >= 0 and last > first:
-                        kinds[n] = STRING
-                        a[n] = index
-                elif number:
-                    kinds[n] = PLAIN if _plain_number(buf, first, last) else NUMBER
-                    a[n] = first
-                    b[n] = last - first
-                n += 1
-                i = last + 8
-                continue
-        close = p
-        while close + 3 < stop and not (
-            buf[close] == _LT and buf[close + 1] == _SLASH and buf[close + 2] == 99
-            and buf[close + 3] == _GT
-        ):  # fmt: skip
-            close += 1
-        if close + 3 >= stop:
-            return n, i + 1
-        # nothing after the formula (the reader's scan flags it), `<c></c>`, or another shape
-        kinds[n] = EMPTY if p >= close else OTHER
-        b[n] = close + 4 - i
-        n += 1
-        i = close + 4
-    return n, 0
+        lib.wdh_cells.restype = _I
+        lib.wdh_cells.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_owners.restype = None
+        lib.wdh_owners.argtypes = [_P, _I, _P, _P, _P, _I, _I, _P]
+        lib.wdh_measure.restype = None
+        lib.wdh_measure.argtypes = [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_fill.restype = None
+        lib.wdh_fill.argtypes = [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
+        return lib
+    get_logger().warning(
+        "no C compiler found (set CC): large sheets are read with fastexcel, slower",
+        source=str(_SOURCE),
+    )
+    return None
 
 
-@numba.njit(nogil=True, cache=True)
-def _owners(spans, rows, cols, kinds, height, first_col, width):
+def _at(array: np.ndarray) -> int:
+    assert array.flags.c_contiguous
+    return int(array.ctypes.data)
+
+
+def _cells(
+    lib: ctypes.CDLL, buf: np.ndarray, start: int, stop: int, arrays: tuple[np.ndarray, ...]
+) -> tuple[int, int]:
+    """Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (rows,
+    cols, kinds, a, b, styles: one entry per cell holding something). Returns (cells,
+    status); status 0 is success, anything else is the position the scanner did not
+    understand, plus one."""
+    count = np.zeros(1, np.int64)
+    status = lib.wdh_cells(_at(buf), start, stop, *map(_at, arrays), _at(count))
+    return int(count[0]), int(status)
+
+
+def _owners(
+    lib: ctypes.CDLL, spans: np.ndarray, cells: tuple[np.ndarray, ...], height: int,
+    first_col: int, width: int,
+) -> np.ndarray:  # fmt: skip
     """The cell at each (row - 1, column) of the frame, -1 where none is; of two cells at
-    one place the later wins."""
+    one place the later wins. cells: rows, cols, kinds."""
     owner = np.full((height, width), -1, np.int64)
-    for span in range(spans.shape[0]):
-        for n in range(spans[span, 0], spans[span, 0] + spans[span, 1]):
-            if kinds[n] != EMPTY:
-                owner[rows[n] - 1, cols[n] - first_col] = n
+    lib.wdh_owners(_at(spans), spans.shape[0], *map(_at, cells), first_col, width, _at(owner))
     return owner
 
 
-@numba.njit(nogil=True, cache=True)
-def _assemble(owner, first, last, kinds, a, b, buf, strings, starts, ends):
+def _assemble(
+    lib: ctypes.CDLL, owner: np.ndarray, first: int, last: int, cells: tuple[np.ndarray, ...],
+    buf: np.ndarray, strings: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+) -> tuple[np.ndarray, ...]:  # fmt: skip
     """Frame columns first…last - 1 as Arrow large-string buffers, read in row order (the
     XML's order: memory front to back): per column its offsets (`offsets[j]`, from 0) and
     validity (`valid[j]`), their bytes in `data`, column j's from `bases[j]`. A string
-    table entry with start -1 is null."""
-    height = owner.shape[0]
+    table entry with start -1 is null. cells: kinds, a, b."""
+    height, owner_width = owner.shape
     width = last - first
-    offsets = np.zeros((width, height + 1), np.int64)
-    valid = np.zeros((width, height), np.bool_)
-    totals = np.zeros(width, np.int64)
-    for r in range(height):
-        for j in range(width):
-            n = owner[r, first + j]
-            if n >= 0:
-                if kinds[n] == PLAIN:
-                    totals[j] += b[n]
-                    valid[j, r] = True
-                elif starts[a[n]] >= 0:
-                    totals[j] += ends[a[n]] - starts[a[n]]
-                    valid[j, r] = True
-            offsets[j, r + 1] = totals[j]
+    offsets = np.empty((width, height + 1), np.int64)
+    valid = np.empty((width, height), np.bool_)
+    head = (_at(owner), height, owner_width, first, last, *map(_at, cells))
+    lib.wdh_measure(*head, _at(starts), _at(ends), _at(offsets), _at(valid))
     bases = np.zeros(width + 1, np.int64)
-    for j in range(width):
-        bases[j + 1] = bases[j] + totals[j]
-    data = np.empty(bases[width], np.uint8)
-    for r in range(height):
-        for j in range(width):
-            if valid[j, r]:
-                n = owner[r, first + j]
-                at = bases[j] + offsets[j, r]
-                if kinds[n] == PLAIN:
-                    for k in range(a[n], a[n] + b[n]):
-                        data[at] = buf[k]
-                        at += 1
-                else:
-                    for k in range(starts[a[n]], ends[a[n]]):
-                        data[at] = strings[k]
-                        at += 1
+    np.cumsum(offsets[:, height], out=bases[1:])
+    data = np.empty(int(bases[width]), np.uint8)
+    lib.wdh_fill(
+        *head, _at(buf), _at(strings), _at(starts), _at(offsets), _at(valid), _at(bases),
+        _at(data),
+    )  # fmt: skip
     return offsets, valid, data, bases
 
 
@@ -311,13 +228,11 @@ class _Cells:
         self.styles = np.empty(capacity, np.uint16)
         self.spans = np.zeros((len(ranges), 2), np.int64)
 
-    def scan(self, buf: np.ndarray, part: int) -> bool:
+    def scan(self, lib: ctypes.CDLL, buf: np.ndarray, part: int) -> bool:
         at = self.starts[part]
         x, y = self.ranges[part]
-        count, status = _cells(
-            buf, x, y, self.rows[at:], self.cols[at:], self.kinds[at:], self.a[at:],
-            self.b[at:], self.styles[at:],
-        )  # fmt: skip
+        arrays = (self.rows, self.cols, self.kinds, self.a, self.b, self.styles)
+        count, status = _cells(lib, buf, x, y, tuple(array[at:] for array in arrays))
         self.spans[part] = (at, count)
         return status == 0
 
@@ -459,10 +374,14 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
     stop = xml.rfind(b"</sheetData>")
     if opened < 0 or stop < opened:
         return None
+    lib = library()
+    if lib is None:
+        return None
     buf = np.frombuffer(xml, np.uint8)
     cells = _Cells(_ranges(xml, opened + len(b"<sheetData>"), stop, workers))
     with ThreadPoolExecutor(workers) as pool:
-        if not all(pool.map(lambda part: cells.scan(buf, part), range(len(cells.ranges)))):
+        scanned = pool.map(lambda part: cells.scan(lib, buf, part), range(len(cells.ranges)))
+        if not all(scanned):
             return None
     rows, cols, kinds, a, b, styles = (
         cells.rows, cells.cols, cells.kinds, cells.a, cells.b, cells.styles
@@ -548,26 +467,14 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
     width = last_col - first_col + 1
     if height * width > MAX_CELLS:  # a sheet that declared a smaller extent than it uses
         raise _too_large(f"{book.path}: sheet {sheet.name!r}", height, last_col)
-    owner = _owners(cells.spans, rows, cols, kinds, height, first_col, width)
+    owner = _owners(lib, cells.spans, (rows, cols, kinds), height, first_col, width)
     groups = [(j, min(j + _GROUP, width)) for j in range(0, width, _GROUP)]
 
     def assemble(group: tuple[int, int]) -> tuple[np.ndarray, ...]:
-        return _assemble(owner, *group, kinds, a, b, buf, data, starts, ends)
+        return _assemble(lib, owner, *group, (kinds, a, b), buf, data, starts, ends)
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(assemble, groups)), height, first_col, problems
-
-
-def warm_up() -> None:
-    """Load the compiled scanner (numba reads it from its cache, ~1 s on first use in a
-    process), so that it happens while the caller inflates the sheet."""
-    xml = b'<sheetData><row r="1"><c r="A1"><v>1</v></c></row></sheetData>'
-    cells = _Cells([(11, len(xml) - 12)])
-    buf = np.frombuffer(xml, np.uint8)
-    cells.scan(buf, 0)
-    strings, starts, ends = _Strings(["x"]).arrays()
-    owner = _owners(cells.spans, cells.rows, cells.cols, cells.kinds, 1, 1, 1)
-    _assemble(owner, 0, 1, cells.kinds, cells.a, cells.b, buf, strings, starts, ends)
 
 
 def _plain_text(raw: bytes) -> str | None:

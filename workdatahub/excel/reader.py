@@ -22,16 +22,17 @@ before parsing. A file that declares a small extent and holds far cells anyway i
 not saved by Excel, and is not caught here (except by the native scan of a very large
 sheet, which measures the cells it found before making its grid).
 
-The sheet is parsed once by fastexcel; its XML is scanned once more, in a thread beside the
-parse (fastexcel releases the GIL), for what fastexcel does not report: merged ranges and
-formulas without a saved value. A large sheet (16 MB of XML and more, about 20,000 rows) is
-cut at row boundaries into one piece per core and the pieces are parsed at once, the scan
-riding along with the cutting (see "parallel parse" below; the same frame, tested by
-tests/test_reader_split.py). A very large sheet (128 MB of XML and more, about 170,000
-rows) is read by WorkDataHub's own scanner instead (its pass over the cells: 0.55 s on two
-cores at 500,000 rows, against ~10 s for fastexcel), with fastexcel reading only the cells
-the scanner leaves to it (see "native scan" below and workdatahub/excel/native.py;
-compared cell by cell by tests/test_reader_native.py).
+A sheet of 1 MB of XML and more (about 1,500 rows) is read by WorkDataHub's own compiled
+scanner (its pass over the cells: ~0.3 s on two cores at 500,000 rows, against ~10 s for
+fastexcel), with fastexcel reading only the cells the scanner leaves to it (see "native
+scan" below and workdatahub/excel/native.py; compared cell by cell by
+tests/test_reader_native.py). Smaller sheets, and any sheet when no C compiler is found or
+the scanner gives up, are parsed by fastexcel; the XML is scanned once more, in a thread
+beside the parse (fastexcel releases the GIL), for what fastexcel does not report: merged
+ranges and formulas without a saved value. A large sheet read that way (16 MB of XML and
+more, about 20,000 rows) is cut at row boundaries into one piece per core and the pieces
+are parsed at once, the scan riding along with the cutting (see "parallel parse" below; the
+same frame, tested by tests/test_reader_split.py).
 
 A cell that cannot be trusted is never dropped or nulled silently: the reason goes in a
 `__cell__<column>` text column beside it (only present when some cell needs one), for
@@ -757,16 +758,15 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
 
 # ---------------------------------------------------------------------------- native scan
 # From NATIVE_MIN_BYTES of sheet XML the cells are cut out of the XML by a compiled scanner
-# (workdatahub/excel/native.py: its pass over the cells takes 0.55 s on two cores at
-# 500,000 rows, against ~10 s for one fastexcel call) and only the cells it does not read
-# itself go through fastexcel. numba's start-up costs ~2.2 s once per process (importing
-# it, then loading the compiled code). At 500,000 rows (376 MB of XML) the read stage went
-# from 9.1 s (parallel parse) to 5.6 s with that start-up included: ~5.7 s saved before it,
-# ~15 ms per MB, so the scan pays from roughly 150 MB; it starts at 128 MB (about 170,000
-# rows of 24 columns), an estimate from those two measurements. Below that, and when the
+# (workdatahub/excel/native.py and scanner.c: its pass over the cells takes ~0.3 s on two
+# cores at 500,000 rows, against ~10 s for one fastexcel call) and only the cells it does
+# not read itself go through fastexcel. Best of 3 reads of the bench's sheets (fastexcel
+# whole / in parallel pieces / native): 1.4 MB (2,000 rows) 0.039 / 0.055 / 0.031 s;
+# 6.9 MB 0.225 / 0.175 / 0.079 s; 36 MB (50,000 rows) 0.85 / 0.82 / 0.32 s. Below 1 MB
+# the whole read takes a few milliseconds either way. Without a C compiler, and when the
 # scanner gives up, the parallel parse (and then the whole read) takes over.
 
-NATIVE_MIN_BYTES = 128 << 20
+NATIVE_MIN_BYTES = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, …, name length, extra length
 
 
@@ -790,21 +790,19 @@ def inflate(archive: zipfile.ZipFile, part: str) -> bytes:
 
 
 def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | None:
-    """The native scan of a large sheet, with its merged ranges and formulas without a
-    value; None when it is not worth it or the scanner gives up (the caller reads on).
-    numba loads the compiled scanner (~1-2 s once per process) while the sheet inflates."""
+    """The native scan of the sheet, with its merged ranges and formulas without a value;
+    None when it is not worth it, there is no compiled scanner, or it gives up (the caller
+    reads on)."""
     if sheet.part is None or book.archive.getinfo(sheet.part).file_size < NATIVE_MIN_BYTES:
         return None
-    part = sheet.part
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        inflating = pool.submit(inflate, book.archive, part)
-        try:
-            from workdatahub.excel import native
+    from workdatahub.excel import native
 
-            native.warm_up()
-            xml = inflating.result()
-        except Exception:
-            return None  # the other readers report what is wrong, in one line
+    if native.library() is None:
+        return None
+    try:
+        xml = inflate(book.archive, sheet.part)
+    except Exception:
+        return None  # the other readers report what is wrong, in one line
     scanner = _Scanner()
     end = xml.rfind(b"</sheetData>")
     if xml.find(b"<f", 0, end) >= 0:  # formulas: find those without a value

@@ -1,0 +1,221 @@
+/* WorkDataHub's sheet scanner: the hot loops of workdatahub/excel/native.py, which says what
+ * they do and why. Compiled once per machine with the system's C compiler (native.library)
+ * and called through ctypes, which releases the GIL: the scan runs on all cores at once.
+ *
+ * Reads may look a few bytes past `stop`: the scanned run is followed, in the same buffer,
+ * by at least `</sheetData></worksheet>`.
+ */
+#include <stdint.h>
+#include <string.h>
+
+enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4 };
+enum { LT = 60, GT = 62, SLASH = 47, QUOTE = 34, EQUALS = 61, SPACE = 32 };
+
+static inline int is_space(uint8_t byte) {
+    return byte == 32 || byte == 10 || byte == 13 || byte == 9;
+}
+
+static inline int is_digit(uint8_t byte) { return byte >= 48 && byte <= 57; }
+
+/* -?digits(.digits)? : a number as Excel writes it when no exponent is needed. */
+static int plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
+    int64_t i = start, digits = 0, fraction = 0;
+    if (i < stop && buf[i] == 45) i++;
+    while (i < stop && is_digit(buf[i])) { i++; digits++; }
+    if (digits == 0) return 0;
+    if (i == stop) return 1;
+    if (buf[i] != 46) return 0;
+    i++;
+    while (i < stop && is_digit(buf[i])) { i++; fraction++; }
+    return fraction > 0 && i == stop;
+}
+
+/* Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
+ * per cell holding something); *count is how many. Returns 0 on success, anything else is
+ * the position the scanner did not understand, plus one. */
+int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows,
+                  int16_t *cols, int8_t *kinds, int64_t *a, uint32_t *b, uint16_t *styles,
+                  int64_t *count) {
+    int64_t n = 0, i = start;
+#define GIVE_UP(at) do { *count = n; return (at) + 1; } while (0)
+    while (i < stop) {
+        uint8_t byte = buf[i];
+        if (byte != LT) {
+            if (is_space(byte)) { i++; continue; }
+            GIVE_UP(i);
+        }
+        uint8_t second = buf[i + 1];
+        if (second == 114 && buf[i + 2] == 111 && buf[i + 3] == 119) { /* <row */
+            int64_t j = i + 4;
+            while (j < stop && buf[j] != GT) j++;
+            i = j + 1;
+            continue;
+        }
+        if (second == SLASH && buf[i + 2] == 114 && buf[i + 3] == 111) { /* </row> */
+            i += 6;
+            continue;
+        }
+        if (second != 99 || !(buf[i + 2] == SPACE || buf[i + 2] == GT)) GIVE_UP(i); /* <c */
+        /* attributes, name="value" */
+        int64_t j = i + 2, col = 0, row = 0, style = 0;
+        int shared = 0, number = 1;
+        for (;;) {
+            while (j < stop && is_space(buf[j])) j++;
+            if (j >= stop) GIVE_UP(i);
+            if (buf[j] == GT || buf[j] == SLASH) break;
+            int64_t name = j;
+            while (j < stop && buf[j] != EQUALS && buf[j] != GT && !is_space(buf[j])) j++;
+            if (j + 1 >= stop || buf[j] != EQUALS || buf[j + 1] != QUOTE) GIVE_UP(i);
+            int64_t value = j + 2, end = value;
+            while (end < stop && buf[end] != QUOTE) end++;
+            if (end >= stop) GIVE_UP(i);
+            if (j - name == 1 && buf[name] == 114) { /* r */
+                int64_t k = value;
+                while (k < end && buf[k] >= 65 && buf[k] <= 90) {
+                    col = col * 26 + (buf[k] - 64);
+                    k++;
+                    if (col > 16384) GIVE_UP(i);
+                }
+                while (k < end && is_digit(buf[k]) && row < 100000000) {
+                    row = row * 10 + (buf[k] - 48);
+                    k++;
+                }
+                if (k != end || col == 0 || col > 16384 || row == 0) GIVE_UP(i);
+            } else if (j - name == 1 && buf[name] == 116) { /* t */
+                shared = end - value == 1 && buf[value] == 115;
+                number = end - value == 1 && buf[value] == 110;
+            } else if (j - name == 1 && buf[name] == 115) { /* s */
+                for (int64_t k = value; k < end; k++) {
+                    if (!is_digit(buf[k]) || style > 6553) GIVE_UP(i);
+                    style = style * 10 + (buf[k] - 48);
+                }
+                if (style > 65535) GIVE_UP(i); /* Excel allows 64,000 cell formats */
+            }
+            j = end + 1;
+        }
+        if (col == 0) GIVE_UP(i); /* calamine would place it after the previous cell */
+        if (buf[j] == SLASH) { /* <c …/>: nothing in it */
+            i = j + 2;
+            continue;
+        }
+        int64_t p = j + 1;
+        if (buf[p] == LT && buf[p + 1] == 102) { /* <f…> the formula: its value follows */
+            while (p < stop && buf[p] != GT) p++;
+            if (buf[p - 1] != SLASH) {
+                while (p + 2 < stop && !(buf[p] == LT && buf[p + 1] == SLASH && buf[p + 2] == 102))
+                    p++;
+                while (p < stop && buf[p] != GT) p++;
+            }
+            p++;
+        }
+        rows[n] = (int32_t)row;
+        cols[n] = (int16_t)col;
+        styles[n] = (uint16_t)style;
+        a[n] = i;
+        if (buf[p] == LT && buf[p + 1] == 118 && buf[p + 2] == GT) { /* <v>…</v></c> */
+            int64_t first = p + 3, last = first;
+            while (last < stop && buf[last] != LT) last++;
+            if (last + 7 < stop && buf[last + 1] == SLASH && buf[last + 2] == 118
+                && buf[last + 3] == GT && buf[last + 4] == LT && buf[last + 5] == SLASH
+                && buf[last + 6] == 99 && buf[last + 7] == GT) {
+                kinds[n] = OTHER;
+                b[n] = (uint32_t)(last + 8 - i);
+                if (shared) {
+                    int64_t index = 0;
+                    for (int64_t k = first; k < last; k++) {
+                        if (!is_digit(buf[k]) || index > 100000000) {
+                            index = -1;
+                            break;
+                        }
+                        index = index * 10 + (buf[k] - 48);
+                    }
+                    if (index >= 0 && last > first) {
+                        kinds[n] = STRING;
+                        a[n] = index;
+                    }
+                } else if (number) {
+                    kinds[n] = plain_number(buf, first, last) ? PLAIN : NUMBER;
+                    a[n] = first;
+                    b[n] = (uint32_t)(last - first);
+                }
+                n++;
+                i = last + 8;
+                continue;
+            }
+        }
+        int64_t close = p;
+        while (close + 3 < stop && !(buf[close] == LT && buf[close + 1] == SLASH
+                                     && buf[close + 2] == 99 && buf[close + 3] == GT))
+            close++;
+        if (close + 3 >= stop) GIVE_UP(i);
+        /* nothing after the formula (the reader's scan flags it), `<c></c>`, or another shape */
+        kinds[n] = p >= close ? EMPTY : OTHER;
+        b[n] = (uint32_t)(close + 4 - i);
+        n++;
+        i = close + 4;
+    }
+#undef GIVE_UP
+    *count = n;
+    return 0;
+}
+
+/* The cell at each (row - 1, column) of the frame (owner: height × width, filled with -1
+ * by the caller); of two cells at one place the later wins. spans: (start, count) pairs. */
+void wdh_owners(const int64_t *spans, int64_t nspans, const int32_t *rows, const int16_t *cols,
+                const int8_t *kinds, int64_t first_col, int64_t width, int64_t *owner) {
+    for (int64_t span = 0; span < nspans; span++) {
+        int64_t from = spans[2 * span], to = from + spans[2 * span + 1];
+        for (int64_t n = from; n < to; n++)
+            if (kinds[n] != EMPTY) owner[(int64_t)(rows[n] - 1) * width + (cols[n] - first_col)] = n;
+    }
+}
+
+/* Frame columns first…last - 1 as Arrow large-string buffers, in two passes. The first
+ * sets each column's offsets (offsets[j], height + 1 from 0) and validity (valid[j]) and
+ * returns nothing else; the caller then places column j's bytes at bases[j] of `data` and
+ * the second pass copies them (from the XML for a plain number, else from the string
+ * table, where an entry with start -1 is null). Rows are read in order: memory front to
+ * back. */
+void wdh_measure(const int64_t *owner, int64_t height, int64_t owner_width, int64_t first,
+                 int64_t last, const int8_t *kinds, const int64_t *a, const uint32_t *b,
+                 const int64_t *starts, const int64_t *ends, int64_t *offsets, uint8_t *valid) {
+    int64_t width = last - first;
+    for (int64_t j = 0; j < width; j++) offsets[j * (height + 1)] = 0;
+    for (int64_t r = 0; r < height; r++) {
+        const int64_t *at = owner + r * owner_width + first;
+        for (int64_t j = 0; j < width; j++) {
+            int64_t n = at[j], size = 0;
+            uint8_t ok = 0;
+            if (n >= 0) {
+                if (kinds[n] == PLAIN) {
+                    size = b[n];
+                    ok = 1;
+                } else if (starts[a[n]] >= 0) {
+                    size = ends[a[n]] - starts[a[n]];
+                    ok = 1;
+                }
+            }
+            valid[j * height + r] = ok;
+            offsets[j * (height + 1) + r + 1] = offsets[j * (height + 1) + r] + size;
+        }
+    }
+}
+
+void wdh_fill(const int64_t *owner, int64_t height, int64_t owner_width, int64_t first,
+              int64_t last, const int8_t *kinds, const int64_t *a, const uint32_t *b,
+              const uint8_t *buf, const uint8_t *strings, const int64_t *starts,
+              const int64_t *offsets, const uint8_t *valid, const int64_t *bases,
+              uint8_t *data) {
+    int64_t width = last - first;
+    for (int64_t r = 0; r < height; r++) {
+        const int64_t *row = owner + r * owner_width + first;
+        for (int64_t j = 0; j < width; j++) {
+            if (!valid[j * height + r]) continue;
+            int64_t n = row[j];
+            uint8_t *to = data + bases[j] + offsets[j * (height + 1) + r];
+            int64_t size = offsets[j * (height + 1) + r + 1] - offsets[j * (height + 1) + r];
+            const uint8_t *from = kinds[n] == PLAIN ? buf + a[n] : strings + starts[a[n]];
+            memcpy(to, from, (size_t)size);
+        }
+    }
+}

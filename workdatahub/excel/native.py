@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -66,6 +67,7 @@ STRING = 1  # a: entry of the string table (shared strings first, then resolved 
 PLAIN = 2  # a number in plain decimals; a, b: its start and length in the XML
 NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: as PLAIN
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
+ERROR = 5  # a cell fastexcel reports a problem for and reads as null: there, but null
 _LT, _GT, _SLASH, _QUOTE, _EQUALS, _SPACE = 60, 62, 47, 34, 61, 32
 
 
@@ -130,12 +132,14 @@ def library() -> ctypes.CDLL | None:
             continue
         lib.wdh_cells.restype = _I
         lib.wdh_cells.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_extent.restype = None
+        lib.wdh_extent.argtypes = [_P, _I, _P, _P, _P, _P, _P, _P]
         lib.wdh_owners.restype = None
         lib.wdh_owners.argtypes = [_P, _I, _P, _P, _P, _I, _I, _P]
         lib.wdh_measure.restype = None
-        lib.wdh_measure.argtypes = [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_measure.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]
         lib.wdh_fill.restype = None
-        lib.wdh_fill.argtypes = [_P, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_fill.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
         return lib
     get_logger().warning(
         "no C compiler found (set CC): large sheets are read with fastexcel, slower",
@@ -151,24 +155,35 @@ def _at(array: np.ndarray) -> int:
 
 def _cells(
     lib: ctypes.CDLL, buf: np.ndarray, start: int, stop: int, arrays: tuple[np.ndarray, ...]
-) -> tuple[int, int]:
+) -> tuple[int, int, int, int]:
     """Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (rows,
-    cols, kinds, a, b, styles: one entry per cell holding something). Returns (cells,
-    status); status 0 is success, anything else is the position the scanner did not
-    understand, plus one."""
-    count = np.zeros(1, np.int64)
-    status = lib.wdh_cells(_at(buf), start, stop, *map(_at, arrays), _at(count))
-    return int(count[0]), int(status)
+    cols, kinds, a, b, styles: one entry per cell holding something). Returns (cells, cells
+    with a formula, the highest shared string entry used or -1, status); status 0 is
+    success, anything else is the position the scanner did not understand, plus one."""
+    out = np.zeros(3, np.int64)
+    status = lib.wdh_cells(_at(buf), start, stop, *map(_at, arrays), _at(out))
+    return int(out[0]), int(out[1]), int(out[2]), int(status)
+
+
+def _extent(
+    lib: ctypes.CDLL, spans: np.ndarray, cells: tuple[np.ndarray, ...], starts: np.ndarray
+) -> tuple[int, int, int]:
+    """Null string cells made EMPTY; the last row, first and last column of the others (0
+    when none is left). cells: rows, cols, kinds, a."""
+    out = np.zeros(3, np.int64)
+    lib.wdh_extent(_at(spans), spans.shape[0], *map(_at, cells), _at(starts), _at(out))
+    height, first_col, last_col = out.tolist()
+    return height, first_col, last_col
 
 
 def _owners(
     lib: ctypes.CDLL, spans: np.ndarray, cells: tuple[np.ndarray, ...], height: int,
     first_col: int, width: int,
 ) -> np.ndarray:  # fmt: skip
-    """The cell at each (row - 1, column) of the frame, -1 where none is; of two cells at
+    """The cell at each (column, row - 1) of the frame, -1 where none is; of two cells at
     one place the later wins. cells: rows, cols, kinds."""
-    owner = np.full((height, width), -1, np.int64)
-    lib.wdh_owners(_at(spans), spans.shape[0], *map(_at, cells), first_col, width, _at(owner))
+    owner = np.full((width, height), -1, np.int64)
+    lib.wdh_owners(_at(spans), spans.shape[0], *map(_at, cells), first_col, height, _at(owner))
     return owner
 
 
@@ -176,15 +191,14 @@ def _assemble(
     lib: ctypes.CDLL, owner: np.ndarray, first: int, last: int, cells: tuple[np.ndarray, ...],
     buf: np.ndarray, strings: np.ndarray, starts: np.ndarray, ends: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # fmt: skip
-    """Frame columns first…last - 1 as Arrow large-string buffers, read in row order (the
-    XML's order: memory front to back): per column its offsets (`offsets[j]`, from 0) and
-    validity (`valid[j]`), their bytes in `data`, column j's from `bases[j]`. A string
-    table entry with start -1 is null. cells: kinds, a, b."""
-    height, owner_width = owner.shape
+    """Frame columns first…last - 1 as Arrow large-string buffers: per column its offsets
+    (`offsets[j]`, from 0) and validity (`valid[j]`), their bytes in `data`, column j's
+    from `bases[j]`. A string table entry with start -1 is null. cells: kinds, a, b."""
+    height = owner.shape[1]
     width = last - first
     offsets = np.empty((width, height + 1), np.int64)
     valid = np.empty((width, height), np.bool_)
-    head = (_at(owner), height, owner_width, first, last, *map(_at, cells))
+    head = (_at(owner), height, first, last, *map(_at, cells))
     lib.wdh_measure(*head, _at(starts), _at(ends), _at(offsets), _at(valid))
     bases = np.zeros(width + 1, np.int64)
     np.cumsum(offsets[:, height], out=bases[1:])
@@ -227,12 +241,16 @@ class _Cells:
         self.b = np.empty(capacity, np.uint32)
         self.styles = np.empty(capacity, np.uint16)
         self.spans = np.zeros((len(ranges), 2), np.int64)
+        self.formulas = [0] * len(ranges)  # per run: cells holding a formula
+        self.shared = [-1] * len(ranges)  # per run: the highest shared string entry used
 
     def scan(self, lib: ctypes.CDLL, buf: np.ndarray, part: int) -> bool:
         at = self.starts[part]
         x, y = self.ranges[part]
         arrays = (self.rows, self.cols, self.kinds, self.a, self.b, self.styles)
-        count, status = _cells(lib, buf, x, y, tuple(array[at:] for array in arrays))
+        count, self.formulas[part], self.shared[part], status = _cells(
+            lib, buf, x, y, tuple(array[at:] for array in arrays)
+        )
         self.spans[part] = (at, count)
         return status == 0
 
@@ -326,14 +344,22 @@ class _Strings:
         return np.frombuffer(b"".join(encoded), np.uint8), starts, ends
 
 
-def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int) -> Parsed | None:
+def read_xml(
+    book: Workbook,
+    sheet: SheetPart,
+    source: list[bytes],
+    workers: int,
+    rest: Callable[[bytes, bool], None] | None = None,
+) -> Parsed | None:
     """The sheet whose XML is taken out of `source` (so that it is freed as soon as it is no
     longer needed: 376 MB at 500,000 rows), as `reader._parse` would give it (see the
-    module's docstring for the one deliberate difference); None when the scanner gives up."""
+    module's docstring for the one deliberate difference); None when the scanner gives up.
+    `rest`, if given, is called after the scan with the XML and whether any cell holds a
+    formula, for what the caller looks for in it."""
     from workdatahub.excel.reader import CellProblem
 
     xml = source.pop()
-    built = _build(book, sheet, xml, max(workers, 1))
+    built = _build(book, sheet, xml, max(workers, 1), rest)
     del xml  # the XML and the cells are gone before polars copies the columns
     if built is None:
         return None
@@ -363,7 +389,13 @@ def read_xml(book: Workbook, sheet: SheetPart, source: list[bytes], workers: int
 _Built = tuple[list[tuple[np.ndarray, ...]], int, int, dict[tuple[int, int], str]]
 
 
-def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built | None:
+def _build(
+    book: Workbook,
+    sheet: SheetPart,
+    xml: bytes,
+    workers: int,
+    rest: Callable[[bytes, bool], None] | None,
+) -> _Built | None:
     """Scan the cells, have fastexcel read those the scanner leaves, and assemble the
     columns' Arrow buffers, a few columns at a time: the buffers per group of columns, in
     column order, the frame's height, its first column (1 = A) and the cells' problems. A
@@ -383,6 +415,8 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
         scanned = pool.map(lambda part: cells.scan(lib, buf, part), range(len(cells.ranges)))
         if not all(scanned):
             return None
+    if rest is not None:
+        rest(xml, any(cells.formulas))
     rows, cols, kinds, a, b, styles = (
         cells.rows, cells.cols, cells.kinds, cells.a, cells.b, cells.styles
     )  # fmt: skip
@@ -393,8 +427,7 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
     def number_element(n: int) -> bytes:
         return b'<c s="%d"><v>%s</v></c>' % (styles[n], value(n))
 
-    is_string = kinds == STRING
-    shared = int(a[is_string].max()) + 1 if is_string.any() else 0
+    shared = max(cells.shared) + 1
     others = _other_parts(book, sheet)  # read once: both questions to fastexcel use them
     if shared > _shared_strings(others):
         return None  # an entry the table does not have: fastexcel says what that means
@@ -455,15 +488,12 @@ def _build(book: Workbook, sheet: SheetPart, xml: bytes, workers: int) -> _Built
                         problems[(int(rows[n]), int(cols[n]))] = details[(k, 2)]
                         erring.append(n)
     data, starts, ends = strings.arrays()
-    is_string = kinds == STRING
-    present = kinds == PLAIN
-    present[is_string] = starts[a[is_string]] >= 0
-    present[erring] = True  # an error cell is null, but it is there (as fastexcel sees it)
-    if not present.any():
+    if erring:  # a null error cell is there (as fastexcel sees it)
+        at = np.array(erring, np.int64)
+        kinds[at] = np.where(starts[a[at]] < 0, ERROR, STRING)
+    height, first_col, last_col = _extent(lib, cells.spans, (rows, cols, kinds, a), starts)
+    if not height:
         return None
-    kinds[~present] = EMPTY
-    height = int(rows[present].max())
-    first_col, last_col = int(cols[present].min()), int(cols[present].max())
     width = last_col - first_col + 1
     if height * width > MAX_CELLS:  # a sheet that declared a smaller extent than it uses
         raise _too_large(f"{book.path}: sheet {sheet.name!r}", height, last_col)

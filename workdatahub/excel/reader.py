@@ -804,18 +804,20 @@ def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] |
     except Exception:
         return None  # the other readers report what is wrong, in one line
     scanner = _Scanner()
-    end = xml.rfind(b"</sheetData>")
-    if xml.find(b"<f", 0, end) >= 0:  # formulas: find those without a value
-        view = memoryview(xml)
-        for at in range(0, len(xml), _SCAN_CHUNK):
-            scanner.feed(bytes(view[at : at + _SCAN_CHUNK]))
-        del view
-    else:  # merged ranges are listed after the rows
-        scanner.feed(xml[max(end, 0) :])
+
+    def rest(xml: bytes, formulas: bool) -> None:
+        if formulas:  # find those without a value
+            view = memoryview(xml)
+            for at in range(0, len(xml), _SCAN_CHUNK):
+                scanner.feed(bytes(view[at : at + _SCAN_CHUNK]))
+            del view
+        else:  # merged ranges are listed after the rows
+            scanner.feed(xml[max(xml.rfind(b"</sheetData>"), 0) :])
+
     source = [xml]
     del xml  # read_xml frees it once the cells are out
     try:
-        parsed = native.read_xml(book, sheet, source, _workers())
+        parsed = native.read_xml(book, sheet, source, _workers(), rest)
     except InputError:
         raise
     except Exception:

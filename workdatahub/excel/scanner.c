@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4 };
+enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4, ERROR = 5 };
 enum { LT = 60, GT = 62, SLASH = 47, QUOTE = 34, EQUALS = 61, SPACE = 32 };
 
 static inline int is_space(uint8_t byte) {
@@ -31,13 +31,15 @@ static int plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
 }
 
 /* Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
- * per cell holding something); *count is how many. Returns 0 on success, anything else is
- * the position the scanner did not understand, plus one. */
+ * per cell holding something); out[0] is how many, out[1] how many cells hold a formula
+ * (`<f`), out[2] the highest shared string entry used (-1: none). Returns 0 on success, anything else is the position the scanner did not
+ * understand, plus one. */
 int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows,
                   int16_t *cols, int8_t *kinds, int64_t *a, uint32_t *b, uint16_t *styles,
-                  int64_t *count) {
-    int64_t n = 0, i = start;
-#define GIVE_UP(at) do { *count = n; return (at) + 1; } while (0)
+                  int64_t *out) {
+    int64_t n = 0, i = start, formulas = 0, shared_max = -1;
+#define GIVE_UP(at) \
+    do { out[0] = n; out[1] = formulas; out[2] = shared_max; return (at) + 1; } while (0)
     while (i < stop) {
         uint8_t byte = buf[i];
         if (byte != LT) {
@@ -100,6 +102,7 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
         }
         int64_t p = j + 1;
         if (buf[p] == LT && buf[p + 1] == 102) { /* <f…> the formula: its value follows */
+            formulas++;
             while (p < stop && buf[p] != GT) p++;
             if (buf[p - 1] != SLASH) {
                 while (p + 2 < stop && !(buf[p] == LT && buf[p + 1] == SLASH && buf[p + 2] == 102))
@@ -132,6 +135,7 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                     if (index >= 0 && last > first) {
                         kinds[n] = STRING;
                         a[n] = index;
+                        if (index > shared_max) shared_max = index;
                     }
                 } else if (number) {
                     kinds[n] = plain_number(buf, first, last) ? PLAIN : NUMBER;
@@ -148,6 +152,8 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                                      && buf[close + 2] == 99 && buf[close + 3] == GT))
             close++;
         if (close + 3 >= stop) GIVE_UP(i);
+        for (int64_t k = p; k + 1 < close; k++)
+            if (buf[k] == LT && buf[k + 1] == 102) { formulas++; break; }
         /* nothing after the formula (the reader's scan flags it), `<c></c>`, or another shape */
         kinds[n] = p >= close ? EMPTY : OTHER;
         b[n] = (uint32_t)(close + 4 - i);
@@ -155,67 +161,88 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
         i = close + 4;
     }
 #undef GIVE_UP
-    *count = n;
+    out[0] = n;
+    out[1] = formulas;
+    out[2] = shared_max;
     return 0;
 }
 
-/* The cell at each (row - 1, column) of the frame (owner: height × width, filled with -1
- * by the caller); of two cells at one place the later wins. spans: (start, count) pairs. */
+/* Which cells are there, and where: a string cell whose table entry is null (start -1) is
+ * made EMPTY, an ERROR cell (null, but there as fastexcel sees it) stays. out: the last
+ * row, the first and the last column of the cells left, 0 when none is. */
+void wdh_extent(const int64_t *spans, int64_t nspans, const int32_t *rows, const int16_t *cols,
+                int8_t *kinds, const int64_t *a, const int64_t *starts, int64_t *out) {
+    int64_t height = 0, first = 1 << 20, last = 0;
+    for (int64_t span = 0; span < nspans; span++) {
+        int64_t from = spans[2 * span], to = from + spans[2 * span + 1];
+        for (int64_t n = from; n < to; n++) {
+            if (kinds[n] == STRING && starts[a[n]] < 0) kinds[n] = EMPTY;
+            if (kinds[n] == EMPTY) continue;
+            if (rows[n] > height) height = rows[n];
+            if (cols[n] < first) first = cols[n];
+            if (cols[n] > last) last = cols[n];
+        }
+    }
+    out[0] = height;
+    out[1] = last ? first : 0;
+    out[2] = last;
+}
+
+/* The cell at each (column, row - 1) of the frame (owner: width × height, filled with -1
+ * by the caller: a column's cells side by side); of two cells at one place the later
+ * wins. spans: (start, count) pairs. */
 void wdh_owners(const int64_t *spans, int64_t nspans, const int32_t *rows, const int16_t *cols,
-                const int8_t *kinds, int64_t first_col, int64_t width, int64_t *owner) {
+                const int8_t *kinds, int64_t first_col, int64_t height, int64_t *owner) {
     for (int64_t span = 0; span < nspans; span++) {
         int64_t from = spans[2 * span], to = from + spans[2 * span + 1];
         for (int64_t n = from; n < to; n++)
-            if (kinds[n] != EMPTY) owner[(int64_t)(rows[n] - 1) * width + (cols[n] - first_col)] = n;
+            if (kinds[n] != EMPTY)
+                owner[(int64_t)(cols[n] - first_col) * height + (rows[n] - 1)] = n;
     }
 }
 
 /* Frame columns first…last - 1 as Arrow large-string buffers, in two passes. The first
- * sets each column's offsets (offsets[j], height + 1 from 0) and validity (valid[j]) and
- * returns nothing else; the caller then places column j's bytes at bases[j] of `data` and
- * the second pass copies them (from the XML for a plain number, else from the string
- * table, where an entry with start -1 is null). Rows are read in order: memory front to
- * back. */
-void wdh_measure(const int64_t *owner, int64_t height, int64_t owner_width, int64_t first,
-                 int64_t last, const int8_t *kinds, const int64_t *a, const uint32_t *b,
+ * sets each column's offsets (offsets[j], height + 1 from 0) and validity (valid[j]); the
+ * caller then places column j's bytes at bases[j] of `data` and the second pass copies
+ * them (from the XML for a plain number, else from the string table; an ERROR cell is
+ * null). */
+void wdh_measure(const int64_t *owner, int64_t height, int64_t first, int64_t last,
+                 const int8_t *kinds, const int64_t *a, const uint32_t *b,
                  const int64_t *starts, const int64_t *ends, int64_t *offsets, uint8_t *valid) {
-    int64_t width = last - first;
-    for (int64_t j = 0; j < width; j++) offsets[j * (height + 1)] = 0;
-    for (int64_t r = 0; r < height; r++) {
-        const int64_t *at = owner + r * owner_width + first;
-        for (int64_t j = 0; j < width; j++) {
-            int64_t n = at[j], size = 0;
-            uint8_t ok = 0;
-            if (n >= 0) {
-                if (kinds[n] == PLAIN) {
-                    size = b[n];
-                    ok = 1;
-                } else if (starts[a[n]] >= 0) {
-                    size = ends[a[n]] - starts[a[n]];
-                    ok = 1;
-                }
+    for (int64_t j = 0; j < last - first; j++) {
+        const int64_t *column = owner + (first + j) * height;
+        int64_t *offset = offsets + j * (height + 1);
+        uint8_t *ok = valid + j * height;
+        offset[0] = 0;
+        for (int64_t r = 0; r < height; r++) {
+            int64_t n = column[r], size = 0;
+            ok[r] = 0;
+            if (n >= 0 && kinds[n] == PLAIN) {
+                size = b[n];
+                ok[r] = 1;
+            } else if (n >= 0 && kinds[n] == STRING) {
+                size = ends[a[n]] - starts[a[n]];
+                ok[r] = 1;
             }
-            valid[j * height + r] = ok;
-            offsets[j * (height + 1) + r + 1] = offsets[j * (height + 1) + r] + size;
+            offset[r + 1] = offset[r] + size;
         }
     }
 }
 
-void wdh_fill(const int64_t *owner, int64_t height, int64_t owner_width, int64_t first,
-              int64_t last, const int8_t *kinds, const int64_t *a, const uint32_t *b,
-              const uint8_t *buf, const uint8_t *strings, const int64_t *starts,
-              const int64_t *offsets, const uint8_t *valid, const int64_t *bases,
-              uint8_t *data) {
-    int64_t width = last - first;
-    for (int64_t r = 0; r < height; r++) {
-        const int64_t *row = owner + r * owner_width + first;
-        for (int64_t j = 0; j < width; j++) {
-            if (!valid[j * height + r]) continue;
-            int64_t n = row[j];
-            uint8_t *to = data + bases[j] + offsets[j * (height + 1) + r];
-            int64_t size = offsets[j * (height + 1) + r + 1] - offsets[j * (height + 1) + r];
+void wdh_fill(const int64_t *owner, int64_t height, int64_t first, int64_t last,
+              const int8_t *kinds, const int64_t *a, const uint32_t *b, const uint8_t *buf,
+              const uint8_t *strings, const int64_t *starts, const int64_t *offsets,
+              const uint8_t *valid, const int64_t *bases, uint8_t *data) {
+    for (int64_t j = 0; j < last - first; j++) {
+        const int64_t *column = owner + (first + j) * height;
+        const int64_t *offset = offsets + j * (height + 1);
+        const uint8_t *ok = valid + j * height;
+        uint8_t *to = data + bases[j];
+        for (int64_t r = 0; r < height; r++) {
+            if (!ok[r]) continue;
+            int64_t n = column[r];
             const uint8_t *from = kinds[n] == PLAIN ? buf + a[n] : strings + starts[a[n]];
-            memcpy(to, from, (size_t)size);
+            memcpy(to + offset[r], from, (size_t)(offset[r + 1] - offset[r]));
         }
     }
 }

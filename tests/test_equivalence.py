@@ -19,9 +19,11 @@ import pytest
 
 from tests import reference_rules
 from tests.workbooks import ANNUITY_PERFORMANCE_HEADER, TRUSTEE_HEADER, write_workbook
+from workdatahub import pipeline
 from workdatahub.cleansing.cleanse import cleanse
 from workdatahub.cleansing.values import FAST_PATHS, PARSERS, blank_to_null
 from workdatahub.excel.reader import ROW, read_sheet
+from workdatahub.pipeline import check_file
 from workdatahub.samples import write_samples
 from workdatahub.sources.spec import DomainSpec, SourcesFile
 from workdatahub.validation.schema import validate
@@ -283,6 +285,49 @@ def test_trustee_keys_years_and_duplicates_fast_path_equals_reference(
     result = assert_same(read_sheet(path, spec).frame, spec, NOV)
     duplicates = [r for r in result.rejects if r[3].startswith("duplicate key")]
     assert [r[0] for r in duplicates] == [4, 5, 15]
+
+
+def _checked_in_parts(path: Path, spec: DomainSpec, period: date) -> None:
+    """`check_file` with its valid rows sent part by part (as a load streams them) gives
+    what it gives checked whole, and the parts sent are the valid rows, in order."""
+    whole = check_file(spec, path, period).validated
+    sent: list[pl.DataFrame] = []
+    parts = check_file(spec, path, period, on_valid=lambda valid, _: sent.append(valid))
+    assert len(sent) > 2  # several parts, each validated on its own
+    for name in ("valid", "rejects", "rejected_rows"):
+        assert getattr(parts.validated, name).equals(getattr(whole, name)), name
+    assert parts.validated.checks == whole.checks
+    assert pl.concat(sent).equals(whole.valid)
+
+
+def test_a_sheet_checked_in_parts_is_checked_as_whole(
+    sources: SourcesFile, samples: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "PARTS", 5)
+    monkeypatch.setattr(pipeline, "MIN_PART_ROWS", 1)
+    for sample in samples:
+        _checked_in_parts(sample.path, sources.domain(sample.domain), sample.period)
+    # duplicate keys in a later part than their first occurrence (parts of 3 rows)
+    spec = sources.domain("trustee_performance")
+    rows: list[list[Any]] = [
+        [2024, 11, "P1", "C1", "5%", "1,234.5", "¥100"],
+        [2024, 11, "P2", "C1", 3.5, "abc", 1],  # rejected (abc)
+        [2024, 11, "P3", "C1", 0.01, 1, 1],
+        [2024, 11, "P1", "C1", 0.01, 1, 1],  # duplicate of row 2, one part later
+        [2024, 11, "P2", "C1", 0.02, 2, 2],  # the key of a rejected row: kept
+        [2024, 11, "P4", "C1", 0.01, 1, 1],
+        [2024, 11, "P3", "C1", 0.01, 1, 1],  # duplicate of row 4
+        [2024, 11, "P2", "C1", 0.01, 1, 1],  # duplicate of row 6
+        [2024, 11, "P5", None, 0.01, 1, 1],
+        [2024, 11, "P1", "C1", 0.01, 1, 1],  # duplicate of row 2, three parts later
+        [2024, 11, "P6", "C1", 0.01, 1, 1],
+        [2024, 11, "P6", "C1", 0.01, 1, 1],  # duplicate within a part
+    ]
+    path = write_workbook(tmp_path / "t.xlsx", {"Sheet1": [TRUSTEE_HEADER, *rows]})
+    _checked_in_parts(path, spec, NOV)
+    rejects = check_file(spec, path, NOV).validated.rejects
+    duplicates = rejects.filter(pl.col("reason").str.starts_with("duplicate key"))["row"]
+    assert duplicates.to_list() == [5, 8, 9, 11, 13]
 
 
 def _plain_numbers() -> list[str]:

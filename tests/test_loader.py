@@ -396,3 +396,48 @@ def test_an_unreadable_workbook_is_reported_at_once_while_another_load_holds_the
         ).fetchone()
         assert waiting == (0,)  # the early transaction is gone, not still queued
     assert [r[0] for r in pg.execute("select status from wdh.load_log")] == ["failed"]
+
+
+def test_rows_stream_into_the_load_while_later_parts_are_cleansed_and_roll_back_on_failure(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first part's valid rows are in the load's COPY while the next part is cleansed;
+    a failure then (here, in cleansing) rolls the whole load back: the month stays as it
+    was and no session is left in the transaction or the COPY."""
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    before = table_state(pg)
+    monkeypatch.setattr(pipeline, "PARTS", 4)
+    monkeypatch.setattr(pipeline, "MIN_PART_ROWS", 1)
+    real_cleanse = pipeline.cleanse
+    calls: list[int] = []
+
+    def cleanse_then_fail(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 2:  # the first part is being copied meanwhile
+            wait_for_backend(pg, "state = 'active' and query ilike 'copy %trustee_performance%'")
+            raise RuntimeError("cleansing broke")
+        return real_cleanse(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "cleanse", cleanse_then_fail)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 12, scale=3))
+    with pytest.raises(RuntimeError, match="cleansing broke"):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert table_state(pg) == before
+    assert not pg.execute(
+        "select 1 from pg_stat_activity where datname = current_database() "
+        "and pid <> pg_backend_pid() and (state like 'idle in transaction%%' "
+        "or query ilike 'copy %%trustee_performance%%' and state = 'active')"
+    ).fetchone()
+
+    # and without the failure the parts all arrive: the month is the new workbook's
+    monkeypatch.setattr(pipeline, "cleanse", real_cleanse)
+    result = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert result.outcome is not None and "copy (while cleansing)" in result.outcome.timings
+    assert table_state(pg, NOV)[0] == 12 and table_state(pg) != before

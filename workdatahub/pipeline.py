@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,8 +32,11 @@ from workdatahub.warehouse.loader import (
     LoadOutcome,
     LoadPlan,
     build_plan,
+    copy_query,
+    copy_types,
     execute,
     record_unreadable,
+    rows_for_copy,
     timed,
 )
 
@@ -113,21 +117,54 @@ class PartitionResult:
         }
 
 
-def check_file(spec: DomainSpec, path: Path, period: date | None = None) -> CheckResult:
-    """Read, cleanse and validate one workbook (the period check applies when given)."""
+# A sheet whose valid rows are loaded as they come (`check_file`'s `on_valid`) is cleansed
+# and validated in this many parts, in order, each of at least MIN_PART_ROWS rows: the
+# COPY of the first part's rows begins while the next parts are cleansed. On two cores
+# shared with the embedded Postgres, 1, 2, 4 and 8 parts measured within the noise of one
+# another (500,000 rows, interleaved runs: medians 11.8, 11.3, 12.0, 10.9 s; cleansing in
+# more parts costs more CPU, and the server's COPY then competes with it for the cores); a
+# warehouse on a server of its own stores the rows while they are cleansed here.
+PARTS = 2
+MIN_PART_ROWS = 10_000
+
+
+def check_file(
+    spec: DomainSpec,
+    path: Path,
+    period: date | None = None,
+    on_valid: Callable[[pl.DataFrame, SheetData], None] | None = None,
+) -> CheckResult:
+    """Read, cleanse and validate one workbook (the period check applies when given).
+    `on_valid`, when given, receives the valid rows part by part, in order, as soon as each
+    part is validated (the rows of a part, cleansed and validated on their own, are those
+    of the whole sheet: cleansing is row by row and a key seen in an earlier part makes a
+    duplicate)."""
     timings: dict[str, float] = {}
     with timed(timings, "read"):
         sheet = read_sheet(path, spec)
     # Pandera (and pandas behind it) take seconds to import: only once the file is readable
-    from workdatahub.validation.schema import validate
+    from workdatahub.validation.schema import Validated, validate
 
-    with timed(timings, "cleanse"):
-        cleansed = cleanse(sheet.frame, spec, period)
+    raw = sheet.frame
     # the raw text is not needed past cleansing; at 500,000 rows it is hundreds of MB
-    sheet.frame = sheet.frame.clear()
-    with timed(timings, "validate"):
-        validated = validate(cleansed, spec)
-    return CheckResult(spec.name, path, sheet, validated, timings)
+    sheet.frame = raw.clear()
+    size = raw.height if on_valid is None else max(-(-raw.height // PARTS), MIN_PART_ROWS)
+    parts: list[Validated] = []
+    seen: pl.DataFrame | None = None
+    for part in raw.iter_slices(max(size, 1)) if raw.height else [raw]:
+        with timed(timings, "cleanse"):
+            cleansed = cleanse(part, spec, period)
+        with timed(timings, "validate"):
+            validated = validate(cleansed, spec, seen)
+            if spec.key and size < raw.height:
+                keys = validated.valid.select(spec.key)
+                seen = keys if seen is None else pl.concat([seen, keys])
+        del cleansed
+        parts.append(validated)
+        if on_valid is not None:
+            on_valid(validated.valid, sheet)
+    del raw
+    return CheckResult(spec.name, path, sheet, Validated.concat(parts), timings)
 
 
 def cleaned_frame(result: CheckResult, spec: DomainSpec) -> pl.DataFrame:
@@ -176,12 +213,18 @@ def _run_partition(
         log.info(
             "discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12]
         )
+        try:
+            source_file = str(source.path.relative_to(data_dir))
+        except ValueError:
+            source_file = str(source.path)
+        on_valid = None
         if not plan_only:
             url, head = _start_head(spec, period, mode, load_id, url)
             if head is not None:
                 cleanup.callback(head.close)
+                on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
-        check = check_file(spec, source.path, period)
+        check = check_file(spec, source.path, period, on_valid)
     except BaseException as error:
         if head is not None:
             head.close()  # the month's old rows stay
@@ -198,10 +241,6 @@ def _run_partition(
         blank_rows=check.sheet.skipped_blank,
         totals_rows=check.sheet.skipped_totals,
     )
-    try:
-        source_file = str(source.path.relative_to(data_dir))
-    except ValueError:
-        source_file = str(source.path)
     with timed(timings, "plan"):
         plan = build_plan(
             spec,
@@ -247,6 +286,19 @@ def _run_partition(
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
     return result
+
+
+def _streamed(
+    head: Head, spec: DomainSpec, mode: RefreshMode, load_id: uuid.UUID, source_file: str
+) -> Callable[[pl.DataFrame, SheetData], None]:
+    """Where `check_file` sends each part's valid rows: the head's COPY, which loads them
+    while the next parts are cleansed (a refused or failed load rolls them back)."""
+    feed = head.stream(copy_query(spec, mode), copy_types(spec))
+
+    def send(valid: pl.DataFrame, sheet: SheetData) -> None:
+        feed.put(rows_for_copy(valid, spec, load_id, source_file, sheet.sheet))
+
+    return send
 
 
 def _start_head(

@@ -38,6 +38,22 @@ class Validated:
     def rows_rejected(self) -> int:
         return self.rejected_rows.height
 
+    @staticmethod
+    def concat(parts: list[Validated]) -> Validated:
+        """The parts of one sheet validated in order (`validate` with `seen`), as one."""
+        if len(parts) == 1:
+            return parts[0]
+        checks: dict[str, int] = {}
+        for part in parts:
+            for check, count in part.checks.items():
+                checks[check] = checks.get(check, 0) + count
+        return Validated(
+            valid=pl.concat([p.valid for p in parts], rechunk=False),
+            rejects=pl.concat([p.rejects for p in parts]),
+            rejected_rows=pl.concat([p.rejected_rows for p in parts]),
+            checks=checks,
+        )
+
 
 def build_schema(spec: DomainSpec) -> pa.DataFrameSchema:
     columns: dict[str, pa.Column] = {}
@@ -113,7 +129,9 @@ def _without(frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
     return pl.concat(stretches, rechunk=False)
 
 
-def validate(cleansed: Cleansed, spec: DomainSpec) -> Validated:
+def validate(cleansed: Cleansed, spec: DomainSpec, seen: pl.DataFrame | None = None) -> Validated:
+    """`seen`: when the sheet is validated part by part, in order, the keys of the valid
+    rows of the parts before this one (a key seen there is a duplicate here)."""
     frame = cleansed.frame
     error_columns = cleansed.error_columns()
 
@@ -139,6 +157,11 @@ def validate(cleansed: Cleansed, spec: DomainSpec) -> Validated:
         bad_rows = failures["row"].unique()
         candidates = frame.filter(~pl.col(ROW).is_in(bad_rows.implode()))
         duplicated = candidates.filter(~pl.struct(spec.key).is_first_distinct())
+        if seen is not None and seen.height:
+            earlier = candidates.join(seen, on=spec.key, how="semi", nulls_equal=True)
+            duplicated = candidates.filter(
+                pl.col(ROW).is_in(pl.concat([duplicated[ROW], earlier[ROW]]).implode())
+            )
         if duplicated.height:
             key_text = pl.concat_str(
                 [pl.col(k).cast(pl.String).fill_null("") for k in spec.key], separator=" / "

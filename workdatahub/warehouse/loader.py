@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
+import queue
 import time
 import uuid
 from collections import deque
@@ -220,6 +222,20 @@ def head_statements(
     return statements
 
 
+def copy_query(spec: DomainSpec, mode: RefreshMode) -> sql.Composed:
+    """The COPY of the valid rows (`rows_for_copy`): into the table, or for an upsert into
+    the staging table the head creates."""
+    target = (
+        _ident(f"_wdh_stage_{spec.table}")
+        if mode == "upsert"
+        else _ident(spec.schema_name, spec.table)
+    )
+    columns = [c.name for c in spec.loaded_columns] + LINEAGE
+    return sql.SQL("copy {} ({}) from stdin with (format binary)").format(
+        target, sql.SQL(", ").join(_ident(c) for c in columns)
+    )
+
+
 def build_plan(
     spec: DomainSpec,
     period: date,
@@ -248,13 +264,7 @@ def build_plan(
             if c not in spec.key
         )
         statements += [
-            Statement(
-                COPY_PURPOSE,
-                sql.SQL("copy {} ({}) from stdin with (format binary)").format(
-                    staging, column_list
-                ),
-                rows=valid.height,
-            ),
+            Statement(COPY_PURPOSE, copy_query(spec, mode), rows=valid.height),
             Statement(
                 "insert new keys, update existing ones",
                 sql.SQL(
@@ -264,13 +274,7 @@ def build_plan(
             ),
         ]
     else:
-        statements.append(
-            Statement(
-                COPY_PURPOSE,
-                sql.SQL("copy {} ({}) from stdin with (format binary)").format(table, column_list),
-                rows=valid.height,
-            )
-        )
+        statements.append(Statement(COPY_PURPOSE, copy_query(spec, mode), rows=valid.height))
     statements += [
         Statement(
             "quarantine the rejected rows with their reasons",
@@ -325,11 +329,13 @@ class _Ahead:
     core, the larger share of a load) while the thread encodes the next ones (polars, numpy
     and pyarrow release the GIL); `execute` starts it before the COPY, so the first batches
     are ready when the COPY begins. Iterating yields the batches in order (and re-raises an
-    encoding error after the batches before it); `close` stops the thread."""
+    encoding error after the batches before it); `close` stops the thread. `sent`: the rows
+    of the batches taken and done with (those before the one being taken)."""
 
     def __init__(self, batches: Iterator[Any], encode: Callable[[Any], bytes], budget: int):
-        self._ready: deque[bytes] = deque()
+        self._ready: deque[tuple[bytes, int]] = deque()
         self._held = 0
+        self.sent = 0
         self._finished = self._stopped = False
         self._error: BaseException | None = None
         self._changed = Condition()
@@ -346,7 +352,7 @@ class _Ahead:
                     self._changed.wait_for(lambda: self._stopped or self._held < budget)
                     if self._stopped:
                         return
-                    self._ready.append(chunk)
+                    self._ready.append((chunk, len(batch)))
                     self._held += len(chunk)
                     self._changed.notify_all()
         except BaseException as error:  # handed to the reader of the batches
@@ -364,10 +370,11 @@ class _Ahead:
                     if self._error is not None:
                         raise self._error
                     return
-                chunk = self._ready.popleft()
+                chunk, rows = self._ready.popleft()
                 self._held -= len(chunk)
                 self._changed.notify_all()
             yield chunk
+            self.sent += rows
 
     def close(self) -> None:
         with self._changed:
@@ -521,22 +528,25 @@ def copy_types(spec: DomainSpec) -> list[str]:
 
 
 class _Progress:
-    """A log line at most every few seconds while a large COPY runs (one batch per chunk)."""
+    """A log line at most every few seconds while a large COPY runs."""
 
     EVERY_S = 5.0
 
-    def __init__(self, plan: LoadPlan, total: int) -> None:
-        self.total, self.sent, self.last = total, 0, time.monotonic()
-        self.log = get_logger(
-            domain=plan.domain, partition=f"{plan.period:%Y-%m}", load_id=str(plan.load_id)
-        )
+    def __init__(self, domain: str, period: date, load_id: uuid.UUID) -> None:
+        self.last = time.monotonic()
+        self.log = get_logger(domain=domain, partition=f"{period:%Y-%m}", load_id=str(load_id))
 
-    def batch_sent(self) -> None:
-        self.sent = min(self.total, self.sent + COPY_BATCH_ROWS)
-        now = time.monotonic()
-        if now - self.last >= self.EVERY_S and self.sent < self.total:
-            self.last = now
-            self.log.info("copying", rows_sent=self.sent, rows_total=self.total)
+    def send(self, copy: psycopg.Copy, ahead: _Ahead, total: int | None = None) -> None:
+        """The binary COPY stream of `ahead`'s batches (`total` rows, if known)."""
+        copy.write(BINARY_HEADER)
+        for chunk in ahead:
+            now = time.monotonic()
+            if ahead.sent and now - self.last >= self.EVERY_S:
+                self.last = now
+                more = {"rows_total": total} if total is not None else {}
+                self.log.info("copying", rows_sent=ahead.sent, **more)
+            copy.write(chunk)
+        copy.write(BINARY_TRAILER)
 
 
 def binary_batches(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
@@ -559,14 +569,21 @@ def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
     yield BINARY_TRAILER
 
 
-def valid_rows_for_copy(plan: LoadPlan, spec: DomainSpec) -> pl.DataFrame:
-    return plan.valid.select(
+def rows_for_copy(
+    valid: pl.DataFrame, spec: DomainSpec, load_id: uuid.UUID, source_file: str, source_sheet: str
+) -> pl.DataFrame:
+    """Valid rows as COPY sends them: the loaded columns, then the lineage."""
+    return valid.select(
         *[pl.col(c.name) for c in spec.loaded_columns],
-        pl.lit(str(plan.load_id)).alias("load_id"),
-        pl.lit(plan.source_file).alias("source_file"),
-        pl.lit(plan.source_sheet).alias("source_sheet"),
+        pl.lit(str(load_id)).alias("load_id"),
+        pl.lit(source_file).alias("source_file"),
+        pl.lit(source_sheet).alias("source_sheet"),
         pl.col(ROW).cast(pl.Int32).alias("source_row"),
     )
+
+
+def valid_rows_for_copy(plan: LoadPlan, spec: DomainSpec) -> pl.DataFrame:
+    return rows_for_copy(plan.valid, spec, plan.load_id, plan.source_file, plan.source_sheet)
 
 
 def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
@@ -697,27 +714,115 @@ def _run_head(
     return rows_deleted
 
 
+class _Aborted(Exception):
+    """The rows stop coming: the load is being rolled back."""
+
+
+class Feed:
+    """Valid rows handed, part by part, from the thread that cleanses them to the COPY that
+    `Head.stream` runs: `put` each part (rows as `rows_for_copy` gives them), then `end`;
+    `abort` makes the COPY fail, so that its transaction is rolled back."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._parts: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.rows = 0
+
+    def put(self, rows: pl.DataFrame) -> None:
+        self.rows += rows.height
+        self._parts.put(rows)
+
+    def end(self) -> None:
+        self._parts.put(self._END)
+
+    def abort(self) -> None:
+        self._parts.put(_Aborted("the load was rolled back before its rows were all sent"))
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        while True:
+            part = self._parts.get()
+            if part is self._END:
+                return
+            if isinstance(part, _Aborted):
+                raise part
+            yield from part.iter_slices(COPY_BATCH_ROWS)
+
+
 class Head:
     """The start of a load's transaction, run on a thread while the workbook is still being
     read: connect, take the month's lock, mark earlier unfinished loads, delete the month's
     old rows (`head_statements`). At 500,000 rows the delete takes the server 0.7-1.3 s, now
-    beside the read. `execute` goes on in the same transaction (`take`), or the
-    head is rolled back (`close`: an unreadable workbook, too many rejects, any error); a
-    failure of the head itself is raised by `take`, as if `execute` had met it."""
+    beside the read. With `stream`, the COPY of the valid rows follows in that transaction
+    as they are cleansed. `execute` goes on in the same transaction (`take`), or the head is
+    rolled back (`close`: an unreadable workbook, too many rejects, any error); a failure of
+    the head itself (or of its COPY) is raised by `take`, as if `execute` had met it."""
 
     def __init__(
         self, spec: DomainSpec, period: date, mode: RefreshMode, load_id: uuid.UUID, url: str
     ) -> None:
         self.load_id = load_id
         self.statements = head_statements(spec, period, mode, load_id)
+        self._progress = _Progress(spec.name, period, load_id)
         self.timings: dict[str, float] = {}
         self.rows_deleted = 0
+        self.rows_copied: int | None = None  # rows the streamed COPY loaded, once it ended
         self._conn: psycopg.Connection | None = None
         self._error: BaseException | None = None
         self._taken = False
         self._stop = Event()
+        self._feed: Feed | None = None
+        self._copier: Thread | None = None
         self._thread = Thread(target=self._run, args=(url,), name="wdh-load-head", daemon=True)
         self._thread.start()
+
+    @property
+    def streams(self) -> bool:
+        return self._feed is not None
+
+    def stream(self, query: sql.Composed, sql_types: list[str]) -> Feed:
+        """Run `query`, the COPY of the valid rows, in this transaction once the head
+        statements are done, fed by the returned `Feed` (its parts encoded ahead, as
+        `execute` encodes them): the server stores the first rows while the next ones are
+        still cleansed."""
+        if self._feed is not None:
+            raise ValueError("a head streams one COPY")
+        self._feed = Feed()
+        self._copier = Thread(
+            target=self._copy, args=(query, self._feed, sql_types), name="wdh-copy", daemon=True
+        )
+        self._copier.start()
+        return self._feed
+
+    def _copy(self, query: sql.Composed, feed: Feed, sql_types: list[str]) -> None:
+        self._thread.join()
+        if self._error is not None or self._stop.is_set() or self._conn is None:
+            return
+        # the COPY begins with the first rows: until then (the read) the session is idle in
+        # its transaction, as without a stream
+        batches = feed.batches()
+        try:
+            first = next(batches, None)
+        except _Aborted:
+            return
+        if first is None:
+            self.rows_copied = 0
+            return
+        ahead = _Ahead(
+            itertools.chain([first], batches),
+            lambda batch: _binary_rows(batch, sql_types),
+            COPY_AHEAD_BYTES,
+        )
+        try:
+            with self._conn.cursor() as cur:
+                with timed(self.timings, "copy"), cur.copy(query) as copy:
+                    self._progress.send(copy, ahead)
+                self.rows_copied = cur.rowcount
+        except BaseException as error:  # raised again by `take`
+            self._error = error
+            feed.abort()  # the encoder may wait for parts that are never sent
+        finally:
+            ahead.close()
 
     def _run(self, url: str) -> None:
         try:
@@ -729,12 +834,16 @@ class Head:
             self._error = error
 
     def take(self, plan: LoadPlan) -> psycopg.Connection:
-        """The connection, its transaction open with the head run, once the thread is done;
-        raises what the head met."""
+        """The connection, its transaction open with the head run (and the streamed COPY
+        ended: every part was put by now), once the threads are done; raises what the head
+        met."""
         if self._taken or plan.load_id != self.load_id:
             raise ValueError("a head serves the one load it was started for, once")
         self._taken = True
         self._thread.join()
+        if self._feed is not None and self._copier is not None:
+            self._feed.end()
+            self._copier.join()
         if self._error is not None:
             error, self._error = self._error, None
             self._discard()
@@ -749,12 +858,16 @@ class Head:
         is in is cancelled and it runs no further one."""
         self._taken = True
         self._stop.set()
-        while self._thread.is_alive():
+        if self._feed is not None:
+            self._feed.abort()
+        threads = [t for t in (self._thread, self._copier) if t is not None]
+        while any(t.is_alive() for t in threads):
             conn = self._conn
             if conn is not None:  # (a cancel between two statements is lost: sent again)
                 with contextlib.suppress(psycopg.Error):
                     conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
-            self._thread.join(0.1)
+            for thread in threads:
+                thread.join(0.1)
         self._discard()
 
     def _discard(self) -> None:
@@ -777,6 +890,8 @@ def execute(
     the table is not touched."""
     timings: dict[str, float] = {}
     copies = not refuse and any(s.purpose == COPY_PURPOSE for s in plan.statements)
+    if head is not None and head.streams:
+        copies = False  # the head copies the rows
     ahead = _binary_ahead(valid_rows_for_copy(plan, spec), copy_types(spec)) if copies else None
     try:
         return _execute(plan, spec, url, refuse, timings, ahead, head)
@@ -811,11 +926,17 @@ def _execute(
         ) from None
 
     rows_deleted = 0
+    copied: int | None = None  # rows the head's COPY loaded
     try:
         if head is not None:
             conn = head.take(plan)
-            rows_deleted = head.rows_deleted
-            timings.update({f"{step} (while reading)": s for step, s in head.timings.items()})
+            rows_deleted, copied = head.rows_deleted, head.rows_copied
+            timings.update(
+                {
+                    f"{step} ({'while cleansing' if step == 'copy' else 'while reading'})": s
+                    for step, s in head.timings.items()
+                }
+            )
         else:
             conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
         with conn, conn.cursor() as cur:  # one transaction: committed as the block ends
@@ -834,15 +955,16 @@ def _execute(
             if head is None:
                 rows_deleted = _run_head(cur, plan.statements[:start], timings)
             for statement in plan.statements[start:]:
-                if statement.purpose == COPY_PURPOSE:
+                if statement.purpose == COPY_PURPOSE and copied is not None:
+                    if copied != plan.rows_to_load:  # never seen: the parts and the plan differ
+                        raise psycopg.DataError(
+                            f"{copied} rows copied while cleansing, {plan.rows_to_load} planned"
+                        )
+                elif statement.purpose == COPY_PURPOSE:
                     assert ahead is not None
                     with timed(timings, "copy"), cur.copy(statement.query) as copy:
-                        progress = _Progress(plan, plan.rows_to_load)
-                        copy.write(BINARY_HEADER)
-                        for chunk in ahead:
-                            copy.write(chunk)
-                            progress.batch_sent()
-                        copy.write(BINARY_TRAILER)
+                        progress = _Progress(plan.domain, plan.period, plan.load_id)
+                        progress.send(copy, ahead, plan.rows_to_load)
                 elif statement.purpose.startswith("quarantine"):
                     with timed(timings, "quarantine"):
                         _write_rejects(cur, plan, statement)

@@ -120,10 +120,11 @@ class PartitionResult:
 # A sheet whose valid rows are loaded as they come (`check_file`'s `on_valid`) is cleansed
 # and validated in this many parts, in order, each of at least MIN_PART_ROWS rows: the
 # COPY of the first part's rows begins while the next parts are cleansed. On two cores
-# shared with the embedded Postgres, 1, 2, 4 and 8 parts measured within the noise of one
-# another (500,000 rows, interleaved runs: medians 11.8, 11.3, 12.0, 10.9 s; cleansing in
-# more parts costs more CPU, and the server's COPY then competes with it for the cores); a
-# warehouse on a server of its own stores the rows while they are cleansed here.
+# shared with the embedded Postgres the part counts measured within the noise of one
+# another (500,000 rows, interleaved runs; 1 / 4 / 8 parts, 3 runs each: medians 11.4 /
+# 12.0 / 10.9 s; 1 / 2 parts, 4 runs each: 11.8 / 11.3 s): cleansing in more parts costs
+# more CPU, and the server's COPY competes with it for the cores. A warehouse on a server
+# of its own stores the rows while they are cleansed here.
 PARTS = 2
 MIN_PART_ROWS = 10_000
 

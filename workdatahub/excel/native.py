@@ -8,8 +8,8 @@ workbook are one of two shapes, and both carry their text already:
 - `<c r="B7" t="s"><v>12</v></c>`: entry 12 of the shared strings;
 - `<c r="N7"><v>418769.33</v></c>`: a number, written in plain decimals.
 
-The scanner (`_cells`) reads those two shapes itself, on all cores at once (it releases
-the GIL): 0.55 s on two cores for the 376 MB of a 500,000-row sheet, where one fastexcel
+The scanner (`_cells`) reads those two shapes itself, on all cores at once (ctypes releases
+the GIL): ~0.4 s on two cores for the 376 MB of a 500,000-row sheet, where one fastexcel
 call takes ~10 s. Everything else is left to fastexcel, on a small workbook of the
 package's own parts (its styles, its shared strings) holding one cell of each kind that
 needs it (`_oracle_sheet`, `_ask_fastexcel`): the text of every shared string entry; each

@@ -23,7 +23,7 @@ not saved by Excel, and is not caught here (except by the native scan of a very 
 sheet, which measures the cells it found before making its grid).
 
 A sheet of 1 MB of XML and more (about 1,500 rows) is read by WorkDataHub's own compiled
-scanner (its pass over the cells: ~0.3 s on two cores at 500,000 rows, against ~10 s for
+scanner (its pass over the cells: ~0.4 s on two cores at 500,000 rows, against ~10 s for
 fastexcel), with fastexcel reading only the cells the scanner leaves to it (see "native
 scan" below and workdatahub/excel/native.py; compared cell by cell by
 tests/test_reader_native.py). Smaller sheets, and any sheet when no C compiler is found or
@@ -758,7 +758,7 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
 
 # ---------------------------------------------------------------------------- native scan
 # From NATIVE_MIN_BYTES of sheet XML the cells are cut out of the XML by a compiled scanner
-# (workdatahub/excel/native.py and scanner.c: its pass over the cells takes ~0.3 s on two
+# (workdatahub/excel/native.py and scanner.c: its pass over the cells takes ~0.4 s on two
 # cores at 500,000 rows, against ~10 s for one fastexcel call) and only the cells it does
 # not read itself go through fastexcel. Best of 3 reads of the bench's sheets (fastexcel
 # whole / in parallel pieces / native): 1.4 MB (2,000 rows) 0.039 / 0.055 / 0.031 s;

@@ -727,10 +727,8 @@ class Feed:
 
     def __init__(self) -> None:
         self._parts: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.rows = 0
 
     def put(self, rows: pl.DataFrame) -> None:
-        self.rows += rows.height
         self._parts.put(rows)
 
     def end(self) -> None:

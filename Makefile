@@ -33,7 +33,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Dagster
 	cd dbt_project && $(RUN)/dbt parse --quiet --profiles-dir .
 
-setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest
+setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest, sheet scanner
+	@# the sheet scanner (C) compiled now rather than by the first load; without a compiler
+	@# this says so once, and sheets are read with fastexcel
+	@$(RUN)/python -c "from workdatahub.excel import native; native.library()"
 
 demo: setup ## sample workbooks → embedded Postgres → Dagster (raw + dbt), then a summary
 	$(RUN)/wdh demo

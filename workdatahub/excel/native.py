@@ -46,7 +46,6 @@ import sys
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -59,7 +58,7 @@ import pyarrow as pa
 from workdatahub.logs import get_logger
 
 if TYPE_CHECKING:
-    from workdatahub.excel.reader import Parsed, SheetPart, Workbook
+    from workdatahub.excel.reader import Parsed, SheetPart, Workbook, _Scanner
 
 # what a scanned cell holds, and what its a/b entries mean (b: a length in bytes)
 EMPTY = 0  # nothing (a formula without a value is flagged by the reader's scan)
@@ -349,17 +348,17 @@ def read_xml(
     sheet: SheetPart,
     source: list[bytes],
     workers: int,
-    rest: Callable[[bytes, bool], None] | None = None,
+    scanner: _Scanner | None = None,
 ) -> Parsed | None:
     """The sheet whose XML is taken out of `source` (so that it is freed as soon as it is no
     longer needed: 376 MB at 500,000 rows), as `reader._parse` would give it (see the
     module's docstring for the one deliberate difference); None when the scanner gives up.
-    `rest`, if given, is called after the scan with the XML and whether any cell holds a
-    formula, for what the caller looks for in it."""
+    `scanner`, if given, is fed the XML after the cell scan (`feed_sheet`: what the cells
+    say about formulas spares it a pass) and told whether any cell text can hold a NUL."""
     from workdatahub.excel.reader import CellProblem
 
     xml = source.pop()
-    built = _build(book, sheet, xml, max(workers, 1), rest)
+    built = _build(book, sheet, xml, max(workers, 1), scanner)
     del xml  # the XML and the cells are gone before polars copies the columns
     if built is None:
         return None
@@ -394,7 +393,7 @@ def _build(
     sheet: SheetPart,
     xml: bytes,
     workers: int,
-    rest: Callable[[bytes, bool], None] | None,
+    scanner: _Scanner | None,
 ) -> _Built | None:
     """Scan the cells, have fastexcel read those the scanner leaves, and assemble the
     columns' Arrow buffers, a few columns at a time: the buffers per group of columns, in
@@ -415,8 +414,8 @@ def _build(
         scanned = pool.map(lambda part: cells.scan(lib, buf, part), range(len(cells.ranges)))
         if not all(scanned):
             return None
-    if rest is not None:
-        rest(xml, any(cells.formulas))
+    if scanner is not None:
+        scanner.feed_sheet(xml, any(cells.formulas))
     rows, cols, kinds, a, b, styles = (
         cells.rows, cells.cols, cells.kinds, cells.a, cells.b, cells.styles
     )  # fmt: skip
@@ -488,6 +487,8 @@ def _build(
                         problems[(int(rows[n]), int(cols[n]))] = details[(k, 2)]
                         erring.append(n)
     data, starts, ends = strings.arrays()
+    if scanner is not None:  # a plain number holds no NUL; the string table may
+        scanner.scan.nul_free = not bool((data == 0).any())
     if erring:  # a null error cell is there (as fastexcel sees it)
         at = np.array(erring, np.int64)
         kinds[at] = np.where(starts[a[at]] < 0, ERROR, STRING)

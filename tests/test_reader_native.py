@@ -319,6 +319,15 @@ def fresh_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     native.library.cache_clear()
 
 
+def test_a_compiler_that_fails_is_reported_with_its_first_line(
+    fresh_library: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CC", "cc -DWDH_BROKEN=1 -include /no/such/header.h")
+    assert native.library() is None and not list(fresh_library.iterdir())
+    said = capsys.readouterr().err
+    assert "the sheet scanner is not available" in said and "header.h" in said
+
+
 def test_the_scanner_compiles_into_an_empty_cache(
     fresh_library: Path, tmp_path: Path, sources: SourcesFile
 ) -> None:
@@ -347,7 +356,8 @@ def test_without_a_compiler_sheets_are_read_by_fastexcel(
     data = reader.read_sheet(sample.path, spec)
     assert scanned.tried == [False]
     assert native.library() is None and not list(fresh_library.iterdir())
-    assert "no C compiler found" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "the sheet scanner is not available" in said and "no-such-cc could not run" in said
     monkeypatch.delenv("CC")
     native.library.cache_clear()
     assert data.frame.equals(_whole(sample.path, spec, scanned, monkeypatch).frame)

@@ -74,7 +74,7 @@ _LT, _GT, _SLASH, _QUOTE, _EQUALS, _SPACE = 60, 62, 47, 34, 61, 32
 # The hot loops are C (scanner.c beside this module), compiled once per machine with the
 # system's compiler into a cache and called through ctypes, which releases the GIL. That
 # replaced numba, whose start-up cost ~2.2 s of CPU in every process (importing it, ~1.1 s,
-# then loading its cached code, ~1.05 s): the scan now pays from a few megabytes of XML.
+# then loading its cached code, ~1.05 s): the scan now pays from 1 MB of XML.
 
 _SOURCE = Path(__file__).with_name("scanner.c")
 _FLAGS = ("-O3", "-shared", "-fPIC")
@@ -90,22 +90,24 @@ def _cache_folders() -> list[Path]:
     return [_SOURCE.parent / "__pycache__", Path(cache_home) / "workdatahub"]
 
 
-def _compile(target: Path) -> bool:
+def _compile(target: Path) -> str | None:
+    """Compile the scanner into `target`; None when done, else why not (one line)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        return False
+        return "no C compiler found (set CC)"
     partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
     try:
         done = subprocess.run(
             [*shlex.split(compiler), *_FLAGS, "-o", str(partial), str(_SOURCE)],
-            capture_output=True, timeout=120, check=False,
+            capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if done.returncode != 0:
-            return False
+            said = (done.stderr.strip().splitlines() or ["no message"])[0]
+            return f"{compiler} failed on {_SOURCE.name}: {said}"
         os.replace(partial, target)  # whole or not at all, for processes compiling at once
-        return True
-    except (OSError, subprocess.SubprocessError):
-        return False
+        return None
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{compiler} could not run: {error}"
     finally:
         partial.unlink(missing_ok=True)
 
@@ -113,21 +115,25 @@ def _compile(target: Path) -> bool:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled scanner, compiled on first use (~0.3 s, once per machine and version of
-    scanner.c); None without a working C compiler: large sheets are then read with fastexcel
-    in parallel pieces, slower but the same cells."""
+    scanner.c); None without a working C compiler: sheets are then read with fastexcel
+    (from 16 MB in parallel pieces), slower but the same cells."""
     key = hashlib.sha256(
         b"\0".join([_SOURCE.read_bytes(), " ".join(_FLAGS).encode(),
                     platform.machine().encode(), sys.platform.encode()])
     ).hexdigest()[:16]  # fmt: skip
+    reason = "no folder to keep it in"
     for folder in _cache_folders():
         target = folder / f"wdh_scanner-{key}.so"
         try:
             if not target.exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                if not _compile(target):
+                failed = _compile(target)
+                if failed is not None:
+                    reason = failed
                     continue
             lib = ctypes.CDLL(str(target))
-        except OSError:
+        except OSError as error:
+            reason = f"{target}: {error}"
             continue
         lib.wdh_cells.restype = _I
         lib.wdh_cells.argtypes = [_P, _I, _I, _P, _P, _P, _P, _P, _P, _P]
@@ -141,8 +147,8 @@ def library() -> ctypes.CDLL | None:
         lib.wdh_fill.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
         return lib
     get_logger().warning(
-        "no C compiler found (set CC): large sheets are read with fastexcel, slower",
-        source=str(_SOURCE),
+        "the sheet scanner is not available: sheets are read with fastexcel, slower",
+        reason=reason,
     )
     return None
 

@@ -164,7 +164,6 @@ def check_file(
         parts.append(validated)
         if on_valid is not None:
             on_valid(validated.valid, sheet)
-    del raw
     return CheckResult(spec.name, path, sheet, Validated.concat(parts), timings)
 
 
@@ -226,10 +225,8 @@ def _run_partition(
                 on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period, on_valid)
-    except BaseException as error:
-        if head is not None:
-            head.close()  # the month's old rows stay
-        if isinstance(error, InputError) and not plan_only:
+    except InputError as error:  # (the cleanup closes the head: the month's old rows stay)
+        if not plan_only:
             files = [f.to_json(data_dir) for f in found.files] if found else []
             record_unreadable(url, spec, period, mode, files, error.message)
         raise

@@ -67,7 +67,6 @@ PLAIN = 2  # a number in plain decimals; a, b: its start and length in the XML
 NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: as PLAIN
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 ERROR = 5  # a cell fastexcel reports a problem for and reads as null: there, but null
-_LT, _GT, _SLASH, _QUOTE, _EQUALS, _SPACE = 60, 62, 47, 34, 61, 32
 
 
 # ------------------------------------------------------------------- the compiled scanner

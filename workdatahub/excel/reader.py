@@ -963,13 +963,15 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     body = body.with_row_index(ROW, offset=first_data_row).with_columns(pl.col(ROW).cast(pl.Int64))
     if issues:
         body = body.with_columns(issues.values())
-    nul_free = scan is not None and scan.nul_free
-    nul_free = nul_free and not any("\x00" in t for _, texts in literals.values() for t in texts)
-    marks = _row_marks(body, names, [s.name for s in issues.values()], nul_free=nul_free)
+    flagged = [s.name for s in issues.values()]
+    nul_free = bool(scan and scan.nul_free) and not any(
+        "\x00" in t for _, texts in literals.values() for t in texts
+    )
+    marks = _row_marks(body, names, flagged, nul_free=nul_free)
     if marks["_nul"].any():
         # NUL cannot go into Postgres text and means nothing to the operator
         body = body.with_columns(pl.col(n).str.replace_all("\x00", "", literal=True) for n in names)
-        marks = _row_marks(body, names, [s.name for s in issues.values()])
+        marks = _row_marks(body, names, flagged, nul_free=True)  # (none left)
     body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())

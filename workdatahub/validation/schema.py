@@ -156,12 +156,11 @@ def validate(cleansed: Cleansed, spec: DomainSpec, seen: pl.DataFrame | None = N
     if spec.key:
         bad_rows = failures["row"].unique()
         candidates = frame.filter(~pl.col(ROW).is_in(bad_rows.implode()))
-        duplicated = candidates.filter(~pl.struct(spec.key).is_first_distinct())
+        repeated = ~pl.struct(spec.key).is_first_distinct()
         if seen is not None and seen.height:
-            earlier = candidates.join(seen, on=spec.key, how="semi", nulls_equal=True)
-            duplicated = candidates.filter(
-                pl.col(ROW).is_in(pl.concat([duplicated[ROW], earlier[ROW]]).implode())
-            )
+            earlier = candidates.join(seen, on=spec.key, how="semi", nulls_equal=True)[ROW]
+            repeated = repeated | pl.col(ROW).is_in(earlier.implode())
+        duplicated = candidates.filter(repeated)
         if duplicated.height:
             key_text = pl.concat_str(
                 [pl.col(k).cast(pl.String).fill_null("") for k in spec.key], separator=" / "

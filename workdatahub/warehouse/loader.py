@@ -551,15 +551,11 @@ class _Progress:
 
 def binary_batches(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
     """`frame`'s rows in COPY's binary format, one chunk per batch (encoded ahead)."""
-    return _drained(_binary_ahead(frame, sql_types))
+    return _drained(_binary_ahead(frame.iter_slices(COPY_BATCH_ROWS), sql_types))
 
 
-def _binary_ahead(frame: pl.DataFrame, sql_types: list[str]) -> _Ahead:
-    return _Ahead(
-        frame.iter_slices(COPY_BATCH_ROWS),
-        lambda batch: _binary_rows(batch, sql_types),
-        COPY_AHEAD_BYTES,
-    )
+def _binary_ahead(batches: Iterator[pl.DataFrame], sql_types: list[str]) -> _Ahead:
+    return _Ahead(batches, lambda batch: _binary_rows(batch, sql_types), COPY_AHEAD_BYTES)
 
 
 def binary_chunks(frame: pl.DataFrame, sql_types: list[str]) -> Iterator[bytes]:
@@ -806,11 +802,7 @@ class Head:
         if first is None:
             self.rows_copied = 0
             return
-        ahead = _Ahead(
-            itertools.chain([first], batches),
-            lambda batch: _binary_rows(batch, sql_types),
-            COPY_AHEAD_BYTES,
-        )
+        ahead = _binary_ahead(itertools.chain([first], batches), sql_types)
         try:
             with self._conn.cursor() as cur:
                 with timed(self.timings, "copy"), cur.copy(query) as copy:
@@ -890,7 +882,10 @@ def execute(
     copies = not refuse and any(s.purpose == COPY_PURPOSE for s in plan.statements)
     if head is not None and head.streams:
         copies = False  # the head copies the rows
-    ahead = _binary_ahead(valid_rows_for_copy(plan, spec), copy_types(spec)) if copies else None
+    ahead = None
+    if copies:
+        rows = valid_rows_for_copy(plan, spec)
+        ahead = _binary_ahead(rows.iter_slices(COPY_BATCH_ROWS), copy_types(spec))
     try:
         return _execute(plan, spec, url, refuse, timings, ahead, head)
     finally:

@@ -352,12 +352,16 @@ def test_fast_paths_agree_with_the_full_parsers(kind: str) -> None:
     raw = pl.col("v")
     full = PARSERS[kind](blank_to_null(raw, NULLS))
     assert full.error is not None
-    out = pl.DataFrame({"v": _plain_numbers()}).select(
-        "v",
-        handled=fast.handles(raw, NULLS),
-        quick=fast.value(pl.when(fast.handles(raw, NULLS)).then(raw)),
-        full=full.value,
-        error=full.error,
+    out = (
+        full.prepare(pl.LazyFrame({"v": _plain_numbers()}))
+        .select(
+            "v",
+            handled=fast.handles(raw, NULLS),
+            quick=fast.value(pl.when(fast.handles(raw, NULLS)).then(raw)),
+            full=full.value,
+            error=full.error,
+        )
+        .collect()
     )
     taken = out.filter(pl.col("handled") & pl.col("quick").is_not_null())
     assert taken.height > 2000  # the fast path does take the plain numbers

@@ -28,7 +28,7 @@ def run(parser, values):  # type: ignore[no-untyped-def]
     exprs.append(
         (parsed.error if parsed.error is not None else pl.lit(None, pl.String)).alias("error")
     )
-    out = frame.select(exprs)
+    out = parsed.prepare(frame.lazy()).select(exprs).collect()
     return out["value"].to_list(), out["error"].to_list()
 
 

@@ -29,7 +29,7 @@ from datetime import date
 import polars as pl
 
 from workdatahub.cleansing.rules import RULES
-from workdatahub.cleansing.values import DTYPES, FAST_PATHS, PARSERS, blank_to_null
+from workdatahub.cleansing.values import DTYPES, FAST_PATHS, PARSERS, Parsed, blank_to_null
 from workdatahub.excel.reader import CELL_ISSUE
 from workdatahub.sources.spec import DomainSpec
 
@@ -77,7 +77,8 @@ class _Distinct:
     value of the column, `query` (a small table), then joined back to the rows, `join`.
 
     `key` narrows the work: rows where it is null share one evaluation (of a null cell),
-    which is how a fast path hands over only the cells it does not parse itself.
+    which is how a fast path hands over only the cells it does not parse itself. `steps`, a
+    parser's intermediate columns, are computed on the distinct values before the outputs.
     """
 
     def __init__(
@@ -86,10 +87,12 @@ class _Distinct:
         column: str,
         outputs: dict[str, pl.Expr],
         key: pl.Expr | None = None,
+        steps: Parsed | None = None,
     ) -> None:
         keys = frame.select((pl.col(column) if key is None else key).alias(column))
         self.keys = keys.select(pl.col(column).alias(_KEY))
-        self.query = keys.unique().select(
+        distinct = keys.unique() if steps is None else steps.prepare(keys.unique())
+        self.query = distinct.select(
             pl.col(column).alias(_KEY), *[expr.alias(name) for name, expr in outputs.items()]
         )
 
@@ -148,9 +151,12 @@ def _parse(source: pl.DataFrame, spec: DomainSpec) -> list[pl.DataFrame]:
     for column in fast_columns:
         fast, raw = FAST_PATHS[column.type], pl.col(column.name)
         plain = fast.handles(raw, spec.null_values)
-        value = fast.value(pl.when(plain).then(raw))  # other cells never reach the cast
-        handled = plain & value.is_not_null()
-        queries.append(lazy.select(raw, handled.alias(_FAST), value.alias(_QUICK)))
+        # in steps: as one expression, `plain` (a regex) and the value were evaluated twice
+        queries.append(
+            lazy.select(raw, plain.alias(_FAST))
+            .with_columns(fast.value(pl.when(_FAST).then(raw)).alias(_QUICK))
+            .with_columns(pl.col(_FAST) & pl.col(_QUICK).is_not_null())
+        )  # other cells never reach the cast
     quick = {c.name: part for c, part in zip(fast_columns, _collect(queries), strict=True)}
 
     steps: list[_Distinct | _EveryRow] = []
@@ -160,9 +166,11 @@ def _parse(source: pl.DataFrame, spec: DomainSpec) -> list[pl.DataFrame]:
         outputs = {column.name: parsed.value, ERR + column.name: error}
         if column.name in quick:
             rest = pl.when(~pl.col(_FAST)).then(pl.col(column.name))
-            steps.append(_Distinct(quick[column.name].lazy(), column.name, outputs, key=rest))
+            steps.append(
+                _Distinct(quick[column.name].lazy(), column.name, outputs, key=rest, steps=parsed)
+            )
         else:
-            steps.append(_Distinct(lazy, column.name, outputs))
+            steps.append(_Distinct(lazy, column.name, outputs, steps=parsed))
 
     finals = []
     for column, part in zip(spec.source_columns, _run(steps), strict=True):

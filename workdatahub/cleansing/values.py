@@ -25,6 +25,16 @@ _CURRENCY = r"[¥$€£\s,]"  # after NFKC, ￥ is ¥ and full-width commas are 
 class Parsed:
     value: pl.Expr
     error: pl.Expr | None = None
+    # columns computed first, step by step (name -> expression over the cell and the steps
+    # before), which `value` and `error` read by name: a part that several expressions share
+    # is then evaluated once, not once per use (a polars expression tree repeats it)
+    steps: tuple[dict[str, pl.Expr], ...] = ()
+
+    def prepare(self, frame: pl.LazyFrame) -> pl.LazyFrame:
+        """`frame` with the steps' columns, ready for `value` and `error`."""
+        for step in self.steps:
+            frame = frame.with_columns(**step)
+        return frame
 
 
 def quoted(expr: pl.Expr) -> pl.Expr:
@@ -81,20 +91,31 @@ def _money_error(text: pl.Expr, value: pl.Expr, label: str) -> pl.Expr:
     )
 
 
+_NUMBER = "__number__"  # the number parsers' intermediate columns: __number__text, …
+
+
+def _number(name: str) -> pl.Expr:
+    return pl.col(_NUMBER + name)
+
+
 def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
-    number = _number_text(text)
-    value = _money_value(number, _as_float(number))
-    return Parsed(value, _money_error(text, value, label))
+    number, as_float, value = _number("text"), _number("float"), _number("value")
+    steps = (
+        {_NUMBER + "text": _number_text(text)},
+        {_NUMBER + "float": _as_float(number)},
+        {_NUMBER + "value": _money_value(number, as_float)},
+    )
+    return Parsed(value, _money_error(text, value, label), steps)
 
 
 def parse_integer(text: pl.Expr) -> Parsed:
     number = _number_text(text).str.replace(r"^([+-]?\d+)\.0+$", "${1}")
-    value = number.cast(pl.Int64, strict=False)
+    value = _number("value")
     error = _fail(
         text.is_not_null() & value.is_null(),
         pl.concat_str([pl.lit("not a whole number: "), quoted(text)]),
     )
-    return Parsed(value, error)
+    return Parsed(value, error, ({_NUMBER + "value": number.cast(pl.Int64, strict=False)},))
 
 
 def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
@@ -114,10 +135,16 @@ def _rate_error(text: pl.Expr, value: pl.Expr) -> pl.Expr:
 
 def parse_rate(text: pl.Expr) -> Parsed:
     """`5%` -> 0.05; a bare number above 1 in absolute value is a percent figure (3.5 -> 0.035)."""
-    number = _number_text(text)
-    has_percent = number.str.ends_with("%")
-    value = _rate_value(_as_float(number.str.strip_suffix("%")), has_percent)
-    return Parsed(value, _rate_error(text, value))
+    number, value = _number("text"), _number("value")
+    steps = (
+        {_NUMBER + "text": _number_text(text)},
+        {
+            _NUMBER + "percent": number.str.ends_with("%"),
+            _NUMBER + "float": _as_float(number.str.strip_suffix("%")),
+        },
+        {_NUMBER + "value": _rate_value(_number("float"), _number("percent"))},
+    )
+    return Parsed(value, _rate_error(text, value), steps)
 
 
 # (regex, year group, month group, two-digit year?) over NFKC text
@@ -132,51 +159,74 @@ _MONTH_FORMATS: tuple[tuple[str, bool], ...] = (
 )
 
 
+_MONTH = "__month__"  # the month parser's intermediate columns: __month__text, …
+
+
 def parse_month(text: pl.Expr) -> Parsed:
-    """Any accepted date spelling -> the first day of its month."""
+    """Any accepted date spelling -> the first day of its month.
+
+    In steps: the normalised text, then every format's year, month and day, then the first
+    format that matched. As one expression the normalised text and the years were repeated
+    in every use (~10 ms for a handful of cells, against ~1.5 ms in steps).
+    """
+
+    def col(name: str) -> pl.Expr:
+        return pl.col(_MONTH + name)
+
     normal = (
         text.str.normalize("NFKC")
         .str.strip_chars()
         .str.replace_all(r"\s*([年月日/-])\s*", "${1}")
         .str.replace_all(r"\s+", " ")
     )
+    parts: dict[str, pl.Expr] = {}
     years: list[pl.Expr] = []
     months: list[pl.Expr] = []
     days: list[pl.Expr] = []
-    for pattern, two_digit in _MONTH_FORMATS:
-        year = normal.str.extract(pattern, 1).cast(pl.Int32, strict=False)
-        if two_digit:
-            year = year + 2000
+    for i, (pattern, two_digit) in enumerate(_MONTH_FORMATS):
+        found = {
+            f"{part}{i}": col("text").str.extract(pattern, group).cast(pl.Int32, strict=False)
+            for group, part in enumerate("ymd", start=1)
+        }
+        parts.update({_MONTH + name: expr for name, expr in found.items()})
+        year = col(f"y{i}") + 2000 if two_digit else col(f"y{i}")
         years.append(year)
-        months.append(normal.str.extract(pattern, 2).cast(pl.Int32, strict=False))
-        days.append(
-            pl.when(year.is_not_null())
-            .then(normal.str.extract(pattern, 3).cast(pl.Int32, strict=False).fill_null(1))
-            .otherwise(None)
-        )
+        months.append(col(f"m{i}"))
+        days.append(pl.when(year.is_not_null()).then(col(f"d{i}").fill_null(1)))
     # an Excel serial day number (45597 = 2024-11-01) in a column that mixes text and dates
-    serial = (
-        normal.str.extract(r"^(\d{5})(?:\.0+)?$", 1).cast(pl.Int64, strict=False).cast(pl.Int32)
+    parts[_MONTH + "serial"] = pl.lit(EXCEL_EPOCH) + pl.duration(
+        days=col("text")
+        .str.extract(r"^(\d{5})(?:\.0+)?$", 1)
+        .cast(pl.Int64, strict=False)
+        .cast(pl.Int32)
     )
-    serial_date = pl.lit(EXCEL_EPOCH) + pl.duration(days=serial)
+    serial_date = col("serial")
     years.append(serial_date.dt.year())
     months.append(serial_date.dt.month().cast(pl.Int32))
-    days.append(pl.when(serial.is_not_null()).then(pl.lit(1)).otherwise(None))
+    days.append(pl.when(serial_date.is_not_null()).then(pl.lit(1, dtype=pl.Int32)))
 
-    year = pl.coalesce(years)
-    month = pl.coalesce(months)
-    day = pl.coalesce(days)
+    year, month, day = col("year"), col("month"), col("day")
     valid = year.is_between(MIN_YEAR, MAX_YEAR) & month.is_between(1, 12) & day.is_between(1, 31)
-    value = (
-        pl.when(valid)
-        .then(pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1))
-        .otherwise(None)
-    )
+    value = col("value")
     error = _fail(
         text.is_not_null() & value.is_null(),
         pl.concat_str([pl.lit("not a date or month: "), quoted(text)]),
     )
-    return Parsed(value, error)
+    steps = (
+        {_MONTH + "text": normal},
+        parts,
+        {
+            _MONTH + "year": pl.coalesce(years),
+            _MONTH + "month": pl.coalesce(months),
+            _MONTH + "day": pl.coalesce(days),
+        },
+        {
+            _MONTH + "value": pl.when(valid)
+            .then(pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1))
+            .otherwise(None)
+        },
+    )
+    return Parsed(value, error, steps)
 
 
 PARSERS: dict[str, Callable[[pl.Expr], Parsed]] = {

@@ -303,8 +303,8 @@ def _checked_in_parts(path: Path, spec: DomainSpec, period: date) -> None:
 def test_a_sheet_checked_in_parts_is_checked_as_whole(
     sources: SourcesFile, samples: list[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "PARTS", 5)
-    monkeypatch.setattr(pipeline, "MIN_PART_ROWS", 1)
+    monkeypatch.setattr(pipeline, "FIRST_PART_ROWS", 3)
+    monkeypatch.setattr(pipeline, "PART_GROWTH", 1)
     for sample in samples:
         _checked_in_parts(sample.path, sources.domain(sample.domain), sample.period)
     # duplicate keys in a later part than their first occurrence (parts of 3 rows)
@@ -468,3 +468,44 @@ def test_binary_copy_field_encodings_round_trip(pg_url: str) -> None:
         (*row[:6], uuid.UUID(row[6])) for row in frame.iter_rows()
     ]  # polars gives Decimal, date, int: what psycopg reads back
     assert back == expected
+
+
+def test_compiled_copy_rows_are_the_pyarrow_rows() -> None:
+    """The compiled row assembly (scanner.c's wdh_copy_rows) writes the bytes the pyarrow
+    one writes: every field type, nulls in each, a batch sliced out of a larger frame, and a
+    null text whose Arrow span still holds bytes (which must not be sent)."""
+    import uuid
+
+    import numpy as np
+    import pyarrow as pa
+
+    from workdatahub.excel import native
+    from workdatahub.warehouse import loader
+
+    if native.library() is None:
+        pytest.skip("no C compiler: loads use the pyarrow assembly only")
+    # "bbb" is behind a null: offsets 0, 3, 6, 9 with the middle entry invalid
+    spans = pa.LargeStringArray.from_buffers(
+        3, pa.py_buffer(np.array([0, 3, 6, 9], np.int64)), pa.py_buffer(b"aaabbbccc"),
+        pa.py_buffer(np.packbits(np.array([1, 0, 1], np.uint8), bitorder="little")),
+    )  # fmt: skip
+    rows = 9
+    frame = pl.DataFrame(
+        {
+            "t": ["", "a", "中文 (全角)", "x" * 5000, None, "tab\there", None, "z", "q"],
+            "s": pl.concat([pl.Series(spans), pl.Series(["d", None, "", "e", "f", "g"])]),
+            "d": [date(2000, 1, 1), None, *[date(2024, 11, 1)] * 7],
+            "m": pl.Series(["0", "-0.0001", None, "99999999999999.9999", *["1.5"] * 5]).cast(
+                pl.Decimal(18, 4)
+            ),
+            "r": pl.Series(["0.05", None, "-9999.999999", *["0"] * 6]).cast(pl.Decimal(10, 6)),
+            "b": [0, -1, 2**62, None, 5, 6, 7, 8, 9],
+            "i": pl.Series([0, -1, 2**31 - 1, -(2**31), None, 6, 7, 8, 9], dtype=pl.Int32),
+            "u": [str(uuid.uuid4())] * rows,
+        }
+    )
+    types = ["text", "text", "date", "numeric(18,4)", "numeric(10,6)", "bigint", "integer", "uuid"]
+    for batch in (frame, frame.slice(1, 6), frame.slice(8, 1), frame.slice(0, 0)):
+        compiled = loader._binary_rows(batch, types)
+        assert bytes(compiled) == loader._binary_rows(batch, types, compiled=False)
+    assert len(loader._binary_rows(frame, types)) > 5000  # the rows are there, not nothing

@@ -413,8 +413,8 @@ def test_rows_stream_into_the_load_while_later_parts_are_cleansed_and_roll_back_
     trustee_month(tmp_path, NOV, rows_for(NOV, 10))
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     before = table_state(pg)
-    monkeypatch.setattr(pipeline, "PARTS", 4)
-    monkeypatch.setattr(pipeline, "MIN_PART_ROWS", 1)
+    monkeypatch.setattr(pipeline, "FIRST_PART_ROWS", 3)
+    monkeypatch.setattr(pipeline, "PART_GROWTH", 1)
     real_cleanse = pipeline.cleanse
     calls: list[int] = []
 

@@ -118,15 +118,28 @@ class PartitionResult:
 
 
 # A sheet whose valid rows are loaded as they come (`check_file`'s `on_valid`) is cleansed
-# and validated in this many parts, in order, each of at least MIN_PART_ROWS rows: the
-# COPY of the first part's rows begins while the next parts are cleansed. On two cores
-# shared with the embedded Postgres the part counts measured within the noise of one
-# another (500,000 rows, interleaved runs; 1 / 4 / 8 parts, 3 runs each: medians 11.4 /
-# 12.0 / 10.9 s; 1 / 2 parts, 4 runs each: 11.8 / 11.3 s): cleansing in more parts costs
-# more CPU, and the server's COPY competes with it for the cores. A warehouse on a server
-# of its own stores the rows while they are cleansed here.
-PARTS = 2
-MIN_PART_ROWS = 10_000
+# and validated in parts, in order, and the COPY of a part's rows runs while the next parts
+# are cleansed. The parts grow: FIRST_PART_ROWS, then each PART_GROWTH times the one
+# before, the last taking the rest. A small first part starts the COPY soon after the read
+# (the server's COPY, ~130,000 rows/s here, is the slowest stage), and as cleansing runs
+# faster than that (~350,000 rows/s) doubling parts keep the COPY fed while each part's
+# fixed cost (~30 ms of cleansing, ~25 ms of validation) is paid a handful of times, not
+# once per 10,000 rows.
+FIRST_PART_ROWS = 10_000
+PART_GROWTH = 2
+
+
+def part_sizes(rows: int) -> list[int]:
+    """The rows of each part of a streamed sheet of `rows` rows (a rest smaller than
+    FIRST_PART_ROWS joins the part before it)."""
+    sizes: list[int] = []
+    size = max(FIRST_PART_ROWS, 1)
+    while rows > 0:
+        take = rows if rows - size < FIRST_PART_ROWS else size
+        sizes.append(take)
+        rows -= take
+        size *= PART_GROWTH
+    return sizes or [0]
 
 
 def check_file(
@@ -149,15 +162,18 @@ def check_file(
     raw = sheet.frame
     # the raw text is not needed past cleansing; at 500,000 rows it is hundreds of MB
     sheet.frame = raw.clear()
-    size = raw.height if on_valid is None else max(-(-raw.height // PARTS), MIN_PART_ROWS)
+    sizes = [raw.height] if on_valid is None else part_sizes(raw.height)
     parts: list[Validated] = []
     seen: pl.DataFrame | None = None
-    for part in raw.iter_slices(max(size, 1)) if raw.height else [raw]:
+    offset = 0
+    for size in sizes:
+        part = raw.slice(offset, size)
+        offset += size
         with timed(timings, "cleanse"):
             cleansed = cleanse(part, spec, period)
         with timed(timings, "validate"):
             validated = validate(cleansed, spec, seen)
-            if spec.key and size < raw.height:
+            if spec.key and len(sizes) > 1:
                 keys = validated.valid.select(spec.key)
                 seen = keys if seen is None else pl.concat([seen, keys])
         del cleansed

@@ -113,9 +113,10 @@ def _compile(target: Path) -> str | None:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled scanner, compiled on first use (~0.3 s, once per machine and version of
-    scanner.c); None without a working C compiler: sheets are then read with fastexcel
-    (from 16 MB in parallel pieces), slower but the same cells."""
+    """The compiled scanner (and the loader's COPY row join), compiled on first use (~0.3 s,
+    once per machine and version of scanner.c); None without a working C compiler: sheets
+    are then read with fastexcel (from 16 MB in parallel pieces) and COPY rows joined with
+    pyarrow, slower but the same cells and bytes."""
     key = hashlib.sha256(
         b"\0".join([_SOURCE.read_bytes(), " ".join(_FLAGS).encode(),
                     platform.machine().encode(), sys.platform.encode()])
@@ -144,6 +145,8 @@ def library() -> ctypes.CDLL | None:
         lib.wdh_measure.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]
         lib.wdh_fill.restype = None
         lib.wdh_fill.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_copy_rows.restype = _I
+        lib.wdh_copy_rows.argtypes = [_I, _I, _P, _P, _P, _P, _P, _P]
         return lib
     get_logger().warning(
         "the sheet scanner is not available: sheets are read with fastexcel, slower",

@@ -1,6 +1,8 @@
-/* WorkDataHub's sheet scanner: the hot loops of workdatahub/excel/native.py, which says what
- * they do and why. Compiled once per machine with the system's C compiler (native.library)
- * and called through ctypes, which releases the GIL: the scan runs on all cores at once.
+/* WorkDataHub's compiled hot loops: the sheet scanner of workdatahub/excel/native.py, which
+ * says what they do and why, and the assembly of COPY's binary rows for the loader
+ * (wdh_copy_rows, workdatahub/warehouse/loader.py). Compiled once per machine with the
+ * system's C compiler (native.library) and called through ctypes, which releases the GIL:
+ * the scan runs on all cores at once, the encoding beside the load.
  *
  * Reads may look a few bytes past `stop`: the scanned run is followed, in the same buffer,
  * by at least `</sheetData></worksheet>`.
@@ -245,4 +247,49 @@ void wdh_fill(const int64_t *owner, int64_t height, int64_t first, int64_t last,
             memcpy(to + offset[r], from, (size_t)(offset[r + 1] - offset[r]));
         }
     }
+}
+
+/* COPY's binary rows, back to back, into `out` (which holds exactly their bytes); returns
+ * the bytes written. Row r is the field count (big-endian int16), then column c's field:
+ *   FIELD_FIXED: widths[c] bytes from data[c] + r * widths[c] (length prefix and value,
+ *                already big-endian);
+ *   FIELD_TEXT:  the length (big-endian int32), then data[c][offsets[c][r]:offsets[c][r+1]]
+ *                (an Arrow large-string column);
+ *   FIELD_CONST: the same widths[c] bytes from data[c] in every row;
+ * and where nulls[c] is not 0 and nulls[c][r] is, the field is the length -1 alone. The
+ * pointers come as integers (numpy addresses). */
+enum { FIELD_FIXED = 0, FIELD_TEXT = 1, FIELD_CONST = 2 };
+
+int64_t wdh_copy_rows(int64_t nrows, int64_t ncols, const int64_t *kinds,
+                      const int64_t *widths, const int64_t *data, const int64_t *offsets,
+                      const int64_t *nulls, uint8_t *out) {
+    uint8_t *to = out;
+    for (int64_t r = 0; r < nrows; r++) {
+        *to++ = (uint8_t)(ncols >> 8);
+        *to++ = (uint8_t)ncols;
+        for (int64_t c = 0; c < ncols; c++) {
+            const uint8_t *null = (const uint8_t *)(intptr_t)nulls[c];
+            if (null && null[r]) {
+                memset(to, 0xff, 4);
+                to += 4;
+                continue;
+            }
+            const uint8_t *from = (const uint8_t *)(intptr_t)data[c];
+            if (kinds[c] == FIELD_TEXT) {
+                const int64_t *at = (const int64_t *)(intptr_t)offsets[c];
+                uint32_t size = (uint32_t)(at[r + 1] - at[r]);
+                to[0] = (uint8_t)(size >> 24);
+                to[1] = (uint8_t)(size >> 16);
+                to[2] = (uint8_t)(size >> 8);
+                to[3] = (uint8_t)size;
+                memcpy(to + 4, from + at[r], size);
+                to += 4 + size;
+            } else {
+                int64_t width = widths[c];
+                memcpy(to, kinds[c] == FIELD_FIXED ? from + r * width : from, (size_t)width);
+                to += width;
+            }
+        }
+    }
+    return to - out;
 }

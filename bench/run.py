@@ -4,12 +4,18 @@ side by side in one run on this machine.
 For each size (default 50,000 and 500,000 rows) it
 1. generates, or reuses by (rows, seed), an annuity_performance workbook with `wdh sample`;
 2. migrates the warehouse and loads that month once untimed (`prepare`, which also keeps
-   the cleaned rows for the bare COPY), so every timed load replaces a month of its size;
-3. times, `--runs` times and interleaved so that machine noise falls on every contender:
-   WorkDataHub's pipeline for the partition (stage by stage), the two fast readers alone
-   (fastexcel, and WorkDataHub's native scan), a bare COPY of the already-cleaned rows,
-   and the naive stack (pandas + openpyxl, row-by-row rules, to_sql; fewer runs at the
-   large size, `--naive-large-runs`);
+   the cleaned rows for the bare COPY); each size has a month of its own (the largest
+   `--period`, each smaller one the month before), so every timed load replaces a month of
+   its own size;
+3. times, `--runs` rounds, each round every size and every contender one after the other,
+   so that the machine's drift over the bench's minutes falls on every contender and on
+   every size alike (the linearity target compares two sizes: measured one after the
+   other, a slow spell of this shared machine during one of them decided it; the naive
+   stack at 50,000 rows once took 28.4 s and 15.6 s twenty minutes apart): WorkDataHub's
+   pipeline for the partition (stage by stage), the two fast readers alone (fastexcel,
+   and WorkDataHub's native scan), a bare COPY of the already-cleaned rows, and the naive
+   stack (pandas + openpyxl, row-by-row rules, to_sql; fewer runs at the large size,
+   `--naive-large-runs`);
 4. optionally times the month through Dagster (raw + dbt) against the direct call;
 then prints a table and, last, one line with the headline figures of the largest size,
 and writes bench/results.json and bench/results.png. Every run is a fresh process
@@ -27,9 +33,11 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from workdatahub.periods import parse_period, period_key
 from workdatahub.samples import SAMPLE_FORMAT
 
 BENCH = Path(__file__).resolve().parent
@@ -37,6 +45,7 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 WDH = str(Path(sys.executable).parent / "wdh")
 DOMAIN = "annuity_performance"
+KINDS = ("wdh", "reader", "scan", "copy", "naive")  # the contenders, in the order they run
 
 # the issue's targets at the largest size
 TARGET_ROWS_PER_S = 60_000
@@ -46,6 +55,10 @@ TARGET_RSS_MB = 1536.0
 TARGET_LINEARITY = 0.20  # rows/s at the largest size within 20% of the smallest
 
 
+def previous_month(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -53,7 +66,7 @@ def log(message: str) -> None:
 def sample(rows: int, seed: int, period: str, out: Path) -> Path:
     """The workbook for (rows, seed), written by `wdh sample` unless it already exists."""
     # the writer's format in the name: a workbook cached by an older writer is not reused
-    data_dir = out / f"rows_{rows}_seed_{seed}_format_{SAMPLE_FORMAT}"
+    data_dir = out / f"rows_{rows}_seed_{seed}_{period}_format_{SAMPLE_FORMAT}"
     start = time.perf_counter()
     subprocess.run(
         [WDH, "sample", "--months", f"{period}..{period}", "--rows", str(rows),
@@ -125,7 +138,7 @@ def summarise(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             continue
         seconds = spread(values)
         summary["stages"][name] = {"seconds": seconds, "rows_per_s": rate(rows, seconds)}
-    for kind in ("wdh", "reader", "scan", "copy", "naive"):
+    for kind in KINDS:
         if not runs.get(kind):
             continue
         seconds = spread([r["seconds"] for r in runs[kind]])
@@ -364,39 +377,49 @@ def main() -> None:
     sizes = sorted(int(n) for n in args.rows.split(","))
     started = time.time()
 
-    summaries, raw_runs = [], {}
+    # each size its own month, the largest at --period: a timed load replaces its own size
+    periods: dict[int, str] = {}
+    month = parse_period(args.period)
+    for rows in reversed(sizes):
+        periods[rows] = period_key(month)
+        month = previous_month(month)
+    data_dirs = {rows: sample(rows, args.seed, periods[rows], args.out) for rows in sizes}
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {
+        rows: {kind: [] for kind in KINDS} for rows in sizes
+    }
+    naive_runs: dict[int, int] = {}
     for rows in sizes:
-        data_dir = sample(rows, args.seed, args.period, args.out)
-        log(f"{rows:,} rows: warm-up load (untimed), cleaned rows for the bare COPY")
-        measure("prepare", data_dir, args.period)
-        runs: dict[str, list[dict[str, Any]]] = {
-            "wdh": [], "reader": [], "scan": [], "copy": [], "naive": []
-        }  # fmt: skip
-        naive_runs = args.runs
+        log(f"{rows:,} rows ({periods[rows]}): warm-up load (untimed), cleaned rows for COPY")
+        measure("prepare", data_dirs[rows], periods[rows])
+        naive_runs[rows] = args.runs
         if rows > 100_000:
-            naive_runs = 0 if args.skip_naive_at_500k else min(args.naive_large_runs, args.runs)
-        for run in range(args.runs):
+            skip = args.skip_naive_at_500k
+            naive_runs[rows] = 0 if skip else min(args.naive_large_runs, args.runs)
+    for run in range(args.runs):
+        for rows in sizes:
             # each load VACUUMs the table before its clock starts: it meets the table as a
             # month later, after autovacuum
-            for kind in ("wdh", "reader", "scan", "copy"):
-                runs[kind].append(measure(kind, data_dir, args.period))
-            if run < naive_runs:
-                runs["naive"].append(measure("naive", data_dir, args.period))
-            naive = f", naive {runs['naive'][-1]['seconds']:.1f} s" if run < naive_runs else ""
+            kinds = [k for k in KINDS if k != "naive" or run < naive_runs[rows]]
+            times = runs[rows]
+            for kind in kinds:
+                times[kind].append(measure(kind, data_dirs[rows], periods[rows]))
+            naive = f", naive {times['naive'][-1]['seconds']:.1f} s" if "naive" in kinds else ""
             log(
-                f"  run {run + 1}/{args.runs}: WorkDataHub {runs['wdh'][-1]['seconds']:.2f} s, "
-                f"fastexcel {runs['reader'][-1]['seconds']:.2f} s, "
-                f"scan {runs['scan'][-1]['seconds']:.2f} s, "
-                f"COPY {runs['copy'][-1]['seconds']:.2f} s{naive}"
+                f"  run {run + 1}/{args.runs}, {rows:,} rows: "
+                f"WorkDataHub {times['wdh'][-1]['seconds']:.2f} s, "
+                f"fastexcel {times['reader'][-1]['seconds']:.2f} s, "
+                f"scan {times['scan'][-1]['seconds']:.2f} s, "
+                f"COPY {times['copy'][-1]['seconds']:.2f} s{naive}"
             )
-        summaries.append(summarise(rows, runs))
-        raw_runs[str(rows)] = runs
+    summaries = [summarise(rows, runs[rows]) for rows in sizes]
+    raw_runs = {str(rows): runs[rows] for rows in sizes}
 
     dagster = None
     if args.dagster_rows:
-        data_dir = sample(args.dagster_rows, args.seed, args.period, args.out)
+        period = periods.get(args.dagster_rows, args.period)
+        data_dir = sample(args.dagster_rows, args.seed, period, args.out)
         log(f"Dagster: {args.dagster_rows:,} rows, {args.runs} runs")
-        result = measure("dagster", data_dir, args.period, "--runs", str(args.runs))
+        result = measure("dagster", data_dir, period, "--runs", str(args.runs))
         result["rows"] = args.dagster_rows
         dagster = dagster_summary(result)
 

@@ -509,3 +509,34 @@ def test_compiled_copy_rows_are_the_pyarrow_rows() -> None:
         compiled = loader._binary_rows(batch, types)
         assert bytes(compiled) == loader._binary_rows(batch, types, compiled=False)
     assert len(loader._binary_rows(frame, types)) > 5000  # the rows are there, not nothing
+
+
+def test_compiled_copy_rows_never_write_past_the_buffer() -> None:
+    """Given less room than the rows need, the compiled join stops and says so (-1), and the
+    bytes after its room are untouched."""
+    import numpy as np
+
+    from workdatahub.excel import native
+
+    lib = native.library()
+    if lib is None:
+        pytest.skip("no C compiler: loads use the pyarrow assembly only")
+    records = np.arange(3, dtype=">i8")  # three fixed 8-byte fields, one column
+    kinds, widths = np.array([0], np.int64), np.array([8], np.int64)
+    data, none = np.array([records.ctypes.data], np.int64), np.zeros(1, np.int64)
+    need = 3 * (2 + 8)
+    for room in (need - 1, need - 8, 0):
+        out = np.full(need + 16, 0xAB, np.uint8)
+        written = lib.wdh_copy_rows(
+            3, 1, kinds.ctypes.data, widths.ctypes.data, data.ctypes.data,
+            none.ctypes.data, none.ctypes.data, out.ctypes.data, room,
+        )  # fmt: skip
+        assert written == -1
+        assert (out[room:] == 0xAB).all()
+    out = np.zeros(need, np.uint8)
+    written = lib.wdh_copy_rows(
+        3, 1, kinds.ctypes.data, widths.ctypes.data, data.ctypes.data,
+        none.ctypes.data, none.ctypes.data, out.ctypes.data, need,
+    )  # fmt: skip
+    assert written == need
+    assert out.tobytes() == b"".join(b"\x00\x01" + int(v).to_bytes(8, "big") for v in records)

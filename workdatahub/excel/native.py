@@ -146,7 +146,7 @@ def library() -> ctypes.CDLL | None:
         lib.wdh_fill.restype = None
         lib.wdh_fill.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
         lib.wdh_copy_rows.restype = _I
-        lib.wdh_copy_rows.argtypes = [_I, _I, _P, _P, _P, _P, _P, _P]
+        lib.wdh_copy_rows.argtypes = [_I, _I, _P, _P, _P, _P, _P, _P, _I]
         return lib
     get_logger().warning(
         "the sheet scanner is not available: sheets are read with fastexcel, slower",

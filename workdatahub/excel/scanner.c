@@ -249,27 +249,30 @@ void wdh_fill(const int64_t *owner, int64_t height, int64_t first, int64_t last,
     }
 }
 
-/* COPY's binary rows, back to back, into `out` (which holds exactly their bytes); returns
- * the bytes written. Row r is the field count (big-endian int16), then column c's field:
+/* COPY's binary rows, back to back, into `out` (which should hold exactly their bytes);
+ * returns the bytes written. Row r is the field count (big-endian int16), then column c's field:
  *   FIELD_FIXED: widths[c] bytes from data[c] + r * widths[c] (length prefix and value,
  *                already big-endian);
  *   FIELD_TEXT:  the length (big-endian int32), then data[c][offsets[c][r]:offsets[c][r+1]]
  *                (an Arrow large-string column);
  *   FIELD_CONST: the same widths[c] bytes from data[c] in every row;
  * and where nulls[c] is not 0 and nulls[c][r] is, the field is the length -1 alone. The
- * pointers come as integers (numpy addresses). */
+ * pointers come as integers (numpy addresses). Never writes past `capacity` bytes: -1 when
+ * the rows would not fit. */
 enum { FIELD_FIXED = 0, FIELD_TEXT = 1, FIELD_CONST = 2 };
 
 int64_t wdh_copy_rows(int64_t nrows, int64_t ncols, const int64_t *kinds,
                       const int64_t *widths, const int64_t *data, const int64_t *offsets,
-                      const int64_t *nulls, uint8_t *out) {
+                      const int64_t *nulls, uint8_t *out, int64_t capacity) {
     uint8_t *to = out;
     for (int64_t r = 0; r < nrows; r++) {
+        if (out + capacity - to < 2) return -1;
         *to++ = (uint8_t)(ncols >> 8);
         *to++ = (uint8_t)ncols;
         for (int64_t c = 0; c < ncols; c++) {
             const uint8_t *null = (const uint8_t *)(intptr_t)nulls[c];
             if (null && null[r]) {
+                if (out + capacity - to < 4) return -1;
                 memset(to, 0xff, 4);
                 to += 4;
                 continue;
@@ -278,6 +281,7 @@ int64_t wdh_copy_rows(int64_t nrows, int64_t ncols, const int64_t *kinds,
             if (kinds[c] == FIELD_TEXT) {
                 const int64_t *at = (const int64_t *)(intptr_t)offsets[c];
                 uint32_t size = (uint32_t)(at[r + 1] - at[r]);
+                if (out + capacity - to < 4 + (int64_t)size) return -1;
                 to[0] = (uint8_t)(size >> 24);
                 to[1] = (uint8_t)(size >> 16);
                 to[2] = (uint8_t)(size >> 8);
@@ -286,6 +290,7 @@ int64_t wdh_copy_rows(int64_t nrows, int64_t ncols, const int64_t *kinds,
                 to += 4 + size;
             } else {
                 int64_t width = widths[c];
+                if (out + capacity - to < width) return -1;
                 memcpy(to, kinds[c] == FIELD_FIXED ? from + r * width : from, (size_t)width);
                 to += width;
             }

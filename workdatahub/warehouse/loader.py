@@ -514,7 +514,8 @@ def _joined_compiled(lib: Any, fields: list[_Field], height: int) -> bytes:
             array = column.text
             _, offset_buffer, data_buffer = array.buffers()
             at = np.frombuffer(offset_buffer, np.int64)[array.offset : array.offset + height + 1]
-            values = np.frombuffer(data_buffer, np.uint8) if data_buffer.size else np.zeros(1)
+            present = data_buffer is not None and data_buffer.size
+            values = np.frombuffer(data_buffer, np.uint8) if present else np.zeros(1, np.uint8)
             kinds[c], data[c], offsets[c] = _TEXT, values.ctypes.data, at.ctypes.data
             lengths = np.diff(at)
             if column.nulls is not None:  # a null's span in Arrow may hold bytes: not sent
@@ -541,7 +542,7 @@ def _joined_compiled(lib: Any, fields: list[_Field], height: int) -> bytes:
     target = np.frombuffer(out, np.uint8)
     written = lib.wdh_copy_rows(
         height, len(fields), *(a.ctypes.data for a in (kinds, widths, data, offsets, nulls)),
-        target.ctypes.data,
+        target.ctypes.data, size,
     )  # fmt: skip
     if written != size:
         raise AssertionError(f"COPY rows: {written} bytes written, {size} expected")

@@ -8,6 +8,7 @@ Both sides start from the same reader output, so this compares cleansing and val
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import date, datetime
 from decimal import Decimal
@@ -298,6 +299,21 @@ def _checked_in_parts(path: Path, spec: DomainSpec, period: date) -> None:
         assert getattr(parts.validated, name).equals(getattr(whole, name)), name
     assert parts.validated.checks == whole.checks
     assert pl.concat(sent).equals(whole.valid)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 9_999, 10_000, 19_999, 20_000, 35_000, 50_000, 500_000])
+def test_streamed_parts_start_small_and_double(rows: int) -> None:
+    """The production schedule: every row in exactly one part, in order; 10,000 rows first,
+    then twice the part before; a rest too small for a part of its own joins the last."""
+    sizes = pipeline.part_sizes(rows)
+    assert sum(sizes) == rows
+    if rows < 2 * pipeline.FIRST_PART_ROWS:
+        assert sizes == [rows]
+        return
+    assert sizes[0] == pipeline.FIRST_PART_ROWS
+    for before, after in itertools.pairwise(sizes[:-1]):
+        assert after == 2 * before
+    assert sizes[-1] >= pipeline.FIRST_PART_ROWS  # the rest, never a sliver
 
 
 def test_a_sheet_checked_in_parts_is_checked_as_whole(

@@ -77,8 +77,9 @@ class _Distinct:
     value of the column, `query` (a small table), then joined back to the rows, `join`.
 
     `key` narrows the work: rows where it is null share one evaluation (of a null cell),
-    which is how a fast path hands over only the cells it does not parse itself. `steps`, a
-    parser's intermediate columns, are computed on the distinct values before the outputs.
+    which is how a fast path hands over only the cells it does not parse itself. `parsed`, when
+    given, has its intermediate columns (`Parsed.steps`) computed on the distinct values
+    before the outputs.
     """
 
     def __init__(
@@ -87,11 +88,11 @@ class _Distinct:
         column: str,
         outputs: dict[str, pl.Expr],
         key: pl.Expr | None = None,
-        steps: Parsed | None = None,
+        parsed: Parsed | None = None,
     ) -> None:
         keys = frame.select((pl.col(column) if key is None else key).alias(column))
         self.keys = keys.select(pl.col(column).alias(_KEY))
-        distinct = keys.unique() if steps is None else steps.prepare(keys.unique())
+        distinct = keys.unique() if parsed is None else parsed.prepare(keys.unique())
         self.query = distinct.select(
             pl.col(column).alias(_KEY), *[expr.alias(name) for name, expr in outputs.items()]
         )
@@ -167,10 +168,10 @@ def _parse(source: pl.DataFrame, spec: DomainSpec) -> list[pl.DataFrame]:
         if column.name in quick:
             rest = pl.when(~pl.col(_FAST)).then(pl.col(column.name))
             steps.append(
-                _Distinct(quick[column.name].lazy(), column.name, outputs, key=rest, steps=parsed)
+                _Distinct(quick[column.name].lazy(), column.name, outputs, key=rest, parsed=parsed)
             )
         else:
-            steps.append(_Distinct(lazy, column.name, outputs, steps=parsed))
+            steps.append(_Distinct(lazy, column.name, outputs, parsed=parsed))
 
     finals = []
     for column, part in zip(spec.source_columns, _run(steps), strict=True):

@@ -24,7 +24,9 @@ $(TOOLS)/bin/uv:
 	  $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv; }
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(TOOLS)/bin/uv
-	$(UV) sync --frozen --python $(PYTHON)
+	@# compiled now: Python here never writes .pyc files itself (PYTHONDONTWRITEBYTECODE), so
+	@# without this every process compiles what it imports (Dagster: 10 s instead of 3 s)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

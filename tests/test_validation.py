@@ -112,3 +112,21 @@ def test_income_blank_placeholders_count_as_zero_but_text_rejects(
     assert result.to_json()["rejects"] == [
         {"row": 3, "column": "fixed_fee", "value": "abc", "reason": "not a number: 'abc'"}
     ]
+
+
+def test_schema_is_built_once_per_spec_and_follows_a_changed_spec(sources: SourcesFile) -> None:
+    from workdatahub.validation.schema import schema_for
+
+    spec = sources.domain("annuity_performance")
+    assert schema_for(spec) is schema_for(spec)
+    # a spec with other accepted values (a changed data_sources.yml) gets its own schema
+    column = next(c for c in spec.columns if c.allowed)
+    assert column.allowed is not None
+    data = spec.model_dump(by_alias=True, exclude_unset=True)
+    for entry in data["columns"]:
+        if entry["name"] == column.name:
+            entry["allowed"] = column.allowed[:1]
+    other = type(spec).model_validate(data)
+    assert schema_for(other) is not schema_for(spec)
+    checks = schema_for(other).columns[column.name].checks
+    assert checks[0].statistics["allowed_values"] == column.allowed[:1]

@@ -324,6 +324,20 @@ def _shared_strings(others: list[tuple[str, bytes]]) -> int:
     return sum(tables[0].count(tag) for tag in (b"<si>", b"<si ", b"<si/>"))
 
 
+_EMPTY_SST = (
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="0" '
+    b'uniqueCount="0"/>'
+)
+
+
+def _without_shared_strings(others: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return [
+        (name, _EMPTY_SST if name.lower().endswith("sharedstrings.xml") else body)
+        for name, body in others
+    ]
+
+
 def _without_place(element: bytes) -> bytes:
     return _R_ATTRIBUTE.sub(b"", element, count=1)
 
@@ -484,9 +498,12 @@ def _build(
             later.setdefault(number_element(n), []).append(n)
         if later:
             keys = list(later)
+            # no shared string in this sheet: an empty table spares fastexcel parsing it
+            # again (9 ms at 50,000 rows, 30-50 ms at 500,000)
             (_, _, answers), details = _ask_fastexcel(
-                sheet, others, _oracle_sheet(0, [], keys), folder.name, len(keys)
-            )
+                sheet, _without_shared_strings(others), _oracle_sheet(0, [], keys),
+                folder.name, len(keys),
+            )  # fmt: skip
             for k, key in enumerate(keys):
                 entry = strings.add(key, answers[k])
                 for n in later[key]:

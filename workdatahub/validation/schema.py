@@ -70,6 +70,20 @@ def build_schema(spec: DomainSpec) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, name=spec.name, strict=False, coerce=False)
 
 
+# the schema of each spec validated, by identity (a spec is frozen): building one costs ~4 ms,
+# paid once per part of a streamed sheet otherwise
+_SCHEMAS: dict[int, tuple[DomainSpec, pa.DataFrameSchema]] = {}
+
+
+def schema_for(spec: DomainSpec) -> pa.DataFrameSchema:
+    cached = _SCHEMAS.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        if len(_SCHEMAS) >= 64:
+            _SCHEMAS.clear()
+        cached = _SCHEMAS[id(spec)] = (spec, build_schema(spec))
+    return cached[1]
+
+
 def _pandera_reason(check: str, column: str, spec: DomainSpec) -> str:
     if check == "not_nullable":
         return "required value missing"
@@ -81,7 +95,7 @@ def _pandera_reason(check: str, column: str, spec: DomainSpec) -> str:
 
 def _pandera_failures(frame: pl.DataFrame, spec: DomainSpec) -> pl.DataFrame:
     """Run the Pandera schema lazily; return (row, column, reason) per failing cell."""
-    schema = build_schema(spec)
+    schema = schema_for(spec)
     target = frame.select([ROW, *[c.name for c in spec.loaded_columns]])
     try:
         schema.validate(target, lazy=True)

@@ -7,16 +7,18 @@ For each size (default 50,000 and 500,000 rows) it
    the cleaned rows for the bare COPY); each size has a month of its own (the largest
    `--period`, each smaller one the month before), so every timed load replaces a month of
    its own size;
-3. times, `--runs` rounds, each round every size and every contender one after the other,
+3. times, `--runs` rounds (5), each round every size and every contender one after the other,
    so that the machine's drift over the bench's minutes falls on every contender and on
    every size alike (the linearity target compares two sizes: measured one after the
    other, a slow spell of this shared machine during one of them decided it; the naive
    stack at 50,000 rows once took 28.4 s and 15.6 s twenty minutes apart): WorkDataHub's
    pipeline for the partition (stage by stage), the two fast readers alone (fastexcel,
    and WorkDataHub's native scan), a bare COPY of the already-cleaned rows, and the naive
-   stack (pandas + openpyxl, row-by-row rules, to_sql; fewer runs at the large size,
-   `--naive-large-runs`);
-4. optionally times the month through Dagster (raw + dbt) against the direct call;
+   stack (pandas + openpyxl, row-by-row rules, to_sql; it takes minutes, so it runs in the
+   first rounds only: `--naive-runs` (3) up to 100,000 rows, `--naive-large-runs` (1) above;
+   the medians of the fast contenders are the steadier for their five runs);
+4. optionally times the month through Dagster (raw + dbt) against the direct call
+   (`--dagster-runs`, 3);
 then prints a table and, last, one line with the headline figures of the largest size,
 and writes bench/results.json and bench/results.png. Every run is a fresh process
 (bench/measure.py), so a peak RSS is that run's own. The database is whatever the settings
@@ -359,7 +361,12 @@ def chart(summaries: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="50000,500000", help="sizes, comma separated")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per contender (3 or more)")
+    parser.add_argument(
+        "--runs", type=int, default=5,
+        help="rounds: timed runs per contender (3 or more; the naive stack and Dagster fewer)",
+    )  # fmt: skip
+    parser.add_argument("--naive-runs", type=int, default=3, help="naive runs up to 100,000 rows")
+    parser.add_argument("--dagster-runs", type=int, default=3, help="runs through Dagster")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--period", default="2024-11")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="workbooks")
@@ -391,7 +398,7 @@ def main() -> None:
     for rows in sizes:
         log(f"{rows:,} rows ({periods[rows]}): warm-up load (untimed), cleaned rows for COPY")
         measure("prepare", data_dirs[rows], periods[rows])
-        naive_runs[rows] = args.runs
+        naive_runs[rows] = min(args.naive_runs, args.runs)
         if rows > 100_000:
             skip = args.skip_naive_at_500k
             naive_runs[rows] = 0 if skip else min(args.naive_large_runs, args.runs)
@@ -418,8 +425,8 @@ def main() -> None:
     if args.dagster_rows:
         period = periods.get(args.dagster_rows, args.period)
         data_dir = sample(args.dagster_rows, args.seed, period, args.out)
-        log(f"Dagster: {args.dagster_rows:,} rows, {args.runs} runs")
-        result = measure("dagster", data_dir, period, "--runs", str(args.runs))
+        log(f"Dagster: {args.dagster_rows:,} rows, {args.dagster_runs} runs")
+        result = measure("dagster", data_dir, period, "--runs", str(args.dagster_runs))
         result["rows"] = args.dagster_rows
         dagster = dagster_summary(result)
 
@@ -427,11 +434,20 @@ def main() -> None:
     if dagster:
         print(dagster_table(dagster))
     checks = targets(summaries)
+    if "rows_per_s_large_over_small" in checks:  # the same ratio in each round: the noise
+        small, large = (runs[rows]["wdh"] for rows in (sizes[0], sizes[-1]))
+        checks["rows_per_s_large_over_small"]["per_round"] = [
+            (b["rows_read"] / b["seconds"]) / (a["rows_read"] / a["seconds"])
+            for a, b in zip(small, large, strict=True)
+        ]
     print("")
     print("targets at " + f"{sizes[-1]:,} rows: " + "; ".join(
         f"{k} {v['value']:,.2f} ({v['target']}: {'met' if v['met'] else 'NOT met'})"
         for k, v in checks.items()
     ))  # fmt: skip
+    if "rows_per_s_large_over_small" in checks:
+        rounds = checks["rows_per_s_large_over_small"]["per_round"]
+        print("rows/s large over small, round by round: " + ", ".join(f"{r:.2f}" for r in rounds))
     large = summaries[-1]
     results = {
         "machine": {

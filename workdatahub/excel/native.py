@@ -498,8 +498,8 @@ def _build(
             later.setdefault(number_element(n), []).append(n)
         if later:
             keys = list(later)
-            # no shared string in this sheet: an empty table spares fastexcel parsing it
-            # again (9 ms at 50,000 rows, 30-50 ms at 500,000)
+            # this question's sheet uses no shared string: an empty table spares fastexcel
+            # parsing the real one again (9 ms at 50,000 rows, 30-50 ms at 500,000)
             (_, _, answers), details = _ask_fastexcel(
                 sheet, _without_shared_strings(others), _oracle_sheet(0, [], keys),
                 folder.name, len(keys),

@@ -316,9 +316,13 @@ def _ask_fastexcel(
     return columns, details
 
 
+def _is_shared_strings(name: str) -> bool:
+    return name.lower().endswith("sharedstrings.xml")
+
+
 def _shared_strings(others: list[tuple[str, bytes]]) -> int:
     """How many entries the shared strings table holds (`<si>` elements)."""
-    tables = [body for name, body in others if name.lower().endswith("sharedstrings.xml")]
+    tables = [body for name, body in others if _is_shared_strings(name)]
     if len(tables) != 1:
         return 0
     return sum(tables[0].count(tag) for tag in (b"<si>", b"<si ", b"<si/>"))
@@ -332,10 +336,7 @@ _EMPTY_SST = (
 
 
 def _without_shared_strings(others: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    return [
-        (name, _EMPTY_SST if name.lower().endswith("sharedstrings.xml") else body)
-        for name, body in others
-    ]
+    return [(name, _EMPTY_SST if _is_shared_strings(name) else body) for name, body in others]
 
 
 def _without_place(element: bytes) -> bytes:

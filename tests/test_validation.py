@@ -130,3 +130,45 @@ def test_schema_is_built_once_per_spec_and_follows_a_changed_spec(sources: Sourc
     assert schema_for(other) is not schema_for(spec)
     checks = schema_for(other).columns[column.name].checks
     assert checks[0].statistics["allowed_values"] == column.allowed[:1]
+
+
+def test_later_parts_get_the_value_checks_only_with_the_same_failures(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Once the full Pandera schema has passed a frame schema, frames of that schema are
+    checked with the schema of the value checks alone (required, accepted values): the
+    failures are the same; a frame of another schema gets the full schema again."""
+    import polars as pl
+
+    from workdatahub.cleansing.cleanse import cleanse
+    from workdatahub.excel.reader import read_sheet
+    from workdatahub.validation.schema import _pandera_failures, _schemas
+
+    # a spec object of its own: nothing validated with it yet
+    spec = type(sources.domain("annuity_performance")).model_validate(
+        sources.domain("annuity_performance").model_dump(by_alias=True, exclude_unset=True)
+    )
+    rows = [
+        ANNUITY_PERFORMANCE_HEADER,
+        _performance_row(),
+        _performance_row(业务类型="企年保险"),  # row 3 not an accepted business type
+        _performance_row(计划类型="其他计划"),  # row 4 neither
+        _performance_row(月度=None),  # row 5 required period missing
+    ]
+    frame = cleanse(
+        read_sheet(write_workbook(tmp_path / "a.xlsx", {"规模明细": rows}), spec).frame, spec, None
+    ).frame
+    schemas = _schemas(spec)
+    assert len(schemas.rows.columns) < len(schemas.full.columns)
+    assert not schemas.passed
+    first = _pandera_failures(frame, spec)  # the full schema
+    assert len(schemas.passed) == 1
+    again = _pandera_failures(frame, spec)  # the value checks alone
+    assert again.sort(pl.all()).equals(first.sort(pl.all()))
+    assert {(r["row"], r["column"]) for r in first.iter_rows(named=True)} == {
+        (3, "business_type"), (4, "plan_type"), (5, "period"),
+    }  # fmt: skip
+    # another frame schema (a column of the wrong type) is checked in full, and not passed
+    wrong = frame.with_columns(pl.col("opening_assets").cast(pl.Float64))
+    assert _pandera_failures(wrong, spec).sort(pl.all()).equals(first.sort(pl.all()))
+    assert len(schemas.passed) == 1

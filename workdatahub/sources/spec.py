@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -313,3 +314,23 @@ def load_sources(path: Path | None = None) -> SourcesFile:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path.name}: not valid YAML: {error}".splitlines()[0]) from None
     return parse_sources(raw, path)
+
+
+_Built = TypeVar("_Built")
+
+
+def per_spec(build: Callable[[DomainSpec], _Built]) -> Callable[[DomainSpec], _Built]:
+    """`build(spec)` once per spec object (a spec is frozen; the cache holds it, so an id is
+    never reused while its entry lives): what follows from a spec alone (its Pandera schema,
+    cleansing's expressions) is not built again for every part of a sheet."""
+    cache: dict[int, tuple[DomainSpec, _Built]] = {}
+
+    def cached(spec: DomainSpec) -> _Built:
+        hit = cache.get(id(spec))
+        if hit is None or hit[0] is not spec:
+            if len(cache) >= 64:
+                cache.clear()
+            hit = cache[id(spec)] = (spec, build(spec))
+        return hit[1]
+
+    return cached

@@ -18,7 +18,7 @@ from pandera.errors import SchemaErrors
 from workdatahub.cleansing.cleanse import ERR, RAW, Cleansed
 from workdatahub.cleansing.values import DTYPES
 from workdatahub.excel.reader import ROW
-from workdatahub.sources.spec import DomainSpec
+from workdatahub.sources.spec import DomainSpec, per_spec
 
 REJECT_SCHEMA = {"row": pl.Int64, "column": pl.String, "value": pl.String, "reason": pl.String}
 
@@ -70,18 +70,34 @@ def build_schema(spec: DomainSpec) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, name=spec.name, strict=False, coerce=False)
 
 
-# the schema of each spec validated, by identity (a spec is frozen): building one costs ~4 ms,
-# paid once per part of a streamed sheet otherwise
-_SCHEMAS: dict[int, tuple[DomainSpec, pa.DataFrameSchema]] = {}
+@dataclass
+class _Schemas:
+    """A spec's Pandera schemas, built once per spec (~4 ms) rather than once per part of a
+    streamed sheet.
+
+    `full` checks every loaded column: present, of its type, required, accepted values.
+    What it finds wrong with the columns' presence and types depends on the frame's schema
+    alone, not on its values, and every part of a sheet comes out of cleansing with the same
+    frame schema. So once `full` has passed a frame schema (`passed`), later frames of that
+    schema are validated with `rows`, the columns whose checks look at values (required,
+    accepted values): the same failures, for a third of Pandera's fixed cost per part (~5 ms
+    of ~14 with 4 of 25 columns checked)."""
+
+    full: pa.DataFrameSchema
+    rows: pa.DataFrameSchema
+    passed: set[tuple[tuple[str, pl.DataType], ...]] = field(default_factory=set)
+
+
+@per_spec
+def _schemas(spec: DomainSpec) -> _Schemas:
+    full = build_schema(spec)
+    checked = {n: c for n, c in full.columns.items() if not c.nullable or c.checks}
+    rows = pa.DataFrameSchema(checked, name=spec.name, strict=False, coerce=False)
+    return _Schemas(full, rows)
 
 
 def schema_for(spec: DomainSpec) -> pa.DataFrameSchema:
-    cached = _SCHEMAS.get(id(spec))
-    if cached is None or cached[0] is not spec:
-        if len(_SCHEMAS) >= 64:
-            _SCHEMAS.clear()
-        cached = _SCHEMAS[id(spec)] = (spec, build_schema(spec))
-    return cached[1]
+    return _schemas(spec).full
 
 
 def _pandera_reason(check: str, column: str, spec: DomainSpec) -> str:
@@ -95,14 +111,18 @@ def _pandera_reason(check: str, column: str, spec: DomainSpec) -> str:
 
 def _pandera_failures(frame: pl.DataFrame, spec: DomainSpec) -> pl.DataFrame:
     """Run the Pandera schema lazily; return (row, column, reason) per failing cell."""
-    schema = schema_for(spec)
+    schemas = _schemas(spec)
     target = frame.select([ROW, *[c.name for c in spec.loaded_columns]])
+    shape = tuple(target.schema.items())
+    schema = schemas.rows if shape in schemas.passed else schemas.full
     try:
         schema.validate(target, lazy=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases
         if not isinstance(cases, pl.DataFrame):
             cases = pl.from_pandas(cases)
+        if schema is schemas.full and cases.filter(pl.col("index").is_null()).is_empty():
+            schemas.passed.add(shape)  # nothing wrong with the columns themselves
         cases = cases.filter(pl.col("index").is_not_null() & pl.col("column").is_not_null())
         rows = target[ROW]
         failures = []
@@ -120,6 +140,8 @@ def _pandera_failures(frame: pl.DataFrame, spec: DomainSpec) -> pl.DataFrame:
             )
         if failures:
             return pl.concat(failures)
+    else:
+        schemas.passed.add(shape)
     return pl.DataFrame(schema={"row": pl.Int64, "column": pl.String, "reason": pl.String})
 
 

@@ -124,7 +124,7 @@ class PartitionResult:
 # (~0.1 s after it; the server's COPY, 130,000-160,000 rows/s here, is the slowest stage),
 # and as cleansing and validation run faster than that (~240,000 rows/s beside the COPY at
 # 500,000 rows), the growing parts soon arrive faster than the COPY takes them, while each
-# part's fixed cost (~30 ms of cleansing, ~15-25 ms of validation) is paid a handful of
+# part's fixed cost (~17 ms of cleansing, ~10 ms of validation) is paid a handful of
 # times (6 parts at 500,000 rows, 3 at 50,000), not once per 10,000 rows.
 FIRST_PART_ROWS = 10_000
 PART_GROWTH = 2

@@ -91,8 +91,17 @@ class _Schemas:
 @per_spec
 def _schemas(spec: DomainSpec) -> _Schemas:
     full = build_schema(spec)
-    checked = {n: c for n, c in full.columns.items() if not c.nullable or c.checks}
-    rows = pa.DataFrameSchema(checked, name=spec.name, strict=False, coerce=False)
+    # every check that looks at values stays: required, per-column checks, uniqueness, and
+    # any check of the whole frame
+    checked = {n: c for n, c in full.columns.items() if not c.nullable or c.checks or c.unique}
+    rows = pa.DataFrameSchema(
+        checked,
+        name=spec.name,
+        strict=False,
+        coerce=False,
+        checks=full.checks,
+        unique=full.unique,
+    )
     return _Schemas(full, rows)
 
 

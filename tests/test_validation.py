@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.workbooks import (
     ANNUITY_INCOME_HEADER,
@@ -133,7 +136,7 @@ def test_schema_is_built_once_per_spec_and_follows_a_changed_spec(sources: Sourc
 
 
 def test_later_parts_get_the_value_checks_only_with_the_same_failures(
-    sources: SourcesFile, tmp_path: Path
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the full Pandera schema has passed a frame schema, frames of that schema are
     checked with the schema of the value checks alone (required, accepted values): the
@@ -161,9 +164,22 @@ def test_later_parts_get_the_value_checks_only_with_the_same_failures(
     schemas = _schemas(spec)
     assert len(schemas.rows.columns) < len(schemas.full.columns)
     assert not schemas.passed
+    used: list[str] = []  # which schema each validation ran
+
+    def spied(name: str, validate: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            used.append(name)
+            return validate(*args, **kwargs)
+
+        return run
+
+    for name in ("full", "rows"):
+        schema = getattr(schemas, name)
+        monkeypatch.setattr(schema, "validate", spied(name, schema.validate))
     first = _pandera_failures(frame, spec)  # the full schema
     assert len(schemas.passed) == 1
     again = _pandera_failures(frame, spec)  # the value checks alone
+    assert used == ["full", "rows"]
     assert again.sort(pl.all()).equals(first.sort(pl.all()))
     assert {(r["row"], r["column"]) for r in first.iter_rows(named=True)} == {
         (3, "business_type"), (4, "plan_type"), (5, "period"),
@@ -171,4 +187,5 @@ def test_later_parts_get_the_value_checks_only_with_the_same_failures(
     # another frame schema (a column of the wrong type) is checked in full, and not passed
     wrong = frame.with_columns(pl.col("opening_assets").cast(pl.Float64))
     assert _pandera_failures(wrong, spec).sort(pl.all()).equals(first.sort(pl.all()))
+    assert used == ["full", "rows", "full"]
     assert len(schemas.passed) == 1

@@ -141,13 +141,11 @@ def _run(steps: list[_Distinct | _EveryRow]) -> list[pl.DataFrame]:
     return [_without_null_errors(part) for part in _collect([step.rows for step in steps])]
 
 
-def _null_errors(frame: pl.DataFrame) -> list[str]:
-    """The error columns in which no cell failed."""
-    return [c for c in frame.columns if _is_error(c) and frame[c].null_count() == frame.height]
-
-
 def _without_null_errors(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.drop(_null_errors(frame))
+    """`frame` without the error columns in which no cell failed."""
+    return frame.drop(
+        c for c in frame.columns if _is_error(c) and frame[c].null_count() == frame.height
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ class _Source:
     name: str
     parsed: Parsed
     outputs: list[pl.Expr]  # the parsed value and its error (aliased)
-    fast: list[pl.Expr]  # a fast path: the cells it parses (_FAST) and their value (_QUICK)
+    fast: list[pl.Expr]  # a fast path's steps: the cells it parses (_FAST), their value (_QUICK)
     rest: pl.Expr | None  # with a fast path: the cells it leaves to the full parser
     zero: pl.Expr | None  # a null placeholder counts as 0 (null_as_zero)
 
@@ -236,8 +234,10 @@ def _parse(source: pl.DataFrame, recipe: _Recipe) -> list[pl.DataFrame]:
     fast = [column for column in recipe.sources if column.fast]
     queries = []
     for column in fast:
-        plain, value, parsed = column.fast
-        queries.append(lazy.select(column.name, plain).with_columns(value).with_columns(parsed))
+        query = lazy.select(column.name)
+        for step in column.fast:
+            query = query.with_columns(step)
+        queries.append(query)
     quick = {column.name: part for column, part in zip(fast, _collect(queries), strict=True)}
 
     steps: list[_Distinct | _EveryRow] = []
@@ -249,11 +249,12 @@ def _parse(source: pl.DataFrame, recipe: _Recipe) -> list[pl.DataFrame]:
             )
         else:
             steps.append(_Distinct(lazy, column.name, column.outputs, parsed=column.parsed))
+    parts = _run(steps)
 
-    finals: list[pl.DataFrame | pl.LazyFrame] = []
-    for column, part in zip(recipe.sources, _run(steps), strict=True):
+    # a last step only where one is needed: the fast path's cells merged in, nulls as 0
+    finals: dict[str, pl.LazyFrame] = {}
+    for column, part in zip(recipe.sources, parts, strict=True):
         if column.name not in quick and column.zero is None:
-            finals.append(part)  # as it is: no query for it
             continue
         result = part.lazy()
         if column.name in quick:
@@ -265,10 +266,9 @@ def _parse(source: pl.DataFrame, recipe: _Recipe) -> list[pl.DataFrame]:
             )
         if column.zero is not None:
             result = result.with_columns(column.zero)
-        finals.append(result)
-    lazies = [f for f in finals if isinstance(f, pl.LazyFrame)]
-    done = iter(_collect(lazies))
-    return [next(done) if isinstance(f, pl.LazyFrame) else f for f in finals]
+        finals[column.name] = result
+    done = dict(zip(finals, _collect(list(finals.values())), strict=True))
+    return [done.get(c.name, part) for c, part in zip(recipe.sources, parts, strict=True)]
 
 
 def cleanse(raw: pl.DataFrame, spec: DomainSpec, period: date | None) -> Cleansed:

@@ -320,14 +320,15 @@ _Built = TypeVar("_Built")
 
 
 def per_spec(build: Callable[[DomainSpec], _Built]) -> Callable[[DomainSpec], _Built]:
-    """`build(spec)` once per spec object (a spec is frozen; the cache holds it, so an id is
-    never reused while its entry lives): what follows from a spec alone (its Pandera schema,
-    cleansing's expressions) is not built again for every part of a sheet."""
+    """`build(spec)` once per spec object (a spec is frozen): what follows from a spec alone
+    (its Pandera schema, cleansing's expressions) is not built again for every part of a
+    sheet. Keyed by identity; each entry holds its spec, so no other object can take that id
+    while the entry lives."""
     cache: dict[int, tuple[DomainSpec, _Built]] = {}
 
     def cached(spec: DomainSpec) -> _Built:
         hit = cache.get(id(spec))
-        if hit is None or hit[0] is not spec:
+        if hit is None:
             if len(cache) >= 64:
                 cache.clear()
             hit = cache[id(spec)] = (spec, build(spec))

@@ -80,8 +80,8 @@ class _Schemas:
     alone, not on its values, and every part of a sheet comes out of cleansing with the same
     frame schema. So once `full` has passed a frame schema (`passed`), later frames of that
     schema are validated with `rows`, the columns whose checks look at values (required,
-    accepted values): the same failures, for a third of Pandera's fixed cost per part (~5 ms
-    of ~14 with 4 of 25 columns checked)."""
+    accepted values): the same failures, for less than half of Pandera's fixed cost per part
+    (~5.5 ms against ~14 ms for a 100-row part, with 4 of 25 columns checked)."""
 
     full: pa.DataFrameSchema
     rows: pa.DataFrameSchema

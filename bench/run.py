@@ -18,7 +18,10 @@ For each size (default 50,000 and 500,000 rows) it
    stack (pandas + openpyxl, row-by-row rules, to_sql; it takes minutes, so it runs in the
    first rounds only: `--naive-runs` (3) up to 100,000 rows, `--naive-large-runs` (1) above;
    the medians of the fast contenders are the steadier for their five runs);
-4. optionally times the month through Dagster (raw + dbt) against the direct call
+4. times WorkDataHub alone at `--fit-rows` (200,000) in the same rounds, and fits its
+   median times at all sizes as a fixed cost plus a cost per row (least squares): whether
+   the cost grows linearly with the rows, and what a load costs whatever its size;
+5. optionally times the month through Dagster (raw + dbt) against the direct call
    (`--dagster-runs`, 3);
 then prints a table and, last, one line with the headline figures of the largest size,
 and writes bench/results.json and bench/results.png. Every run is a fresh process
@@ -274,6 +277,31 @@ def targets(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def linear_fit(medians: dict[int, float]) -> dict[str, Any] | None:
+    """WorkDataHub's median seconds by size, fitted as `fixed_s + rows / marginal_rows_per_s`
+    (least squares; None below three sizes, which any line fits). `deviation`: each size's
+    median off the fit, as a fraction of the median; `rows_per_s_beyond_fixed`: each size's
+    rows over its median less the fixed cost."""
+    if len(medians) < 3:
+        return None
+    sizes = sorted(medians)
+    slope, fixed = statistics.linear_regression(sizes, [medians[n] for n in sizes])
+    return {
+        "fixed_s": fixed,
+        "marginal_rows_per_s": 1 / slope,
+        "deviation": {str(n): (medians[n] - fixed - slope * n) / medians[n] for n in sizes},
+        "rows_per_s_beyond_fixed": {str(n): n / (medians[n] - fixed) for n in sizes},
+    }
+
+
+def fit_line(fit: dict[str, Any]) -> str:
+    deviations = ", ".join(f"{int(n):,} rows {d:+.1%}" for n, d in fit["deviation"].items())
+    return (
+        f"WorkDataHub's cost over the sizes (least squares): {fit['fixed_s']:.3f} s + rows / "
+        f"{fit['marginal_rows_per_s']:,.0f} rows/s; each median off the line: {deviations}"
+    )
+
+
 def dagster_summary(result: dict[str, Any]) -> dict[str, Any]:
     runs = result["runs"]
     steps = {k: spread([r[k] for r in runs]) for k in runs[0]}
@@ -376,6 +404,10 @@ def main() -> None:
         help="naive runs at sizes above 100,000 rows (it runs minutes per run)",
     )  # fmt: skip
     parser.add_argument("--skip-naive-at-500k", action="store_true", help="no naive run > 100k")
+    parser.add_argument(
+        "--fit-rows", default="200000",
+        help="sizes (comma separated; empty: none) timed for WorkDataHub alone, for the fit",
+    )  # fmt: skip
     parser.add_argument("--dagster-rows", type=int, default=50_000, help="0: skip Dagster")
     parser.add_argument("--results", type=Path, default=BENCH / "results.json")
     parser.add_argument("--chart", type=Path, default=BENCH / "results.png")
@@ -383,20 +415,22 @@ def main() -> None:
     if args.runs < 3:
         parser.error("--runs must be 3 or more (a median and a spread need three runs)")
     sizes = sorted(int(n) for n in args.rows.split(","))
+    fit_sizes = sorted({int(n) for n in args.fit_rows.split(",") if n.strip()} - set(sizes))
+    every_size = sorted([*sizes, *fit_sizes])
     started = time.time()
 
     # each size its own month, the largest at --period: a timed load replaces its own size
     periods: dict[int, str] = {}
     month = parse_period(args.period)
-    for rows in reversed(sizes):
+    for rows in reversed(every_size):
         periods[rows] = period_key(month)
         month = previous_month(month)
-    data_dirs = {rows: sample(rows, args.seed, periods[rows], args.out) for rows in sizes}
+    data_dirs = {rows: sample(rows, args.seed, periods[rows], args.out) for rows in every_size}
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
-        rows: {kind: [] for kind in KINDS} for rows in sizes
+        rows: {kind: [] for kind in KINDS} for rows in every_size
     }
     naive_runs: dict[int, int] = {}
-    for rows in sizes:
+    for rows in every_size:
         log(f"{rows:,} rows ({periods[rows]}): warm-up load (untimed), cleaned rows for COPY")
         measure("prepare", data_dirs[rows], periods[rows])
         naive_runs[rows] = min(args.naive_runs, args.runs)
@@ -409,7 +443,7 @@ def main() -> None:
         # WorkDataHub runs first at every size, one size right after the other: the
         # linearity target compares those runs, so the least time passes between them for
         # the machine's state to drift in
-        for rows in sizes:
+        for rows in every_size:
             runs[rows]["wdh"].append(measure("wdh", data_dirs[rows], periods[rows]))
         for rows in sizes:
             kinds = [k for k in KINDS if k != "wdh" and (k != "naive" or run < naive_runs[rows])]
@@ -425,7 +459,11 @@ def main() -> None:
                 f"COPY {times['copy'][-1]['seconds']:.2f} s{naive}"
             )
     summaries = [summarise(rows, runs[rows]) for rows in sizes]
-    raw_runs = {str(rows): runs[rows] for rows in sizes}
+    raw_runs = {str(rows): runs[rows] for rows in every_size}
+    medians = {
+        rows: statistics.median(r["seconds"] for r in runs[rows]["wdh"]) for rows in every_size
+    }
+    fit = linear_fit(medians)
 
     dagster = None
     if args.dagster_rows:
@@ -437,6 +475,13 @@ def main() -> None:
         dagster = dagster_summary(result)
 
     print(table(summaries))
+    for rows in fit_sizes:
+        seconds = spread([r["seconds"] for r in runs[rows]["wdh"]])
+        print(f"\n== {rows:,} rows, WorkDataHub alone (for the fit) ==\n"
+              f"{'WorkDataHub end to end':34} {_fmt_seconds(seconds)}   "
+              f"{_fmt_rate(rate(rows, seconds))}")  # fmt: skip
+    if fit:
+        print("\n" + fit_line(fit))
     if dagster:
         print(dagster_table(dagster))
     checks = targets(summaries)
@@ -463,7 +508,8 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": time.time() - started,
         "args": {k: str(v) for k, v in vars(args).items()},
-        "sizes": summaries, "targets": checks, "dagster": dagster, "runs": raw_runs,
+        "sizes": summaries, "targets": checks, "linear_fit": fit, "dagster": dagster,
+        "runs": raw_runs,
     }  # fmt: skip
     args.results.write_text(json.dumps(results, indent=2, default=str))
     chart(summaries, args.chart)

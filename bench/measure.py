@@ -212,6 +212,7 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     import dagster as dg
 
     from workdatahub.definitions import defs
+    from workdatahub.defs.dbt import WINDOW_ENV
     from workdatahub.pipeline import run_partition
     from workdatahub.warehouse.db import dbt_env
 
@@ -226,8 +227,12 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     instance = dg.DagsterInstance.ephemeral()
     dbt_vars = {"period_start": period.isoformat(), "period_end": next_month(period).isoformat()}
     dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet"]
-    common = ["--profiles-dir", ".", "--vars", json.dumps(dbt_vars)]
-    env = {**os.environ, **dbt_env(url)}
+    common = ["--profiles-dir", "."]
+    # the month window as Dagster passes it (environment variables, not --vars, which would
+    # leave target/partial_parse.msgpack parsed with other vars than Dagster's runs: each
+    # would then parse the whole project again)
+    window = {WINDOW_ENV[k]: v for k, v in dbt_vars.items()}
+    env = {**os.environ, **dbt_env(url), **window}
 
     def dbt_run(*args: str) -> None:
         subprocess.run(

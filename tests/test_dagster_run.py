@@ -193,3 +193,38 @@ def test_corrected_v2_file_replaces_the_v1_month(
         "select distinct source_file from raw.annuity_performance where period = %s", [FEB]
     ).fetchall()
     assert files == [(f"202402/收集数据/数据采集/V2/{first.path.name}",)]
+
+
+def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """dbt gets the month window from Dagster (as environment variables, not --vars): a
+    month's run deletes and inserts that month of an incremental mart and leaves the others
+    as they were, even when their raw rows changed since (a run without the window would
+    rebuild every month from staging and empty January here)."""
+    import os
+
+    from workdatahub.defs.dbt import WINDOW_ENV
+
+    jan = date(2024, 1, 1)
+    write_samples(tmp_path, [jan, FEB], rows=60, seed=5)
+
+    def months() -> dict[date, int]:
+        rows = pg.execute(
+            "select period, count(*) from marts.fct_annuity_performance "
+            "where period in (%s, %s) group by period",
+            [jan, FEB],
+        ).fetchall()
+        return dict(rows)
+
+    assert materialise(tmp_path, "2024-01").success
+    january = months()[jan]
+    assert january > 0
+    pg.execute("delete from raw.annuity_performance where period = %s", [jan])
+    assert materialise(tmp_path, "2024-02").success
+    after = months()
+    assert after[jan] == january  # untouched: outside the window
+    assert after[FEB] == pg.execute(
+        "select count(*) from raw.annuity_performance where period = %s", [FEB]
+    ).fetchone()[0]
+    assert not any(name in os.environ for name in WINDOW_ENV.values())

@@ -1,8 +1,11 @@
 {#-
-    The partition window: Dagster builds one month (or a backfill range) at a time and
-    passes --vars '{period_start: "2024-11-01", period_end: "2024-12-01"}'
-    (start inclusive, end exclusive). With neither var set every month is in the window,
-    so a plain `dbt build` rebuilds everything.
+    The partition window (start inclusive, end exclusive): the vars period_start and
+    period_end, e.g. --vars '{period_start: "2024-11-01", period_end: "2024-12-01"}';
+    else the environment variables WDH_PERIOD_START and WDH_PERIOD_END, which is how
+    Dagster passes the month (or backfill range) it builds: vars given on the command line
+    make dbt parse the whole project again whenever they change (a few seconds, every
+    month), an environment variable only the files that read it. With neither set every
+    month is in the window, so a plain `dbt build` rebuilds everything.
 
     Marts are incremental tables that, on an incremental run, first delete the window
     (pre-hook, same transaction as the insert) and then insert the window from staging.
@@ -14,6 +17,10 @@
 {% macro partition_window() %}
     {%- set raw_start = var('period_start', none) -%}
     {%- set raw_end = var('period_end', none) -%}
+    {%- if raw_start is none and raw_end is none -%}
+        {%- set raw_start = env_var('WDH_PERIOD_START', '') -%}
+        {%- set raw_end = env_var('WDH_PERIOD_END', '') -%}
+    {%- endif -%}
     {#- a date-typed YAML value (unquoted 2024-11-01) renders the same as the string -#}
     {%- set start = (raw_start | string | trim) if raw_start is not none else '' -%}
     {%- set end = (raw_end | string | trim) if raw_end is not none else '' -%}

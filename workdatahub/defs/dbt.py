@@ -1,6 +1,7 @@
 """dbt models as Dagster assets on the same monthly partitions; dbt tests become checks."""
 
-import json
+import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -73,6 +74,28 @@ def with_due_days(
     return assets_def.map_asset_specs(policy)
 
 
+# the month window for dbt (macros/partition_window.sql), by environment variable
+WINDOW_ENV = {"period_start": "WDH_PERIOD_START", "period_end": "WDH_PERIOD_END"}
+
+
+@contextlib.contextmanager
+def window_env(dbt_vars: Mapping[str, str]) -> Iterator[None]:
+    """The window as environment variables for the dbt process started inside the block,
+    and as they were after it. Not `--vars`: dbt parses the whole project again when the
+    vars differ from those of its last parse (the month changes every run: ~3 s a build),
+    but only the files reading an environment variable when that changes."""
+    before = {name: os.environ.get(name) for name in WINDOW_ENV.values()}
+    os.environ.update({WINDOW_ENV[k]: v for k, v in dbt_vars.items()})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -96,8 +119,10 @@ def dbt_models(
     # buildable: a test runs when all its parents are selected or upstream of the selection, so
     # seed relationships run with the models, and the cross-mart reconciliation only when every
     # mart is built (a one-domain run from the arrival sensor skips it instead of failing)
-    args = ["build", "--indirect-selection", "buildable", "--vars", json.dumps(dbt_vars)]
-    yield from dbt.cli(args, context=context).stream()
+    args = ["build", "--indirect-selection", "buildable"]
+    with window_env(dbt_vars):  # (the dbt process starts in `cli`)
+        invocation = dbt.cli(args, context=context)
+    yield from invocation.stream()
 
 
 @dbt_assets(

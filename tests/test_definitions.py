@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -127,3 +130,30 @@ def test_a_mart_of_two_domains_is_due_on_the_later_day(sources: SourcesFile) -> 
     assert deadlines["raw/annuity_income"] == ["0 9 20 * *"]
     job = defs.resolve_job_def("monthly_refresh")  # the job still leaves freshness out
     assert not any("freshness" in c.name for c in job.asset_layer.asset_graph.asset_check_keys)
+
+
+def test_dbt_version_is_read_in_process_for_the_venvs_dbt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """dagster-dbt asks `dbt --version` (a dbt process start) in every run; the project's own
+    dbt is told its version instead, any other executable is still asked."""
+    import dagster_dbt.core.resource
+    from dbt.version import __version__
+
+    from workdatahub.defs.dbt import ProjectDbtResource, dbt_project
+
+    asked: list[str] = []
+
+    def check_output(args: list[str], **_: object) -> bytes:
+        asked.append(str(args[0]))
+        return b"Core:\n  - installed: 9.8.7\n"
+
+    monkeypatch.setattr(dagster_dbt.core.resource, "check_output", check_output)
+    venv_dbt = Path(sys.executable).parent / "dbt"
+    own = ProjectDbtResource(project_dir=dbt_project, dbt_executable=str(venv_dbt))
+    assert str(own._cli_version) == __version__ and not asked
+    other = tmp_path / "dbt"
+    other.write_text("")
+    other.chmod(0o755)
+    foreign = ProjectDbtResource(project_dir=dbt_project, dbt_executable=str(other))
+    assert str(foreign._cli_version) == "9.8.7" and asked == [str(other)]

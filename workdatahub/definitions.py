@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from workdatahub.defs.automation import (
     alert_on_failed_check,
@@ -18,7 +17,13 @@ from workdatahub.defs.automation import (
     build_freshness_sensor,
     monthly_schedule,
 )
-from workdatahub.defs.dbt import dbt_models, dbt_project, dbt_reference_seeds, with_due_days
+from workdatahub.defs.dbt import (
+    ProjectDbtResource,
+    dbt_models,
+    dbt_project,
+    dbt_reference_seeds,
+    with_due_days,
+)
 from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
@@ -48,7 +53,11 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
     raw_assets = build_raw_assets(sources)
     resources = {
         "warehouse": WarehouseResource(),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
+        # (DbtCliResource's own __init__ takes a DbtProject; mypy sees the subclass's fields)
+        "dbt": ProjectDbtResource(
+            project_dir=dbt_project,  # type: ignore[arg-type]
+            dbt_executable=_dbt_executable(),
+        ),
     }
     assets = [*raw_assets, dbt_reference_seeds, dbt_models]
     graph = dg.Definitions(assets=assets, resources=resources).resolve_asset_graph()

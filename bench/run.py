@@ -281,24 +281,29 @@ def linear_fit(medians: dict[int, float]) -> dict[str, Any] | None:
     """WorkDataHub's median seconds by size, fitted as `fixed_s + rows / marginal_rows_per_s`
     (least squares; None below three sizes, which any line fits). `deviation`: each size's
     median off the fit, as a fraction of the median; `rows_per_s_beyond_fixed`: each size's
-    rows over its median less the fixed cost."""
+    rows over its median less the fixed cost (None where that is not positive). A slope of
+    zero or less (no growth with the rows: never seen) gives `marginal_rows_per_s` None."""
     if len(medians) < 3:
         return None
     sizes = sorted(medians)
     slope, fixed = statistics.linear_regression(sizes, [medians[n] for n in sizes])
     return {
         "fixed_s": fixed,
-        "marginal_rows_per_s": 1 / slope,
+        "marginal_rows_per_s": 1 / slope if slope > 0 else None,
         "deviation": {str(n): (medians[n] - fixed - slope * n) / medians[n] for n in sizes},
-        "rows_per_s_beyond_fixed": {str(n): n / (medians[n] - fixed) for n in sizes},
+        "rows_per_s_beyond_fixed": {
+            str(n): n / (medians[n] - fixed) if medians[n] > fixed else None for n in sizes
+        },
     }
 
 
 def fit_line(fit: dict[str, Any]) -> str:
     deviations = ", ".join(f"{int(n):,} rows {d:+.1%}" for n, d in fit["deviation"].items())
+    rate = fit["marginal_rows_per_s"]
+    per_row = f"rows / {rate:,.0f} rows/s" if rate else "(no growth with the rows)"
     return (
-        f"WorkDataHub's cost over the sizes (least squares): {fit['fixed_s']:.3f} s + rows / "
-        f"{fit['marginal_rows_per_s']:,.0f} rows/s; each median off the line: {deviations}"
+        f"WorkDataHub's cost over the sizes (least squares): {fit['fixed_s']:.3f} s + "
+        f"{per_row}; each median off the line: {deviations}"
     )
 
 

@@ -137,11 +137,16 @@ def test_dbt_version_is_read_in_process_for_the_venvs_dbt(
 ) -> None:
     """dagster-dbt asks `dbt --version` (a dbt process start) in every run; the project's own
     dbt is told its version instead, any other executable is still asked."""
+    import functools
+
     import dagster_dbt.core.resource
+    from dagster_dbt import DbtCliResource
     from dbt.version import __version__
 
     from workdatahub.defs.dbt import ProjectDbtResource, dbt_project
 
+    # the name dagster-dbt's `cli()` reads; renamed upstream, the override would do nothing
+    assert isinstance(DbtCliResource.__dict__.get("_cli_version"), functools.cached_property)
     asked: list[str] = []
 
     def check_output(args: list[str], **_: object) -> bytes:

@@ -27,14 +27,16 @@ class ProjectDbtResource(DbtCliResource):
     """dagster-dbt's CLI resource, told dbt's version rather than asking the executable:
     dagster-dbt runs `dbt --version` in every run that builds models, a dbt process start
     (2.6-2.8 s here) before the build's own. When the executable is the dbt installed beside
-    this interpreter (the project's venv), its version is the installed dbt-core's."""
+    this interpreter in a virtual environment (the project's venv, whose dbt is its
+    dbt-core's), its version is the installed dbt-core's; any other is asked."""
 
     @cached_property
     def _cli_version(self) -> version.Version:
         executable = Path(self.dbt_executable)
         here = Path(sys.executable).parent
+        in_venv = sys.prefix != sys.base_prefix
         beside = executable.parent.is_dir() and here.is_dir() and executable.parent.samefile(here)
-        if executable.name == "dbt" and beside:
+        if executable.name == "dbt" and in_venv and beside:
             from dbt.version import __version__
 
             return version.parse(__version__)

@@ -47,7 +47,7 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,8 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     import dagster as dg
 
     from workdatahub.definitions import defs
-    from workdatahub.defs.dbt import WINDOW_ENV
+    from workdatahub.defs.dbt import window_variables
+    from workdatahub.defs.partitions import dbt_vars_for_window
     from workdatahub.pipeline import run_partition
     from workdatahub.warehouse.db import dbt_env
 
@@ -260,14 +261,16 @@ def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:
     job = defs.resolve_implicit_global_asset_job_def()
     config = {"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}}
     instance = dg.DagsterInstance.ephemeral()
-    dbt_vars = {"period_start": period.isoformat(), "period_end": next_month(period).isoformat()}
+    midnight = datetime.min.time()
+    dbt_vars = dbt_vars_for_window(
+        datetime.combine(period, midnight), datetime.combine(next_month(period), midnight)
+    )
     dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet"]
     common = ["--profiles-dir", "."]
     # the month window as Dagster passes it (environment variables, not --vars, which would
     # leave target/partial_parse.msgpack parsed with other vars than Dagster's runs: each
     # would then parse the whole project again)
-    window = {WINDOW_ENV[k]: v for k, v in dbt_vars.items()}
-    env = {**os.environ, **dbt_env(url), **window}
+    env = {**os.environ, **dbt_env(url), **window_variables(dbt_vars)}
 
     def dbt_run(*args: str) -> None:
         subprocess.run(

@@ -241,7 +241,8 @@ def table(summaries: list[dict[str, Any]]) -> str:
             extras.append(f"speedup_vs_naive {s['speedup_vs_naive']['median']:.1f}")
         if s["same_rows_as_naive"] is not None:
             extras.append(f"same rows loaded/rejected as naive: {s['same_rows_as_naive']}")
-        lines.append("  " + "; ".join(extras))
+        if extras:
+            lines.append("  " + "; ".join(extras))
     return "\n".join(lines)
 
 
@@ -464,11 +465,11 @@ def main() -> None:
                 f"COPY {times['copy'][-1]['seconds']:.2f} s{naive}"
             )
     summaries = [summarise(rows, runs[rows]) for rows in sizes]
+    fitted = [summarise(rows, runs[rows]) for rows in fit_sizes]  # WorkDataHub alone
     raw_runs = {str(rows): runs[rows] for rows in every_size}
-    medians = {
-        rows: statistics.median(r["seconds"] for r in runs[rows]["wdh"]) for rows in every_size
-    }
-    fit = linear_fit(medians)
+    fit = linear_fit(
+        {s["rows"]: s["contenders"]["wdh"]["seconds"]["median"] for s in summaries + fitted}
+    )
 
     dagster = None
     if args.dagster_rows:
@@ -480,11 +481,8 @@ def main() -> None:
         dagster = dagster_summary(result)
 
     print(table(summaries))
-    for rows in fit_sizes:
-        seconds = spread([r["seconds"] for r in runs[rows]["wdh"]])
-        print(f"\n== {rows:,} rows, WorkDataHub alone (for the fit) ==\n"
-              f"{'WorkDataHub end to end':34} {_fmt_seconds(seconds)}   "
-              f"{_fmt_rate(rate(rows, seconds))}")  # fmt: skip
+    if fitted:
+        print("\n(WorkDataHub alone, for the fit)" + table(fitted))
     if fit:
         print("\n" + fit_line(fit))
     if dagster:
@@ -513,8 +511,8 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": time.time() - started,
         "args": {k: str(v) for k, v in vars(args).items()},
-        "sizes": summaries, "targets": checks, "linear_fit": fit, "dagster": dagster,
-        "runs": raw_runs,
+        "sizes": summaries, "fit_sizes": fitted, "targets": checks, "linear_fit": fit,
+        "dagster": dagster, "runs": raw_runs,
     }  # fmt: skip
     args.results.write_text(json.dumps(results, indent=2, default=str))
     chart(summaries, args.chart)

@@ -35,7 +35,7 @@ class ProjectDbtResource(DbtCliResource):
         executable = Path(self.dbt_executable)
         here = Path(sys.executable).parent
         in_venv = sys.prefix != sys.base_prefix
-        beside = executable.parent.is_dir() and here.is_dir() and executable.parent.samefile(here)
+        beside = executable.parent.is_dir() and executable.parent.samefile(here)
         if executable.name == "dbt" and in_venv and beside:
             from dbt.version import __version__
 
@@ -102,6 +102,11 @@ def with_due_days(
 WINDOW_ENV = {"period_start": "WDH_PERIOD_START", "period_end": "WDH_PERIOD_END"}
 
 
+def window_variables(dbt_vars: Mapping[str, str]) -> dict[str, str]:
+    """The window (`dbt_vars_for_window`) as the environment variables dbt reads it from."""
+    return {WINDOW_ENV[k]: v for k, v in dbt_vars.items()}
+
+
 @contextlib.contextmanager
 def window_env(dbt_vars: Mapping[str, str]) -> Iterator[None]:
     """The window as environment variables for the dbt process started inside the block,
@@ -109,7 +114,7 @@ def window_env(dbt_vars: Mapping[str, str]) -> Iterator[None]:
     vars differ from those of its last parse (the month changes every run: ~3 s a build),
     but only the files reading an environment variable when that changes."""
     before = {name: os.environ.get(name) for name in WINDOW_ENV.values()}
-    os.environ.update({WINDOW_ENV[k]: v for k, v in dbt_vars.items()})
+    os.environ.update(window_variables(dbt_vars))
     try:
         yield
     finally:

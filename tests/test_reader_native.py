@@ -253,6 +253,35 @@ def test_many_error_cells_are_kept_in_place(tmp_path: Path) -> None:
     assert frame.height == 3001 and len(problems) == 3000
 
 
+def test_dates_and_odd_numbers_repeated_down_a_column(tmp_path: Path) -> None:
+    # a month column of date cells: each distinct style and value is asked of fastexcel
+    # once, and every cell gets its text and its problem (a date out of range) in place;
+    # values longer than the grouping's 32 bytes take the slower way to the same result
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    long = "45597." + "0" * 40 + "1"
+    cells = [
+        *['<c r="@" s="1"><v>45597</v></c>'] * 200,
+        *['<c r="@" s="2"><v>45597</v></c>'] * 3,  # the same value, another date style
+        *['<c r="@" s="4"><v>45597</v></c>'] * 3,  # a duration
+        *['<c r="@" s="1"><v>45598.5</v></c>'] * 100,
+        *['<c r="@" s="1"><v>99999999999</v></c>'] * 3,  # past the last date
+        *['<c r="@" s="1"><v>1E+300</v></c>'] * 3,
+        *[f'<c r="@" s="1"><v>{long}</v></c>'] * 2,
+        *[f'<c r="@"><v>{long}E-3</v></c>'] * 2,
+        *['<c r="@"><v>1E-3</v></c>'] * 50,
+        *['<c r="@"><v>7</v></c>'] * 2,
+    ]
+    path = _raw_cells(base, tmp_path / "dates.xlsx", cells)
+    frame, _, problems = same_parse(path)
+    assert frame.height == len(cells)
+    column = frame.to_series(0)
+    assert column[:206].n_unique() == 1 and column[206] != column[0]
+    assert column[312] == column[313] == column[0]  # the long value: the same day
+    assert column[-53] == "45.59700000000000000000000000000000000000000001"
+    assert column[-3] == "0.001" and column[-1] == "7"
+    assert sorted(p.position[0] for p in problems) == list(range(306, 312))  # each cell's
+
+
 def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:
     base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
 

@@ -5,8 +5,10 @@ For each size (default 50,000 and 500,000 rows) it
 1. generates, or reuses by (rows, seed), an annuity_performance workbook with `wdh sample`;
 2. migrates the warehouse and loads that month once untimed (`prepare`, which also keeps
    the cleaned rows for the bare COPY); each size has a month of its own (the largest
-   `--period`, each smaller one the month before), so every timed load replaces a month of
-   its own size;
+   `--period`, each smaller one a year before), so every timed load replaces a month of
+   its own size, and every size has the same layout (`wdh sample` varies a month's title
+   rows, column order, header aliases, extra columns and how 月度 is written over a cycle
+   of twelve months): the sizes differ in rows only;
 3. times, `--runs` rounds (5), each round every size and every contender one after the other,
    so that the machine's drift over the bench's minutes falls on every contender and on
    every size alike (the linearity target compares two sizes: measured one after the
@@ -61,8 +63,8 @@ TARGET_RSS_MB = 1536.0
 TARGET_LINEARITY = 0.20  # rows/s at the largest size within 20% of the smallest
 
 
-def previous_month(month: date) -> date:
-    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+def a_year_before(month: date) -> date:
+    return date(month.year - 1, month.month, 1)
 
 
 def log(message: str) -> None:
@@ -425,12 +427,13 @@ def main() -> None:
     every_size = sorted([*sizes, *fit_sizes])
     started = time.time()
 
-    # each size its own month, the largest at --period: a timed load replaces its own size
+    # each size its own month, the largest at --period: a timed load replaces its own size;
+    # a year apart, the sizes share one layout of the sample workbook
     periods: dict[int, str] = {}
     month = parse_period(args.period)
     for rows in reversed(every_size):
         periods[rows] = period_key(month)
-        month = previous_month(month)
+        month = a_year_before(month)
     data_dirs = {rows: sample(rows, args.seed, periods[rows], args.out) for rows in every_size}
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
         rows: {kind: [] for kind in KINDS} for rows in every_size

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 import xlsxwriter
@@ -280,6 +281,51 @@ def test_dates_and_odd_numbers_repeated_down_a_column(tmp_path: Path) -> None:
     assert column[-53] == "45.59700000000000000000000000000000000000000001"
     assert column[-3] == "0.001" and column[-1] == "7"
     assert sorted(p.position[0] for p in problems) == list(range(306, 312))  # each cell's
+
+
+def test_inline_strings_and_other_cells_repeated_down_a_column(tmp_path: Path) -> None:
+    # cells fastexcel is asked about once per distinct element without its place, grouped
+    # by polars: the same text wherever the place is written, each problem at its cell
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    cells = [
+        *['<c r="@" t="inlineStr"><is><t>甲 &amp; 乙</t></is></c>'] * 50,
+        *['<c t="inlineStr" r="@"><is><t>甲 &amp; 乙</t></is></c>'] * 3,  # the place last
+        *['<c r="@" t="inlineStr"><is><t>r="B7"</t></is></c>'] * 2,  # a place in the text
+        *['<c r="@" t="str"><f>A1</f><v>formula</v></c>'] * 4,
+        *['<c r="@" t="b"><v>1</v></c>'] * 20,
+        *['<c r="@" t="e"><v>#N/A</v></c>'] * 5,
+    ]
+    path = _raw_cells(base, tmp_path / "inline.xlsx", cells)
+    frame, _, problems = same_parse(path)
+    column = frame.to_series(0)
+    assert column[:53].n_unique() == 1 and column[0] == "甲 & 乙"
+    assert column[53] == 'r="B7"' and column[55] == "formula"
+    assert sorted(p.position[0] for p in problems) == list(range(79, 84))
+
+
+def test_other_cells_group_alike_by_polars_and_one_by_one() -> None:
+    elements = [
+        b'<c r="A1" t="inlineStr"><is><t>x</t></is></c>',
+        b'<c r="B22" t="inlineStr"><is><t>x</t></is></c>',
+        b'<c t="inlineStr" r="C3"><is><t>x</t></is></c>',
+        b'<c\nr="D4" t="b"><v>1</v></c>',
+        b'<c r="E5" t="b"><v>1</v></c>',
+        b'<c r="F6" t="inlineStr"><is><t> r="A1"</t></is></c>',
+        '<c r="G7" t="inlineStr"><is><t>\u3000r="A1" 文</t></is></c>'.encode(),
+        b'<c r="A1" t="inlineStr"><is><t>x</t></is></c>',
+    ]
+    xml = b"<sheetData>" + b"".join(elements) + b"</sheetData>"
+    buf = np.frombuffer(xml, np.uint8)
+    a = np.array([xml.index(e) for e in elements], np.int64)
+    b = np.array([len(e) for e in elements], np.uint32)
+    cells = np.arange(len(elements))[::-1].copy()  # any order of cells
+    fast = native._elements_by_polars(buf, a, b, cells)
+    assert fast is not None
+    slow = native._elements_one_by_one(buf, a, b, cells)
+    assert fast[0] == slow[0] and fast[1].tolist() == slow[1].tolist()
+    assert len(fast[0]) == 4  # x (its place first or last), a boolean, the two texts
+    assert native._elements_by_polars(np.frombuffer(b"\xff" * 40, np.uint8), a[:1] * 0,
+                                      np.array([30], np.uint32), cells[:1] * 0) is None  # fmt: skip
 
 
 def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:

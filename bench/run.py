@@ -479,16 +479,23 @@ def main() -> None:
         period = periods.get(args.dagster_rows, args.period)
         data_dir = sample(args.dagster_rows, args.seed, period, args.out)
         log(f"Dagster: {args.dagster_rows:,} rows, {args.dagster_runs} runs")
-        result = measure("dagster", data_dir, period, "--runs", str(args.dagster_runs))
-        result["rows"] = args.dagster_rows
-        dagster = dagster_summary(result)
+        try:
+            result = measure("dagster", data_dir, period, "--runs", str(args.dagster_runs))
+        except SystemExit as failed:  # the rounds' figures are kept and written all the same
+            log(str(failed))
+            dagster = {"error": str(failed)}
+        else:
+            result["rows"] = args.dagster_rows
+            dagster = dagster_summary(result)
 
     print(table(summaries))
     if fitted:
         print("\n(WorkDataHub alone, for the fit)" + table(fitted))
     if fit:
         print("\n" + fit_line(fit))
-    if dagster:
+    if dagster and "error" in dagster:
+        print(f"\nDagster: not measured ({dagster['error'].splitlines()[0]})")
+    elif dagster:
         print(dagster_table(dagster))
     checks = targets(summaries)
     if "rows_per_s_large_over_small" in checks:  # the same ratio in each round: the noise

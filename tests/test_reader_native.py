@@ -312,7 +312,7 @@ def test_other_cells_group_alike_by_polars_and_one_by_one() -> None:
         b'<c r="E5" t="b"><v>1</v></c>',
         b'<c r="F6" t="inlineStr"><is><t> r="A1"</t></is></c>',
         '<c r="G7" t="inlineStr"><is><t>\u3000r="A1" 文</t></is></c>'.encode(),
-        b'<c r="A1" t="inlineStr"><is><t>x</t></is></c>',
+        b'<c r="H8" t="inlineStr"><is><t>x</t></is></c>',
     ]
     xml = b"<sheetData>" + b"".join(elements) + b"</sheetData>"
     buf = np.frombuffer(xml, np.uint8)

@@ -557,8 +557,8 @@ def _elements_by_polars(
     buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
 ) -> tuple[list[bytes], np.ndarray] | None:
     starts, lengths = a[cells], b[cells].astype(np.int64)
-    if buf.size >= 2**31 or int(lengths.min()) <= 12:  # int32 offsets; no inlined views
-        return None
+    if buf.size >= 2**31 or int(lengths.min()) <= 12 or sys.byteorder != "little":
+        return None  # int32 offsets; no inlined views; the views' words as Arrow lays them out
     views = np.empty((cells.size, 4), np.int32)  # Arrow's binary views: length, the first
     views[:, 0] = lengths  # four bytes, buffer, offset
     prefix = np.stack([buf[starts + k] for k in range(4)], axis=1)

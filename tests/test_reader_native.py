@@ -303,6 +303,23 @@ def test_inline_strings_and_other_cells_repeated_down_a_column(tmp_path: Path) -
     assert sorted(p.position[0] for p in problems) == list(range(79, 84))
 
 
+def _cells_of(values: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """buf, a, b of `values` laid end to end (each at its own place), and the cells in an
+    order of their own."""
+    xml = b"<sheetData>" + b"".join(values) + b"</sheetData>"
+    a = np.cumsum([len(b"<sheetData>"), *map(len, values[:-1])]).astype(np.int64)
+    b = np.array([len(v) for v in values], np.uint32)
+    return np.frombuffer(xml, np.uint8), a, b, np.arange(len(values))[::-1].copy()
+
+
+def _same_groups(*args: Any) -> tuple[np.ndarray, np.ndarray]:
+    fast = native._grouped_by_polars(*args)
+    assert fast is not None
+    slow = native._grouped_one_by_one(*args)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
+    return fast
+
+
 def test_other_cells_group_alike_by_polars_and_one_by_one() -> None:
     elements = [
         b'<c r="A1" t="inlineStr"><is><t>x</t></is></c>',
@@ -314,18 +331,35 @@ def test_other_cells_group_alike_by_polars_and_one_by_one() -> None:
         '<c r="G7" t="inlineStr"><is><t>\u3000r="A1" 文</t></is></c>'.encode(),
         b'<c r="H8" t="inlineStr"><is><t>x</t></is></c>',
     ]
-    xml = b"<sheetData>" + b"".join(elements) + b"</sheetData>"
-    buf = np.frombuffer(xml, np.uint8)
-    a = np.array([xml.index(e) for e in elements], np.int64)
-    b = np.array([len(e) for e in elements], np.uint32)
-    cells = np.arange(len(elements))[::-1].copy()  # any order of cells
-    fast = native._elements_by_polars(buf, a, b, cells)
-    assert fast is not None
-    slow = native._elements_one_by_one(buf, a, b, cells)
-    assert fast[0] == slow[0] and fast[1].tolist() == slow[1].tolist()
-    assert len(fast[0]) == 4  # x (its place first or last), a boolean, the two texts
-    assert native._elements_by_polars(np.frombuffer(b"\xff" * 40, np.uint8), a[:1] * 0,
-                                      np.array([30], np.uint32), cells[:1] * 0) is None  # fmt: skip
+    buf, a, b, cells = _cells_of(elements)
+    first, _ = _same_groups(buf, a, b, cells, None, True)
+    assert len(first) == 4  # x (its place first or last), a boolean, the two texts
+    assert (
+        native._grouped_by_polars(
+            np.frombuffer(b"\xff" * 40, np.uint8),
+            a[:1] * 0,
+            np.array([30], np.uint32),
+            cells[:1] * 0,
+            None,
+            True,
+        )
+        is None
+    )  # fmt: skip  (not UTF-8: one by one)
+
+
+def test_numbers_group_alike_by_polars_and_one_by_one() -> None:
+    # values held in the view itself (up to 12 bytes) and beyond it, NULs, and styles
+    values = [b"45597", b"45597", b"1", b"1\x00", b"123456789012", b"1234567890123",
+              b"1234567890123", b"45597.000000000000000001", b"45597", b"", b"45598",
+              b"123456789013"]  # fmt: skip
+    buf, a, b, cells = _cells_of(values)
+    styles = np.array([1, 1, 1, 1, 1, 1, 2, 1, 2, 1, 1, 1], np.uint16)
+    first, _ = _same_groups(buf, a, b, cells, None, False)
+    assert len(first) == 9
+    first, group = _same_groups(buf, a, b, cells, styles, False)
+    assert len(first) == 11  # 45597 and 1234567890123 in two styles each
+    at = {int(value): k for k, value in enumerate(cells)}  # a value's position in cells
+    assert group[at[0]] == group[at[1]] != group[at[8]]
 
 
 def test_cells_out_of_order_and_twice_at_one_place(tmp_path: Path) -> None:

@@ -469,7 +469,8 @@ def _build(
     numbers = (kinds == PLAIN) | (kinds == NUMBER)
     used_styles = np.unique(styles[numbers]).tolist()
     other = np.flatnonzero(kinds == OTHER)
-    distinct, other_group = _elements(buf, a, b, other)
+    first, other_group = _grouped(buf, a, b, other, without_place=True)
+    distinct = [_without_place(value(n)) for n in other[first].tolist()]
     problems: dict[tuple[int, int], str] = {}  # (row, column) in Excel -> fastexcel's detail
     erring: list[int] = []  # the cells behind `problems`
     try:
@@ -493,7 +494,7 @@ def _build(
         dated = is_date_style[styles]
         # numbers in another spelling, each distinct one spelled out once in plain decimals
         odd = np.flatnonzero((kinds == NUMBER) & ~dated)
-        first, group = _distinct(buf, a, b, odd)
+        first, group = _grouped(buf, a, b, odd)
         entries = np.full(first.size, -1, np.int64)
         for g, n in enumerate(odd[first].tolist()):
             key = b"=" + value(n)
@@ -504,7 +505,7 @@ def _build(
         kinds[odd[spelled]], a[odd[spelled]] = STRING, entries[group[spelled]]
         # dates, and numbers only fastexcel can show: once per distinct style and value
         later = np.concatenate([odd[~spelled], np.flatnonzero(numbers & dated)])
-        first, group = _distinct(buf, a, b, later, styles)
+        first, group = _grouped(buf, a, b, later, by=styles)
         if later.size:
             keys = [number_element(n) for n in later[first].tolist()]
             # this question's sheet uses no shared string: an empty table spares fastexcel
@@ -538,100 +539,95 @@ def _build(
 
 
 _R_PATTERN = r'[ \t\n\r\x0c\x0b]r="[A-Z]{1,3}[0-9]{1,8}"'  # _R_ATTRIBUTE, for polars
+_INLINE = 12  # an Arrow binary view holds a value of up to 12 bytes itself
 
 
-def _elements(
-    buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
-) -> tuple[list[bytes], np.ndarray]:
-    """`cells` (OTHER: the element at buf[a:a+b]) grouped by their element without its
-    place (`_without_place`): the distinct elements, in the order they first come, and each
-    cell's. By polars, over views into the XML: a workbook written with inline strings (some
-    exports are) has one such cell per text cell, and one by one in Python they cost ~1.5 µs
-    each (a 50,000-row sheet: 0.25 s with shared strings, 1.35 s with inline strings, 0.7 s
-    now)."""
-    grouped = _elements_by_polars(buf, a, b, cells) if cells.size else None
-    return grouped if grouped is not None else _elements_one_by_one(buf, a, b, cells)
-
-
-def _elements_by_polars(
-    buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
-) -> tuple[list[bytes], np.ndarray] | None:
-    starts, lengths = a[cells], b[cells].astype(np.int64)
-    if buf.size >= 2**31 or int(lengths.min()) <= 12 or sys.byteorder != "little":
-        return None  # int32 offsets; no inlined views; the views' words as Arrow lays them out
-    views = np.empty((cells.size, 4), np.int32)  # Arrow's binary views: length, the first
-    views[:, 0] = lengths  # four bytes, buffer, offset
-    prefix = np.stack([buf[starts + k] for k in range(4)], axis=1)
-    views[:, 1] = np.ascontiguousarray(prefix).view("<i4")[:, 0]
-    views[:, 2] = 0
-    views[:, 3] = starts
-    array = pa.Array.from_buffers(
-        pa.binary_view(), cells.size, [None, pa.py_buffer(views), pa.py_buffer(buf)]
-    )
-    series = pl.from_arrow(array)
-    assert isinstance(series, pl.Series)
-    try:
-        keys = series.cast(pl.String).str.replace(_R_PATTERN, "").to_frame("k")
-    except pl.exceptions.PolarsError:  # not UTF-8
-        return None
-    distinct = keys.unique(maintain_order=True).with_row_index("g")
-    joined = keys.join(distinct, on="k", how="left", maintain_order="left")
-    return distinct["k"].cast(pl.Binary).to_list(), joined["g"].to_numpy().astype(np.int64)
-
-
-def _elements_one_by_one(
-    buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
-) -> tuple[list[bytes], np.ndarray]:
-    found: dict[bytes, int] = {}
-    groups = np.empty(cells.size, np.int64)
-    for k, n in enumerate(cells.tolist()):
-        key = _without_place(buf[a[n] : a[n] + b[n]].tobytes())
-        groups[k] = found.setdefault(key, len(found))
-    return list(found), groups
-
-
-_KEY_WORDS = 4  # values up to 32 bytes are grouped by numpy, longer ones one by one
-
-
-def _distinct(
+def _grouped(
     buf: np.ndarray,
     a: np.ndarray,
     b: np.ndarray,
     cells: np.ndarray,
-    styles: np.ndarray | None = None,
+    by: np.ndarray | None = None,
+    without_place: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`cells` (PLAIN or NUMBER: value at buf[a:a+b]) grouped by their value's bytes, and by
-    their style when `styles` is given: the position in `cells` of one cell of each group,
-    and each cell's group. Vectorised: a date column of 500,000 rows holds a few distinct
-    values, and looking at its cells one by one in Python cost ~1.5 µs each."""
-    lengths = b[cells].astype(np.int64)
+    """`cells` grouped by their bytes buf[a:a+b] (`without_place`: their element without its
+    `r="B7"`, as `_without_place` gives it) and by `by` (per cell of the sheet), the groups
+    in the order they first come: the position in `cells` of each group's first cell, and
+    each cell's group. By polars, over Arrow views into the XML: a date column or a column
+    of inline strings (some exports write them) has a cell of this kind in every row, and
+    looked at one by one in Python they cost ~1.5 µs each (a 50,000-row sheet: 0.37 s with
+    its dates so, 0.24-0.29 s now; with inline strings 1.35 s, now 0.47-0.49 s)."""
+    grouped = _grouped_by_polars(buf, a, b, cells, by, without_place) if cells.size else None
+    if grouped is None:
+        grouped = _grouped_one_by_one(buf, a, b, cells, by, without_place)
+    return grouped
+
+
+def _views(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.Array | None:
+    """buf[starts:starts+lengths] as an Arrow binary view array over buf, without copying
+    the longer values; None where the layout cannot say it (offsets are 32-bit; the
+    words are written in the machine's order)."""
+    if buf.size >= 2**31 or sys.byteorder != "little":
+        return None
+    count = starts.size
+    views = np.zeros((count, 16), np.uint8)  # length, then the value (up to 12 bytes) or
+    views[:, :4] = lengths.astype("<i4").view(np.uint8).reshape(count, 4)  # its first 4,
+    inline = lengths <= _INLINE  # buffer 0 and the offset
+    for k in range(_INLINE):
+        at = np.flatnonzero(lengths > k if k < 4 else inline & (lengths > k))
+        views[at, 4 + k] = buf[starts[at] + k]
+    spilled = np.flatnonzero(~inline)
+    views[spilled, 12:] = starts[spilled].astype("<i4").view(np.uint8).reshape(-1, 4)
+    return pa.Array.from_buffers(
+        pa.binary_view(), count, [None, pa.py_buffer(views), pa.py_buffer(buf)]
+    )
+
+
+def _grouped_by_polars(
+    buf: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    cells: np.ndarray,
+    by: np.ndarray | None,
+    without_place: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    array = _views(buf, a[cells], b[cells].astype(np.int64))
+    if array is None:
+        return None
+    # through a table: an array alone makes polars import pyarrow.compute (~0.1 s)
+    table = pl.from_arrow(pa.Table.from_arrays([array], names=["k"]))
+    assert isinstance(table, pl.DataFrame)
+    key = table.to_series()
+    if without_place:
+        try:
+            key = key.cast(pl.String).str.replace(_R_PATTERN, "")
+        except pl.exceptions.PolarsError:  # not UTF-8
+            return None
+    frame = pl.DataFrame({"k": key} if by is None else {"k": key, "by": by[cells]})
+    keys = frame.columns
+    firsts = frame.with_row_index("i").unique(keys, keep="first", maintain_order=True)
+    group = frame.join(firsts.with_row_index("g"), on=keys, how="left", maintain_order="left")["g"]
+    return firsts["i"].to_numpy().astype(np.int64), group.to_numpy().astype(np.int64)
+
+
+def _grouped_one_by_one(
+    buf: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    cells: np.ndarray,
+    by: np.ndarray | None,
+    without_place: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    found: dict[tuple[bytes, int], int] = {}
+    firsts: list[int] = []
     group = np.empty(cells.size, np.int64)
-    short = np.flatnonzero(lengths <= 8 * _KEY_WORDS)
-    starts, width = a[cells[short]], int(lengths[short].max(initial=0))
-    packed = np.zeros((short.size, 8 * ((width + 7) // 8)), np.uint8)
-    for j in range(width):  # byte j of each value, 0 past its end
-        inside = lengths[short] > j
-        packed[inside, j] = buf[starts[inside] + j]
-    keys = [*packed.view(np.uint64).T, lengths[short]]
-    if styles is not None:
-        keys.append(styles[cells[short]])
-    order = np.lexsort(keys)
-    new = np.zeros(short.size, np.bool_)
-    new[:1] = True
-    for key in keys:
-        ordered = key[order]
-        new[1:] |= ordered[1:] != ordered[:-1]
-    group[short[order]] = np.cumsum(new) - 1
-    first = short[order[new]].tolist()
-    seen: dict[tuple[bytes, int], int] = {}
-    for k in np.flatnonzero(lengths > 8 * _KEY_WORDS).tolist():
-        n = int(cells[k])
-        key = (buf[a[n] : a[n] + b[n]].tobytes(), -1 if styles is None else int(styles[n]))
-        if key not in seen:
-            seen[key] = len(first)
-            first.append(k)
-        group[k] = seen[key]
-    return np.array(first, np.int64), group
+    for k, n in enumerate(cells.tolist()):
+        value = buf[a[n] : a[n] + b[n]].tobytes()
+        key = (_without_place(value) if without_place else value, -1 if by is None else int(by[n]))
+        group[k] = found.setdefault(key, len(found))
+        if group[k] == len(firsts):
+            firsts.append(k)
+    return np.array(firsts, np.int64), group
 
 
 def _plain_text(raw: bytes) -> str | None:

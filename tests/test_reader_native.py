@@ -257,7 +257,7 @@ def test_many_error_cells_are_kept_in_place(tmp_path: Path) -> None:
 def test_dates_and_odd_numbers_repeated_down_a_column(tmp_path: Path) -> None:
     # a month column of date cells: each distinct style and value is asked of fastexcel
     # once, and every cell gets its text and its problem (a date out of range) in place;
-    # values longer than the grouping's 32 bytes take the slower way to the same result
+    # values longer than an Arrow view holds (12 bytes) are grouped in the XML itself
     base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
     long = "45597." + "0" * 40 + "1"
     cells = [

@@ -30,6 +30,12 @@ against 2.4-2.6 s). Without this, a run's time depended on how long the machine 
 idle and how much memory the run before had used, the more so the more memory a contender
 uses; with it every contender meets memory as on a machine whose memory stays its own.
 
+Besides wall time, a run records its own CPU time (every thread) and, for the runs that
+use the warehouse (`wdh`, `naive`, `copy`) when it runs on this machine (the embedded one
+does), the server's: the postmaster's and its children's, the run's ended backends
+included (`_server_cpu`). A load's rows/s is the cores it keeps busy over the CPU time a
+row costs; bench/run.py shows both, per size.
+
 The loads (`wdh`, `naive`, `copy`) VACUUM the target table and take a CHECKPOINT in their
 untimed set-up (`_settle`), as autovacuum and the regular checkpoints would have done in
 the month between two loads, so that each timed run meets the warehouse in the same state
@@ -77,15 +83,77 @@ def _back_memory_gb(data_dir: Path) -> float:
     return min(BACK_MAX_GB, max(BACK_MIN_GB, BACK_PER_BYTE * workbooks / 2**30))
 
 
-def _clock(data_dir: Path) -> tuple[float, float]:
-    """Start the clock (wall, CPU) once a throwaway process has written and freed memory for
-    a run on `data_dir` (see the module's docstring); in a process of its own, so that this
-    run's peak RSS stays its own."""
+class _Clock:
+    """A run's clock: wall time, this process's CPU time (every thread) and, when the
+    warehouse runs on this machine, the server's (`_postmaster`)."""
+
+    def __init__(self, postmaster: int | None) -> None:
+        self._postmaster = postmaster
+        self._server = None if postmaster is None else _server_cpu(postmaster)
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> dict[str, Any]:
+        wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        server = None
+        if self._postmaster is not None and self._server is not None:
+            now = _server_cpu(self._postmaster)
+            server = None if now is None else now - self._server
+        return {"seconds": wall, "cpu_seconds": cpu, "server_cpu_seconds": server}
+
+
+def _clock(data_dir: Path, url: str | None = None) -> _Clock:
+    """Start the clock once a throwaway process has written and freed memory for a run on
+    `data_dir` (see the module's docstring); in a process of its own, so that this run's
+    peak RSS stays its own. With `url`, the clock also counts the server's CPU time (the
+    connection that finds the server has ended, and its time been counted, by then)."""
+    postmaster = None if url is None else _postmaster(url)
     gigabytes = _back_memory_gb(data_dir)
     if gigabytes > 0:
         touch = f"import numpy; numpy.ones({int(gigabytes * 2**30) // 8})"
         subprocess.run([sys.executable, "-c", touch], check=True)
-    return time.perf_counter(), time.process_time()
+    return _Clock(postmaster)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (field 3 on), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _postmaster(url: str) -> int | None:
+    """The warehouse's postmaster when it runs on this machine (the embedded one does), else
+    None: the server's CPU time is then not measured."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        backend = conn.execute("select pg_backend_pid()").fetchone()
+        fields = _stat(backend[0]) if backend else None  # read while the backend is there
+    if fields is None:
+        return None
+    parent = int(fields[1])
+    try:
+        ours = Path(f"/proc/{parent}/comm").read_text().strip() == "postgres"
+    except OSError:
+        return None
+    return parent if ours else None
+
+
+def _server_cpu(postmaster: int) -> float | None:
+    """CPU seconds the server has used so far: the postmaster's, its live children's
+    (backends, WAL writer, checkpointer, autovacuum) and those of its children that have
+    ended (a connection's backend ends with it; the kernel adds its time to the parent's)."""
+    own = _stat(postmaster)
+    if own is None:
+        return None
+    ticks = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != postmaster:
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _spec() -> Any:
@@ -133,14 +201,13 @@ def measure_wdh(data_dir: Path, period: date) -> dict[str, Any]:
 
     spec, url = _spec(), _url()
     _settle(spec, url)
-    wall, cpu = _clock(data_dir)
+    clock = _clock(data_dir, url)
     result = run_partition(spec, period, data_dir=data_dir, url=url)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    timed = clock.stop()
     outcome = result.outcome
     assert outcome is not None and outcome.status == "succeeded", outcome
     return {
-        "seconds": wall,
-        "cpu_seconds": cpu,
+        **timed,
         "stages": dict(result.timings),
         "load_steps": dict(outcome.timings),
         "rows_read": result.check.rows_read,
@@ -156,10 +223,9 @@ def measure_naive(data_dir: Path, period: date) -> dict[str, Any]:
     spec, url = _spec(), _url()
     path = _source(spec, period, data_dir)
     _settle(spec, url)
-    wall, cpu = _clock(data_dir)
+    clock = _clock(data_dir, url)
     result = naive.run(path, spec, period, url, str(path.relative_to(data_dir)))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"seconds": wall, "cpu_seconds": cpu, "stages": result.pop("timings"), **result}
+    return {**clock.stop(), "stages": result.pop("timings"), **result}
 
 
 def measure_reader(data_dir: Path, period: date) -> dict[str, Any]:
@@ -167,14 +233,13 @@ def measure_reader(data_dir: Path, period: date) -> dict[str, Any]:
 
     spec = _spec()
     path = _source(spec, period, data_dir)
-    wall, cpu = _clock(data_dir)
+    clock = _clock(data_dir)
     frame = (
         fastexcel.read_excel(str(path))
         .load_sheet(spec.sheet, header_row=None, dtypes="string")
         .to_polars()
     )
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"seconds": wall, "cpu_seconds": cpu, "rows_read": frame.height}
+    return {**clock.stop(), "rows_read": frame.height}
 
 
 def measure_scan(data_dir: Path, period: date) -> dict[str, Any]:
@@ -185,13 +250,13 @@ def measure_scan(data_dir: Path, period: date) -> dict[str, Any]:
     spec = _spec()
     path = _source(spec, period, data_dir)
     reader.NATIVE_MIN_BYTES = 0  # the scan's speed at any size (the pipeline starts at 1 MB)
-    wall, cpu = _clock(data_dir)
+    clock = _clock(data_dir)
     book = reader.open_workbook(path)
     scanned = reader._load_native(book, reader.select_sheet(book, spec.sheet))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    timed = clock.stop()
     if scanned is None:
         raise SystemExit(f"{path}: the native scan gave up")
-    return {"seconds": wall, "cpu_seconds": cpu, "rows_read": scanned[0][0].height}
+    return {**timed, "rows_read": scanned[0][0].height}
 
 
 def _cleaned_path(data_dir: Path) -> Path:
@@ -231,13 +296,13 @@ def measure_copy(data_dir: Path, period: date) -> dict[str, Any]:
     )
     _settle(spec, url)
     with psycopg.connect(url) as conn:
-        wall, cpu = _clock(data_dir)
+        clock = _clock(data_dir, url)
         with conn.cursor() as cur, cur.copy(query) as copy:
             for chunk in payload:
                 copy.write(chunk)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        timed = clock.stop()
         conn.rollback()  # the month keeps the pipeline's rows
-    return {"seconds": wall, "cpu_seconds": cpu, "rows_valid": frame.height}
+    return {**timed, "rows_valid": frame.height}
 
 
 def measure_dagster(data_dir: Path, period: date, runs: int) -> dict[str, Any]:

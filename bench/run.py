@@ -157,6 +157,11 @@ def summarise(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             "peak_rss_mb": spread([r["peak_rss_mb"] for r in runs[kind]]),
             "runs": len(runs[kind]),
         }
+        servers = [r.get("server_cpu_seconds") for r in runs[kind]]
+        if all(v is not None for v in servers):  # the warehouse runs on this machine
+            entry["server_cpu_seconds"] = spread(servers)
+            if kind == "wdh":
+                entry["cpu"] = _cpu_split(runs[kind])
         if kind == "naive":
             entry["stages"] = {
                 name: spread([r["stages"][name] for r in runs[kind]])
@@ -190,6 +195,23 @@ def summarise(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
     summary["same_rows_as_naive"] = len(same) == 1 if runs.get("naive") else None
     summary["load_avg"] = spread([r["load_avg_before"] for k in runs for r in runs[k]])
     return summary
+
+
+def _cpu_split(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per run, the CPU time a row costs (this process's, every thread, and the server's, in
+    µs) and how many cores were busy on average (both CPU times over the wall time): a run's
+    rows/s is `cores_busy / total_us_per_row` (x 1e6), so two sizes' rows/s differ by what
+    a row costs and by how well the run keeps the cores busy."""
+    per_run = [
+        {
+            "process_us_per_row": r["cpu_seconds"] / r["rows_read"] * 1e6,
+            "server_us_per_row": r["server_cpu_seconds"] / r["rows_read"] * 1e6,
+            "total_us_per_row": (r["cpu_seconds"] + r["server_cpu_seconds"]) / r["rows_read"] * 1e6,
+            "cores_busy": (r["cpu_seconds"] + r["server_cpu_seconds"]) / r["seconds"],
+        }
+        for r in runs
+    ]
+    return {key: spread([run[key] for run in per_run]) for key in per_run[0]}
 
 
 def _fmt_rate(value: dict[str, float]) -> str:
@@ -230,6 +252,17 @@ def table(summaries: list[dict[str, Any]]) -> str:
                     f"{_fmt_rate(entry['rows_per_s'])}   peak RSS "
                     f"{entry['peak_rss_mb']['max']:,.0f} MB ({entry['runs']} runs)"
                 )
+        if "cpu" in c["wdh"]:
+            cpu = c["wdh"]["cpu"]
+            lines.append(
+                f"  WorkDataHub's CPU per row (median): process "
+                f"{cpu['process_us_per_row']['median']:.1f} µs + server "
+                f"{cpu['server_us_per_row']['median']:.1f} µs = "
+                f"{cpu['total_us_per_row']['median']:.1f} µs "
+                f"({cpu['total_us_per_row']['min']:.1f}–{cpu['total_us_per_row']['max']:.1f}); "
+                f"cores busy {cpu['cores_busy']['median']:.2f} of {os.cpu_count()} "
+                f"({cpu['cores_busy']['min']:.2f}–{cpu['cores_busy']['max']:.2f})"
+            )
         if "naive" in c:
             stages = ", ".join(f"{k} {v['median']:.1f} s" for k, v in c["naive"]["stages"].items())
             lines.append(f"  naive stages (median): {stages}")
@@ -504,6 +537,14 @@ def main() -> None:
             (b["rows_read"] / b["seconds"]) / (a["rows_read"] / a["seconds"])
             for a, b in zip(small, large, strict=True)
         ]
+        cpus = [s["contenders"]["wdh"].get("cpu") for s in (summaries[0], summaries[-1])]
+        if all(cpus):  # rows/s = cores busy / CPU per row: which of the two differs
+            checks["rows_per_s_large_over_small"]["split"] = {
+                "cpu_per_row_small_over_large": cpus[0]["total_us_per_row"]["median"]
+                / cpus[1]["total_us_per_row"]["median"],
+                "cores_busy_large_over_small": cpus[1]["cores_busy"]["median"]
+                / cpus[0]["cores_busy"]["median"],
+            }
     print("")
     print("targets at " + f"{sizes[-1]:,} rows: " + "; ".join(
         f"{k} {v['value']:,.2f} ({v['target']}: {'met' if v['met'] else 'NOT met'})"
@@ -512,6 +553,13 @@ def main() -> None:
     if "rows_per_s_large_over_small" in checks:
         rounds = checks["rows_per_s_large_over_small"]["per_round"]
         print("rows/s large over small, round by round: " + ", ".join(f"{r:.2f}" for r in rounds))
+        split = checks["rows_per_s_large_over_small"].get("split")
+        if split:
+            print(
+                "  of which (medians): CPU per row, small over large, "
+                f"{split['cpu_per_row_small_over_large']:.2f} x cores busy, large over small, "
+                f"{split['cores_busy_large_over_small']:.2f}"
+            )
     large = summaries[-1]
     results = {
         "machine": {

@@ -1,0 +1,69 @@
+"""The bench's own accounting (bench/measure.py, bench/run.py): not a timed test, the CPU
+arithmetic its linearity figures rest on."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import measure
+import run
+
+
+def test_server_cpu_counts_a_backend_that_has_ended(pg_url: str) -> None:
+    postmaster = measure._postmaster(pg_url)
+    if postmaster is None:
+        pytest.skip("the warehouse does not run on this machine: its CPU time is not measured")
+    before = measure._server_cpu(postmaster)
+    assert before is not None
+    with psycopg.connect(pg_url) as conn:  # ~0.3-1 s of the server's CPU, in a backend …
+        conn.execute("select sum(x) from generate_series(1, 4000000) as x").fetchone()
+    # … that ends with its connection: its time stays counted, by the postmaster once reaped
+    # (by the backend, a zombie, until then)
+    deadline = time.monotonic() + 5
+    spent = 0.0
+    while time.monotonic() < deadline:
+        after = measure._server_cpu(postmaster)
+        assert after is not None
+        spent = after - before
+        if spent >= 0.15:
+            break
+        time.sleep(0.1)
+    assert spent >= 0.15, f"the server's CPU time grew by {spent:.2f} s only"
+
+
+def test_a_server_that_is_gone_is_not_measured() -> None:
+    assert measure._server_cpu(2**22 + 12345) is None  # no such process (pid_max is 2**22)
+
+
+def _run(rows: int, seconds: float, cpu: float, server: float) -> dict[str, float]:
+    return {"rows_read": rows, "seconds": seconds, "cpu_seconds": cpu, "server_cpu_seconds": server}
+
+
+def test_rows_per_second_is_cores_busy_over_cpu_per_row() -> None:
+    small = [_run(50_000, 0.70, 0.65, 0.27), _run(50_000, 0.90, 0.80, 0.40)]
+    large = [_run(500_000, 5.2, 4.8, 3.3), _run(500_000, 5.5, 5.0, 3.4)]
+    for runs in (small, large):
+        split = run._cpu_split(runs)
+        for one in runs:
+            alone = run._cpu_split([one])
+            rate = 1e6 * alone["cores_busy"]["median"] / alone["total_us_per_row"]["median"]
+            assert rate == pytest.approx(one["rows_read"] / one["seconds"])
+        assert split["cores_busy"]["min"] <= split["cores_busy"]["median"]
+    # 0.65 s of the process's CPU and 0.27 s of the server's for 50,000 rows
+    first = run._cpu_split(small[:1])
+    assert first["process_us_per_row"]["median"] == pytest.approx(13.0)
+    assert first["server_us_per_row"]["median"] == pytest.approx(5.4)
+    assert first["cores_busy"]["median"] == pytest.approx((0.65 + 0.27) / 0.70)
+    # one round's rows/s, large over small, is the product of the two ratios
+    s, b = run._cpu_split(small[:1]), run._cpu_split(large[:1])
+    product = (s["total_us_per_row"]["median"] / b["total_us_per_row"]["median"]) * (
+        b["cores_busy"]["median"] / s["cores_busy"]["median"]
+    )
+    assert product == pytest.approx((500_000 / 5.2) / (50_000 / 0.70))

@@ -143,17 +143,27 @@ def _postmaster(url: str) -> int | None:
 def _server_cpu(postmaster: int) -> float | None:
     """CPU seconds the server has used so far: the postmaster's, its live children's
     (backends, WAL writer, checkpointer, autovacuum) and those of its children that have
-    ended (a connection's backend ends with it; the kernel adds its time to the parent's)."""
-    own = _stat(postmaster)
-    if own is None:
-        return None
-    ticks = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != postmaster:
-            fields = _stat(int(entry.name))
-            if fields is not None and int(fields[1]) == postmaster:
-                ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    ended (a connection's backend ends with it; once the postmaster has reaped it, the
+    kernel counts its time in the postmaster's cutime/cstime). A child reaped while the
+    children are listed would be in neither: the postmaster's counts are read before and
+    after the listing, and the listing is taken again until they agree."""
+    for _ in range(1000):
+        before = _stat(postmaster)
+        if before is None:
+            return None
+        ticks = 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != postmaster:
+                fields = _stat(int(entry.name))
+                if fields is not None and int(fields[1]) == postmaster:
+                    ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        after = _stat(postmaster)
+        if after is None:
+            return None
+        if after[13:15] == before[13:15]:  # cutime, cstime: no child reaped meanwhile
+            ticks += sum(int(v) for v in after[11:15])
+            return ticks / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def _spec() -> Any:

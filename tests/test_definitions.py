@@ -162,3 +162,57 @@ def test_dbt_version_is_read_in_process_for_the_venvs_dbt(
     other.chmod(0o755)
     foreign = ProjectDbtResource(project_dir=dbt_project, dbt_executable=str(other))
     assert str(foreign._cli_version) == "9.8.7" and asked == [str(other)]
+
+
+def test_older_dbt_run_folders_are_removed_newest_kept(tmp_path: Path) -> None:
+    """dagster-dbt's folder per dbt step (`<step>-<run id>-<random>`) is never removed by
+    dagster-dbt: the newest WDH_DBT_KEEP_RUNS stay, as do folders changed within the hour
+    and anything that is not such a folder."""
+    import os
+    import time
+
+    from dagster_dbt.core.resource import DbtCliResource
+
+    from workdatahub.defs.dbt import RUN_FOLDER, dbt_project, prune_run_folders
+
+    # the names dagster-dbt gives them (a step, a run id, a random id) match the pattern
+    class Run:
+        run_id = "2f1e0d9c-8b7a-4654-a321-0fedcba98765"
+
+    class Op:
+        name = "dbt_models"
+
+    class Context:
+        run = Run()
+        op_execution_context = type("X", (), {"op": Op()})()
+
+    resource = DbtCliResource(project_dir=dbt_project)
+    unique = resource._get_unique_target_path(context=Context())  # type: ignore[arg-type]
+    assert RUN_FOLDER.fullmatch(unique.name), unique.name
+
+    now = time.time()
+    ages_h = {"dbt_models-aaaaaaa-0000001": 3, "dbt_models-bbbbbbb-0000002": 2,
+              "dbt_reference_seeds-ccccccc-0000003": 1.5, "dbt_models-ddddddd-0000004": 0.2,
+              "compiled": 9}  # fmt: skip
+    for name, hours in ages_h.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+        os.utime(tmp_path / name, (now - hours * 3600, now - hours * 3600))
+    (tmp_path / "dbt_models-eeeeeee-0000005").write_text("a file of that name")
+    (tmp_path / "dbt_models-fffffff-0000006").symlink_to(tmp_path / "compiled")
+
+    removed = prune_run_folders(tmp_path, keep=2, now=now)
+    assert sorted(p.name for p in removed) == [
+        "dbt_models-aaaaaaa-0000001", "dbt_models-bbbbbbb-0000002"
+    ]  # fmt: skip
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [
+        "compiled", "dbt_models-ddddddd-0000004", "dbt_models-eeeeeee-0000005",
+        "dbt_models-fffffff-0000006", "dbt_reference_seeds-ccccccc-0000003",
+    ]  # fmt: skip
+    assert (tmp_path / "compiled" / "manifest.json").exists()  # not through the symlink
+    # beyond the newest one but changed within the hour: kept
+    assert prune_run_folders(tmp_path, keep=1, now=now) == [
+        tmp_path / "dbt_reference_seeds-ccccccc-0000003"
+    ]
+    assert prune_run_folders(tmp_path, keep=0, now=now) == []

@@ -538,13 +538,32 @@ def test_a_dbt_model_failing_after_the_raw_load(
     )
     mart_before = month_state(pg, NOV, "marts.fct_trustee_performance")
     write_month(tmp_path, NOV, 30, version=4)
+    # run folders of earlier dbt steps, two hours old, and a folder that is not one: the
+    # failed step keeps its own (the newest) and removes the others beyond WDH_DBT_KEEP_RUNS
+    earlier = [dbt_target / f"dbt_models-{n}" for n in ("0a1b2c3-4d5e6f7", "89abcde-f012345")]
+    other = dbt_target / "kept-by-a-modeler"
+    hours_ago = time.time() - 7200
+    for folder in [*earlier, other]:
+        folder.mkdir(exist_ok=True)
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, (hours_ago, hours_ago))
+    monkeypatch.setenv("WDH_DBT_KEEP_RUNS", "1")
+    reset_settings()
     try:
         failed = materialize_trustee(tmp_path, "2024-11")
+        folders = {p.name for p in dbt_target.iterdir() if p.is_dir()}
+        shutil.rmtree(other)
         keep_partial_parse(dbt_target)
     finally:
         pg.execute("drop trigger if exists wdh_test_refuse on marts.fct_trustee_performance")
         pg.execute("drop function if exists marts.wdh_test_refuse()")
+        monkeypatch.delenv("WDH_DBT_KEEP_RUNS")
+        reset_settings()
     assert not failed.success
+    runs = {name for name in folders if name.startswith("dbt_models-")}
+    assert other.name in folders and not runs & {f.name for f in earlier}
+    (own,) = runs
+    assert own.startswith(f"dbt_models-{failed.run_id[:7]}-")
     failures = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
     assert [e.step_key for e in failures] == ["dbt_models"]
     materialized = {e.asset_key for e in failed.get_asset_materialization_events()}

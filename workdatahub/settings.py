@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         le=20,
         description="tries per load when the connection fails (waits 0.5 s, 1 s, 2 s, … between)",
     )
+    # dagster-dbt gives every dbt step of a run a folder of its own under dbt's target folder
+    dbt_keep_runs: int = Field(
+        default=50,
+        ge=1,
+        description="dbt run folders kept under dbt_project/target (newest first)",
+    )
     home: Path = Field(
         default=PROJECT_ROOT / ".wdh", description="state: embedded Postgres, Dagster"
     )

@@ -2,7 +2,10 @@
 
 import contextlib
 import os
+import re
+import shutil
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +19,7 @@ from packaging import version
 from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.settings import PROJECT_ROOT
+from workdatahub.settings import PROJECT_ROOT, get_settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
@@ -125,6 +128,61 @@ def window_env(dbt_vars: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+# dagster-dbt runs each dbt step of a run in a folder of its own under dbt's target folder,
+# `<step>-<run id>-<random>` (manifest, run results, compiled SQL: ~2.5 MB), and never removes
+# one: a year of monthly runs, sensor runs and backfills left gigabytes. After each step the
+# newest WDH_DBT_KEEP_RUNS are kept; a folder changed within the hour stays whatever its rank
+# (another run's step may still be writing to it).
+RUN_FOLDER = re.compile(r"\w+-[0-9a-f]{7}-[0-9a-f]{7}")
+RUN_FOLDER_MIN_AGE_S = 3600.0
+
+
+def prune_run_folders(
+    target: Path, keep: int, *, min_age_s: float = RUN_FOLDER_MIN_AGE_S, now: float | None = None
+) -> list[Path]:
+    """Remove the run folders under `target` (dbt's target folder) beyond the newest `keep`,
+    except those changed in the last `min_age_s` seconds; anything else there (dbt's own
+    `compiled/`, `partial_parse.msgpack`, a modeler's files) is left alone. Returns the
+    folders removed; one that cannot be removed is left and skipped."""
+    now = time.time() if now is None else now
+    runs = []
+    for entry in os.scandir(target):
+        if RUN_FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            runs.append((entry.stat(follow_symlinks=False).st_mtime, Path(entry.path)))
+    runs.sort(reverse=True)
+    removed = []
+    for changed, folder in runs[keep:]:
+        if now - changed < min_age_s:
+            continue
+        try:
+            shutil.rmtree(folder)
+        except OSError:
+            continue
+        removed.append(folder)
+    return removed
+
+
+def _pruned_after(context: AssetExecutionContext, invocation: Any) -> Iterator[Any]:
+    """The events of a dbt step, then the older run folders removed (whether the step
+    succeeded or failed: the newest folders, its own among them, are kept)."""
+    try:
+        yield from invocation.stream()
+    finally:
+        folder = Path(invocation.target_path)
+        if not folder.is_absolute():
+            folder = Path(invocation.project_dir) / folder
+        try:
+            removed = prune_run_folders(folder.parent, get_settings().dbt_keep_runs)
+        except OSError as error:
+            context.log.warning(f"older dbt run folders not removed: {error}")
+        else:
+            if removed:
+                context.log.info(
+                    f"removed {len(removed)} older dbt run folders from {folder.parent} "
+                    f"(WDH_DBT_KEEP_RUNS={get_settings().dbt_keep_runs})"
+                )
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -151,7 +209,7 @@ def dbt_models(
     args = ["build", "--indirect-selection", "buildable"]
     with window_env(dbt_vars):  # (the dbt process starts in `cli`)
         invocation = dbt.cli(args, context=context)
-    yield from invocation.stream()
+    yield from _pruned_after(context, invocation)
 
 
 @dbt_assets(
@@ -170,4 +228,5 @@ def dbt_reference_seeds(
     """Reference tables (seeds): product lines, branches, plans, accounts, company ids."""
     warehouse.export_dbt_env()
     # cautious: tests that also read staging models run with the models, not here
-    yield from dbt.cli(["build", "--indirect-selection", "cautious"], context=context).stream()
+    invocation = dbt.cli(["build", "--indirect-selection", "cautious"], context=context)
+    yield from _pruned_after(context, invocation)

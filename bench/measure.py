@@ -166,6 +166,44 @@ def _server_cpu(postmaster: int) -> float | None:
     return None
 
 
+# The bench replaces whole months of raw.annuity_performance with synthetic rows (and through
+# Dagster, dbt rebuilds those months of the marts): it never runs against the warehouse the
+# settings name (WDH_DATABASE_URL, a .env file). Its database is WDH_BENCH_DATABASE_URL, or
+# else a database of its own on the embedded server under WDH_HOME; dbt's files go to a
+# target folder of its own, so the developer's partial parse (made for their profile) stays.
+BENCH_DATABASE = "workdatahub_bench"
+BENCH_URL = "WDH_BENCH_DATABASE_URL"
+
+
+def bench_environment() -> dict[str, str]:
+    """The variables that point a bench process, and the dbt processes it starts, at the
+    bench's database (they win over a .env file: pydantic-settings reads the environment
+    first)."""
+    from workdatahub.settings import Settings
+    from workdatahub.warehouse.db import database_url
+
+    url = os.environ.get(BENCH_URL)
+    if not url:
+        own = Settings(
+            database_url=None, dbt_database_url=None, database_name=BENCH_DATABASE,
+            environment="dev",
+        )  # fmt: skip
+        url = database_url(own)
+    home = Settings().home
+    return {
+        "WDH_DATABASE_URL": url,
+        "WDH_DBT_DATABASE_URL": url,
+        "DBT_TARGET_PATH": str(home / "bench-dbt-target"),
+    }
+
+
+def _use_bench_database() -> None:
+    from workdatahub.settings import reset_settings
+
+    os.environ.update(bench_environment())
+    reset_settings()
+
+
 def _spec() -> Any:
     from workdatahub.sources.spec import load_sources
 
@@ -398,6 +436,7 @@ def main() -> None:
     args = parser.parse_args()
     period = parse_period(args.period)
     args.data_dir = args.data_dir.resolve()
+    _use_bench_database()
     load_before = os.getloadavg()[0]
     if args.kind == "dagster":
         result = measure_dagster(args.data_dir, period, args.runs)

@@ -27,8 +27,9 @@ For each size (default 50,000 and 500,000 rows) it
    (`--dagster-runs`, 3);
 then prints a table and, last, one line with the headline figures of the largest size,
 and writes bench/results.json and bench/results.png. Every run is a fresh process
-(bench/measure.py), so a peak RSS is that run's own. The database is whatever the settings
-say (WDH_DATABASE_URL, else the embedded Postgres under WDH_HOME).
+(bench/measure.py), so a peak RSS is that run's own. The database is the bench's own
+(bench/measure.py, `bench_environment`): WDH_BENCH_DATABASE_URL, else `workdatahub_bench` on
+the embedded Postgres under WDH_HOME; never the warehouse WDH_DATABASE_URL names.
 """
 
 from __future__ import annotations

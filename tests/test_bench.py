@@ -101,3 +101,57 @@ def test_rows_per_second_is_cores_busy_over_cpu_per_row() -> None:
         b["cores_busy"]["median"] / s["cores_busy"]["median"]
     )
     assert product == pytest.approx((500_000 / 5.2) / (50_000 / 0.70))
+
+
+def test_the_bench_loads_into_a_database_of_its_own(
+    pg_url: str, pg: object, tmp_path: Path
+) -> None:
+    """`make bench` replaces whole months of raw.annuity_performance with synthetic rows. With
+    the settings naming a warehouse (WDH_DATABASE_URL, here the tests' own), its loads still
+    go to the bench's database: the warehouse keeps its months."""
+    import os
+    import subprocess
+
+    from workdatahub.settings import Settings
+    from workdatahub.warehouse.db import database_url
+
+    period, rows = "2019-03", 200
+    data = tmp_path / "data"
+    wdh = Path(sys.executable).parent / "wdh"
+    sample = [str(wdh), "sample", "--months", f"{period}..{period}", "--rows", str(rows),
+              "--seed", "3", "--domain", "annuity_performance", "--out", str(data)]  # fmt: skip
+    subprocess.run(sample, check=True, stdout=subprocess.DEVNULL)
+    month = "select count(*) from raw.annuity_performance where period = '2019-03-01'"
+    # the month as the warehouse holds it: a row that a load of the month would replace
+    pg.execute(  # type: ignore[attr-defined]
+        "delete from raw.annuity_performance where period = '2019-03-01';"
+        "insert into raw.annuity_performance (period, plan_code, load_id, source_file, "
+        "source_sheet, source_row) values ('2019-03-01', 'KEEP-ME', gen_random_uuid(), "
+        "'x.xlsx', 'sheet', 2)"
+    )
+    env = {**os.environ, "WDH_DATABASE_URL": pg_url, "WDH_DBT_DATABASE_URL": pg_url}
+    env.pop(measure.BENCH_URL, None)
+    bench = [sys.executable, str(Path(measure.__file__)), "prepare", str(data), "--period", period]
+    done = subprocess.run(bench, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    try:
+        kept = pg.execute(
+            "select plan_code from raw.annuity_performance where period = '2019-03-01'"
+        )  # type: ignore[attr-defined]
+        assert [r[0] for r in kept.fetchall()] == ["KEEP-ME"]
+        own = database_url(Settings(database_url=None, database_name=measure.BENCH_DATABASE))
+        with psycopg.connect(own, autocommit=True) as conn:
+            loaded = conn.execute(month).fetchone()
+            conn.execute("delete from raw.annuity_performance where period = '2019-03-01'")
+        assert loaded is not None and 0 < loaded[0] <= rows
+    finally:
+        pg.execute("delete from raw.annuity_performance where period = '2019-03-01'")  # type: ignore[attr-defined]
+
+
+def test_the_bench_database_can_be_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://bench@db.invalid:5432/bench_only"
+    monkeypatch.setenv(measure.BENCH_URL, url)
+    monkeypatch.setenv("WDH_DATABASE_URL", "postgresql://loader@warehouse.invalid/workdatahub")
+    env = measure.bench_environment()
+    assert env["WDH_DATABASE_URL"] == env["WDH_DBT_DATABASE_URL"] == url
+    assert env["DBT_TARGET_PATH"].endswith("bench-dbt-target")

@@ -186,7 +186,8 @@ def test_older_dbt_run_folders_are_removed_newest_kept(tmp_path: Path) -> None:
         run = Run()
         op_execution_context = type("X", (), {"op": Op()})()
 
-    resource = DbtCliResource(project_dir=dbt_project)
+    venv_dbt = str(Path(sys.executable).parent / "dbt")  # (the venv need not be on PATH)
+    resource = DbtCliResource(project_dir=dbt_project, dbt_executable=venv_dbt)
     unique = resource._get_unique_target_path(context=Context())  # type: ignore[arg-type]
     assert RUN_FOLDER.fullmatch(unique.name), unique.name
 

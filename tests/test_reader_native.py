@@ -196,6 +196,14 @@ def test_cells_as_other_writers_spell_them(tmp_path: Path) -> None:
         '<c r="@" t="s"><v></v></c>',
         '<c r="@" t="inlineStr"><is><t>inline &amp; text</t></is></c>',
         '<c r="@" t="inlineStr"><is><r><t>ri</t></r><r><t>ch</t></r></is></c>',
+        '<c r="@" t="inlineStr"><is><t xml:space="preserve">  kept  </t></is></c>',
+        '<c r="@" t="inlineStr"><is><t>  plain  </t></is></c>',
+        '<c r="@" t="inlineStr"><is><t></t></is></c>',
+        '<c r="@" t="inlineStr"><is><t>a_x000D_b &#26;&#x41; &lt;&gt;</t></is></c>',
+        '<c r="@" t="inlineStr"><is><t>line\r\nbreak</t></is></c>',
+        '<c r="@" s="1" t="inlineStr"><is><t>45597</t></is></c>',
+        '<c r="@" t="inlineStr" cm="1"><is><t>with cm</t></is></c>',
+        '<c r="@" t="inlineStr"><f>A1</f><is><t>with a formula</t></is></c>',
         '<c r="@" t="str"><f>A1</f><v>formula &lt;text&gt;</v></c>',
         '<c r="@" t="b"><v>1</v></c>',
         '<c r="@" t="e"><v>#REF!</v></c>',
@@ -317,7 +325,25 @@ def _same_groups(*args: Any) -> tuple[np.ndarray, np.ndarray]:
     assert fast is not None
     slow = native._grouped_one_by_one(*args)
     assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
+    buf, a, b, cells, by, without_place = args
+    lib = native.library()
+    if not without_place and lib is not None:
+        compiled = native._grouped_compiled(lib, buf, a, b, cells, by)
+        assert compiled[0].tolist() == slow[0].tolist()
+        assert compiled[1].tolist() == slow[1].tolist()
     return fast
+
+
+def test_many_values_group_alike_compiled_and_one_by_one() -> None:
+    # enough values that the compiled table's slots collide and probe on
+    rng = np.random.default_rng(7)
+    pool = [f"客户{k}".encode() * int(rng.integers(0, 4)) for k in range(3000)]
+    values = [pool[int(k)] for k in rng.integers(0, len(pool), 20_000)]
+    buf, a, b, cells = _cells_of(values)
+    styles = rng.integers(0, 3, len(values)).astype(np.uint16)
+    for by in (None, styles):
+        first, group = _same_groups(buf, a, b, cells, by, False)
+        assert 1 < len(first) < len(values) and group.max() == len(first) - 1
 
 
 def test_other_cells_group_alike_by_polars_and_one_by_one() -> None:
@@ -476,3 +502,33 @@ def test_without_a_compiler_sheets_are_read_by_fastexcel(
     assert again.frame.columns == data.frame.columns
     for name in data.frame.columns:
         same_cells(again.frame[name], data.frame[name])
+
+
+def test_plain_inline_strings_are_cut_out_by_the_scanner() -> None:
+    """Inline strings of the plain shape are the scanner's own (their text's place in the
+    XML, grouped by text without a regex); any other shape is an element for fastexcel."""
+    lib = native.library()
+    if lib is None:
+        pytest.skip("no C compiler: sheets are read by fastexcel")
+    cells = [
+        b'<c r="A1" t="inlineStr"><is><t>x &amp; y</t></is></c>',
+        b'<c r="B1" s="3" t="inlineStr"><is><t xml:space="preserve"> k </t></is></c>',
+        b'<c r="C1" t="inlineStr"><is><t></t></is></c>',
+        b'<c r="D1" t="inlineStr" cm="1"><is><t>x</t></is></c>',
+        b'<c r="E1" t="inlineStr"><is><r><t>x</t></r></is></c>',
+        b'<c r="F1" t="inlineStr"><f>A1</f><is><t>x</t></is></c>',
+        b'<c r="G1" t="inlineStr"><is><t>x</t><rPh/></is></c>',
+    ]
+    xml = b'<sheetData><row r="1">' + b"".join(cells) + b"</row></sheetData></worksheet>"
+    buf = np.frombuffer(xml, np.uint8)
+    size = 16
+    kinds = (np.int32, np.int16, np.int8, np.int64, np.uint32, np.uint16)  # rows … styles
+    arrays = tuple(np.zeros(size, kind) for kind in kinds)
+    start, stop = len(b"<sheetData>"), xml.find(b"</sheetData>")
+    count, formulas, _, status = native._cells(lib, buf, start, stop, arrays)
+    assert (status, count, formulas) == (0, len(cells), 1)
+    inline, other = native.INLINE, native.OTHER
+    assert arrays[2][:count].tolist() == [inline] * 3 + [other] * 4
+    a, b = arrays[3], arrays[4]
+    assert [xml[a[n] : a[n] + b[n]] for n in range(3)] == [b"x &amp; y", b" k ", b""]
+    assert arrays[5][1] == 3  # the style, asked of fastexcel with the text

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4, ERROR = 5 };
+enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4, ERROR = 5, INLINE = 6 };
 enum { LT = 60, GT = 62, SLASH = 47, QUOTE = 34, EQUALS = 61, SPACE = 32 };
 
 static inline int is_space(uint8_t byte) {
@@ -62,7 +62,7 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
         if (second != 99 || !(buf[i + 2] == SPACE || buf[i + 2] == GT)) GIVE_UP(i); /* <c */
         /* attributes, name="value" */
         int64_t j = i + 2, col = 0, row = 0, style = 0;
-        int shared = 0, number = 1;
+        int shared = 0, number = 1, inline_string = 0, known_attributes = 1;
         for (;;) {
             while (j < stop && is_space(buf[j])) j++;
             if (j >= stop) GIVE_UP(i);
@@ -88,12 +88,15 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
             } else if (j - name == 1 && buf[name] == 116) { /* t */
                 shared = end - value == 1 && buf[value] == 115;
                 number = end - value == 1 && buf[value] == 110;
+                inline_string = end - value == 9 && memcmp(buf + value, "inlineStr", 9) == 0;
             } else if (j - name == 1 && buf[name] == 115) { /* s */
                 for (int64_t k = value; k < end; k++) {
                     if (!is_digit(buf[k]) || style > 6553) GIVE_UP(i);
                     style = style * 10 + (buf[k] - 48);
                 }
                 if (style > 65535) GIVE_UP(i); /* Excel allows 64,000 cell formats */
+            } else {
+                known_attributes = 0;
             }
             j = end + 1;
         }
@@ -149,6 +152,27 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                 continue;
             }
         }
+        /* <is><t>text</t></is></c>, `<t xml:space="preserve">` too, no formula, no attribute
+         * but r, s and t: the text's bytes (still XML-escaped) */
+        if (inline_string && known_attributes && p == j + 1) {
+            static const char plain[] = "<is><t>", kept[] = "<is><t xml:space=\"preserve\">";
+            static const char tail[] = "</t></is></c>";
+            int64_t text = -1;
+            if (p + 7 < stop && memcmp(buf + p, plain, 7) == 0) text = p + 7;
+            else if (p + 28 < stop && memcmp(buf + p, kept, 28) == 0) text = p + 28;
+            if (text >= 0) {
+                int64_t last = text;
+                while (last < stop && buf[last] != LT) last++;
+                if (last < stop && memcmp(buf + last, tail, 13) == 0) {
+                    kinds[n] = INLINE;
+                    a[n] = text;
+                    b[n] = (uint32_t)(last - text);
+                    n++;
+                    i = last + 13;
+                    continue;
+                }
+            }
+        }
         int64_t close = p;
         while (close + 3 < stop && !(buf[close] == LT && buf[close + 1] == SLASH
                                      && buf[close + 2] == 99 && buf[close + 3] == GT))
@@ -167,6 +191,45 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
     out[1] = formulas;
     out[2] = shared_max;
     return 0;
+}
+
+/* Group cells[0..count) by their bytes buf[a[n] : a[n] + b[n]] and by[n] (when by is given),
+ * the groups numbered in the order they first come: group[k] for each cell, first[g] the
+ * position in `cells` of group g's first cell. table: 2^bits slots set to -1 by the caller,
+ * 2^bits >= 2 * count. Returns the number of groups. */
+int64_t wdh_group(const uint8_t *buf, const int64_t *a, const uint32_t *b, const uint16_t *by,
+                  const int64_t *cells, int64_t count, int64_t *table, int64_t bits,
+                  int64_t *group, int64_t *first) {
+    const uint64_t mask = ((uint64_t)1 << bits) - 1;
+    int64_t groups = 0;
+    for (int64_t k = 0; k < count; k++) {
+        const int64_t n = cells[k];
+        const uint8_t *text = buf + a[n];
+        const uint32_t length = b[n];
+        const uint64_t key = by ? by[n] : 0;
+        uint64_t hash = 14695981039346656037ULL ^ key; /* FNV-1a */
+        for (uint32_t i = 0; i < length; i++) {
+            hash ^= text[i];
+            hash *= 1099511628211ULL;
+        }
+        hash ^= hash >> 32;
+        for (uint64_t slot = hash & mask;; slot = (slot + 1) & mask) {
+            const int64_t g = table[slot];
+            if (g < 0) {
+                table[slot] = groups;
+                first[groups] = k;
+                group[k] = groups++;
+                break;
+            }
+            const int64_t m = cells[first[g]];
+            if (b[m] == length && (by ? by[m] : 0) == key
+                && memcmp(buf + a[m], text, length) == 0) {
+                group[k] = g;
+                break;
+            }
+        }
+    }
+    return groups;
 }
 
 /* Which cells are there, and where: a string cell whose table entry is null (start -1) is

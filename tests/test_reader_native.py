@@ -197,6 +197,7 @@ def test_cells_as_other_writers_spell_them(tmp_path: Path) -> None:
         '<c r="@" t="inlineStr"><is><t>inline &amp; text</t></is></c>',
         '<c r="@" t="inlineStr"><is><r><t>ri</t></r><r><t>ch</t></r></is></c>',
         '<c r="@" t="inlineStr"><is><t xml:space="preserve">  kept  </t></is></c>',
+        '<c r="@" t="inlineStr"><is><t>  kept  </t></is></c>',  # the same text, not kept
         '<c r="@" t="inlineStr"><is><t>  plain  </t></is></c>',
         '<c r="@" t="inlineStr"><is><t></t></is></c>',
         '<c r="@" t="inlineStr"><is><t>a_x000D_b &#26;&#x41; &lt;&gt;</t></is></c>',
@@ -530,5 +531,7 @@ def test_plain_inline_strings_are_cut_out_by_the_scanner() -> None:
     inline, other = native.INLINE, native.OTHER
     assert arrays[2][:count].tolist() == [inline] * 3 + [other] * 4
     a, b = arrays[3], arrays[4]
-    assert [xml[a[n] : a[n] + b[n]] for n in range(3)] == [b"x &amp; y", b" k ", b""]
+    assert [xml[a[n] : a[n] + b[n]] for n in range(3)] == [
+        b"<t>x &amp; y", b'<t xml:space="preserve"> k ', b"<t>"
+    ]  # fmt: skip
     assert arrays[5][1] == 3  # the style, asked of fastexcel with the text

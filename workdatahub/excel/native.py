@@ -18,8 +18,8 @@ cell — dates, booleans, errors, formula strings, inline strings, numbers in ex
 — once per distinct XML. So what fastexcel decides about those cells (a date's text, an
 error's detail) is decided by fastexcel itself. An inline string of the plain shape
 (`<c r="B7" t="inlineStr"><is><t>text</t></is></c>`, as some exports write every text
-cell) is cut out by the scanner as its text, still escaped (INLINE), and grouped by that
-text and its style, so fastexcel reads each distinct one once without the cells being
+cell) is cut out by the scanner as its `<t>` and text, still escaped (INLINE), and grouped
+by those and its style, so fastexcel reads each distinct one once without the cells being
 taken apart in Python.
 
 One difference is deliberate: a number written in plain decimals keeps the digits the
@@ -71,7 +71,7 @@ PLAIN = 2  # a number in plain decimals; a, b: its start and length in the XML
 NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: as PLAIN
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 ERROR = 5  # a cell fastexcel reports a problem for and reads as null: there, but null
-INLINE = 6  # an inline string of the plain shape; a, b: its text (still escaped) in the XML
+INLINE = 6  # an inline string of the plain shape; a, b: its `<t…>text` (still escaped)
 
 
 # ------------------------------------------------------------------- the compiled scanner
@@ -457,9 +457,7 @@ def _build(
         return b'<c s="%d"><v>%s</v></c>' % (styles[n], value(n))
 
     def inline_element(n: int) -> bytes:
-        kept = xml[a[n] - 3 : a[n]] != b"<t>"  # else `<t xml:space="preserve">`
-        opening = b'<t xml:space="preserve">' if kept else b"<t>"
-        return b'<c s="%d" t="inlineStr"><is>%s%s</t></is></c>' % (styles[n], opening, value(n))
+        return b'<c s="%d" t="inlineStr"><is>%s</t></is></c>' % (styles[n], value(n))
 
     def resolve(cells: np.ndarray, group: np.ndarray, entries: list[int]) -> None:
         """Each of `cells` becomes the string table's entry for its group."""
@@ -602,8 +600,10 @@ def _grouped_compiled(
     are (no place to take out), ~25 ms for the 600,000 inline strings of a 50,000-row
     sheet where polars over Arrow views took ~0.15 s."""
     cells = np.ascontiguousarray(cells, np.int64)
+    if by is not None and by.dtype != np.uint16:
+        raise TypeError(f"grouping key of {by.dtype}: the compiled grouping takes uint16")
     bits = max(4, (2 * cells.size).bit_length())
-    table = np.full(1 << bits, -1, np.int64)
+    table = np.full(1 << bits, -1, np.int32)  # group numbers: fewer than cells
     group = np.empty(cells.size, np.int64)
     first = np.empty(cells.size, np.int64)
     keys = None if by is None else np.ascontiguousarray(by, np.uint16)  # (held for the call)

@@ -153,7 +153,8 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
             }
         }
         /* <is><t>text</t></is></c>, `<t xml:space="preserve">` too, no formula, no attribute
-         * but r, s and t: the text's bytes (still XML-escaped) */
+         * but r, s and t: the bytes from `<t` to the text's end (still XML-escaped), so that
+         * cells group by how their text is written, `xml:space` included */
         if (inline_string && known_attributes && p == j + 1) {
             static const char plain[] = "<is><t>", kept[] = "<is><t xml:space=\"preserve\">";
             static const char tail[] = "</t></is></c>";
@@ -165,8 +166,8 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                 while (last < stop && buf[last] != LT) last++;
                 if (last < stop && memcmp(buf + last, tail, 13) == 0) {
                     kinds[n] = INLINE;
-                    a[n] = text;
-                    b[n] = (uint32_t)(last - text);
+                    a[n] = p + 4;
+                    b[n] = (uint32_t)(last - (p + 4));
                     n++;
                     i = last + 13;
                     continue;
@@ -198,7 +199,7 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
  * position in `cells` of group g's first cell. table: 2^bits slots set to -1 by the caller,
  * 2^bits >= 2 * count. Returns the number of groups. */
 int64_t wdh_group(const uint8_t *buf, const int64_t *a, const uint32_t *b, const uint16_t *by,
-                  const int64_t *cells, int64_t count, int64_t *table, int64_t bits,
+                  const int64_t *cells, int64_t count, int32_t *table, int64_t bits,
                   int64_t *group, int64_t *first) {
     const uint64_t mask = ((uint64_t)1 << bits) - 1;
     int64_t groups = 0;
@@ -216,7 +217,7 @@ int64_t wdh_group(const uint8_t *buf, const int64_t *a, const uint32_t *b, const
         for (uint64_t slot = hash & mask;; slot = (slot + 1) & mask) {
             const int64_t g = table[slot];
             if (g < 0) {
-                table[slot] = groups;
+                table[slot] = (int32_t)groups;
                 first[groups] = k;
                 group[k] = groups++;
                 break;

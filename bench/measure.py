@@ -436,7 +436,8 @@ def main() -> None:
     args = parser.parse_args()
     period = parse_period(args.period)
     args.data_dir = args.data_dir.resolve()
-    _use_bench_database()
+    if args.kind not in ("reader", "scan"):  # the others use the warehouse
+        _use_bench_database()
     load_before = os.getloadavg()[0]
     if args.kind == "dagster":
         result = measure_dagster(args.data_dir, period, args.runs)

@@ -171,15 +171,16 @@ def _pruned_after(context: AssetExecutionContext, invocation: Any) -> Iterator[A
         folder = Path(invocation.target_path)
         if not folder.is_absolute():
             folder = Path(invocation.project_dir) / folder
+        keep = get_settings().dbt_keep_runs
         try:
-            removed = prune_run_folders(folder.parent, get_settings().dbt_keep_runs)
+            removed = prune_run_folders(folder.parent, keep)
         except OSError as error:
             context.log.warning(f"older dbt run folders not removed: {error}")
         else:
             if removed:
                 context.log.info(
                     f"removed {len(removed)} older dbt run folders from {folder.parent} "
-                    f"(WDH_DBT_KEEP_RUNS={get_settings().dbt_keep_runs})"
+                    f"(WDH_DBT_KEEP_RUNS={keep})"
                 )
 
 

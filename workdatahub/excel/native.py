@@ -479,13 +479,13 @@ def _build(
     numbers = (kinds == PLAIN) | (kinds == NUMBER)
     used_styles = np.unique(styles[numbers]).tolist()
     other = np.flatnonzero(kinds == OTHER)
-    first, other_group = _grouped(buf, a, b, other, without_place=True)
+    first, other_group = _elements(buf, a, b, other)
     distinct = [_without_place(value(n)) for n in other[first].tolist()]
     # inline strings of the plain shape (a column of them in every row, as some exports
     # write): grouped by their text and style, no place to take out, and asked in the same
     # question as the other cells, each as its own element again
     inline = np.flatnonzero(kinds == INLINE)
-    first, inline_group = _grouped(buf, a, b, inline, by=styles)
+    first, inline_group = _grouped(lib, buf, a, b, inline, by=styles)
     inline_group += len(distinct)
     distinct += [inline_element(n) for n in inline[first].tolist()]
     problems: dict[tuple[int, int], str] = {}  # (row, column) in Excel -> fastexcel's detail
@@ -514,7 +514,7 @@ def _build(
         dated = is_date_style[styles]
         # numbers in another spelling, each distinct one spelled out once in plain decimals
         odd = np.flatnonzero((kinds == NUMBER) & ~dated)
-        first, group = _grouped(buf, a, b, odd)
+        first, group = _grouped(lib, buf, a, b, odd)
         entries = np.full(first.size, -1, np.int64)
         for g, n in enumerate(odd[first].tolist()):
             text = _plain_text(value(n))
@@ -525,7 +525,7 @@ def _build(
         # dates, and numbers only fastexcel can show: once per distinct style and value
         later = np.concatenate([odd[~spelled], np.flatnonzero(numbers & dated)])
         if later.size:
-            first, group = _grouped(buf, a, b, later, by=styles)
+            first, group = _grouped(lib, buf, a, b, later, by=styles)
             keys = [number_element(n) for n in later[first].tolist()]
             # this question's sheet uses no shared string: an empty table spares fastexcel
             # parsing the real one again (9 ms at 50,000 rows, 30-50 ms at 500,000)
@@ -558,47 +558,23 @@ def _build(
 
 
 _R_PATTERN = r'[ \t\n\r\x0c\x0b]r="[A-Z]{1,3}[0-9]{1,8}"'  # _R_ATTRIBUTE, for polars
-_INLINE = 12  # an Arrow binary view holds a value of up to 12 bytes itself
 
 
 def _grouped(
-    buf: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    cells: np.ndarray,
-    by: np.ndarray | None = None,
-    without_place: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`cells` grouped by their bytes buf[a:a+b] (`without_place`: their element without its
-    `r="B7"`, as `_without_place` gives it) and by `by` (per cell of the sheet), the groups
-    in the order they first come: the position in `cells` of each group's first cell, and
-    each cell's group. A date column or a column of inline strings (some exports write
-    them) has a cell of this kind in every row: looked at one by one in Python they cost
-    ~1.5 µs each (a 50,000-row sheet: 0.37 s with its dates so; with inline strings 1.35 s).
-    The bytes as they are go through a hash table in C (`_grouped_compiled`); an element
-    without its place through polars, over Arrow views into the XML (a regex takes the
-    place out). A 50,000-row sheet of inline strings now reads in 0.30-0.32 s (0.53-0.56 s
-    with every inline string an element for polars, 0.22-0.25 s with shared strings)."""
-    lib = library()
-    if not without_place and lib is not None:
-        return _grouped_compiled(lib, buf, a, b, cells, by)
-    grouped = _grouped_by_polars(buf, a, b, cells, by, without_place) if cells.size else None
-    if grouped is None:
-        grouped = _grouped_one_by_one(buf, a, b, cells, by, without_place)
-    return grouped
-
-
-def _grouped_compiled(
     lib: ctypes.CDLL,
     buf: np.ndarray,
     a: np.ndarray,
     b: np.ndarray,
     cells: np.ndarray,
-    by: np.ndarray | None,
+    by: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`_grouped` by a hash table in C (scanner.c's wdh_group): an element's bytes as they
-    are (no place to take out), ~25 ms for the 600,000 inline strings of a 50,000-row
-    sheet where polars over Arrow views took ~0.15 s."""
+    """`cells` grouped by their bytes buf[a:a+b] and by `by` (uint16, per cell of the sheet),
+    the groups in the order they first come: the position in `cells` of each group's first
+    cell, and each cell's group. By a hash table in C (scanner.c's wdh_group): a date column
+    or a column of inline strings (some exports write them) has a cell of this kind in every
+    row, and looked at one by one in Python they cost ~1.5 µs each (a 50,000-row sheet: 0.37
+    s with its dates so; with inline strings 1.35 s); the ~600,000 inline strings of a
+    50,000-row sheet group in ~30 ms, where polars over Arrow views took ~0.15 s."""
     cells = np.ascontiguousarray(cells, np.int64)
     if by is not None and by.dtype != np.uint16:
         raise TypeError(f"grouping key of {by.dtype}: the compiled grouping takes uint16")
@@ -606,7 +582,7 @@ def _grouped_compiled(
     table = np.full(1 << bits, -1, np.int32)  # group numbers: fewer than cells
     group = np.empty(cells.size, np.int64)
     first = np.empty(cells.size, np.int64)
-    keys = None if by is None else np.ascontiguousarray(by, np.uint16)  # (held for the call)
+    keys = None if by is None else np.ascontiguousarray(by)  # (held for the call)
     groups = lib.wdh_group(
         _at(buf), _at(a), _at(b), None if keys is None else _at(keys), _at(cells), cells.size,
         _at(table), bits, _at(group), _at(first),
@@ -614,50 +590,44 @@ def _grouped_compiled(
     return first[:groups].copy(), group
 
 
-def _views(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pa.Array | None:
-    """buf[starts:starts+lengths] as an Arrow binary view array over buf, without copying
-    the longer values; None where the layout cannot say it (offsets are 32-bit; the
-    words are written in the machine's order)."""
-    if buf.size >= 2**31 or sys.byteorder != "little":
-        return None
-    count = starts.size
-    views = np.zeros((count, 16), np.uint8)  # length, then the value (up to 12 bytes) or
-    views[:, :4] = lengths.astype("<i4").view(np.uint8).reshape(count, 4)  # its first 4,
-    inline = lengths <= _INLINE  # buffer 0 and the offset
-    for k in range(_INLINE):
-        at = np.flatnonzero(lengths > k if k < 4 else inline & (lengths > k))
-        views[at, 4 + k] = buf[starts[at] + k]
-    spilled = np.flatnonzero(~inline)
-    views[spilled, 12:] = starts[spilled].astype("<i4").view(np.uint8).reshape(-1, 4)
-    return pa.Array.from_buffers(
-        pa.binary_view(), count, [None, pa.py_buffer(views), pa.py_buffer(buf)]
-    )
+def _elements(
+    buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`cells` (OTHER: the element at buf[a:a+b]) grouped as `_grouped` groups, by their
+    element without its `r="B7"` (`_without_place`): by polars, over Arrow views into the
+    XML, a regex taking the place out; one by one where polars cannot (text that is not
+    UTF-8, an XML of 2 GiB or more, a big-endian machine)."""
+    grouped = _elements_by_polars(buf, a, b, cells) if cells.size else None
+    if grouped is None:
+        grouped = _grouped_one_by_one(buf, a, b, cells, None, without_place=True)
+    return grouped
 
 
-def _grouped_by_polars(
-    buf: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    cells: np.ndarray,
-    by: np.ndarray | None,
-    without_place: bool,
+def _elements_by_polars(
+    buf: np.ndarray, a: np.ndarray, b: np.ndarray, cells: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    array = _views(buf, a[cells], b[cells].astype(np.int64))
-    if array is None:
+    starts, lengths = a[cells], b[cells].astype(np.int64)
+    # an element is longer than the 12 bytes a view holds itself (`<c r="A1"></c>`: 15), so
+    # every view points into the XML: its length, its first 4 bytes, buffer 0, its offset
+    if buf.size >= 2**31 or sys.byteorder != "little" or int(lengths.min()) <= 12:
         return None
+    views = np.zeros((cells.size, 16), np.uint8)
+    views[:, :4] = lengths.astype("<i4").view(np.uint8).reshape(-1, 4)
+    for k in range(4):
+        views[:, 4 + k] = buf[starts + k]
+    views[:, 12:] = starts.astype("<i4").view(np.uint8).reshape(-1, 4)
+    array = pa.Array.from_buffers(
+        pa.binary_view(), cells.size, [None, pa.py_buffer(views), pa.py_buffer(buf)]
+    )
     # through a table: an array alone makes polars import pyarrow.compute (~0.1 s)
     table = pl.from_arrow(pa.Table.from_arrays([array], names=["k"]))
     assert isinstance(table, pl.DataFrame)
-    key = table.to_series()
-    if without_place:
-        try:
-            key = key.cast(pl.String).str.replace(_R_PATTERN, "")
-        except pl.exceptions.PolarsError:  # not UTF-8
-            return None
-    frame = pl.DataFrame({"k": key} if by is None else {"k": key, "by": by[cells]})
-    keys = frame.columns
-    firsts = frame.with_row_index("i").unique(keys, keep="first", maintain_order=True)
-    group = frame.join(firsts.with_row_index("g"), on=keys, how="left", maintain_order="left")["g"]
+    try:
+        keys = table.select(pl.col("k").cast(pl.String).str.replace(_R_PATTERN, ""))
+    except pl.exceptions.PolarsError:  # not UTF-8
+        return None
+    firsts = keys.with_row_index("i").unique("k", keep="first", maintain_order=True)
+    group = keys.join(firsts.with_row_index("g"), on="k", how="left", maintain_order="left")["g"]
     return firsts["i"].to_numpy().astype(np.int64), group.to_numpy().astype(np.int64)
 
 
@@ -667,8 +637,10 @@ def _grouped_one_by_one(
     b: np.ndarray,
     cells: np.ndarray,
     by: np.ndarray | None,
-    without_place: bool,
+    without_place: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """`_grouped` (and, `without_place`, `_elements`) in plain Python: the reference the
+    tests hold both to, and `_elements`' way where polars cannot."""
     found: dict[tuple[bytes, int], int] = {}
     firsts: list[int] = []
     group = np.empty(cells.size, np.int64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import weakref
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -430,6 +431,41 @@ def test_the_same_cells_on_any_number_of_cores(
         book.archive.close()
     assert one is not None and many is not None
     assert one[0].equals(many[0]) and one[1] == many[1]
+
+
+def test_the_cells_places_are_freed_before_the_columns_are_assembled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: SourcesFile
+) -> None:
+    """The read's peak RSS is while the columns are assembled: by then the cells' rows,
+    columns and styles (8 bytes a cell) are no longer held."""
+    files = write_samples(tmp_path, months=[date(2024, 2, 1)], rows=500, seed=9)
+    sample = next(f for f in files if f.domain == "annuity_performance")
+    spec = sources.domains[sample.domain]
+    held: list[weakref.ref[np.ndarray]] = []
+    alive_when_assembled: list[int] = []
+
+    class Cells(native._Cells):
+        def __init__(self, ranges: list[tuple[int, int]]) -> None:
+            super().__init__(ranges)
+            held.extend(weakref.ref(x) for x in (self.rows, self.cols, self.styles))
+
+    assemble = native._assemble
+
+    def assembled(*args: Any) -> tuple[np.ndarray, ...]:
+        alive_when_assembled.append(sum(ref() is not None for ref in held))
+        return assemble(*args)
+
+    monkeypatch.setattr(native, "_Cells", Cells)
+    monkeypatch.setattr(native, "_assemble", assembled)
+    book = reader.open_workbook(sample.path)
+    try:
+        sheet = reader.select_sheet(book, spec.sheet)
+        assert sheet.part is not None
+        parsed = native.read_xml(book, sheet, [book.archive.read(sheet.part)], 2)
+    finally:
+        book.archive.close()
+    assert parsed is not None and parsed[0].height > 500
+    assert len(held) == 3 and alive_when_assembled and set(alive_when_assembled) == {0}
 
 
 def test_a_sheet_hiding_its_extent_is_the_one_line_error_not_a_huge_grid(

@@ -429,7 +429,7 @@ def _build(
     columns' Arrow buffers, a few columns at a time: the buffers per group of columns, in
     column order, the frame's height, its first column (1 = A) and the cells' problems. A
     used range beyond MAX_CELLS is the reader's one-line error, before any grid is made."""
-    from workdatahub.excel.reader import MAX_CELLS, _other_parts, _too_large
+    from workdatahub.excel.reader import MAX_CELLS, _too_large
 
     opened = xml.find(b"<sheetData>")
     stop = xml.rfind(b"</sheetData>")
@@ -441,11 +441,55 @@ def _build(
     buf = np.frombuffer(xml, np.uint8)
     cells = _Cells(_ranges(xml, opened + len(b"<sheetData>"), stop, workers))
     with ThreadPoolExecutor(workers) as pool:
-        scanned = pool.map(lambda part: cells.scan(lib, buf, part), range(len(cells.ranges)))
-        if not all(scanned):
+        parts = range(len(cells.ranges))
+        if not all(pool.map(cells.scan, itertools.repeat(lib), itertools.repeat(buf), parts)):
             return None
     if scanner is not None:
         scanner.feed_sheet(xml, any(cells.formulas))
+    known = _values(book, sheet, lib, xml, buf, cells, scanner)
+    if known is None:
+        return None
+    strings, problems = known
+    height, first_col, last_col = _extent(
+        lib, cells.spans, (cells.rows, cells.cols, cells.kinds, cells.a), strings[1]
+    )
+    if not height:
+        return None
+    width = last_col - first_col + 1
+    if height * width > MAX_CELLS:  # a sheet that declared a smaller extent than it uses
+        raise _too_large(f"{book.path}: sheet {sheet.name!r}", height, last_col)
+    owner = _owners(
+        lib, cells.spans, (cells.rows, cells.cols, cells.kinds), height, first_col, width
+    )
+    # the columns come from the grid, the cells' kinds and values' places, and the XML: the
+    # cells' rows, columns and styles are freed first (8 bytes a cell, ~110 MB at 500,000
+    # rows), as were the masks of `_values` (the read's peak RSS is while assembling)
+    kinds, a, b = cells.kinds, cells.a, cells.b
+    del cells
+    groups = [(j, min(j + _GROUP, width)) for j in range(0, width, _GROUP)]
+
+    def assemble(group: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        return _assemble(lib, owner, *group, (kinds, a, b), buf, *strings)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(assemble, groups)), height, first_col, problems
+
+
+def _values(
+    book: Workbook,
+    sheet: SheetPart,
+    lib: ctypes.CDLL,
+    xml: bytes,
+    buf: np.ndarray,
+    cells: _Cells,
+    scanner: _Scanner | None,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[tuple[int, int], str]] | None:
+    """Have fastexcel read the cells the scanner leaves (each distinct one once), leaving
+    every cell's value where the assembly finds it: the string table (data, starts, ends:
+    the shared strings, then fastexcel's answers) and the cells' problems; None where
+    fastexcel is the one to say what is wrong."""
+    from workdatahub.excel.reader import _other_parts
+
     rows, cols, kinds, a, b, styles = (
         cells.rows, cells.cols, cells.kinds, cells.a, cells.b, cells.styles
     )  # fmt: skip
@@ -541,20 +585,7 @@ def _build(
     if erring:  # a null error cell is there (as fastexcel sees it)
         at = np.array(erring, np.int64)
         kinds[at] = np.where(starts[a[at]] < 0, ERROR, STRING)
-    height, first_col, last_col = _extent(lib, cells.spans, (rows, cols, kinds, a), starts)
-    if not height:
-        return None
-    width = last_col - first_col + 1
-    if height * width > MAX_CELLS:  # a sheet that declared a smaller extent than it uses
-        raise _too_large(f"{book.path}: sheet {sheet.name!r}", height, last_col)
-    owner = _owners(lib, cells.spans, (rows, cols, kinds), height, first_col, width)
-    groups = [(j, min(j + _GROUP, width)) for j in range(0, width, _GROUP)]
-
-    def assemble(group: tuple[int, int]) -> tuple[np.ndarray, ...]:
-        return _assemble(lib, owner, *group, (kinds, a, b), buf, data, starts, ends)
-
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(assemble, groups)), height, first_col, problems
+    return (data, starts, ends), problems
 
 
 _R_PATTERN = r'[ \t\n\r\x0c\x0b]r="[A-Z]{1,3}[0-9]{1,8}"'  # _R_ATTRIBUTE, for polars

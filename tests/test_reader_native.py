@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import weakref
+import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -466,6 +467,27 @@ def test_the_cells_places_are_freed_before_the_columns_are_assembled(
         book.archive.close()
     assert parsed is not None and parsed[0].height > 500
     assert len(held) == 3 and alive_when_assembled and set(alive_when_assembled) == {0}
+
+
+def test_more_cells_than_the_grid_can_number_are_left_to_fastexcel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scanned: Scanned, sources: SourcesFile
+) -> None:
+    """The frame's grid holds cell numbers as int32: a sheet that could hold more cells
+    (an XML of ~30 GB; here the limit is lowered) is not scanned, and reads the same."""
+    files = write_samples(tmp_path, months=[date(2024, 2, 1)], rows=500, seed=9)
+    sample = next(f for f in files if f.domain == "annuity_performance")
+    spec = sources.domains[sample.domain]
+    read = reader.read_sheet(sample.path, spec)
+    assert scanned.tried == [True]
+    xml_bytes = sum(i.file_size for i in zipfile.ZipFile(sample.path).infolist())
+    monkeypatch.setattr(native, "_MAX_CELL_NUMBER", xml_bytes // 15 // 2)
+    with monkeypatch.context() as patch:
+        patch.setattr(scanned, "required", False)
+        left = reader.read_sheet(sample.path, spec)
+    assert scanned.tried == [False]
+    assert left.frame.columns == read.frame.columns
+    for name in read.frame.columns:  # (plain decimals keep their digits when scanned)
+        same_cells(read.frame[name], left.frame[name])
 
 
 def test_a_sheet_hiding_its_extent_is_the_one_line_error_not_a_huge_grid(

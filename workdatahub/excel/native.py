@@ -196,7 +196,7 @@ def _owners(
 ) -> np.ndarray:  # fmt: skip
     """The cell at each (column, row - 1) of the frame, -1 where none is; of two cells at
     one place the later wins. cells: rows, cols, kinds."""
-    owner = np.full((width, height), -1, np.int64)
+    owner = np.full((width, height), -1, np.int32)  # (see _MAX_CELL_NUMBER)
     lib.wdh_owners(_at(spans), spans.shape[0], *map(_at, cells), first_col, height, _at(owner))
     return owner
 
@@ -236,6 +236,7 @@ _PROBE = "1.5"  # a number shown as itself unless its style makes it a date, tim
 _ROW_TAG = b"<row "
 _MIN_CELL_BYTES = 15  # `<c r="A1"></c>`: the shortest element the scanner keeps
 _GROUP = 3  # columns assembled by one call
+_MAX_CELL_NUMBER = (1 << 31) - 1  # the frame's grid holds cell numbers as int32
 
 
 class _Cells:
@@ -244,7 +245,7 @@ class _Cells:
     EMPTY, so whole-array masks see only what was scanned."""
 
     def __init__(self, ranges: list[tuple[int, int]]) -> None:
-        capacities = [(y - x) // _MIN_CELL_BYTES + 16 for x, y in ranges]
+        capacities = self.capacities(ranges)
         capacity = sum(capacities)
         self.ranges = ranges
         self.starts = np.cumsum([0, *capacities[:-1]]).tolist()
@@ -257,6 +258,14 @@ class _Cells:
         self.spans = np.zeros((len(ranges), 2), np.int64)
         self.formulas = [0] * len(ranges)  # per run: cells holding a formula
         self.shared = [-1] * len(ranges)  # per run: the highest shared string entry used
+
+    @staticmethod
+    def capacities(ranges: list[tuple[int, int]]) -> list[int]:
+        return [(y - x) // _MIN_CELL_BYTES + 16 for x, y in ranges]
+
+    @staticmethod
+    def capacity(ranges: list[tuple[int, int]]) -> int:
+        return sum(_Cells.capacities(ranges))
 
     def scan(self, lib: ctypes.CDLL, buf: np.ndarray, part: int) -> bool:
         at = self.starts[part]
@@ -438,8 +447,11 @@ def _build(
     lib = library()
     if lib is None:
         return None
+    ranges = _ranges(xml, opened + len(b"<sheetData>"), stop, workers)
+    if _Cells.capacity(ranges) > _MAX_CELL_NUMBER:
+        return None  # (a sheet's XML of ~30 GB)
     buf = np.frombuffer(xml, np.uint8)
-    cells = _Cells(_ranges(xml, opened + len(b"<sheetData>"), stop, workers))
+    cells = _Cells(ranges)
     with ThreadPoolExecutor(workers) as pool:
         parts = range(len(cells.ranges))
         if not all(pool.map(cells.scan, itertools.repeat(lib), itertools.repeat(buf), parts)):

@@ -255,15 +255,15 @@ void wdh_extent(const int64_t *spans, int64_t nspans, const int32_t *rows, const
 }
 
 /* The cell at each (column, row - 1) of the frame (owner: width × height, filled with -1
- * by the caller: a column's cells side by side); of two cells at one place the later
- * wins. spans: (start, count) pairs. */
+ * by the caller: a column's cells side by side; the caller holds fewer than 2^31 cells);
+ * of two cells at one place the later wins. spans: (start, count) pairs. */
 void wdh_owners(const int64_t *spans, int64_t nspans, const int32_t *rows, const int16_t *cols,
-                const int8_t *kinds, int64_t first_col, int64_t height, int64_t *owner) {
+                const int8_t *kinds, int64_t first_col, int64_t height, int32_t *owner) {
     for (int64_t span = 0; span < nspans; span++) {
         int64_t from = spans[2 * span], to = from + spans[2 * span + 1];
         for (int64_t n = from; n < to; n++)
             if (kinds[n] != EMPTY)
-                owner[(int64_t)(cols[n] - first_col) * height + (rows[n] - 1)] = n;
+                owner[(int64_t)(cols[n] - first_col) * height + (rows[n] - 1)] = (int32_t)n;
     }
 }
 
@@ -272,11 +272,11 @@ void wdh_owners(const int64_t *spans, int64_t nspans, const int32_t *rows, const
  * caller then places column j's bytes at bases[j] of `data` and the second pass copies
  * them (from the XML for a plain number, else from the string table; an ERROR cell is
  * null). */
-void wdh_measure(const int64_t *owner, int64_t height, int64_t first, int64_t last,
+void wdh_measure(const int32_t *owner, int64_t height, int64_t first, int64_t last,
                  const int8_t *kinds, const int64_t *a, const uint32_t *b,
                  const int64_t *starts, const int64_t *ends, int64_t *offsets, uint8_t *valid) {
     for (int64_t j = 0; j < last - first; j++) {
-        const int64_t *column = owner + (first + j) * height;
+        const int32_t *column = owner + (first + j) * height;
         int64_t *offset = offsets + j * (height + 1);
         uint8_t *ok = valid + j * height;
         offset[0] = 0;
@@ -295,12 +295,12 @@ void wdh_measure(const int64_t *owner, int64_t height, int64_t first, int64_t la
     }
 }
 
-void wdh_fill(const int64_t *owner, int64_t height, int64_t first, int64_t last,
+void wdh_fill(const int32_t *owner, int64_t height, int64_t first, int64_t last,
               const int8_t *kinds, const int64_t *a, const uint32_t *b, const uint8_t *buf,
               const uint8_t *strings, const int64_t *starts, const int64_t *offsets,
               const uint8_t *valid, const int64_t *bases, uint8_t *data) {
     for (int64_t j = 0; j < last - first; j++) {
-        const int64_t *column = owner + (first + j) * height;
+        const int32_t *column = owner + (first + j) * height;
         const int64_t *offset = offsets + j * (height + 1);
         const uint8_t *ok = valid + j * height;
         uint8_t *to = data + bases[j];

@@ -190,3 +190,145 @@ def test_a_line_break_in_a_file_name_keeps_the_error_on_one_line(
     with pytest.raises(InputError) as error:
         discover(spec, NOV, tmp_path)
     assert "2 candidate files" in str(error.value) and "\n" not in str(error.value)
+
+
+# -- extensions in any case, old .xls workbooks, version folders as they are on disk ----------
+
+
+@pytest.mark.parametrize("extension", [".XLSX", ".Xlsx", ".XLSM", ".xlsX"])
+def test_upper_case_extension_in_a_newer_version_folder_wins(
+    sources: SourcesFile, tmp_path: Path, extension: str
+) -> None:
+    spec = sources.domain("annuity_performance")
+    old = book(annuity_folder(tmp_path, "202411", NAME))
+    v5 = book(annuity_folder(tmp_path, "202411", "V5", NAME.replace(".xlsx", extension)))
+    result = discover(spec, NOV, tmp_path)
+    assert [(f.path, f.version) for f in result.files] == [(v5, "V5")]
+    assert [(i.path, i.reason) for i in result.ignored] == [(old, "superseded by V5")]
+
+
+def test_upper_case_extension_matches_for_every_domain(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    wanted = _trustee(tmp_path, "受托部", "2024年11月受托业绩.XLSM")
+    assert [f.path for f in discover(spec, NOV, tmp_path).files] == [wanted]
+
+
+def test_upper_case_extension_counts_as_a_second_candidate(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    book(annuity_folder(tmp_path, "202411", "A规模收入数据.xlsx"))
+    book(annuity_folder(tmp_path, "202411", "B规模收入数据.XLSX"))
+    with pytest.raises(InputError, match="2 candidate files"):
+        discover(spec, NOV, tmp_path)
+
+
+@pytest.mark.parametrize("extension", [".xls", ".XLS"])
+def test_xls_in_the_newest_version_folder_is_an_error_naming_it(
+    sources: SourcesFile, tmp_path: Path, extension: str
+) -> None:
+    spec = sources.domain("annuity_performance")
+    book(annuity_folder(tmp_path, "202411", NAME))
+    book(annuity_folder(tmp_path, "202411", "V1", NAME))
+    xls = annuity_folder(tmp_path, "202411", "V2", NAME.replace(".xlsx", extension))
+    xls.parent.mkdir(parents=True)
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")  # an OLE container
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert str(error.value) == (
+        f"annuity_performance 2024-11: {xls} is an old Excel 97-2003 .xls workbook, which "
+        "cannot be read: open it in Excel and save it as .xlsx"
+    )
+
+
+def test_an_only_xls_file_is_an_error_naming_it(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    xls = trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.XLS")
+    xls.parent.mkdir(parents=True)
+    xls.write_bytes(b"\xd0\xcf\x11\xe0")
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    message = str(error.value)
+    assert str(xls) in message and "save it as .xlsx" in message
+    assert "no file matching" not in message and "\n" not in message
+
+
+def test_xls_in_an_older_location_is_listed_as_ignored(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    base_xls = annuity_folder(tmp_path, "202411", NAME.replace(".xlsx", ".xls"))
+    v1_xls = annuity_folder(tmp_path, "202411", "V1", NAME.replace(".xlsx", ".XLS"))
+    for path in (base_xls, v1_xls):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\xd0\xcf\x11\xe0")
+    v2 = book(annuity_folder(tmp_path, "202411", "V2", NAME))
+    result = discover(spec, NOV, tmp_path)
+    assert [(f.path, f.version) for f in result.files] == [(v2, "V2")]
+    reason = "old .xls workbook, not read; superseded by V2"
+    assert sorted((i.path, i.reason) for i in result.ignored) == sorted(
+        [(base_xls, reason), (v1_xls, reason)]
+    )
+
+
+def test_xls_lock_and_reply_files_stay_excluded(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("annuity_performance")
+    wanted = book(annuity_folder(tmp_path, "202411", "V1", NAME))
+    folder = wanted.parent
+    xls = NAME.replace(".xlsx", ".xls")
+    (folder / f"~${xls}").write_bytes(b"lock")
+    (folder / f".{xls}").write_bytes(b"hidden")
+    (folder / xls.replace(".xls", "回复.xls")).write_bytes(b"\xd0\xcf\x11\xe0")
+    (folder / "规模收入数据.EML").write_text("mail")
+    result = discover(spec, NOV, tmp_path)
+    assert [f.path for f in result.files] == [wanted]
+    assert all(i.reason.startswith("excluded by") for i in result.ignored)
+
+
+def test_two_folders_with_the_same_version_number_is_an_error_naming_both(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    book(annuity_folder(tmp_path, "202411", NAME))
+    book(annuity_folder(tmp_path, "202411", "V01", NAME))
+    book(annuity_folder(tmp_path, "202411", "V1", NAME.replace("规模收入", "规模及收入")))
+    base = annuity_folder(tmp_path, "202411")
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert str(error.value) == (
+        f"annuity_performance 2024-11: 2 version folders for V1 hold a matching file, "
+        f"expected one: {base / 'V01'}; {base / 'V1'}"
+    )
+
+
+def test_same_version_number_is_fine_when_one_folder_holds_the_file(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    wanted = book(annuity_folder(tmp_path, "202411", "V01", NAME))
+    book(annuity_folder(tmp_path, "202411", "V1", "unrelated.xlsx"))
+    # and below a newer version the tie does not matter: both are superseded
+    book(annuity_folder(tmp_path, "202411", "v0", NAME))
+    book(annuity_folder(tmp_path, "202411", "V00", NAME))
+    result = discover(spec, NOV, tmp_path)
+    assert [(f.path, f.version) for f in result.files] == [(wanted, "V1")]
+    assert {(i.path.parent.name, i.reason) for i in result.ignored} == {
+        ("v0", "superseded by V1"),
+        ("V00", "superseded by V1"),
+    }
+
+
+def test_an_error_names_a_lower_case_version_folder_as_it_is_on_disk(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    a = book(annuity_folder(tmp_path, "202411", "v2", "A规模收入数据.xlsx"))
+    b = book(annuity_folder(tmp_path, "202411", "v2", "B规模收入数据.xlsx"))
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert str(error.value) == (
+        f"annuity_performance 2024-11: 2 candidate files in {a.parent}, expected one: {a}; {b}"
+    )
+    assert "/V2" not in str(error.value)

@@ -2,7 +2,15 @@
 
 Rules (see the data contract): the highest `V<n>` folder that holds a matching file wins,
 otherwise the base folder; lock files, hidden files, mail files and the domain's own
-exclusions are ignored; two matches in the chosen folder is an error naming them all.
+exclusions are ignored; two matches in the chosen folder is an error naming them all, and so
+are two folders with the same version number (`V1` and `V01`) that both hold one.
+
+A file extension written in a pattern matches in any case (`.xlsx` finds `.XLSX` and
+`.Xlsx`: Windows users produce them). A file named like a domain's workbook but saved in
+the old `.xls` format counts as that workbook's place: in the chosen folder it is an error
+naming it (it cannot be read: save it as .xlsx), in an older one it is listed as ignored;
+never a silent fall-back to an older .xlsx. Paths in messages are the paths on disk (a
+folder `v2` is named `v2`).
 
 Links are followed only while they stay inside the data directory: a file or folder link
 pointing elsewhere, a broken link and anything that is not a regular file (a pipe would
@@ -27,6 +35,7 @@ from workdatahub.sources.spec import DomainSpec
 _VERSION_DIR = re.compile(r"^[Vv](\d+)$")
 _MONTH_DIR = re.compile(r"^(\d{4})(0[1-9]|1[0-2])$")
 WORKBOOK_SUFFIXES = (".xlsx", ".xlsm")
+LEGACY_SUFFIX = ".xls"  # Excel 97-2003: named like the workbook, but not readable
 ALWAYS_EXCLUDED = ("~$*", ".*", "*.eml")
 
 
@@ -84,11 +93,48 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _literal_extension(pattern: str) -> str | None:
+    """The extension a pattern ends with when it is literal text (`*受托业绩*.xlsx` → `xlsx`),
+    else None (`.*`, `~$*`, `*.xls?`)."""
+    _, dot, extension = pattern.rpartition(".")
+    if not dot or not extension or _GLOB_CHARS.intersection(extension):
+        return None
+    return extension
+
+
+def _match_one(name: str, pattern: str) -> bool:
+    """`fnmatch` case-sensitively, except a literal extension, which matches in any case."""
+    name, pattern = _nfc(name), _nfc(pattern)
+    extension = _literal_extension(pattern)
+    if extension is not None:
+        size = len(extension)
+        pattern = pattern[:-size] + extension.lower()
+        if len(name) > size:
+            name = name[:-size] + name[-size:].lower()
+    return fnmatch.fnmatchcase(name, pattern)
+
+
 def _matches(name: str, patterns: list[str] | tuple[str, ...]) -> str | None:
     for pattern in patterns:
-        if fnmatch.fnmatchcase(_nfc(name), _nfc(pattern)):
+        if _match_one(name, pattern):
             return pattern
     return None
+
+
+def _legacy_patterns(patterns: list[str]) -> list[str]:
+    """The domain's workbook patterns with the old `.xls` extension instead of .xlsx/.xlsm:
+    `*规模收入数据*.xlsx` → `*规模收入数据*.xls`."""
+    legacy: list[str] = []
+    for pattern in patterns:
+        extension = _literal_extension(pattern)
+        if extension is not None and f".{extension.lower()}" in WORKBOOK_SUFFIXES:
+            alternative = pattern[: -len(extension)] + LEGACY_SUFFIX.removeprefix(".")
+            if alternative not in legacy:
+                legacy.append(alternative)
+    return legacy
 
 
 def never_counts(name: str, is_folder: bool) -> bool:
@@ -161,33 +207,56 @@ def _unusable(path: Path, root: Path) -> str | None:
     return None
 
 
-def _classify(spec: DomainSpec, files: list[Path], root: Path) -> tuple[list[Path], list[Ignored]]:
-    matched: list[Path] = []
-    ignored: list[Ignored] = []
+@dataclass
+class _Found:
+    """What one folder (a version folder, or the base folder with its subfolders) holds."""
+
+    matched: list[Path] = field(default_factory=list)  # readable candidates
+    legacy: list[Path] = field(default_factory=list)  # named like one, but an old .xls
+    ignored: list[Ignored] = field(default_factory=list)
+
+    @property
+    def holds_one(self) -> bool:
+        return bool(self.matched or self.legacy)
+
+
+def _classify(spec: DomainSpec, files: list[Path], root: Path) -> _Found:
+    found = _Found()
     excludes = [*ALWAYS_EXCLUDED, *spec.discovery.exclude]
+    legacy_patterns = _legacy_patterns(spec.discovery.patterns)
     for path in files:
-        if not _matches(path.name, spec.discovery.patterns):
+        if not _matches(path.name, spec.discovery.patterns) and not _matches(
+            path.name, legacy_patterns
+        ):
             continue
         excluded_by = _matches(path.name, excludes)
-        problem = _unusable(path, root)
+        problem = _unusable(path, root) if not excluded_by else None
+        suffix = path.suffix.lower()
         if excluded_by:
-            ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
-        elif path.suffix.lower() not in WORKBOOK_SUFFIXES:
-            ignored.append(Ignored(path, "not an .xlsx/.xlsm workbook"))
+            found.ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
         elif problem:
-            ignored.append(Ignored(path, problem))
+            found.ignored.append(Ignored(path, problem))
+        elif suffix == LEGACY_SUFFIX:
+            found.legacy.append(path)
+        elif suffix not in WORKBOOK_SUFFIXES:  # a pattern without an extension (`*受托业绩*`)
+            found.ignored.append(Ignored(path, "not an .xlsx/.xlsm workbook"))
         else:
-            matched.append(path)
-    return matched, ignored
+            found.matched.append(path)
+    return found
 
 
-def _folder(
-    spec: DomainSpec, folder: Path, skip_versions: bool, root: Path
-) -> tuple[list[Path], list[Ignored]]:
+def _folder(spec: DomainSpec, folder: Path, skip_versions: bool, root: Path) -> _Found:
     seen = {folder.resolve()}
     files, refused = _walk(folder, spec.discovery.recursive, skip_versions, root, seen)
-    matched, ignored = _classify(spec, files, root)
-    return matched, refused + ignored
+    found = _classify(spec, files, root)
+    found.ignored[:0] = refused
+    return found
+
+
+def _superseded(found: _Found, version: str) -> list[Ignored]:
+    return [Ignored(p, f"superseded by {version}") for p in found.matched] + [
+        Ignored(p, f"old .xls workbook, not read; superseded by {version}") for p in found.legacy
+    ]
 
 
 def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
@@ -198,9 +267,9 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     if not base.is_dir():
         raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}")
 
-    versions: list[tuple[int, Path]] = []
+    versions: dict[int, list[Path]] = {}
     if spec.discovery.version_folders:
-        for entry in base.iterdir():
+        for entry in sorted(base.iterdir()):
             match = _VERSION_DIR.match(entry.name)
             if match and entry.is_dir():
                 real = _resolved(entry)
@@ -208,26 +277,49 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
                     reason = "folder link points outside the data directory"
                     result.ignored.append(Ignored(entry, reason))
                     continue
-                versions.append((int(match[1]), entry))
-        versions.sort(reverse=True)
+                versions.setdefault(int(match[1]), []).append(entry)
 
-    chosen: list[Path] = []
+    # newest first: each version number's folders (`V1`, `V01`), then the base folder
+    chosen: _Found | None = None
+    chosen_folder = base
     chosen_version: str | None = None
-    for number, folder in versions:
-        matched, ignored = _folder(spec, folder, False, root)
-        result.ignored.extend(ignored)
-        if matched and not chosen:
-            chosen, chosen_version = matched, f"V{number}"
-        elif matched:
-            result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in matched)
-    base_matched, base_ignored = _folder(spec, base, True, root)
-    result.ignored.extend(base_ignored)
-    if chosen:
-        result.ignored.extend(Ignored(p, f"superseded by {chosen_version}") for p in base_matched)
+    for number in sorted(versions, reverse=True):
+        label = f"V{number}"
+        holding: list[tuple[Path, _Found]] = []
+        for folder in versions[number]:
+            found = _folder(spec, folder, False, root)
+            result.ignored.extend(found.ignored)
+            if found.holds_one:
+                holding.append((folder, found))
+        if chosen is not None:
+            for _, found in holding:
+                result.ignored.extend(_superseded(found, chosen_version or ""))
+        elif len(holding) > 1:
+            folders = "; ".join(printable(folder) for folder, _ in holding)
+            raise InputError(
+                f"{spec.name} {period:%Y-%m}: {len(holding)} version folders for {label} hold "
+                f"a matching file, expected one: {folders}"
+            )
+        elif holding:
+            (chosen_folder, chosen), chosen_version = holding[0], label
+    base_found = _folder(spec, base, True, root)
+    result.ignored.extend(base_found.ignored)
+    if chosen is not None:
+        result.ignored.extend(_superseded(base_found, chosen_version or ""))
     else:
-        chosen = base_matched
+        chosen = base_found
 
-    if not chosen:
+    if chosen.legacy:
+        listed = "; ".join(printable(p) for p in sorted(chosen.legacy))
+        what = (
+            "is an old Excel 97-2003 .xls workbook, which cannot be read: open it"
+            if len(chosen.legacy) == 1
+            else "are old Excel 97-2003 .xls workbooks, which cannot be read: open each"
+        )
+        raise InputError(
+            f"{spec.name} {period:%Y-%m}: {listed} {what} in Excel and save it as .xlsx"
+        )
+    if not chosen.matched:
         patterns = ", ".join(spec.discovery.patterns)
         refused = [i for i in result.ignored if not i.reason.startswith("excluded by")]
         # a matching file refused for what it is (a link outside, a pipe) must not go unseen
@@ -235,14 +327,13 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         raise InputError(
             f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {printable(base)}{why}"
         )
-    if len(chosen) > 1:
-        listed = "; ".join(printable(p) for p in sorted(chosen))
-        where = f"{base}/{chosen_version}" if chosen_version else str(base)
+    if len(chosen.matched) > 1:
+        listed = "; ".join(printable(p) for p in sorted(chosen.matched))
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: {len(chosen)} candidate files in {printable(where)}, "
-            f"expected one: {listed}"
+            f"{spec.name} {period:%Y-%m}: {len(chosen.matched)} candidate files in "
+            f"{printable(chosen_folder)}, expected one: {listed}"
         )
-    path = chosen[0]
+    path = chosen.matched[0]
     try:
         digest, size = sha256_of(path), path.stat().st_size
     except OSError as error:

@@ -127,7 +127,8 @@ def test_plan_only_touches_no_database(month: Path) -> None:
         "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
         "--plan-only", env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # 1 of 3 rejected: a real load would be refused
+    assert "a real load would be refused" in done.stdout
     assert 'copy "raw"."trustee_performance"' in done.stdout
     assert "-- copy the valid rows (2 rows)" in done.stdout
     assert "s3cret" not in done.stdout + done.stderr
@@ -151,10 +152,19 @@ def test_plan_only_touches_no_database(month: Path) -> None:
             "no folder",
         ),
         (["load", "trustee_performance"], "Missing option '--period'"),
+        (["load", "trustee_performance", "--period", "0000-01"], "not a month like 2024-11"),
+        (["rejects", "trustee_performance", "-p", "2024-11", "--load-id", "x"], "not a load id"),
+        (["sample", "--domain", "nope", "--out", "/nonexistent"], "no samples for domain(s) nope"),
+        (["check", "trustee_performance", "/"], "/: a folder, not a workbook"),
+        (["check", "trustee_performance", "x.xlsx", "--limit", "-1"], "-1 is not in the range"),
+        (
+            ["history"],
+            "the warehouse URL not a url is not a connection string",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
-    done = wdh(*args)
+    done = wdh(*args, env={"WDH_DATABASE_URL": "not a url"})
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
@@ -233,3 +243,80 @@ def test_operator_views_on_annuity_samples(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert 'delete from "raw"."annuity_income" where "period" = \'2024-11-01\'::date' in done.stdout
     assert "[收入明细]" in done.stdout
+
+
+def test_an_unwritable_out_file_is_one_line(month: Path) -> None:
+    book = next(month.rglob("*.xlsx"))
+    done = wdh("check", "trustee_performance", str(book), "--out", "/proc/no/clean.csv")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("wdh: error: /proc/no/clean.csv: cannot write it")
+
+
+def test_upsert_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
+    from datetime import date
+
+    from workdatahub.samples import write_samples
+
+    write_samples(tmp_path, [date(2024, 11, 1)], rows=20, seed=5, domains=("annuity_income",))
+    done = wdh(
+        "load", "annuity_income", "--period", "2024-11", "--data-dir", str(tmp_path),
+        "--mode", "upsert", "--plan-only",
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert "refresh mode upsert needs a `key`" in done.stderr
+
+
+def test_sample_says_which_files_it_kept(tmp_path: Path) -> None:
+    args = ["sample", "--months", "2024-11", "--rows", "20", "--out", str(tmp_path)]
+    first = wdh(*args, "--domain", "trustee_performance")
+    assert first.returncode == 0 and "20 rows" in first.stdout and "kept" not in first.stdout
+    again = wdh(*args, "--rows", "30", "--domain", "trustee_performance")
+    assert again.returncode == 0 and "kept (exists; --overwrite rewrites it)" in again.stdout
+    assert "30 rows" not in again.stdout
+    rewritten = wdh(*args, "--rows", "30", "--domain", "trustee_performance", "--overwrite")
+    assert "30 rows" in rewritten.stdout and "kept" not in rewritten.stdout
+
+
+@pytest.mark.db
+def test_refusals_show_in_json_and_in_the_dry_run(
+    month: Path, pg_url: str, fresh_tables: None
+) -> None:
+    common = ["--period", "2024-11", "--data-dir", str(month), "--max-reject-rate", "0.1"]
+    planned = wdh("load", "trustee_performance", *common, "--plan-only", "--json")
+    assert planned.returncode == 1  # what the load would do
+    summary = json.loads(planned.stdout)
+    assert summary["status"] == "planned" and summary["threshold_exceeded"] is True
+    refused = wdh("load", "trustee_performance", *common, "--json")
+    assert refused.returncode == 1 and "1 of 3 rows rejected" in refused.stderr
+    summary = json.loads(refused.stdout)
+    assert summary["status"] == "refused" and summary["threshold_exceeded"] is True
+    assert summary["rows_loaded"] == 0 and summary["rows_rejected"] == 1
+    fine = wdh("load", "trustee_performance", *common[:5], "0.5", "--plan-only", "--json")
+    assert fine.returncode == 0 and json.loads(fine.stdout)["threshold_exceeded"] is False
+
+
+@pytest.mark.db
+def test_the_same_file_is_not_appended_twice(month: Path, pg_url: str, fresh_tables: None) -> None:
+    import psycopg
+
+    common = ["--period", "2024-11", "--data-dir", str(month), "--max-reject-rate", "0.5"]
+    first = wdh("load", "trustee_performance", *common, "--mode", "append")
+    assert first.returncode == 0, first.stderr
+    assert "loaded 2 rows into raw.trustee_performance (appended)" in first.stdout
+    again = wdh("load", "trustee_performance", *common, "--mode", "append")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert "was loaded already by load" in again.stderr and "--mode delete_insert" in again.stderr
+    with psycopg.connect(pg_url) as conn:
+        count = conn.execute(
+            "select count(*) from raw.trustee_performance where report_date = '2024-11-01'"
+        ).fetchone()
+    assert count == (2,)
+    replaced = wdh("load", "trustee_performance", *common)
+    assert "(replaced 2)" in replaced.stdout
+    # the month's rows now come from the replacing load: appending the file is refused again
+    assert wdh("load", "trustee_performance", *common, "--mode", "append").returncode == 2
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("delete from raw.trustee_performance where report_date = '2024-11-01'")
+    # with the rows gone, the file may be appended again
+    after = wdh("load", "trustee_performance", *common, "--mode", "append")
+    assert after.returncode == 0, after.stderr

@@ -6,10 +6,13 @@ the Dagster assets call. Expected failures print one line and exit with:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +25,16 @@ from workdatahub.settings import get_settings, mask_url
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"wdh: error: {mask_url(message)}", err=True)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Writing the file `out` (its folder made first): a failure is the one-line error."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        yield
+    except OSError as error:
+        _fail(f"{out}: cannot write it ({error.strerror or error})")
 
 
 def _emit_json(payload: Any) -> None:
@@ -127,16 +140,22 @@ def load(
     from workdatahub.periods import parse_period
 
     spec, month = _spec(domain), parse_period(period)  # fail fast, before heavy imports
+    from workdatahub.errors import RejectThresholdExceeded
     from workdatahub.pipeline import run_partition
 
-    result = run_partition(
-        spec,
-        month,
-        data_dir=_data_dir(data_dir),
-        mode=mode,  # type: ignore[arg-type]
-        plan_only=plan_only,
-        max_reject_rate=max_reject_rate,
-    )
+    try:
+        result = run_partition(
+            spec,
+            month,
+            data_dir=_data_dir(data_dir),
+            mode=mode,  # type: ignore[arg-type]
+            plan_only=plan_only,
+            max_reject_rate=max_reject_rate,
+        )
+    except RejectThresholdExceeded as refused:
+        if as_json and refused.summary is not None:
+            _emit_json(refused.summary)  # status "refused"; the reason goes to stderr
+        raise
     summary = result.summary()
     if plan_only:
         summary["statements"] = [
@@ -145,20 +164,26 @@ def load(
         ]
     if as_json:
         _emit_json(summary)
-        return
-    if plan_only:
+    elif plan_only:
         click.echo(result.plan.render())
         if result.threshold_exceeded:
             click.echo(
                 f"-- NOTE: reject rate {result.check.reject_rate:.1%} exceeds "
                 f"{result.max_reject_rate:.1%}: a real load would be refused"
             )
-        return
-    click.echo(
-        f"{domain} {summary['period']}: loaded {summary['rows_loaded']} rows into "
-        f"{result.plan.table} (replaced {summary['rows_deleted']}), rejected "
-        f"{summary['rows_rejected']} ({summary['reject_rate']:.1%}); load {summary['load_id']}"
-    )
+    else:
+        done = {
+            "delete_insert": f"replaced {summary['rows_deleted']}",
+            "append": "appended",
+            "upsert": "inserted or updated by key",
+        }[result.plan.mode]
+        click.echo(
+            f"{domain} {summary['period']}: loaded {summary['rows_loaded']} rows into "
+            f"{result.plan.table} ({done}), rejected {summary['rows_rejected']} "
+            f"({summary['reject_rate']:.1%}); load {summary['load_id']}"
+        )
+    if plan_only and result.threshold_exceeded:
+        sys.exit(1)  # what the load would do: scripts can tell a refusal from the dry run
 
 
 @cli.command()
@@ -169,7 +194,9 @@ def load(
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="write valid rows as CSV"
 )
-@click.option("--limit", default=50, show_default=True, help="rejects shown (text output)")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(0), help="rejects shown (text)"
+)
 def check(
     domain: str, file: Path, period: str | None, as_json: bool, out: Path | None, limit: int
 ) -> None:
@@ -178,14 +205,16 @@ def check(
 
     spec = _spec(domain)  # fail fast on bad input, before the heavy imports
     month = parse_period(period) if period else None
+    if file.is_dir():
+        _fail(f"{file}: a folder, not a workbook")
     if not file.is_file():
         _fail(f"{file}: no such file")
     from workdatahub.pipeline import check_file, cleaned_frame
 
     result = check_file(spec, file, month)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
+        with _writing(out):
+            cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
     if as_json:
         _emit_json(result.to_json())
         return
@@ -267,7 +296,9 @@ def history(domain: str | None, period: str | None, limit: int, as_json: bool) -
 @click.option("--load-id", help="a specific load (default: the latest load of that month)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write CSV")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option("--limit", default=50, show_default=True, help="rows shown (text output)")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(0), help="rows shown (text)"
+)
 def rejects(
     domain: str, period: str, load_id: str | None, out: Path | None, as_json: bool, limit: int
 ) -> None:
@@ -279,6 +310,11 @@ def rejects(
 
     _spec(domain)
     month = parse_period(period)
+    if load_id is not None:
+        try:
+            load_id = str(uuid.UUID(load_id))
+        except ValueError:
+            _fail(f"--load-id {load_id!r} is not a load id (a UUID, as `wdh history` shows)")
     with connect() as conn:
         latest = conn.execute(
             """
@@ -304,8 +340,7 @@ def rejects(
         for r in rows
     ]  # fmt: skip
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", newline="", encoding="utf-8") as handle:
+        with _writing(out), out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["file", "sheet", "row", "column", "value", "reason", "raw_row"])
             for record in records:
@@ -419,9 +454,13 @@ def sample(
     kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "overwrite": overwrite}
     if domains:
         kwargs["domains"] = tuple(domains)
-    written = write_samples(target, month_range(months), **kwargs)
+    try:
+        written = write_samples(target, month_range(months), **kwargs)
+    except ValueError as error:  # an unknown domain: the message lists the known ones
+        _fail(str(error))
     for item in written:
-        click.echo(f"{item.domain:22} {item.period:%Y-%m}  {item.rows:>8} rows  {item.path}")
+        what = "kept (exists; --overwrite rewrites it)" if item.kept else f"{item.rows:>8} rows"
+        click.echo(f"{item.domain:22} {item.period:%Y-%m}  {what}  {item.path}")
 
 
 @cli.command()

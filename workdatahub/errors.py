@@ -36,9 +36,14 @@ class InputError(WdhError):
 
 
 class RejectThresholdExceeded(WdhError):
-    """The share of rejected rows is above the domain's `max_reject_rate`."""
+    """The share of rejected rows is above the domain's `max_reject_rate`; `summary`, when
+    set, is the refused load's summary (`PartitionResult.summary`)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, summary: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class WarehouseError(WdhError):

@@ -16,7 +16,7 @@ class PeriodError(WdhError):
 
 def parse_period(text: str) -> date:
     match = _PERIOD.match(str(text))
-    if not match or not 1 <= int(match[2]) <= 12:
+    if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
         raise PeriodError(f"period {text!r} is not a month like 2024-11")
     return date(int(match[1]), int(match[2]), 1)
 

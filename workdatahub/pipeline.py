@@ -20,7 +20,7 @@ import psycopg
 
 from workdatahub import quality
 from workdatahub.cleansing.cleanse import cleanse
-from workdatahub.errors import InputError, RejectThresholdExceeded, WarehouseError
+from workdatahub.errors import ConfigError, InputError, RejectThresholdExceeded, WarehouseError
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
 from workdatahub.settings import get_settings, one_line
@@ -31,6 +31,7 @@ from workdatahub.warehouse.loader import (
     Head,
     LoadOutcome,
     LoadPlan,
+    appended_before,
     build_plan,
     copy_query,
     copy_types,
@@ -113,6 +114,7 @@ class PartitionResult:
             "rows_deleted": self.outcome.rows_deleted if self.outcome else 0,
             "reject_rate": round(self.check.reject_rate, 6),
             "max_reject_rate": self.max_reject_rate,
+            "threshold_exceeded": self.threshold_exceeded,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -218,6 +220,11 @@ def _run_partition(
     cleanup: contextlib.ExitStack,
 ) -> PartitionResult:
     limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
+    if mode == "upsert" and not spec.key:  # (data_sources.yml cannot say so; an override can)
+        raise ConfigError(
+            f"{spec.name}: refresh mode upsert needs a `key` in data_sources.yml, and "
+            f"{spec.name} has none; load it with delete_insert or append"
+        )
     log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}")
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
@@ -235,6 +242,8 @@ def _run_partition(
         except ValueError:
             source_file = str(source.path)
         on_valid = None
+        if mode == "append" and not plan_only:
+            _refuse_appending_twice(spec, period, source, url)
         if not plan_only:
             url, head = _start_head(spec, period, mode, load_id, url)
             if head is not None:
@@ -295,12 +304,27 @@ def _run_partition(
         seconds=round(sum(timings.values()), 3),
     )
     if refuse:
-        raise RejectThresholdExceeded(refuse)
+        raise RejectThresholdExceeded(refuse, result.summary())
     try:
         result.quality = quality.record(url, result, spec)
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
     return result
+
+
+def _refuse_appending_twice(
+    spec: DomainSpec, period: date, source: SourceFile, url: str | None
+) -> None:
+    """An append of the file whose rows an earlier load of the month already added (and
+    are still there) would duplicate them: refused before anything is read or changed."""
+    earlier = appended_before(url or database_url(), spec, period, source.sha256)
+    if earlier:
+        raise InputError(
+            f"{spec.name} {period:%Y-%m}: {source.path.name} (sha256 {source.sha256[:12]}) "
+            f"was loaded already by load {earlier} and its rows are still in the table; "
+            "appending it again would duplicate them (to reload the month from it, use "
+            "--mode delete_insert)"
+        )
 
 
 def _streamed(

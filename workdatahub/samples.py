@@ -76,6 +76,7 @@ class SampleFile:
     path: Path
     rows: int  # data rows in the sheet, rejects included (title/header/blank/totals excluded)
     expected_rejects: int
+    kept: bool = False  # the file was there already and was left as it was (no `overwrite`)
 
 
 # -- reference data (the dbt seeds) ---------------------------------------------------------
@@ -1129,7 +1130,7 @@ def _clear(base: Path, subfolders: list[str], names: list[str]) -> None:
 def _write_annuity(
     ref: _Reference, book: list[_Line], out_dir: Path, period: date, rows: int, seed: int,
     quirks: bool, overwrite: bool,
-) -> tuple[Path, int, int]:  # fmt: skip
+) -> tuple[Path, int, int, bool]:  # fmt: skip
     base = _month_folder(out_dir, period) / "数据采集"
     name = annuity_file_name(period)
     k = _month_index(period)
@@ -1141,6 +1142,7 @@ def _write_annuity(
             path,
             reject_count(rows, PERFORMANCE_REJECTS, quirks),
             reject_count(rows, INCOME_REJECTS, quirks),
+            True,
         )
     sheets, performance_rejects, income_rejects = _annuity_sheets(
         ref, book, period, rows, seed, quirks
@@ -1162,13 +1164,13 @@ def _write_annuity(
             _lock_file(folder / f"~${name}")
         _reply_workbook(folder / f"回复_{name}")
         _mail(folder / f"{name.removesuffix('.xlsx')}.eml", period, name)
-    return path, performance_rejects, income_rejects
+    return path, performance_rejects, income_rejects, False
 
 
 def _write_trustee(
     ref: _Reference, out_dir: Path, period: date, rows: int, seed: int, quirks: bool,
     overwrite: bool,
-) -> tuple[Path, int]:  # fmt: skip
+) -> tuple[Path, int, bool]:  # fmt: skip
     k = _month_index(period)
     folder = _month_folder(out_dir, period) / "业务收集" / TRUSTEE_FOLDER
     if quirks and k % 2 == 1:  # some months the trustee team files into a month subfolder
@@ -1176,14 +1178,14 @@ def _write_trustee(
     name = trustee_file_name(period)
     path = folder / name
     if path.exists() and not overwrite:
-        return path, reject_count(rows, TRUSTEE_REJECTS, quirks)
+        return path, reject_count(rows, TRUSTEE_REJECTS, quirks), True
     sheet, rejects = _trustee_sheet(ref, period, rows, seed, quirks)
     base = _month_folder(out_dir, period) / "业务收集" / TRUSTEE_FOLDER
     _clear(base, [f"{period.year}年{period.month:02d}月"], [name, f"~${name}"])
     write_workbook(path, [sheet])
     if quirks and k % 3 == 0:
         _lock_file(folder / f"~${name}")
-    return path, rejects
+    return path, rejects, False
 
 
 def write_samples(
@@ -1212,15 +1214,17 @@ def write_samples(
     periods = list(dict.fromkeys(date(m.year, m.month, 1) for m in months))
     written: list[SampleFile] = []
     for period in periods:
-        annuity: tuple[Path, int, int] | None = None
+        annuity: tuple[Path, int, int, bool] | None = None
         for domain in domains:
             if domain == "trustee_performance":
-                path, rejects = _write_trustee(ref, out_dir, period, rows, seed, quirks, overwrite)
-                written.append(SampleFile(domain, period, path, rows, rejects))
+                path, rejects, kept = _write_trustee(
+                    ref, out_dir, period, rows, seed, quirks, overwrite
+                )
+                written.append(SampleFile(domain, period, path, rows, rejects, kept))
                 continue
             if annuity is None:
                 annuity = _write_annuity(ref, book, out_dir, period, rows, seed, quirks, overwrite)
-            path, performance_rejects, income_rejects = annuity
+            path, performance_rejects, income_rejects, kept = annuity
             rejects = performance_rejects if domain == "annuity_performance" else income_rejects
-            written.append(SampleFile(domain, period, path, rows, rejects))
+            written.append(SampleFile(domain, period, path, rows, rejects, kept))
     return written

@@ -124,6 +124,11 @@ def connect(
     for attempt in range(1, retries + 1):
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.ProgrammingError as error:  # not a connection string at all
+            raise ConfigError(
+                f"the warehouse URL {mask_url(url)} is not a connection string "
+                f"(WDH_DATABASE_URL, e.g. postgresql://user@host:5432/db): {one_line(error)}"
+            ) from None
         except psycopg.OperationalError as error:
             if attempt == retries or not is_transient(error):  # a wrong password stays wrong
                 raise WarehouseError(

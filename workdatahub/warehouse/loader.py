@@ -223,6 +223,28 @@ def head_statements(
     return statements
 
 
+def appended_before(url: str, spec: DomainSpec, period: date, sha256: str) -> str | None:
+    """The latest succeeded load of `period` from the file with this sha256 whose rows are
+    still in the table ("load_id on YYYY-MM-DD HH:MM"), if any: appending that file again
+    would hold each of its rows twice."""
+    from workdatahub.warehouse.db import connect
+
+    query = sql.SQL(
+        "select l.load_id::text || ' on ' || to_char(l.started_at, 'YYYY-MM-DD HH24:MI') "
+        "from wdh.load_log l where l.domain = %(domain)s and l.period = %(period)s "
+        "and l.status = 'succeeded' and l.files @> %(file)s::jsonb and exists "
+        "(select 1 from {} t where t.{} = %(period)s and t.load_id = l.load_id) "
+        "order by l.started_at desc limit 1"
+    ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
+    params = {"domain": spec.name, "period": period, "file": json.dumps([{"sha256": sha256}])}
+    try:
+        with connect(url) as conn:
+            row = conn.execute(query, params).fetchone()
+    except psycopg.Error as error:
+        raise WarehouseError(f"{spec.name} {period:%Y-%m}: {one_line(error)}") from None
+    return str(row[0]) if row else None
+
+
 def copy_query(spec: DomainSpec, mode: RefreshMode) -> sql.Composed:
     """The COPY of the valid rows (`rows_for_copy`): into the table, or for an upsert into
     the staging table the head creates."""

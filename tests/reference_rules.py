@@ -7,16 +7,23 @@ rejects. It is deliberately naive: nothing is cached, nothing is vectorised. The
 naive stack (bench/naive.py) uses it as its row-wise cleansing step.
 
 Where the contract leaves a detail open, the choice the project made is spelt out here:
-- money keeps 4 decimals and rates 6, rounded half to even; a value beyond numeric(18,4) or
-  numeric(10,6) is not a number (a reject);
+- money keeps 4 decimals and rates 6, rounded half to even; a number beyond numeric(18,4) or
+  numeric(10,6) is a reject, "out of range" for the column's type;
+- a comma is only a thousands separator: 1-3 digits (not starting with 0), then groups of
+  exactly 3 digits, then optional decimals; any other comma (`1,5`, `1.234,5`) is no number;
 - a month cell also accepts an Excel date read as text (`2024-11-01 00:00:00`),
   `YYYY/MM/DD`, `YYYY.MM[.DD]` and a 5-digit Excel serial day number; years 1990-2099;
-  a day only has to be 1-31 (the period is the month, the day is dropped);
-- 年 below 100 means 20YY.
+  a day must be a real day of its month (`2024-02-30` is a reject); the period drops it;
+- a code cell that is an Excel date or boolean cell (as the reader writes them:
+  `2024-01-01 00:00:00`, `true`, `false`) is a reject, not a code;
+- 年 below 100 means 20YY;
+- a derived column whose source column already failed reports nothing of its own for
+  being empty (the source's reason is the row's reject, not "required value missing").
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -53,15 +60,29 @@ def blank_to_null(raw: str | None, null_values: list[str]) -> str | None:
 _ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _number_text(text: str) -> str:
-    """NFKC, drop currency signs, separators and spaces; accounting negatives `(1.5)`."""
-    text = re.sub(r"[¥$€£\s,]", "", unicodedata.normalize("NFKC", text))
+def _number_text(text: str) -> str | None:
+    """NFKC, drop currency signs and spaces; accounting negatives `(1.5)`; thousands
+    separators dropped, None where a comma is not one."""
+    text = re.sub(r"[¥$€£\s]", "", unicodedata.normalize("NFKC", text))
     bracketed = re.fullmatch(r"\((.+)\)", text)
-    return "-" + bracketed[1] if bracketed else text
+    text = "-" + bracketed[1] if bracketed else text
+    if "," not in text:
+        return text
+    digits = text[:-1] if text.endswith("%") else text
+    sign = digits[0] if digits[:1] in ("+", "-") else ""
+    whole, _, decimals = digits[len(sign) :].partition(".")
+    groups = whole.split(",")
+    first_ok = 1 <= len(groups[0]) <= 3 and groups[0].isascii() and groups[0].isdigit()
+    first_ok = first_ok and not groups[0].startswith("0")
+    rest_ok = all(len(g) == 3 and g.isascii() and g.isdigit() for g in groups[1:])
+    decimals_ok = decimals == "" or (decimals.isascii() and decimals.isdigit())
+    if not (first_ok and rest_ok and decimals_ok):
+        return None
+    return text.replace(",", "")
 
 
-def _decimal(text: str) -> Decimal | None:
-    if not _ASCII_NUMBER.fullmatch(text):
+def _decimal(text: str | None) -> Decimal | None:
+    if text is None or not _ASCII_NUMBER.fullmatch(text):
         return None
     try:
         return Decimal(text)
@@ -83,6 +104,11 @@ def parse_text(text: str | None) -> Cell:
 def parse_code(text: str | None) -> Cell:
     if text is None:
         return None, None
+    if re.fullmatch(r"\+?[0-9]{4,}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?", text):
+        reason = "a date, not a code (Excel may have turned the code into a date)"
+        return None, f"{reason}: {quoted(text)}"
+    if text in ("true", "false"):
+        return None, f"a TRUE/FALSE cell, not a code: {quoted(text)}"
     code = unicodedata.normalize("NFKC", text).strip()
     whole = re.fullmatch(r"(\d+)\.0+", code)
     return (whole[1] if whole else code), None
@@ -91,26 +117,31 @@ def parse_code(text: str | None) -> Cell:
 def parse_money(text: str | None) -> Cell:
     if text is None:
         return None, None
-    value = _fit(_decimal(_number_text(text)), MONEY_PLACES, MONEY_LIMIT)
-    return value, None if value is not None else f"not a number: {quoted(text)}"
+    number = _decimal(_number_text(text))
+    if number is None:
+        return None, f"not a number: {quoted(text)}"
+    value = _fit(number, MONEY_PLACES, MONEY_LIMIT)
+    return value, None if value is not None else f"out of range for numeric(18,4): {quoted(text)}"
 
 
 def parse_rate(text: str | None) -> Cell:
     if text is None:
         return None, None
     number = _number_text(text)
-    percent = number.endswith("%")
-    figure = _decimal(number[:-1] if percent else number)
-    if figure is not None and (percent or abs(figure) > 1):
+    percent = number is not None and number.endswith("%")
+    figure = _decimal(number[:-1] if number is not None and percent else number)
+    if figure is None:
+        return None, f"not a rate or percentage: {quoted(text)}"
+    if percent or abs(figure) > 1:
         figure = figure / 100
     value = _fit(figure, RATE_PLACES, RATE_LIMIT)
-    return value, None if value is not None else f"not a rate or percentage: {quoted(text)}"
+    return value, None if value is not None else f"out of range for numeric(10,6): {quoted(text)}"
 
 
 def parse_integer(text: str | None) -> Cell:
     if text is None:
         return None, None
-    number = re.sub(r"^([+-]?\d+)\.0+$", r"\1", _number_text(text))
+    number = re.sub(r"^([+-]?\d+)\.0+$", r"\1", _number_text(text) or "")
     value = int(number) if re.fullmatch(r"[+-]?[0-9]+", number) else None
     if value is not None and not -INT64 <= value < INT64:
         value = None
@@ -146,7 +177,8 @@ def parse_month(text: str | None) -> Cell:
         found = (day.year, day.month, 1)
     if found:
         year, month, day_of_month = found
-        if MIN_YEAR <= year <= MAX_YEAR and 1 <= month <= 12 and 1 <= day_of_month <= 31:
+        real_month = MIN_YEAR <= year <= MAX_YEAR and 1 <= month <= 12
+        if real_month and 1 <= day_of_month <= calendar.monthrange(year, month)[1]:
             return date(year, month, 1), None
     return None, f"not a date or month: {quoted(text)}"
 
@@ -299,6 +331,9 @@ def check_rows(rows: Iterable[dict[str, Any]], spec: DomainSpec, period: date | 
         values, errors, raws = cleanse_row(raw, spec, period)
         failures = dict(errors)  # cleansing's reason wins over the schema's for a cell
         for column in spec.loaded_columns:
+            derive = column.derive
+            if derive and values[column.name] is None and any(s in errors for s in derive.from_):
+                continue  # empty because its source failed: the source's reason says why
             reason = _schema_failure(column, values[column.name])
             if reason and column.name not in failures:
                 failures[column.name] = reason

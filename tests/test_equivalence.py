@@ -116,6 +116,12 @@ def _awkward_performance_rows() -> list[list[Any]]:
                 "11/2024",
                 "10000",
                 "2024-02-31",
+                # impossible calendar days in the loaded month: rejects, not 2024-11
+                "2024-11-31",
+                "20241131",
+                "2024年11月31日",
+                "2024-11-31 00:00:00",
+                "2024-11-30 00:00:00",
                 "-",
                 "无",
             ]
@@ -163,6 +169,17 @@ def _awkward_performance_rows() -> list[list[Any]]:
                 -2.25,
                 1e-7,
                 123456789.1234,
+                # commas only as thousands separators; beyond numeric(18,4)
+                "1,234,567.5",
+                "(12,345)",
+                "１，２３４",
+                "1.234,5",
+                "1,5",
+                "12,34",
+                "0,5",
+                "1e30",
+                "100000000000000",
+                1e20,
             ]
         ],
         # rates: percent signs, percent figures, brackets
@@ -184,6 +201,11 @@ def _awkward_performance_rows() -> list[list[Any]]:
                 0.042173,
                 -0.5,
                 "1e400",
+                "1,5%",
+                "0,5%",
+                "1,234%",
+                "1e12",
+                "1000000%",
                 150,
             ]
         ],
@@ -206,6 +228,13 @@ def _awkward_performance_rows() -> list[list[Any]]:
         {"集团企业客户号": "CC1"},
         {"集团企业客户号": 600123},
         {"子企业号": 600212700017},
+        # Excel date and boolean cells in code columns
+        {"计划代码": datetime(2024, 1, 1)},
+        {"计划代码": True},
+        {"组合代码": datetime(2024, 3, 5)},
+        {"组合代码": False},
+        {"集团企业客户号": datetime(2024, 1, 2)},
+        {"计划代码": "2024-01"},  # a text code that only looks like a month: kept
         {"业务类型": "企年保险"},
         {"业务类型": None},
         # company names
@@ -253,6 +282,10 @@ def test_awkward_spellings_fast_path_equals_reference(sources: SourcesFile, tmp_
         "not a number",
         "not a rate or percentage",
         "not a date or month",
+        "out of range for numeric(18,4)",
+        "out of range for numeric(10,6)",
+        "a date, not a code (Excel may have turned the code into a date)",
+        "a TRUE/FALSE cell, not a code",
         "period mismatch",
         "required value missing",
         "not one of 企年受托, 企年投资, 职年受托, 职年投资",
@@ -260,6 +293,21 @@ def test_awkward_spellings_fast_path_equals_reference(sources: SourcesFile, tmp_
     assert len(result.valid) > len(rows) // 2
     money = {r[ROW]: r["opening_assets"] for r in result.valid}
     assert Decimal("-1234.5") in money.values() and Decimal("1.2346") in money.values()
+    assert {Decimal("1234567.5"), Decimal("-12345"), Decimal("1234")} <= set(money.values())
+    by_value = {value: (column, reason) for _, column, value, reason in result.rejects}
+    for value in ("1.234,5", "1,5", "12,34", "0,5"):
+        assert by_value[value] == ("opening_assets", f"not a number: '{value}'"), value
+    assert by_value["1,5%"] == ("period_return", "not a rate or percentage: '1,5%'")
+    assert by_value["1e30"] == ("opening_assets", "out of range for numeric(18,4): '1e30'")
+    assert by_value["1e12"] == ("period_return", "out of range for numeric(10,6): '1e12'")
+    for value in ("2024-11-31", "20241131", "2024年11月31日", "2024-11-31 00:00:00"):
+        assert by_value[value] == ("period", f"not a date or month: '{value}'"), value
+    assert by_value["true"][1] == "a TRUE/FALSE cell, not a code: 'true'"
+    assert by_value["2024-03-05 00:00:00"] == (
+        "portfolio_code",
+        "a date, not a code (Excel may have turned the code into a date): '2024-03-05 00:00:00'",
+    )
+    assert "2024-01" not in by_value
 
 
 def test_trustee_keys_years_and_duplicates_fast_path_equals_reference(
@@ -286,6 +334,35 @@ def test_trustee_keys_years_and_duplicates_fast_path_equals_reference(
     result = assert_same(read_sheet(path, spec).frame, spec, NOV)
     duplicates = [r for r in result.rejects if r[3].startswith("duplicate key")]
     assert [r[0] for r in duplicates] == [4, 5, 15]
+
+
+def test_a_failed_year_or_month_is_the_only_reject_of_its_row(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """年/月 that do not parse are the row's reject; report_date, derived from them and so
+    empty, adds no "required value missing" of its own (on both sides)."""
+    spec = sources.domain("trustee_performance")
+    rows: list[list[Any]] = [
+        ["二零二四", 11, "P1", "C1", 0.01, 1, 1],
+        [2024, "2月", "P2", "C1", 0.01, 1, 1],
+        ["2024年", 11, "P3", "C1", 0.01, 1, 1],
+        ["2024年", "11月", "P4", "C1", 0.01, 1, 1],
+        [None, 11, "P5", "C1", 0.01, 1, 1],  # no year at all: the derived month is missing
+        [2024, 13, "P6", "C1", 0.01, 1, 1],  # both parse, no month: the derived month says so
+        [2024, 11, "P7", "C1", 0.01, 1, 1],
+    ]
+    path = write_workbook(tmp_path / "t.xlsx", {"Sheet1": [TRUSTEE_HEADER, *rows]})
+    result = assert_same(read_sheet(path, spec).frame, spec, NOV)
+    assert result.rejects == [
+        (2, "report_year", "二零二四", "not a whole number: '二零二四'"),
+        (3, "report_month", "2月", "not a whole number: '2月'"),
+        (4, "report_year", "2024年", "not a whole number: '2024年'"),
+        (5, "report_month", "11月", "not a whole number: '11月'"),
+        (5, "report_year", "2024年", "not a whole number: '2024年'"),
+        (6, "report_date", " / 11", "required value missing"),
+        (7, "report_date", "2024 / 13", "年/月 do not form a valid month"),
+    ]
+    assert [r[ROW] for r in result.valid] == [8]
 
 
 def _checked_in_parts(path: Path, spec: DomainSpec, period: date) -> None:

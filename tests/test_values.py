@@ -145,3 +145,120 @@ def test_integers() -> None:
     values, errors = run(parse_integer, ["2024", "11.0", "x"])
     assert values == [2024, 11, None]
     assert errors[:2] == [None, None] and "x" in errors[2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1,234", Decimal("1234")),
+        ("1,234,567.89", Decimal("1234567.89")),
+        ("-1,234", Decimal("-1234")),
+        ("+12,345.", Decimal("12345")),
+        ("(1,234,567)", Decimal("-1234567")),
+        ("¥ 123,456", Decimal("123456")),
+        ("１，２３４．５", Decimal("1234.5")),  # full-width digits, comma and point
+    ],
+)
+def test_thousands_separators_in_their_places(text: str, expected: Decimal) -> None:
+    values, errors = run(parse_money, [text])
+    assert values == [expected]
+    assert errors == [None]
+
+
+# European decimals and stray commas: read as separators they were silently wrong amounts
+MISPLACED_COMMAS = [
+    "1.234,5", "1,5", "12,34", "1,234,56", "1234,567", ",123", "1,,234", "0,123", "1,234.5,6",
+    "(1,5)", "¥1,5", "1,2345", "1,234e5", "１，５",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", MISPLACED_COMMAS)
+def test_commas_that_are_no_thousands_separators_reject(text: str) -> None:
+    values, errors = run(parse_money, [text])
+    assert values == [None]
+    assert errors == [f"not a number: '{text}'"]
+
+
+@pytest.mark.parametrize("text", ["1,5%", "1,5", "12,34%", "0,5"])
+def test_rates_with_misplaced_commas_reject(text: str) -> None:
+    values, errors = run(parse_rate, [text])
+    assert values == [None]
+    assert errors == [f"not a rate or percentage: '{text}'"]
+
+
+def test_rates_and_integers_with_thousands_separators() -> None:
+    assert run(parse_rate, ["1,234.5%"]) == ([Decimal("12.345")], [None])
+    values, errors = run(parse_integer, ["2,024", "20,24", "1,5"])
+    assert values == [2024, None, None]
+    assert errors == [None, "not a whole number: '20,24'", "not a whole number: '1,5'"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-02-30", "20240231", "2024年2月31日", "2023-02-29", "2024-04-31", "2024/06/31",
+        "2024.02.30", "24年2月30日", "2024-02-30 00:00:00", "2024-11-32", "2024-11-00",
+    ],
+)  # fmt: skip
+def test_impossible_calendar_days_reject(text: str) -> None:
+    values, errors = run(parse_month, [text])
+    assert values == [None]
+    assert errors == [f"not a date or month: '{text}'"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-02-29", date(2024, 2, 1)),
+        ("20240229", date(2024, 2, 1)),
+        ("2024年2月29日", date(2024, 2, 1)),
+        ("2000-02-29", date(2000, 2, 1)),
+        ("2024-12-31", date(2024, 12, 1)),
+        ("2024/04/30", date(2024, 4, 1)),
+        ("2024-01-31 23:59:59", date(2024, 1, 1)),
+    ],
+)
+def test_real_calendar_days_are_accepted(text: str, expected: date) -> None:
+    assert run(parse_month, [text]) == ([expected], [None])
+
+
+A_DATE = "a date, not a code (Excel may have turned the code into a date)"
+A_BOOLEAN = "a TRUE/FALSE cell, not a code"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2024-01-01 00:00:00", A_DATE),  # how the reader writes an Excel date cell
+        ("2024-11-30 13:05:07.500", A_DATE),  # a date and time
+        ("1899-12-31 12:00:00", A_DATE),  # a time of day
+        ("+29279-01-24 00:00:00", A_DATE),  # a date past 9999
+        ("true", A_BOOLEAN),  # how the reader writes a boolean cell
+        ("false", A_BOOLEAN),
+    ],
+)
+def test_excel_date_and_boolean_cells_are_no_codes(text: str, reason: str) -> None:
+    values, errors = run(parse_code, [text, f" {text} "])
+    assert values == [None, None]
+    assert errors == [f"{reason}: '{text}'"] * 2
+
+
+@pytest.mark.parametrize(
+    "text", ["2024-01-01", "20240101", "2024-01", "TRUE", "True", "true1", "P2024-01-01 00:00:00"]
+)
+def test_codes_that_only_resemble_dates_or_booleans_are_kept(text: str) -> None:
+    assert run(parse_code, [text]) == ([text], [None])
+
+
+@pytest.mark.parametrize("text", ["1e30", "100000000000000", "-1e14", "(100,000,000,000,000)"])
+def test_money_beyond_its_column_type_is_out_of_range(text: str) -> None:
+    values, errors = run(parse_money, [text])
+    assert values == [None]
+    assert errors == [f"out of range for numeric(18,4): '{text}'"]
+
+
+@pytest.mark.parametrize("text", ["1e12", "1000000%", "-1,000,000", "1e400"])
+def test_rate_beyond_its_column_type_is_out_of_range(text: str) -> None:
+    values, errors = run(parse_rate, [text])
+    assert values == [None]
+    assert errors == [f"out of range for numeric(10,6): '{text}'"]

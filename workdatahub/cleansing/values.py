@@ -18,7 +18,15 @@ MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
 EXCEL_EPOCH = date(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 1990, 2099
-_CURRENCY = r"[¥$€£\s,]"  # after NFKC, ￥ is ¥ and full-width commas are commas
+_CURRENCY = r"[¥$€£\s]"  # after NFKC, ￥ is ¥ (and a full-width comma is a comma)
+# commas only as thousands separators: 1-3 digits (no leading 0), then groups of exactly 3
+# digits, then optional decimals (and a percent sign, for rates); `1.234,5`, `1,5`, `12,34`
+# or `0,5` are no number: read as thousands they would be silently wrong amounts
+_GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
+# what the reader writes for an Excel date (or time) cell and a boolean cell, exactly
+EXCEL_DATE_CELL = r"^\+?[0-9]{4,}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?$"
+EXCEL_BOOLEAN_CELLS = ("true", "false")
+MONEY_TYPE, RATE_TYPE = "numeric(18,4)", "numeric(10,6)"  # the warehouse columns' types
 
 
 @dataclass(frozen=True)
@@ -59,15 +67,54 @@ def parse_text(text: pl.Expr) -> Parsed:
 
 
 def parse_code(text: pl.Expr) -> Parsed:
-    """Codes: NFKC (full-width -> half-width), and a number keeps no `.0`."""
+    """Codes: NFKC (full-width -> half-width), and a number keeps no `.0`.
+
+    An Excel date or boolean cell is no code (Excel turns a code typed as `2024-01` or
+    `1-2` into a date): it is rejected, not kept as the code. Only the reader's exact
+    spellings of such cells (`2024-01-01 00:00:00`, `true`, `false`) are caught.
+    """
+    is_date = text.str.contains(EXCEL_DATE_CELL)
+    is_boolean = text.is_in(EXCEL_BOOLEAN_CELLS)
     normal = text.str.normalize("NFKC").str.strip_chars()
-    return Parsed(normal.str.replace(r"^(\d+)\.0+$", "${1}"))
+    code = normal.str.replace(r"^(\d+)\.0+$", "${1}")
+    error = (
+        pl.when(is_date)
+        .then(
+            pl.concat_str(
+                [
+                    pl.lit("a date, not a code (Excel may have turned the code into a date): "),
+                    quoted(text),
+                ]
+            )
+        )
+        .when(is_boolean)
+        .then(pl.concat_str([pl.lit("a TRUE/FALSE cell, not a code: "), quoted(text)]))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    return Parsed(pl.when(is_date | is_boolean).then(None).otherwise(code), error)
 
 
-def _number_text(text: pl.Expr) -> pl.Expr:
-    """`¥1,234.5` -> `1234.5`; `(1,234.5)` -> `-1234.5`; full-width digits to ASCII."""
+_NUMBER = "__number__"  # the number parsers' intermediate columns: __number__text, …
+
+
+def _number(name: str) -> pl.Expr:
+    return pl.col(_NUMBER + name)
+
+
+def _number_text(text: pl.Expr) -> tuple[dict[str, pl.Expr], ...]:
+    """Steps to `__number__text`: `¥1,234.5` -> `1234.5`; `(1,234.5)` -> `-1234.5`;
+    full-width digits to ASCII; null where a comma is no thousands separator (`1,5`)."""
     cleaned = text.str.normalize("NFKC").str.replace_all(_CURRENCY, "")
-    return cleaned.str.replace(r"^\((.+)\)$", "-${1}")
+    signed = _number("signed")
+    misplaced = signed.str.contains(",", literal=True) & ~signed.str.contains(_GROUPED)
+    return (
+        {_NUMBER + "signed": cleaned.str.replace(r"^\((.+)\)$", "-${1}")},
+        {
+            _NUMBER + "text": pl.when(misplaced)
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(signed.str.replace_all(",", "", literal=True))
+        },
+    )
 
 
 def _as_float(text: pl.Expr) -> pl.Expr:
@@ -84,38 +131,39 @@ def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
     return pl.coalesce(exact, in_range.round(4).cast(MONEY, strict=False))
 
 
-def _money_error(text: pl.Expr, value: pl.Expr, label: str) -> pl.Expr:
-    return _fail(
-        text.is_not_null() & value.is_null(),
-        pl.concat_str([pl.lit(f"not {label}: "), quoted(text)]),
+def _number_error(
+    text: pl.Expr, value: pl.Expr, as_float: pl.Expr, label: str, sql_type: str
+) -> pl.Expr:
+    """A number that does not fit the column is out of range, anything else no number."""
+    failed = text.is_not_null() & value.is_null()
+    return (
+        pl.when(failed & as_float.is_not_null())
+        .then(pl.concat_str([pl.lit(f"out of range for {sql_type}: "), quoted(text)]))
+        .when(failed)
+        .then(pl.concat_str([pl.lit(f"not {label}: "), quoted(text)]))
+        .otherwise(pl.lit(None, dtype=pl.String))
     )
-
-
-_NUMBER = "__number__"  # the number parsers' intermediate columns: __number__text, …
-
-
-def _number(name: str) -> pl.Expr:
-    return pl.col(_NUMBER + name)
 
 
 def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
     number, as_float, value = _number("text"), _number("float"), _number("value")
     steps = (
-        {_NUMBER + "text": _number_text(text)},
+        *_number_text(text),
         {_NUMBER + "float": _as_float(number)},
         {_NUMBER + "value": _money_value(number, as_float)},
     )
-    return Parsed(value, _money_error(text, value, label), steps)
+    return Parsed(value, _number_error(text, value, as_float, label, MONEY_TYPE), steps)
 
 
 def parse_integer(text: pl.Expr) -> Parsed:
-    number = _number_text(text).str.replace(r"^([+-]?\d+)\.0+$", "${1}")
+    number = _number("text").str.replace(r"^([+-]?\d+)\.0+$", "${1}")
     value = _number("value")
     error = _fail(
         text.is_not_null() & value.is_null(),
         pl.concat_str([pl.lit("not a whole number: "), quoted(text)]),
     )
-    return Parsed(value, error, ({_NUMBER + "value": number.cast(pl.Int64, strict=False)},))
+    steps = (*_number_text(text), {_NUMBER + "value": number.cast(pl.Int64, strict=False)})
+    return Parsed(value, error, steps)
 
 
 def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
@@ -126,25 +174,19 @@ def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
     return pl.when(as_rate.abs() < 1e4).then(as_rate).cast(RATE, strict=False)
 
 
-def _rate_error(text: pl.Expr, value: pl.Expr) -> pl.Expr:
-    return _fail(
-        text.is_not_null() & value.is_null(),
-        pl.concat_str([pl.lit("not a rate or percentage: "), quoted(text)]),
-    )
-
-
 def parse_rate(text: pl.Expr) -> Parsed:
     """`5%` -> 0.05; a bare number above 1 in absolute value is a percent figure (3.5 -> 0.035)."""
     number, value = _number("text"), _number("value")
     steps = (
-        {_NUMBER + "text": _number_text(text)},
+        *_number_text(text),
         {
             _NUMBER + "percent": number.str.ends_with("%"),
             _NUMBER + "float": _as_float(number.str.strip_suffix("%")),
         },
         {_NUMBER + "value": _rate_value(_number("float"), _number("percent"))},
     )
-    return Parsed(value, _rate_error(text, value), steps)
+    error = _number_error(text, value, _number("float"), "a rate or percentage", RATE_TYPE)
+    return Parsed(value, error, steps)
 
 
 # (regex, year group, month group, two-digit year?) over NFKC text
@@ -206,7 +248,14 @@ def parse_month(text: pl.Expr) -> Parsed:
     days.append(pl.when(serial_date.is_not_null()).then(pl.lit(1, dtype=pl.Int32)))
 
     year, month, day = col("year"), col("month"), col("day")
-    valid = year.is_between(MIN_YEAR, MAX_YEAR) & month.is_between(1, 12) & day.is_between(1, 31)
+    # a day must be one of its month's (2024-02-30 is no date); the period drops it
+    start = col("start")
+    days_in_month = start.dt.month_end().dt.day()
+    valid = (
+        year.is_between(MIN_YEAR, MAX_YEAR)
+        & month.is_between(1, 12)
+        & day.is_between(1, days_in_month)
+    )
     value = col("value")
     error = _fail(
         text.is_not_null() & value.is_null(),
@@ -220,11 +269,8 @@ def parse_month(text: pl.Expr) -> Parsed:
             _MONTH + "month": pl.coalesce(months),
             _MONTH + "day": pl.coalesce(days),
         },
-        {
-            _MONTH + "value": pl.when(valid)
-            .then(pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1))
-            .otherwise(None)
-        },
+        {_MONTH + "start": pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1)},
+        {_MONTH + "value": pl.when(valid).then(start).otherwise(None)},
     )
     return Parsed(value, error, steps)
 

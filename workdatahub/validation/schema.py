@@ -174,6 +174,32 @@ def _without(frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
     return pl.concat(stretches, rechunk=False)
 
 
+def _without_consequences(
+    pandera: pl.DataFrame, parse_failures: pl.DataFrame, spec: DomainSpec
+) -> pl.DataFrame:
+    """Pandera's failures less a derived column's "required value missing" on a row where
+    a column it is derived from failed (年 `二零二四` leaves report_date empty): the row is
+    rejected once, for the cause."""
+    derived = {c.name: list(c.derive.from_) for c in spec.columns if c.derive is not None}
+    if not derived or parse_failures.is_empty() or pandera.is_empty():
+        return pandera
+    sources = pl.DataFrame(
+        {"column": list(derived), "source": list(derived.values())},
+        schema={"column": pl.String, "source": pl.List(pl.String)},
+    ).explode("source")
+    caused = (
+        pandera.filter(pl.col("reason") == _pandera_reason("not_nullable", "", spec))
+        .join(sources, on="column")
+        .join(
+            parse_failures.select("row", pl.col("column").alias("source")),
+            on=["row", "source"],
+            how="semi",
+        )
+        .select("row", "column")
+    )
+    return pandera.join(caused, on=["row", "column"], how="anti")
+
+
 def validate(cleansed: Cleansed, spec: DomainSpec, seen: pl.DataFrame | None = None) -> Validated:
     """`seen`: when the sheet is validated part by part, in order, the keys of the valid
     rows of the parts before this one (a key seen there is a duplicate here)."""
@@ -195,7 +221,8 @@ def validate(cleansed: Cleansed, spec: DomainSpec, seen: pl.DataFrame | None = N
         .rename({ROW: "row"})
         .cast({"reason": pl.String})
     )
-    failures = pl.concat([parse_failures, _pandera_failures(frame, spec)], how="vertical")
+    pandera = _without_consequences(_pandera_failures(frame, spec), parse_failures, spec)
+    failures = pl.concat([parse_failures, pandera], how="vertical")
 
     # duplicate keys among rows that are otherwise fine: the first occurrence stays
     if spec.key:

@@ -127,7 +127,7 @@ def test_plan_only_touches_no_database(month: Path) -> None:
         "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
         "--plan-only", env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
     )  # fmt: skip
-    assert done.returncode == 1, done.stderr  # 1 of 3 rejected: a real load would be refused
+    assert done.returncode == 0, done.stderr  # a dry run: the NOTE says it would be refused
     assert "a real load would be refused" in done.stdout
     assert 'copy "raw"."trustee_performance"' in done.stdout
     assert "-- copy the valid rows (2 rows)" in done.stdout
@@ -283,7 +283,7 @@ def test_refusals_show_in_json_and_in_the_dry_run(
 ) -> None:
     common = ["--period", "2024-11", "--data-dir", str(month), "--max-reject-rate", "0.1"]
     planned = wdh("load", "trustee_performance", *common, "--plan-only", "--json")
-    assert planned.returncode == 1  # what the load would do
+    assert planned.returncode == 0  # a dry run; the summary says a load would be refused
     summary = json.loads(planned.stdout)
     assert summary["status"] == "planned" and summary["threshold_exceeded"] is True
     refused = wdh("load", "trustee_performance", *common, "--json")
@@ -291,6 +291,8 @@ def test_refusals_show_in_json_and_in_the_dry_run(
     summary = json.loads(refused.stdout)
     assert summary["status"] == "refused" and summary["threshold_exceeded"] is True
     assert summary["rows_loaded"] == 0 and summary["rows_rejected"] == 1
+    shown = wdh("rejects", "trustee_performance", "--period", "2024-11")
+    assert f"load {summary['load_id']} (refused), 1 rejects in 1 rows" in shown.stdout
     fine = wdh("load", "trustee_performance", *common[:5], "0.5", "--plan-only", "--json")
     assert fine.returncode == 0 and json.loads(fine.stdout)["threshold_exceeded"] is False
 

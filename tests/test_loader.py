@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,33 @@ def test_load_twice_gives_the_same_table_and_two_log_rows(
         "select min(source_row), max(source_row) from raw.trustee_performance"
     ).fetchone()
     assert rows == (2, 21)
+
+
+def test_the_log_times_the_whole_load_from_discovery_to_commit(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`wdh history`'s seconds are the load's, reading included, not the database step's."""
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 5))
+    read_sheet = pipeline.read_sheet
+
+    def slow_read(*args: Any) -> Any:
+        time.sleep(0.5)
+        return read_sheet(*args)
+
+    monkeypatch.setattr(pipeline, "read_sheet", slow_read)
+    before = datetime.now(UTC)
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    started, seconds = pg.execute(
+        "select started_at, extract(epoch from finished_at - started_at) from wdh.load_log"
+    ).fetchone()
+    assert before <= started < before + timedelta(seconds=0.4)
+    assert seconds >= 0.5
 
 
 def test_a_month_replaces_only_itself(
@@ -185,8 +213,12 @@ def test_append_and_upsert_modes(
         "select plan_code, net_value from raw.trustee_performance order by 1"
     ).fetchall()
     assert [(p, int(v)) for p, v in values] == [(f"P{i:04d}", 10 * i) for i in range(5)]
-    # append onto existing keys violates the key: refused as a whole, table unchanged
+    # append onto existing keys violates the key: refused as a whole, table unchanged (a
+    # file of its own: the upsert's file appended again is refused before the database)
     state = table_state(pg)
+    with pytest.raises(InputError, match="appending it again would duplicate them"):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="append")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 4, scale=7))
     with pytest.raises(WarehouseError, match="duplicate key value"):
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="append")
     assert table_state(pg) == state

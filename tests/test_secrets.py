@@ -78,7 +78,7 @@ def test_cli_output_logs_and_errors_never_show_the_password(
         (keywords, ["db", "url"], {0}),
         (real, [*load, "--json"], {0}),
         (real, load, {0}),
-        (real, [*load, "--mode", "append"], {3}),  # duplicate keys: a data error
+        (real, [*load, "--mode", "append"], {2}),  # the same file appended again: refused
         (real, ["db", "url"], {0}),
         (real, ["db", "upgrade"], {1, 3}),  # the loader may not migrate
         (no_database, [*load, "--json"], {3}),
@@ -103,7 +103,7 @@ def test_cli_output_logs_and_errors_never_show_the_password(
     for expected in [
         '"status": "succeeded"',
         "cannot start the load",
-        "duplicate key value",
+        "appending it again would duplicate them",
         'database "no_such_database" does not exist',
         '"event": "load retried"',
         "wdh_loader:***@",

@@ -182,8 +182,6 @@ def load(
             f"{result.plan.table} ({done}), rejected {summary['rows_rejected']} "
             f"({summary['reject_rate']:.1%}); load {summary['load_id']}"
         )
-    if plan_only and result.threshold_exceeded:
-        sys.exit(1)  # what the load would do: scripts can tell a refusal from the dry run
 
 
 @cli.command()
@@ -351,7 +349,11 @@ def rejects(
         _emit_json({"domain": domain, "period": f"{month:%Y-%m}", "load_id": latest[0],
                     "status": latest[1], "rejects": records})  # fmt: skip
         return
-    click.echo(f"{domain} {month:%Y-%m}: load {latest[0]} ({latest[1]}), {len(records)} rejects")
+    rows = len({r["row"] for r in records})  # `wdh load` counts rows; a row may fail twice
+    click.echo(
+        f"{domain} {month:%Y-%m}: load {latest[0]} ({latest[1]}), {len(records)} rejects "
+        f"in {rows} rows"
+    )
     if records:
         shown = [[r["row"], r["column"], r["value"], r["reason"]] for r in records[:limit]]
         click.echo(_table(shown, ["row", "column", "value", "reason"]))

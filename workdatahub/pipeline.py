@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +219,7 @@ def _run_partition(
     max_reject_rate: float | None,
     cleanup: contextlib.ExitStack,
 ) -> PartitionResult:
+    started_at = datetime.now(UTC)
     limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
     if mode == "upsert" and not spec.key:  # (data_sources.yml cannot say so; an override can)
         raise ConfigError(
@@ -278,6 +279,7 @@ def _run_partition(
             rejects=check.validated.rejects,
             rejected_rows=check.validated.rejected_rows,
             load_id=load_id,
+            started_at=started_at,
         )
     exceeded = check.reject_rate > limit
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)

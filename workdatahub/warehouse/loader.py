@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from threading import Condition, Event, Thread
 from typing import Any
 
@@ -117,6 +117,7 @@ class LoadPlan:
     rejects: pl.DataFrame  # row, column, value, reason
     rejected_rows: pl.DataFrame  # ROW + raw source columns
     statements: list[Statement]
+    started_at: datetime | None = None  # when the run began (the log's start), else the insert
 
     @property
     def rows_to_load(self) -> int:
@@ -238,7 +239,7 @@ def appended_before(url: str, spec: DomainSpec, period: date, sha256: str) -> st
     ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
     params = {"domain": spec.name, "period": period, "file": json.dumps([{"sha256": sha256}])}
     try:
-        with connect(url) as conn:
+        with connect(url, autocommit=True) as conn:  # (a read: nothing to commit)
             row = conn.execute(query, params).fetchone()
     except psycopg.Error as error:
         raise WarehouseError(f"{spec.name} {period:%Y-%m}: {one_line(error)}") from None
@@ -272,6 +273,7 @@ def build_plan(
     rejects: pl.DataFrame,
     rejected_rows: pl.DataFrame,
     load_id: uuid.UUID | None = None,
+    started_at: datetime | None = None,
 ) -> LoadPlan:
     load_id = load_id or uuid.uuid4()
     table = _ident(spec.schema_name, spec.table)
@@ -335,6 +337,7 @@ def build_plan(
         rejects=rejects,
         rejected_rows=rejected_rows,
         statements=statements,
+        started_at=started_at,
     )
 
 
@@ -724,8 +727,11 @@ def _insert_log(conn: psycopg.Connection, finished: bool = False, **values: Any)
 def _start_log(
     conn: psycopg.Connection, plan: LoadPlan, spec: DomainSpec, status: str, message: str = ""
 ) -> None:
+    # the run's start, so that `wdh history` shows how long the whole load took
+    started: dict[str, Any] = {"started_at": plan.started_at} if plan.started_at else {}
     _insert_log(
         conn,
+        **started,
         load_id=plan.load_id,
         domain=plan.domain,
         period=plan.period,

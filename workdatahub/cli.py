@@ -349,10 +349,10 @@ def rejects(
         _emit_json({"domain": domain, "period": f"{month:%Y-%m}", "load_id": latest[0],
                     "status": latest[1], "rejects": records})  # fmt: skip
         return
-    rows = len({r["row"] for r in records})  # `wdh load` counts rows; a row may fail twice
+    in_rows = len({r["row"] for r in records})  # `wdh load` counts rows; a row may fail twice
     click.echo(
         f"{domain} {month:%Y-%m}: load {latest[0]} ({latest[1]}), {len(records)} rejects "
-        f"in {rows} rows"
+        f"in {in_rows} rows"
     )
     if records:
         shown = [[r["row"], r["column"], r["value"], r["reason"]] for r in records[:limit]]

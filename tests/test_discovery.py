@@ -332,3 +332,34 @@ def test_an_error_names_a_lower_case_version_folder_as_it_is_on_disk(
         f"annuity_performance 2024-11: 2 candidate files in {a.parent}, expected one: {a}; {b}"
     )
     assert "/V2" not in str(error.value)
+
+
+def _xls(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")  # an OLE container
+    return path
+
+
+def test_an_xls_beside_the_xlsx_it_was_saved_as_is_ignored(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Excel's "Save As .xlsx" leaves the .xls behind: the .xlsx beside it is loaded."""
+    spec = sources.domain("annuity_performance")
+    xlsx = book(annuity_folder(tmp_path, "202411", "V2", NAME))
+    xls = _xls(annuity_folder(tmp_path, "202411", "V2", NAME.replace(".xlsx", ".xls")))
+    result = discover(spec, NOV, tmp_path)
+    assert [(f.path, f.version) for f in result.files] == [(xlsx, "V2")]
+    assert [(i.path, i.reason) for i in result.ignored] == [
+        (xls, "old .xls workbook, not read; the .xlsx beside it is loaded")
+    ]
+
+
+def test_an_archived_xls_in_a_subfolder_does_not_block_the_month(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")  # (recursive: subfolders are searched)
+    xlsx = _trustee(tmp_path, "受托部", WORKBOOK)
+    old = _xls(trustee_folder(tmp_path, "202411", "受托部", "历史", "2019年受托业绩.xls"))
+    result = discover(spec, NOV, tmp_path)
+    assert [f.path for f in result.files] == [xlsx]
+    assert [i.path for i in result.ignored] == [old]

@@ -7,9 +7,10 @@ are two folders with the same version number (`V1` and `V01`) that both hold one
 
 A file extension written in a pattern matches in any case (`.xlsx` finds `.XLSX` and
 `.Xlsx`: Windows users produce them). A file named like a domain's workbook but saved in
-the old `.xls` format counts as that workbook's place: in the chosen folder it is an error
-naming it (it cannot be read: save it as .xlsx), in an older one it is listed as ignored;
-never a silent fall-back to an older .xlsx. Paths in messages are the paths on disk (a
+the old `.xls` format counts as that workbook's place: in the chosen folder without an
+.xlsx beside it, it is an error naming it (it cannot be read: save it as .xlsx); beside an
+.xlsx (what Excel's "Save As" leaves) or in an older folder it is listed as ignored; never
+a silent fall-back to an older .xlsx. Paths in messages are the paths on disk (a
 folder `v2` is named `v2`).
 
 Links are followed only while they stay inside the data directory: a file or folder link
@@ -309,7 +310,12 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     else:
         chosen = base_found
 
-    if chosen.legacy:
+    if chosen.legacy and chosen.matched:  # (Excel's "Save As .xlsx" leaves the .xls behind)
+        result.ignored.extend(
+            Ignored(p, "old .xls workbook, not read; the .xlsx beside it is loaded")
+            for p in chosen.legacy
+        )
+    elif chosen.legacy:
         listed = "; ".join(printable(p) for p in sorted(chosen.legacy))
         what = (
             "is an old Excel 97-2003 .xls workbook, which cannot be read: open it"

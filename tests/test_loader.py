@@ -473,3 +473,47 @@ def test_rows_stream_into_the_load_while_later_parts_are_cleansed_and_roll_back_
     result = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert result.outcome is not None and "copy (while cleansing)" in result.outcome.timings
     assert table_state(pg, NOV)[0] == 12 and table_state(pg) != before
+
+
+def test_two_appends_of_one_file_at_once_load_it_once(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table without a key (nothing in the database refuses the same rows twice): the
+    second append passed the check before the load (the first had not committed), waited
+    for the month's lock, and is refused under it, before its commit."""
+    from workdatahub.samples import write_samples
+
+    spec = sources.domain("annuity_income")
+    assert not spec.key
+    write_samples(tmp_path, [NOV], rows=30, seed=3, domains=("annuity_income",), quirks=False)
+    read_sheet = pipeline.read_sheet
+
+    def slow_read(*args: Any) -> Any:
+        time.sleep(1.0)
+        return read_sheet(*args)
+
+    monkeypatch.setattr(pipeline, "read_sheet", slow_read)
+    load = {"data_dir": tmp_path, "url": pg_url, "mode": "append", "max_reject_rate": 1.0}
+    first = Background(run_partition, spec, NOV, **load)
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        # the first load's transaction holds the month's lock while its workbook is read
+        wait_for_backend(watch, "state = 'idle in transaction' and query ilike '%abandoned%'")
+        second = Background(run_partition, spec, NOV, **load)
+        loaded = first.result().outcome
+    assert loaded is not None and loaded.status == "succeeded" and loaded.rows_loaded > 0
+    with pytest.raises(InputError, match="appending it again would duplicate them"):
+        second.result()
+    rows = pg.execute(
+        "select count(*), count(distinct load_id) from raw.annuity_income where period = %s",
+        [NOV],
+    ).fetchone()
+    assert rows == (loaded.rows_loaded, 1)
+    statuses = pg.execute(
+        "select status from wdh.load_log where domain = 'annuity_income' order by started_at"
+    ).fetchall()
+    assert [s for (s,) in statuses] == ["succeeded", "failed"]

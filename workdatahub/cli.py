@@ -319,7 +319,7 @@ def rejects(
             select load_id::text, status from wdh.load_log
             where domain = %s and period = %s and (%s::uuid is null or load_id = %s::uuid)
               and status in ('succeeded', 'refused')
-            order by started_at desc limit 1
+            order by finished_at desc limit 1
             """,
             [domain, month, load_id, load_id],
         ).fetchone()

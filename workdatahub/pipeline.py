@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from workdatahub.warehouse.loader import (
     LoadOutcome,
     LoadPlan,
     appended_before,
+    appended_twice,
     build_plan,
     copy_query,
     copy_types,
@@ -219,7 +220,7 @@ def _run_partition(
     max_reject_rate: float | None,
     cleanup: contextlib.ExitStack,
 ) -> PartitionResult:
-    started_at = datetime.now(UTC)
+    started = time.perf_counter()
     limit = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
     if mode == "upsert" and not spec.key:  # (data_sources.yml cannot say so; an override can)
         raise ConfigError(
@@ -244,7 +245,7 @@ def _run_partition(
             source_file = str(source.path)
         on_valid = None
         if mode == "append" and not plan_only:
-            _refuse_appending_twice(spec, period, source, url)
+            _refuse_appending_twice(spec, period, source, url, load_id)
         if not plan_only:
             url, head = _start_head(spec, period, mode, load_id, url)
             if head is not None:
@@ -279,7 +280,7 @@ def _run_partition(
             rejects=check.validated.rejects,
             rejected_rows=check.validated.rejected_rows,
             load_id=load_id,
-            started_at=started_at,
+            started=started,
         )
     exceeded = check.reject_rate > limit
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
@@ -315,18 +316,13 @@ def _run_partition(
 
 
 def _refuse_appending_twice(
-    spec: DomainSpec, period: date, source: SourceFile, url: str | None
+    spec: DomainSpec, period: date, source: SourceFile, url: str | None, load_id: uuid.UUID
 ) -> None:
     """An append of the file whose rows an earlier load of the month already added (and
     are still there) would duplicate them: refused before anything is read or changed."""
-    earlier = appended_before(url or database_url(), spec, period, source.sha256)
+    earlier = appended_before(url or database_url(), spec, period, source.sha256, load_id)
     if earlier:
-        raise InputError(
-            f"{spec.name} {period:%Y-%m}: {source.path.name} (sha256 {source.sha256[:12]}) "
-            f"was loaded already by load {earlier} and its rows are still in the table; "
-            "appending it again would duplicate them (to reload the month from it, use "
-            "--mode delete_insert)"
-        )
+        raise InputError(appended_twice(spec, period, source.path.name, source.sha256, earlier))
 
 
 def _streamed(
@@ -421,7 +417,7 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
         valid=plan.valid,
         rejects=plan.rejects,
         rejected_rows=plan.rejected_rows,
-    )
+    )  # (its log row starts when the try does: the tries of a run stay in order)
 
 
 def _committed_after_all(tries: list[LoadPlan], url: str) -> tuple[LoadPlan, LoadOutcome] | None:

@@ -124,10 +124,12 @@ def connect(
     for attempt in range(1, retries + 1):
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.ProgrammingError as error:  # not a connection string at all
+        except psycopg.ProgrammingError:  # not a connection string at all
+            # (libpq's own message quotes the token it could not read: it may be the password)
             raise ConfigError(
                 f"the warehouse URL {mask_url(url)} is not a connection string "
-                f"(WDH_DATABASE_URL, e.g. postgresql://user@host:5432/db): {one_line(error)}"
+                "(WDH_DATABASE_URL, e.g. postgresql://user:password@host:5432/db; a % or @ "
+                "in the password is written %25 or %40)"
             ) from None
         except psycopg.OperationalError as error:
             if attempt == retries or not is_transient(error):  # a wrong password stays wrong

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from threading import Condition, Event, Thread
 from typing import Any
 
@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from workdatahub.errors import LoadBusyError, WarehouseError
+from workdatahub.errors import InputError, LoadBusyError, WarehouseError, WdhError
 from workdatahub.excel import native
 from workdatahub.excel.reader import ROW
 from workdatahub.logs import get_logger
@@ -117,7 +117,7 @@ class LoadPlan:
     rejects: pl.DataFrame  # row, column, value, reason
     rejected_rows: pl.DataFrame  # ROW + raw source columns
     statements: list[Statement]
-    started_at: datetime | None = None  # when the run began (the log's start), else the insert
+    started: float | None = None  # time.perf_counter() when the run began (the log's start)
 
     @property
     def rows_to_load(self) -> int:
@@ -224,23 +224,50 @@ def head_statements(
     return statements
 
 
-def appended_before(url: str, spec: DomainSpec, period: date, sha256: str) -> str | None:
-    """The latest succeeded load of `period` from the file with this sha256 whose rows are
-    still in the table ("load_id on YYYY-MM-DD HH:MM"), if any: appending that file again
-    would hold each of its rows twice."""
-    from workdatahub.warehouse.db import connect
-
-    query = sql.SQL(
+def _appended_query(spec: DomainSpec) -> sql.Composed:
+    """The latest succeeded load of a month from the file with a given sha256 whose rows are
+    still in the table ("load_id on YYYY-MM-DD HH:MM")."""
+    return sql.SQL(
         "select l.load_id::text || ' on ' || to_char(l.started_at, 'YYYY-MM-DD HH24:MI') "
         "from wdh.load_log l where l.domain = %(domain)s and l.period = %(period)s "
-        "and l.status = 'succeeded' and l.files @> %(file)s::jsonb and exists "
+        "and l.status = 'succeeded' and l.load_id <> %(load_id)s "
+        "and l.files @> %(file)s::jsonb and exists "
         "(select 1 from {} t where t.{} = %(period)s and t.load_id = l.load_id) "
-        "order by l.started_at desc limit 1"
+        "order by l.finished_at desc limit 1"
     ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
-    params = {"domain": spec.name, "period": period, "file": json.dumps([{"sha256": sha256}])}
+
+
+def _appended_params(
+    spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUID
+) -> dict[str, Any]:
+    """(`load_id`: the load asking, whose own log row says succeeded before its commit)"""
+    file = json.dumps([{"sha256": sha256}])
+    return {"domain": spec.name, "period": period, "file": file, "load_id": load_id}
+
+
+def appended_twice(spec: DomainSpec, period: date, name: str, sha256: str, earlier: str) -> str:
+    """Why an append of the file is refused: an earlier load added its rows already."""
+    return (
+        f"{spec.name} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already by "
+        f"load {earlier} and its rows are still in the table; appending it again would "
+        "duplicate them (to reload the month from it, use --mode delete_insert)"
+    )
+
+
+def appended_before(
+    url: str, spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUID
+) -> str | None:
+    """Whether an earlier load of `period` added the rows of the file with this sha256 (and
+    they are still there): appending that file again would hold each of its rows twice.
+    Asked before a load begins, to refuse it at once; the load asks again under its lock,
+    before its commit (`_execute`), as two appends of one file may run at once."""
+    from workdatahub.warehouse.db import connect
+
     try:
         with connect(url, autocommit=True) as conn:  # (a read: nothing to commit)
-            row = conn.execute(query, params).fetchone()
+            row = conn.execute(
+                _appended_query(spec), _appended_params(spec, period, sha256, load_id)
+            ).fetchone()
     except psycopg.Error as error:
         raise WarehouseError(f"{spec.name} {period:%Y-%m}: {one_line(error)}") from None
     return str(row[0]) if row else None
@@ -273,7 +300,7 @@ def build_plan(
     rejects: pl.DataFrame,
     rejected_rows: pl.DataFrame,
     load_id: uuid.UUID | None = None,
-    started_at: datetime | None = None,
+    started: float | None = None,
 ) -> LoadPlan:
     load_id = load_id or uuid.uuid4()
     table = _ident(spec.schema_name, spec.table)
@@ -337,7 +364,7 @@ def build_plan(
         rejects=rejects,
         rejected_rows=rejected_rows,
         statements=statements,
-        started_at=started_at,
+        started=started,
     )
 
 
@@ -712,7 +739,10 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
 def _insert_log(conn: psycopg.Connection, finished: bool = False, **values: Any) -> None:
     """One row of wdh.load_log (`finished`: with its finished_at, now)."""
     columns: list[str] = list(values)
-    places: list[sql.Composable] = [sql.Placeholder()] * len(values)
+    # a value given as SQL (a Composable) is written as it is, the others are parameters
+    places: list[sql.Composable] = [
+        v if isinstance(v, sql.Composable) else sql.Placeholder() for v in values.values()
+    ]
     if finished:
         columns.append("finished_at")
         places.append(sql.SQL("clock_timestamp()"))
@@ -720,15 +750,21 @@ def _insert_log(conn: psycopg.Connection, finished: bool = False, **values: Any)
         sql.SQL("insert into wdh.load_log ({}) values ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(places)
         ),
-        list(values.values()),
+        [v for v in values.values() if not isinstance(v, sql.Composable)],
     )
 
 
 def _start_log(
     conn: psycopg.Connection, plan: LoadPlan, spec: DomainSpec, status: str, message: str = ""
 ) -> None:
-    # the run's start, so that `wdh history` shows how long the whole load took
-    started: dict[str, Any] = {"started_at": plan.started_at} if plan.started_at else {}
+    # the run's start, so that `wdh history` shows how long the whole load took; on the
+    # server's clock, as finished_at is
+    started: dict[str, Any] = {}
+    if plan.started is not None:
+        ago = max(time.perf_counter() - plan.started, 0.0)
+        started["started_at"] = sql.SQL("clock_timestamp() - make_interval(secs => {})").format(
+            sql.Literal(ago)
+        )
     _insert_log(
         conn,
         **started,
@@ -1075,6 +1111,17 @@ def _execute(
                 else:
                     with timed(timings, "upsert"):
                         cur.execute(statement.query, statement.params or None)
+            if plan.mode == "append" and plan.files:
+                # under the month's lock: an append of the same file that committed while
+                # this one waited for the lock (the check before the load could not see it)
+                file = plan.files[0]
+                params = _appended_params(spec, plan.period, file["sha256"], plan.load_id)
+                earlier = cur.execute(_appended_query(spec), params).fetchone()
+                if earlier:
+                    name = str(file.get("path", "")).rsplit("/", 1)[-1]
+                    raise InputError(
+                        appended_twice(spec, plan.period, name, file["sha256"], str(earlier[0]))
+                    )
             with timed(timings, "commit"):
                 conn.commit()
     except psycopg.errors.LockNotAvailable:
@@ -1090,6 +1137,9 @@ def _execute(
         )
         _finish_failed(url, plan, message)
         raise WarehouseError(message) from None
+    except WdhError as error:  # refused under the lock: rolled back
+        _finish_failed(url, plan, error.message)
+        raise
     except BaseException as error:
         _finish_failed(url, plan, f"interrupted: {one_line(error)}")
         raise

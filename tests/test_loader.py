@@ -46,6 +46,17 @@ def table_state(pg: Any, period: date | None = None) -> tuple[int, str]:
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
+def slow_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every workbook read of the pipeline takes `seconds` longer."""
+    read_sheet = pipeline.read_sheet
+
+    def slow_read(*args: Any) -> Any:
+        time.sleep(seconds)
+        return read_sheet(*args)
+
+    monkeypatch.setattr(pipeline, "read_sheet", slow_read)
+
+
 def test_load_twice_gives_the_same_table_and_two_log_rows(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:
@@ -86,13 +97,7 @@ def test_the_log_times_the_whole_load_from_discovery_to_commit(
     """`wdh history`'s seconds are the load's, reading included, not the database step's."""
     spec = sources.domain("trustee_performance")
     trustee_month(tmp_path, NOV, rows_for(NOV, 5))
-    read_sheet = pipeline.read_sheet
-
-    def slow_read(*args: Any) -> Any:
-        time.sleep(0.5)
-        return read_sheet(*args)
-
-    monkeypatch.setattr(pipeline, "read_sheet", slow_read)
+    slow_reads(monkeypatch, 0.5)
     before = datetime.now(UTC)
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     started, seconds = pg.execute(
@@ -491,13 +496,7 @@ def test_two_appends_of_one_file_at_once_load_it_once(
     spec = sources.domain("annuity_income")
     assert not spec.key
     write_samples(tmp_path, [NOV], rows=30, seed=3, domains=("annuity_income",), quirks=False)
-    read_sheet = pipeline.read_sheet
-
-    def slow_read(*args: Any) -> Any:
-        time.sleep(1.0)
-        return read_sheet(*args)
-
-    monkeypatch.setattr(pipeline, "read_sheet", slow_read)
+    slow_reads(monkeypatch, 1.0)
     load = {"data_dir": tmp_path, "url": pg_url, "mode": "append", "max_reject_rate": 1.0}
     first = Background(run_partition, spec, NOV, **load)
     with psycopg.connect(pg_url, autocommit=True) as watch:

@@ -297,7 +297,7 @@ def measure_scan(data_dir: Path, period: date) -> dict[str, Any]:
 
     spec = _spec()
     path = _source(spec, period, data_dir)
-    reader.NATIVE_MIN_BYTES = 0  # the scan's speed at any size (the pipeline starts at 1 MB)
+    reader.NATIVE_MIN_BYTES = 0  # the scan's speed at any size (as the pipeline reads)
     clock = _clock(data_dir)
     book = reader.open_workbook(path)
     scanned = reader._load_native(book, reader.select_sheet(book, spec.sheet))

@@ -62,3 +62,17 @@ def fresh_tables(pg: object) -> None:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:8]
+
+
+# Sheets are read by the compiled scanner whatever their size; these modules' tests read
+# them by fastexcel, the reader of a machine without a C compiler (tests/test_reader_native
+# and test_reader_split run the same tests scanned and cut in pieces).
+FASTEXCEL_MODULES = frozenset({"tests.test_reader", "tests.test_hostile"})
+
+
+@pytest.fixture(autouse=True)
+def fastexcel_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.module.__name__ in FASTEXCEL_MODULES:
+        from workdatahub.excel import reader
+
+        monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 1 << 62)

@@ -334,3 +334,16 @@ def test_a_malformed_url_is_reported_without_its_password(password: str, pieces:
     assert "is not a connection string" in done.stderr
     for piece in pieces:
         assert piece not in done.stdout + done.stderr, piece
+
+
+def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Path) -> None:
+    """Sheets of any size are scanned: a rejected number reads as the cell holds it, not
+    as fastexcel prints a double (342100662.199999988)."""
+    path = write_workbook(
+        trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"),
+        {"S": [TRUSTEE_HEADER, [2024, 11, "P1", "C1", 342100662.2, 1, 2]]},
+    )
+    done = wdh("check", "trustee_performance", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    (reject,) = json.loads(done.stdout)["rejects"]
+    assert (reject["column"], reject["value"]) == ("return_rate", "342100662.2")

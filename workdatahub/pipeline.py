@@ -31,13 +31,12 @@ from workdatahub.warehouse.loader import (
     Head,
     LoadOutcome,
     LoadPlan,
-    appended_before,
-    appended_twice,
     build_plan,
     copy_query,
     copy_types,
     execute,
     record_unreadable,
+    refuse_appending_twice,
     rows_for_copy,
     timed,
 )
@@ -245,7 +244,8 @@ def _run_partition(
             source_file = str(source.path)
         on_valid = None
         if mode == "append" and not plan_only:
-            _refuse_appending_twice(spec, period, source, url, load_id)
+            url = url or database_url()
+            refuse_appending_twice(url, spec, period, source.path.name, source.sha256, load_id)
         if not plan_only:
             url, head = _start_head(spec, period, mode, load_id, url)
             if head is not None:
@@ -313,16 +313,6 @@ def _run_partition(
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
     return result
-
-
-def _refuse_appending_twice(
-    spec: DomainSpec, period: date, source: SourceFile, url: str | None, load_id: uuid.UUID
-) -> None:
-    """An append of the file whose rows an earlier load of the month already added (and
-    are still there) would duplicate them: refused before anything is read or changed."""
-    earlier = appended_before(url or database_url(), spec, period, source.sha256, load_id)
-    if earlier:
-        raise InputError(appended_twice(spec, period, source.path.name, source.sha256, earlier))
 
 
 def _streamed(

@@ -27,7 +27,6 @@ _GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
 EXCEL_DATE_CELL = r"^\+?[0-9]{4,}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?$"
 EXCEL_BOOLEAN_CELLS = ("true", "false")
 _EXCEL_CELL = f"^(?:{EXCEL_DATE_CELL[1:-1]}|{'|'.join(EXCEL_BOOLEAN_CELLS)})$"  # either
-MONEY_TYPE, RATE_TYPE = "numeric(18,4)", "numeric(10,6)"  # the warehouse columns' types
 
 
 @dataclass(frozen=True)
@@ -127,9 +126,10 @@ def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
 
 
 def _number_error(
-    text: pl.Expr, value: pl.Expr, as_float: pl.Expr, label: str, sql_type: str
+    text: pl.Expr, value: pl.Expr, as_float: pl.Expr, label: str, dtype: pl.Decimal
 ) -> pl.Expr:
     """A number that does not fit the column is out of range, anything else no number."""
+    sql_type = f"numeric({dtype.precision},{dtype.scale})"  # the warehouse column's type
     why = (
         pl.when(as_float.is_not_null())
         .then(pl.lit(f"out of range for {sql_type}: "))
@@ -145,7 +145,7 @@ def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
         {_NUMBER + "float": _as_float(number)},
         {_NUMBER + "value": _money_value(number, as_float)},
     )
-    return Parsed(value, _number_error(text, value, as_float, label, MONEY_TYPE), steps)
+    return Parsed(value, _number_error(text, value, as_float, label, MONEY), steps)
 
 
 def parse_integer(text: pl.Expr) -> Parsed:
@@ -179,7 +179,7 @@ def parse_rate(text: pl.Expr) -> Parsed:
         },
         {_NUMBER + "value": _rate_value(_number("float"), _number("percent"))},
     )
-    error = _number_error(text, value, _number("float"), "a rate or percentage", RATE_TYPE)
+    error = _number_error(text, value, _number("float"), "a rate or percentage", RATE)
     return Parsed(value, error, steps)
 
 

@@ -263,10 +263,6 @@ class _Cells:
     def capacities(ranges: list[tuple[int, int]]) -> list[int]:
         return [(y - x) // _MIN_CELL_BYTES + 16 for x, y in ranges]
 
-    @staticmethod
-    def capacity(ranges: list[tuple[int, int]]) -> int:
-        return sum(_Cells.capacities(ranges))
-
     def scan(self, lib: ctypes.CDLL, buf: np.ndarray, part: int) -> bool:
         at = self.starts[part]
         x, y = self.ranges[part]
@@ -448,7 +444,7 @@ def _build(
     if lib is None:
         return None
     ranges = _ranges(xml, opened + len(b"<sheetData>"), stop, workers)
-    if _Cells.capacity(ranges) > _MAX_CELL_NUMBER:
+    if sum(_Cells.capacities(ranges)) > _MAX_CELL_NUMBER:
         return None  # (a sheet's XML of ~30 GB)
     buf = np.frombuffer(xml, np.uint8)
     cells = _Cells(ranges)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from threading import Condition, Event, Thread
 from typing import Any
 
@@ -224,10 +225,19 @@ def head_statements(
     return statements
 
 
-def _appended_query(spec: DomainSpec) -> sql.Composed:
-    """The latest succeeded load of a month from the file with a given sha256 whose rows are
-    still in the table ("load_id on YYYY-MM-DD HH:MM")."""
-    return sql.SQL(
+def _refuse_a_repeat(
+    run: psycopg.Connection[Any] | psycopg.Cursor[Any],
+    spec: DomainSpec,
+    period: date,
+    name: str,
+    sha256: str,
+    load_id: uuid.UUID,
+) -> None:
+    """Refuse (InputError) an append of the file with this sha256 when an earlier succeeded
+    load of `period` added its rows and they are still in the table: appending it again
+    would hold each of them twice. `load_id` is the load asking (its own log row says
+    succeeded before its commit)."""
+    query = sql.SQL(
         "select l.load_id::text || ' on ' || to_char(l.started_at, 'YYYY-MM-DD HH24:MI') "
         "from wdh.load_log l where l.domain = %(domain)s and l.period = %(period)s "
         "and l.status = 'succeeded' and l.load_id <> %(load_id)s "
@@ -235,42 +245,30 @@ def _appended_query(spec: DomainSpec) -> sql.Composed:
         "(select 1 from {} t where t.{} = %(period)s and t.load_id = l.load_id) "
         "order by l.finished_at desc limit 1"
     ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
-
-
-def _appended_params(
-    spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUID
-) -> dict[str, Any]:
-    """(`load_id`: the load asking, whose own log row says succeeded before its commit)"""
     file = json.dumps([{"sha256": sha256}])
-    return {"domain": spec.name, "period": period, "file": file, "load_id": load_id}
+    params = {"domain": spec.name, "period": period, "file": file, "load_id": load_id}
+    earlier = run.execute(query, params).fetchone()
+    if earlier:
+        raise InputError(
+            f"{spec.name} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already "
+            f"by load {earlier[0]} and its rows are still in the table; appending it again "
+            "would duplicate them (to reload the month from it, use --mode delete_insert)"
+        )
 
 
-def appended_twice(spec: DomainSpec, period: date, name: str, sha256: str, earlier: str) -> str:
-    """Why an append of the file is refused: an earlier load added its rows already."""
-    return (
-        f"{spec.name} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already by "
-        f"load {earlier} and its rows are still in the table; appending it again would "
-        "duplicate them (to reload the month from it, use --mode delete_insert)"
-    )
-
-
-def appended_before(
-    url: str, spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUID
-) -> str | None:
-    """Whether an earlier load of `period` added the rows of the file with this sha256 (and
-    they are still there): appending that file again would hold each of its rows twice.
-    Asked before a load begins, to refuse it at once; the load asks again under its lock,
-    before its commit (`_execute`), as two appends of one file may run at once."""
+def refuse_appending_twice(
+    url: str, spec: DomainSpec, period: date, name: str, sha256: str, load_id: uuid.UUID
+) -> None:
+    """`_refuse_a_repeat` before a load begins, to refuse it at once; the load asks again
+    under its lock, before its commit (`_execute`), as two appends of one file may run at
+    once."""
     from workdatahub.warehouse.db import connect
 
     try:
         with connect(url, autocommit=True) as conn:  # (a read: nothing to commit)
-            row = conn.execute(
-                _appended_query(spec), _appended_params(spec, period, sha256, load_id)
-            ).fetchone()
+            _refuse_a_repeat(conn, spec, period, name, sha256, load_id)
     except psycopg.Error as error:
         raise WarehouseError(f"{spec.name} {period:%Y-%m}: {one_line(error)}") from None
-    return str(row[0]) if row else None
 
 
 def copy_query(spec: DomainSpec, mode: RefreshMode) -> sql.Composed:
@@ -1115,13 +1113,8 @@ def _execute(
                 # under the month's lock: an append of the same file that committed while
                 # this one waited for the lock (the check before the load could not see it)
                 file = plan.files[0]
-                params = _appended_params(spec, plan.period, file["sha256"], plan.load_id)
-                earlier = cur.execute(_appended_query(spec), params).fetchone()
-                if earlier:
-                    name = str(file.get("path", "")).rsplit("/", 1)[-1]
-                    raise InputError(
-                        appended_twice(spec, plan.period, name, file["sha256"], str(earlier[0]))
-                    )
+                name = Path(file["path"]).name
+                _refuse_a_repeat(cur, spec, plan.period, name, file["sha256"], plan.load_id)
             with timed(timings, "commit"):
                 conn.commit()
     except psycopg.errors.LockNotAvailable:

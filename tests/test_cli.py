@@ -74,7 +74,10 @@ def month(tmp_path: Path) -> Path:
 def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
     book = next(month.rglob("*.xlsx"))
     out = tmp_path / "clean.csv"
-    done = wdh("check", "trustee_performance", str(book), "--json", "--out", str(out))
+    done = wdh(
+        "check", "trustee_performance", str(book), "--json", "--out", str(out),
+        "--max-reject-rate", "0.5",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload == {
@@ -87,6 +90,9 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
         "rejects": [
             {"row": 3, "column": "net_value", "value": "abc", "reason": "not a number: 'abc'"}
         ],
+        "reject_rate": 0.333333,
+        "max_reject_rate": 0.5,
+        "threshold_exceeded": False,
     }
     with out.open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -104,10 +110,36 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
 
 def test_check_text_output(month: Path) -> None:
     book = next(month.rglob("*.xlsx"))
-    done = wdh("check", "trustee_performance", str(book))
-    assert done.returncode == 0
+    done = wdh("check", "trustee_performance", str(book), "--max-reject-rate", "0.4")
+    assert (done.returncode, done.stderr) == (0, "")
     assert "3 rows read, 2 valid, 1 rejected" in done.stdout
     assert "not a number: 'abc'" in done.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_check_exits_1_when_a_load_would_be_refused(
+    month: Path, tmp_path: Path, as_json: bool
+) -> None:
+    """1 row of 3 rejected is over trustee_performance's max_reject_rate (20%): the result
+    is shown (and --out written) as always, then one line says a load would be refused."""
+    book = next(month.rglob("*.xlsx"))
+    out = tmp_path / "clean.csv"
+    done = wdh(
+        "check", "trustee_performance", str(book), "--out", str(out),
+        *(["--json"] if as_json else []),
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"wdh: error: {book} [S]: 1 of 3 rows rejected (33.3%) > max_reject_rate 20.0%; "
+        "a load of it would be refused\n"
+    )
+    if as_json:
+        payload = json.loads(done.stdout)
+        assert (payload["rows_rejected"], payload["max_reject_rate"]) == (1, 0.2)
+        assert payload["threshold_exceeded"] is True
+    else:
+        assert "3 rows read, 2 valid, 1 rejected" in done.stdout
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3  # header + 2 valid rows
 
 
 def test_discover_json(month: Path) -> None:
@@ -125,13 +157,36 @@ def test_discover_json(month: Path) -> None:
 def test_plan_only_touches_no_database(month: Path) -> None:
     done = wdh(
         "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
-        "--plan-only", env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
+        "--plan-only", "--max-reject-rate", "0.5",
+        env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr  # a dry run: the NOTE says it would be refused
-    assert "a real load would be refused" in done.stdout
+    assert done.returncode == 0, done.stderr
+    assert 'delete from "raw"."trustee_performance"' in done.stdout
     assert 'copy "raw"."trustee_performance"' in done.stdout
     assert "-- copy the valid rows (2 rows)" in done.stdout
+    assert "status = 'succeeded', rows_loaded = 2, rows_rejected = 1" in done.stdout
+    assert "refused" not in done.stdout
     assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> None:
+    """1 row of 3 rejected is over the domain's 20%: a real load would quarantine the
+    rejects and record the refusal, and neither delete nor copy rows of the table; the dry
+    run prints those statements, not the load's, and exits 0 (it is a dry run)."""
+    done = wdh(
+        "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
+        "--plan-only", env={"WDH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert 'delete from "raw"' not in done.stdout
+    assert 'copy "raw"' not in done.stdout
+    assert "status = 'succeeded'" not in done.stdout
+    assert "-- quarantine the rejected rows with their reasons (1 rows)" in done.stdout
+    assert "set status = 'refused', message = 'trustee_performance 2024-11: 1 of 3" in done.stdout
+    assert done.stdout.endswith(
+        "-- NOTE: 1 of 3 rows rejected (33.3%) > max_reject_rate 20.0%: "
+        "a real load would be refused\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -343,7 +398,7 @@ def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Pat
         trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"),
         {"S": [TRUSTEE_HEADER, [2024, 11, "P1", "C1", 342100662.2, 1, 2]]},
     )
-    done = wdh("check", "trustee_performance", str(path), "--json")
+    done = wdh("check", "trustee_performance", str(path), "--json", "--max-reject-rate", "1")
     assert done.returncode == 0, done.stderr
     (reject,) = json.loads(done.stdout)["rejects"]
     assert (reject["column"], reject["value"]) == ("return_rate", "342100662.2")

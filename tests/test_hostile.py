@@ -44,8 +44,11 @@ UNSAVED = "formula without a saved value; open and save the workbook in Excel"
 
 
 def check(path: Path, domain: str = "trustee_performance") -> tuple[int, Any]:
-    """`wdh check DOMAIN FILE --period 2024-11 --json`: (exit code, payload or error line)."""
-    done = wdh("check", domain, str(path), "--period", "2024-11", "--json")
+    """`wdh check DOMAIN FILE --period 2024-11 --json`: (exit code, payload or error line).
+    Any share of rejected rows is accepted: these sheets are a few rows, some rejected."""
+    done = wdh(
+        "check", domain, str(path), "--period", "2024-11", "--json", "--max-reject-rate", "1"
+    )
     assert "Traceback" not in done.stderr
     if done.returncode:
         assert done.stderr.count("\n") == 1, done.stderr  # one line

@@ -14,12 +14,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from workdatahub.errors import WdhError
+from workdatahub.errors import WdhError, too_many_rejects
 from workdatahub.settings import get_settings, mask_url
+
+if TYPE_CHECKING:
+    from workdatahub.pipeline import CheckResult
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -166,11 +169,11 @@ def load(
         _emit_json(summary)
     elif plan_only:
         click.echo(result.plan.render())
-        if result.threshold_exceeded:
-            click.echo(
-                f"-- NOTE: reject rate {result.check.reject_rate:.1%} exceeds "
-                f"{result.max_reject_rate:.1%}: a real load would be refused"
+        if result.plan.refused:
+            why = too_many_rejects(
+                result.check.validated.rows_rejected, result.check.rows_read, result.max_reject_rate
             )
+            click.echo(f"-- NOTE: {why}: a real load would be refused")
     else:
         done = {
             "delete_insert": f"replaced {summary['rows_deleted']}",
@@ -195,10 +198,20 @@ def load(
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(0), help="rejects shown (text)"
 )
+@click.option(
+    "--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold"
+)
 def check(
-    domain: str, file: Path, period: str | None, as_json: bool, out: Path | None, limit: int
+    domain: str,
+    file: Path,
+    period: str | None,
+    as_json: bool,
+    out: Path | None,
+    limit: int,
+    max_reject_rate: float | None,
 ) -> None:
-    """Read, cleanse and validate one workbook; no database needed."""
+    """Read, cleanse and validate one workbook; no database needed. Exits 1 when a load of
+    it would be refused (more rejected rows than the domain's `max_reject_rate`)."""
     from workdatahub.periods import parse_period
 
     spec = _spec(domain)  # fail fast on bad input, before the heavy imports
@@ -213,9 +226,25 @@ def check(
     if out is not None:
         with _writing(out):
             cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
+    threshold = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
+    exceeded = result.reject_rate > threshold
     if as_json:
-        _emit_json(result.to_json())
-        return
+        _emit_json(
+            {
+                **result.to_json(),
+                "reject_rate": round(result.reject_rate, 6),
+                "max_reject_rate": threshold,
+                "threshold_exceeded": exceeded,
+            }
+        )
+    else:
+        _show_check(result, file, limit, out)
+    if exceeded:
+        why = too_many_rejects(result.validated.rows_rejected, result.rows_read, threshold)
+        _fail(f"{file} [{result.sheet.sheet}]: {why}; a load of it would be refused", 1)
+
+
+def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -> None:
     click.echo(
         f"{file} [{result.sheet.sheet}] header row {result.sheet.header_row}: "
         f"{result.rows_read} rows read, {result.validated.rows_valid} valid, "

@@ -14,6 +14,20 @@ def printable(value: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def share(fraction: float) -> str:
+    """A share as a percentage that does not round a small one to 0.0% (5 rejects in
+    50,000 rows are 0.01%, not 0.0% as against a threshold of 0)."""
+    if 0 < fraction < 0.001:
+        return f"{fraction * 100:.2g}%"
+    return f"{fraction:.1%}"
+
+
+def too_many_rejects(rejected: int, read: int, limit: float) -> str:
+    """Why a load is refused: more rejected rows than the domain's `max_reject_rate`."""
+    rate = rejected / read if read else 0.0
+    return f"{rejected} of {read} rows rejected ({share(rate)}) > max_reject_rate {share(limit)}"
+
+
 class WdhError(Exception):
     """An expected failure with a one-line, operator-facing reason."""
 

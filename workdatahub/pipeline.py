@@ -20,7 +20,13 @@ import psycopg
 
 from workdatahub import quality
 from workdatahub.cleansing.cleanse import cleanse
-from workdatahub.errors import ConfigError, InputError, RejectThresholdExceeded, WarehouseError
+from workdatahub.errors import (
+    ConfigError,
+    InputError,
+    RejectThresholdExceeded,
+    WarehouseError,
+    too_many_rejects,
+)
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
 from workdatahub.settings import get_settings, one_line
@@ -267,6 +273,15 @@ def _run_partition(
         blank_rows=check.sheet.skipped_blank,
         totals_rows=check.sheet.skipped_totals,
     )
+    exceeded = check.reject_rate > limit
+    refuse = None
+    if exceeded:
+        refuse = (
+            f"{spec.name} {period:%Y-%m}: "
+            f"{too_many_rejects(check.validated.rows_rejected, check.rows_read, limit)}; "
+            f"table unchanged, rejects quarantined "
+            f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
+        )
     with timed(timings, "plan"):
         plan = build_plan(
             spec,
@@ -281,23 +296,15 @@ def _run_partition(
             rejected_rows=check.validated.rejected_rows,
             load_id=load_id,
             started=started,
+            refuse=refuse,
         )
-    exceeded = check.reject_rate > limit
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
     if plan_only:
         return result
     url = url or database_url()
     log = log.bind(load_id=str(plan.load_id))
-    refuse = None
-    if exceeded:
-        refuse = (
-            f"{spec.name} {period:%Y-%m}: {check.validated.rows_rejected} of {check.rows_read} "
-            f"rows rejected ({check.reject_rate:.1%}) > max_reject_rate {limit:.1%}; "
-            f"table unchanged, rejects quarantined "
-            f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
-        )
     with timed(timings, "load"):
-        result.plan, result.outcome = execute_with_retry(plan, spec, url, refuse=refuse, head=head)
+        result.plan, result.outcome = execute_with_retry(plan, spec, url, head=head)
     log = log.bind(load_id=str(result.plan.load_id))
     log.info(
         "loaded" if not refuse else "refused",
@@ -345,7 +352,6 @@ def execute_with_retry(
     spec: DomainSpec,
     url: str,
     *,
-    refuse: str | None = None,
     head: Head | None = None,
 ) -> tuple[LoadPlan, LoadOutcome]:
     """`execute` the plan; when the connection is refused or drops (a server restart, a
@@ -373,7 +379,7 @@ def execute_with_retry(
                     )
                     return done
             try:
-                return plan, execute(plan, spec, url, refuse=refuse, head=head)
+                return plan, execute(plan, spec, url, head=head)
             finally:
                 head = None  # a try after this one begins its own transaction
         except WarehouseError as error:
@@ -407,6 +413,7 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
         valid=plan.valid,
         rejects=plan.rejects,
         rejected_rows=plan.rejected_rows,
+        refuse=plan.refused,
     )  # (its log row starts when the try does: the tries of a run stay in order)
 
 

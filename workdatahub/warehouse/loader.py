@@ -73,6 +73,7 @@ COPY_BATCH_ROWS = 20_000
 COPY_AHEAD_BYTES = 256 << 20
 LOCK_TIMEOUT = "10min"
 COPY_PURPOSE = "copy the valid rows"
+RECORD_PURPOSE = "record the load"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class LoadPlan:
     rejected_rows: pl.DataFrame  # ROW + raw source columns
     statements: list[Statement]
     started: float | None = None  # time.perf_counter() when the run began (the log's start)
+    # why the load is refused (too many rejects): its statements then quarantine the
+    # rejects and record the refusal, and leave the table as it is
+    refused: str | None = None
 
     @property
     def rows_to_load(self) -> int:
@@ -133,9 +137,12 @@ class LoadPlan:
             f"-- load plan {self.load_id}: {self.domain} {self.period:%Y-%m} into {self.table} "
             f"({self.mode})",
             f"-- source: {self.source_file} [{self.source_sheet}]",
-            f"-- rows read {self.rows_read}, to load {self.rows_to_load}, "
+            f"-- rows read {self.rows_read}, {'valid' if self.refused else 'to load'} "
+            f"{self.rows_to_load}, "
             f"rejected {self.rows_rejected} ({self.rejects.height} reasons)",
         ]
+        if self.refused:
+            lines.append("-- refused, too many rejects: the table is not touched")
         for statement in self.statements:
             lines.append(
                 f"-- {statement.purpose}"
@@ -299,13 +306,17 @@ def build_plan(
     rejected_rows: pl.DataFrame,
     load_id: uuid.UUID | None = None,
     started: float | None = None,
+    refuse: str | None = None,
 ) -> LoadPlan:
     load_id = load_id or uuid.uuid4()
     table = _ident(spec.schema_name, spec.table)
     columns = [c.name for c in spec.loaded_columns] + LINEAGE
     column_list = sql.SQL(", ").join(_ident(c) for c in columns)
-    statements = head_statements(spec, period, mode, load_id)
-    if mode == "upsert":
+    statements: list[Statement] = []  # a refused load does not touch the table
+    if not refuse:
+        statements = head_statements(spec, period, mode, load_id)
+        statements.append(Statement(COPY_PURPOSE, copy_query(spec, mode), rows=valid.height))
+    if mode == "upsert" and not refuse:
         staging = _ident(f"_wdh_stage_{spec.table}")
         key = sql.SQL(", ").join(_ident(k) for k in spec.key)
         updates = sql.SQL(", ").join(
@@ -313,28 +324,36 @@ def build_plan(
             for c in columns
             if c not in spec.key
         )
-        statements += [
-            Statement(COPY_PURPOSE, copy_query(spec, mode), rows=valid.height),
+        statements.append(
             Statement(
                 "insert new keys, update existing ones",
                 sql.SQL(
                     "insert into {} ({cols}) select {cols} from {} "
                     "on conflict ({}) do update set {}"
                 ).format(table, staging, key, updates, cols=column_list),
-            ),
-        ]
-    else:
-        statements.append(Statement(COPY_PURPOSE, copy_query(spec, mode), rows=valid.height))
-    statements += [
+            )
+        )
+    statements.append(
         Statement(
             "quarantine the rejected rows with their reasons",
             sql.SQL("copy wdh.rejected_rows ({}) from stdin with (format csv)").format(
                 sql.SQL(", ").join(_ident(c) for c in REJECT_COLUMNS)
             ),
             rows=rejects.height,
-        ),
-        Statement(
-            "record the load",
+        )
+    )
+    if refuse:
+        record = Statement(
+            RECORD_PURPOSE,
+            sql.SQL(
+                "update wdh.load_log set status = 'refused', message = %(message)s, "
+                "finished_at = clock_timestamp() where load_id = %(load_id)s"
+            ),
+            {"message": refuse, "load_id": load_id},
+        )
+    else:
+        record = Statement(
+            RECORD_PURPOSE,
             sql.SQL(
                 "update wdh.load_log set status = 'succeeded', rows_loaded = %(rows_loaded)s, "
                 "rows_rejected = %(rows_rejected)s, rows_deleted = %(rows_deleted)s, "
@@ -346,8 +365,8 @@ def build_plan(
                 "rows_deleted": Deferred("rows deleted above"),
                 "load_id": load_id,
             },
-        ),
-    ]
+        )
+    statements.append(record)
     return LoadPlan(
         load_id=load_id,
         domain=spec.name,
@@ -363,6 +382,7 @@ def build_plan(
         rejected_rows=rejected_rows,
         statements=statements,
         started=started,
+        refused=refuse,
     )
 
 
@@ -827,8 +847,9 @@ def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
 
 
 def _head_length(plan: LoadPlan) -> int:
-    """How many of the plan's statements come before its rows (see `head_statements`)."""
-    return next(i for i, s in enumerate(plan.statements) if s.purpose == COPY_PURPOSE)
+    """How many of the plan's statements come before its rows (see `head_statements`;
+    a refused plan has none)."""
+    return next((i for i, s in enumerate(plan.statements) if s.purpose == COPY_PURPOSE), 0)
 
 
 def _run_head(
@@ -1013,14 +1034,13 @@ def execute(
     spec: DomainSpec,
     url: str,
     *,
-    refuse: str | None = None,
     head: Head | None = None,
 ) -> LoadOutcome:
-    """Run the plan in one transaction (begun by `head`, when given). With `refuse` set
-    (reject threshold exceeded), only the rejects and a 'refused' load-log row are written:
-    the table is not touched."""
+    """Run the plan in one transaction (begun by `head`, when given). A refused plan
+    (`plan.refused`: reject threshold exceeded) writes only the rejects and its 'refused'
+    load-log row: the table is not touched."""
     timings: dict[str, float] = {}
-    copies = not refuse and any(s.purpose == COPY_PURPOSE for s in plan.statements)
+    copies = any(s.purpose == COPY_PURPOSE for s in plan.statements)
     if head is not None and head.streams:
         copies = False  # the head copies the rows
     ahead = None
@@ -1028,7 +1048,7 @@ def execute(
         rows = valid_rows_for_copy(plan, spec)
         ahead = _binary_ahead(rows.iter_slices(COPY_BATCH_ROWS), copy_types(spec))
     try:
-        return _execute(plan, spec, url, refuse, timings, ahead, head)
+        return _execute(plan, spec, url, timings, ahead, head)
     finally:
         if ahead is not None:
             ahead.close()
@@ -1040,12 +1060,11 @@ def _execute(
     plan: LoadPlan,
     spec: DomainSpec,
     url: str,
-    refuse: str | None,
     timings: dict[str, float],
     ahead: _Ahead | None,
     head: Head | None,
 ) -> LoadOutcome:
-    if head is not None and refuse:
+    if head is not None and plan.refused:
         head.close()  # a refused load leaves the table untouched
         head = None
     try:
@@ -1074,17 +1093,6 @@ def _execute(
         else:
             conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
         with conn, conn.cursor() as cur:  # one transaction: committed as the block ends
-            if refuse:
-                with timed(timings, "quarantine"):
-                    _write_rejects(cur, plan)
-                cur.execute(
-                    "update wdh.load_log set status = 'refused', message = %s, "
-                    "finished_at = clock_timestamp() where load_id = %s",
-                    [refuse, plan.load_id],
-                )
-                return LoadOutcome(
-                    plan.load_id, "refused", 0, 0, plan.rows_rejected, refuse, timings
-                )
             start = _head_length(plan)
             if head is None:
                 rows_deleted = _run_head(cur, plan.statements[:start], timings)
@@ -1102,14 +1110,14 @@ def _execute(
                 elif statement.purpose.startswith("quarantine"):
                     with timed(timings, "quarantine"):
                         _write_rejects(cur, plan, statement)
-                elif statement.purpose == "record the load":
+                elif statement.purpose == RECORD_PURPOSE:
                     params = {**statement.params, "rows_deleted": rows_deleted}
                     with timed(timings, "audit"):
                         cur.execute(statement.query, params)
                 else:
                     with timed(timings, "upsert"):
                         cur.execute(statement.query, statement.params or None)
-            if plan.mode == "append" and plan.files:
+            if plan.mode == "append" and plan.files and not plan.refused:
                 # under the month's lock: an append of the same file that committed while
                 # this one waited for the lock (the check before the load could not see it)
                 file = plan.files[0]
@@ -1136,21 +1144,16 @@ def _execute(
     except BaseException as error:
         _finish_failed(url, plan, f"interrupted: {one_line(error)}")
         raise
+    if plan.refused:
+        return LoadOutcome(plan.load_id, "refused", 0, 0, plan.rows_rejected, plan.refused, timings)
     return LoadOutcome(
         plan.load_id, "succeeded", plan.rows_to_load, rows_deleted, plan.rows_rejected, "", timings
     )
 
 
-def _write_rejects(cur: psycopg.Cursor, plan: LoadPlan, statement: Statement | None = None) -> None:
+def _write_rejects(cur: psycopg.Cursor, plan: LoadPlan, statement: Statement) -> None:
     if plan.rejects.height == 0:
         return
-    query = (
-        statement.query
-        if statement
-        else sql.SQL("copy wdh.rejected_rows ({}) from stdin with (format csv)").format(
-            sql.SQL(", ").join(_ident(c) for c in REJECT_COLUMNS)
-        )
-    )
-    with cur.copy(query) as copy:
+    with cur.copy(statement.query) as copy:
         for chunk in _csv_chunks(reject_rows_for_copy(plan)):
             copy.write(chunk)

@@ -161,6 +161,13 @@ def test_plan_only_touches_no_database(month: Path) -> None:
         env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # every statement the load runs, in order: the load log's row first (its own commit)
+    purposes = [line for line in done.stdout.splitlines() if line.startswith("-- ")][3:]
+    assert purposes[:2] == [
+        "-- open the load log (committed on its own: a failed load keeps its row)",
+        "-- limit waiting for a concurrent load",
+    ]
+    assert "'trustee_performance', '2024-11-01'::date, 'raw.trustee_performance'" in done.stdout
     assert 'delete from "raw"."trustee_performance"' in done.stdout
     assert 'copy "raw"."trustee_performance"' in done.stdout
     assert "-- copy the valid rows (2 rows)" in done.stdout

@@ -162,8 +162,7 @@ def load(
     summary = result.summary()
     if plan_only:
         summary["statements"] = [
-            {"purpose": s.purpose, "sql": s.display(), "rows": s.rows}
-            for s in result.plan.statements
+            {"purpose": s.purpose, "sql": s.display(), "rows": s.rows} for s in result.plan.shown
         ]
     if as_json:
         _emit_json(summary)

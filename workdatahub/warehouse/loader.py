@@ -74,6 +74,7 @@ COPY_AHEAD_BYTES = 256 << 20
 LOCK_TIMEOUT = "10min"
 COPY_PURPOSE = "copy the valid rows"
 RECORD_PURPOSE = "record the load"
+OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,14 @@ class LoadPlan:
     # why the load is refused (too many rejects): its statements then quarantine the
     # rejects and record the refusal, and leave the table as it is
     refused: str | None = None
+    # the load-log row the load opens with, committed on its own before the transaction
+    # (so that a failed load still shows in the log); built with the plan
+    opening: Statement | None = None
+
+    @property
+    def shown(self) -> list[Statement]:
+        """Every statement the load runs, in order: the opening, then the transaction."""
+        return [*([self.opening] if self.opening else []), *self.statements]
 
     @property
     def rows_to_load(self) -> int:
@@ -143,7 +152,7 @@ class LoadPlan:
         ]
         if self.refused:
             lines.append("-- refused, too many rejects: the table is not touched")
-        for statement in self.statements:
+        for statement in self.shown:
             lines.append(
                 f"-- {statement.purpose}"
                 + (f" ({statement.rows} rows)" if statement.rows is not None else "")
@@ -383,6 +392,50 @@ def build_plan(
         statements=statements,
         started=started,
         refused=refuse,
+        opening=_opening(
+            spec, period, mode, load_id, files, source_sheet, rows_read, rejected_rows.height
+        ),
+    )
+
+
+def _opening(
+    spec: DomainSpec,
+    period: date,
+    mode: RefreshMode,
+    load_id: uuid.UUID,
+    files: list[dict[str, Any]],
+    sheet: str,
+    rows_read: int,
+    rejected: int,
+) -> Statement:
+    """The load's 'running' row of wdh.load_log. It starts at the run's start, so that
+    `wdh history` shows how long the whole load took, on the server's clock as finished_at
+    is: `started_ago`, the seconds since the run began, is known when the row is written."""
+    values: dict[str, Any] = {
+        "load_id": load_id,
+        "domain": spec.name,
+        "period": period,
+        "target_table": f"{spec.schema_name}.{spec.table}",
+        "mode": mode,
+        "status": "running",
+        "files": json.dumps(files, ensure_ascii=False),
+        "sheet": sheet,
+        "rows_read": rows_read,
+        "rows_rejected": rejected,
+        "reject_rate": round(rejected / rows_read, 6) if rows_read else 0,
+        "started_ago": Deferred("seconds since the run began"),
+    }
+    columns = [c for c in values if c != "started_ago"]
+    return Statement(
+        OPEN_PURPOSE,
+        sql.SQL(
+            "insert into wdh.load_log (started_at, {}) "
+            "values (clock_timestamp() - make_interval(secs => %(started_ago)s), {})"
+        ).format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        ),
+        values,
     )
 
 
@@ -754,50 +807,14 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
     )
 
 
-def _insert_log(conn: psycopg.Connection, finished: bool = False, **values: Any) -> None:
-    """One row of wdh.load_log (`finished`: with its finished_at, now)."""
-    columns: list[str] = list(values)
-    # a value given as SQL (a Composable) is written as it is, the others are parameters
-    places: list[sql.Composable] = [
-        v if isinstance(v, sql.Composable) else sql.Placeholder() for v in values.values()
-    ]
-    if finished:
-        columns.append("finished_at")
-        places.append(sql.SQL("clock_timestamp()"))
+def _insert_log(conn: psycopg.Connection, **values: Any) -> None:
+    """One finished row of wdh.load_log (finished_at now)."""
     conn.execute(
-        sql.SQL("insert into wdh.load_log ({}) values ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(places)
+        sql.SQL("insert into wdh.load_log ({}, finished_at) values ({}, clock_timestamp())").format(
+            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() for _ in values),
         ),
-        [v for v in values.values() if not isinstance(v, sql.Composable)],
-    )
-
-
-def _start_log(
-    conn: psycopg.Connection, plan: LoadPlan, spec: DomainSpec, status: str, message: str = ""
-) -> None:
-    # the run's start, so that `wdh history` shows how long the whole load took; on the
-    # server's clock, as finished_at is
-    started: dict[str, Any] = {}
-    if plan.started is not None:
-        ago = max(time.perf_counter() - plan.started, 0.0)
-        started["started_at"] = sql.SQL("clock_timestamp() - make_interval(secs => {})").format(
-            sql.Literal(ago)
-        )
-    _insert_log(
-        conn,
-        **started,
-        load_id=plan.load_id,
-        domain=plan.domain,
-        period=plan.period,
-        target_table=plan.table,
-        mode=plan.mode,
-        status=status,
-        files=json.dumps(plan.files, ensure_ascii=False),
-        sheet=plan.source_sheet,
-        rows_read=plan.rows_read,
-        rows_rejected=plan.rows_rejected,
-        reject_rate=round(plan.rows_rejected / plan.rows_read, 6) if plan.rows_read else 0,
-        message=message or None,
+        list(values.values()),
     )
 
 
@@ -816,7 +833,6 @@ def record_unreadable(
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             _insert_log(
                 conn,
-                finished=True,
                 load_id=uuid.uuid4(),
                 domain=spec.name,
                 period=period,
@@ -1072,7 +1088,9 @@ def _execute(
             timed(timings, "start"),
             psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn,
         ):
-            _start_log(conn, plan, spec, "running")
+            assert plan.opening is not None
+            ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
+            conn.execute(plan.opening.query, {**plan.opening.params, "started_ago": max(ago, 0.0)})
     except psycopg.Error as error:
         raise WarehouseError(
             f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -174,6 +175,23 @@ def test_plan_only_touches_no_database(month: Path) -> None:
     assert "status = 'succeeded', rows_loaded = 2, rows_rejected = 1" in done.stdout
     assert "refused" not in done.stdout
     assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_plan_only_of_an_append_shows_its_check_for_a_repeat(month: Path) -> None:
+    """An append asks, under the month's lock and before its commit, whether an earlier
+    load appended the same file: the dry run shows that query last, after the log's row."""
+    done = wdh(
+        "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
+        "--plan-only", "--mode", "append", "--max-reject-rate", "0.5",
+        env={"WDH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert 'delete from "raw"' not in done.stdout
+    assert lines[-2] == "-- refuse the load if an earlier one of this month appended the same file"
+    book = next(month.rglob("*.xlsx"))
+    sha256 = hashlib.sha256(book.read_bytes()).hexdigest()
+    assert f'l.files @> \'[{{"sha256": "{sha256}"}}]\'::jsonb' in lines[-1]
 
 
 def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> None:

@@ -74,6 +74,7 @@ COPY_AHEAD_BYTES = 256 << 20
 LOCK_TIMEOUT = "10min"
 COPY_PURPOSE = "copy the valid rows"
 RECORD_PURPOSE = "record the load"
+REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the same file"
 OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
 
 
@@ -241,6 +242,22 @@ def head_statements(
     return statements
 
 
+def _repeat_check(spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUID) -> Statement:
+    """The earlier load of `period` that appended the file with this sha256, if its rows
+    are still in the table (see `_refuse_a_repeat`)."""
+    query = sql.SQL(
+        "select l.load_id::text || ' on ' || to_char(l.started_at, 'YYYY-MM-DD HH24:MI') "
+        "from wdh.load_log l where l.domain = %(domain)s and l.period = %(period)s "
+        "and l.status = 'succeeded' and l.load_id <> %(load_id)s "
+        "and l.files @> %(file)s::jsonb and exists "
+        "(select 1 from {} t where t.{} = %(period)s and t.load_id = l.load_id) "
+        "order by l.finished_at desc limit 1"
+    ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
+    file = json.dumps([{"sha256": sha256}])
+    params = {"domain": spec.name, "period": period, "file": file, "load_id": load_id}
+    return Statement(REPEAT_PURPOSE, query, params)
+
+
 def _refuse_a_repeat(
     run: psycopg.Connection[Any] | psycopg.Cursor[Any],
     spec: DomainSpec,
@@ -253,17 +270,8 @@ def _refuse_a_repeat(
     load of `period` added its rows and they are still in the table: appending it again
     would hold each of them twice. `load_id` is the load asking (its own log row says
     succeeded before its commit)."""
-    query = sql.SQL(
-        "select l.load_id::text || ' on ' || to_char(l.started_at, 'YYYY-MM-DD HH24:MI') "
-        "from wdh.load_log l where l.domain = %(domain)s and l.period = %(period)s "
-        "and l.status = 'succeeded' and l.load_id <> %(load_id)s "
-        "and l.files @> %(file)s::jsonb and exists "
-        "(select 1 from {} t where t.{} = %(period)s and t.load_id = l.load_id) "
-        "order by l.finished_at desc limit 1"
-    ).format(_ident(spec.schema_name, spec.table), _ident(spec.partition_column))
-    file = json.dumps([{"sha256": sha256}])
-    params = {"domain": spec.name, "period": period, "file": file, "load_id": load_id}
-    earlier = run.execute(query, params).fetchone()
+    check = _repeat_check(spec, period, sha256, load_id)
+    earlier = run.execute(check.query, check.params).fetchone()
     if earlier:
         raise InputError(
             f"{spec.name} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already "
@@ -376,6 +384,11 @@ def build_plan(
             },
         )
     statements.append(record)
+    if mode == "append" and files and not refuse:
+        # asked again under the month's lock, before the commit: an append of the same file
+        # that committed while this one waited for the lock (the check before the load
+        # could not see it)
+        statements.append(_repeat_check(spec, period, files[0]["sha256"], load_id))
     return LoadPlan(
         load_id=load_id,
         domain=spec.name,
@@ -1128,6 +1141,10 @@ def _execute(
                 elif statement.purpose.startswith("quarantine"):
                     with timed(timings, "quarantine"):
                         _write_rejects(cur, plan, statement)
+                elif statement.purpose == REPEAT_PURPOSE:
+                    file = plan.files[0]
+                    name = Path(file["path"]).name
+                    _refuse_a_repeat(cur, spec, plan.period, name, file["sha256"], plan.load_id)
                 elif statement.purpose == RECORD_PURPOSE:
                     params = {**statement.params, "rows_deleted": rows_deleted}
                     with timed(timings, "audit"):
@@ -1135,12 +1152,6 @@ def _execute(
                 else:
                     with timed(timings, "upsert"):
                         cur.execute(statement.query, statement.params or None)
-            if plan.mode == "append" and plan.files and not plan.refused:
-                # under the month's lock: an append of the same file that committed while
-                # this one waited for the lock (the check before the load could not see it)
-                file = plan.files[0]
-                name = Path(file["path"]).name
-                _refuse_a_repeat(cur, spec, plan.period, name, file["sha256"], plan.load_id)
             with timed(timings, "commit"):
                 conn.commit()
     except psycopg.errors.LockNotAvailable:

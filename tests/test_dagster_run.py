@@ -230,3 +230,84 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     ).fetchone()[0]
     assert after.get(FEB, 0) == raw_february
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
+
+
+def _raw_run(data_dir: Path, first: str, last: str) -> dg.ExecuteInProcessResult:
+    """raw/trustee_performance over the months first…last in one run (a single-run
+    backfill, as the UI's backfill of a range and `make demo` run it)."""
+    from workdatahub.defs.raw_assets import build_raw_asset
+    from workdatahub.defs.resources import WarehouseResource
+    from workdatahub.sources.spec import load_sources
+
+    return dg.materialize(
+        [build_raw_asset(load_sources().domain("trustee_performance"))],
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": WarehouseResource(data_dir=str(data_dir))},
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+        raise_on_error=False,
+    )
+
+
+def _materialised(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    return {
+        str(event.partition): {k: v.value for k, v in event.metadata.items()}
+        for event in (
+            e.event_specific_data.materialization  # type: ignore[union-attr]
+            for e in result.all_events
+            if e.is_step_materialization
+        )
+    }
+
+
+def test_each_month_of_a_multi_month_run_records_its_own_load(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """One run over three months: each month's materialisation names that month's file,
+    load id and counts (not the last month's, on all three)."""
+    months = [date(2024, 1, 1), FEB, date(2024, 3, 1)]
+    written = write_samples(tmp_path, months, rows=40, seed=3, domains=("trustee_performance",))
+    result = _raw_run(tmp_path, "2024-01", "2024-03")
+    assert result.success
+    seen = _materialised(result)
+    assert sorted(seen) == ["2024-01", "2024-02", "2024-03"]
+    logged = dict(
+        pg.execute(
+            "select to_char(period, 'YYYY-MM'), load_id::text from wdh.load_log "
+            "where status = 'succeeded'"
+        ).fetchall()
+    )
+    for sample in written:
+        key = f"{sample.period:%Y-%m}"
+        assert seen[key]["partition"] == key
+        assert seen[key]["load_id"] == logged[key]
+        assert seen[key]["rows_loaded"] == sample.rows - sample.expected_rejects
+        assert Path(seen[key]["file"]).name == sample.path.name
+    assert len({m["sha256"] for m in seen.values()}) == 3
+
+
+def test_a_month_that_fails_mid_run_leaves_the_months_before_it_recorded(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """2024-03 has no workbook: the run fails saying so, and January and February, which
+    committed before it, are recorded as materialised with their own loads."""
+    write_samples(
+        tmp_path, [date(2024, 1, 1), FEB], rows=40, seed=3, domains=("trustee_performance",)
+    )
+    result = _raw_run(tmp_path, "2024-01", "2024-03")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert "trustee_performance 2024-03: no folder" in message
+    assert "(2024-01, 2024-02 loaded before it)" in message
+    seen = _materialised(result)
+    logged = dict(
+        pg.execute(
+            "select to_char(period, 'YYYY-MM'), load_id::text from wdh.load_log "
+            "where status = 'succeeded'"
+        ).fetchall()
+    )
+    assert sorted(seen) == sorted(logged) == ["2024-01", "2024-02"]
+    assert {k: m["load_id"] for k, m in seen.items()} == logged

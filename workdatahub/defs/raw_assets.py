@@ -84,41 +84,42 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         ],
     )
     def _raw(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
-        keys = context.partition_keys
+        """Each month of the run in its own transaction, in order. Each month's
+        materialisation carries that month's file, load id and counts. A month that fails
+        stops the run; the months loaded before it are recorded as materialised (they are
+        committed) before the failure is raised."""
         url = warehouse.url()
         worst: dict[str, Any] = {}
-        results: list[PartitionResult] = []
-        for partition in keys:
+        done: dict[str, PartitionResult] = {}
+        for partition in context.partition_keys:
             period = partition_period(partition)
             try:
                 result = run_partition(spec, period, data_dir=warehouse.data_path(), url=url)
-            except RejectThresholdExceeded as error:
-                yield dg.AssetCheckResult(
-                    check_name=REJECT_RATE_CHECK,
-                    asset_key=key,
-                    passed=False,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={"partition": partition, "reason": error.message},
-                )
-                raise dg.Failure(description=error.message, allow_retries=False) from None
             except WdhError as error:
-                raise dg.Failure(description=error.message, allow_retries=False) from None
+                for loaded, earlier in done.items():
+                    yield dg.AssetMaterialization(
+                        asset_key=key, partition=loaded, metadata=_metadata(earlier)
+                    )
+                if isinstance(error, RejectThresholdExceeded):
+                    yield dg.AssetCheckResult(
+                        check_name=REJECT_RATE_CHECK,
+                        asset_key=key,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.ERROR,
+                        metadata={"partition": partition, "reason": error.message},
+                    )
+                before = f" ({', '.join(done)} loaded before it)" if done else ""
+                raise dg.Failure(description=error.message + before, allow_retries=False) from None
             context.log.info(
                 f"{spec.name} {partition}: {result.outcome.rows_loaded if result.outcome else 0} "
                 f"rows loaded, {result.plan.rows_rejected} rejected"
             )
-            results.append(result)
+            context.add_asset_metadata(_metadata(result), partition_key=partition)
+            done[partition] = result
             if not worst or result.check.reject_rate >= worst["reject_rate"]:
                 worst = {"partition": partition, "reject_rate": result.check.reject_rate}
-        last = results[-1]
-        metadata = _metadata(last)
-        if len(results) > 1:
-            metadata["partitions"] = ", ".join(keys)
-            metadata["rows_loaded"] = sum(r.outcome.rows_loaded for r in results if r.outcome)
-            metadata["rows_rejected"] = sum(r.plan.rows_rejected for r in results)
         yield dg.MaterializeResult(
             asset_key=key,
-            metadata=metadata,
             check_results=[
                 dg.AssetCheckResult(
                     check_name=REJECT_RATE_CHECK,
@@ -128,7 +129,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
                         "reject_rate": float(worst["reject_rate"]),
                         "max_reject_rate": spec.max_reject_rate,
                         "worst_partition": worst["partition"],
-                        "rows_rejected": metadata["rows_rejected"],
+                        "rows_rejected": sum(r.plan.rows_rejected for r in done.values()),
                     },
                 )
             ],

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +428,38 @@ def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     (reject,) = json.loads(done.stdout)["rejects"]
     assert (reject["column"], reject["value"]) == ("return_rate", "342100662.2")
+
+
+def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str) -> None:
+    """A warehouse that was never migrated (or a role without rights): one line naming
+    the failure and what to do, exit 3, no traceback."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"wdh_unmigrated_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
+        for command in (["history"], ["rejects", "trustee_performance", "--period", "2024-11"]):
+            done = wdh(*command, env={"WDH_DATABASE_URL": url})
+            assert (done.returncode, done.stdout) == (3, ""), done.stderr
+            assert done.stderr == (
+                'wdh: error: the warehouse failed: relation "wdh.load_log" does not exist '
+                "(is it migrated? `wdh db upgrade`)\n"
+            )
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}"')
+
+
+def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c", "select 'first' as a",
+         "-c", "select 'second' as b"],
+        cwd=ROOT, env={**os.environ, "WDH_DATABASE_URL": pg_url}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.index("first") < done.stdout.index("second")

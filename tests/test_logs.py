@@ -27,13 +27,16 @@ def _plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_prod_logs_are_json_with_domain_and_partition(tmp_path: Path) -> None:
+def test_prod_logs_are_json_with_domain_partition_and_load_id(tmp_path: Path) -> None:
     done = _plan(tmp_path, WDH_ENVIRONMENT="prod", WDH_LOG_FORMAT="auto")
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert lines, "expected log lines"
+    load_id = done.stdout.splitlines()[0].split()[3].rstrip(":")  # "-- load plan ID: …"
+    assert {line["event"] for line in lines} >= {"discovered", "reading", "validated"}
     for line in lines:
         assert line["domain"] == "trustee_performance" and line["partition"] == "2024-11"
+        assert line["load_id"] == load_id, line
         assert line["level"] in ("info", "warning") and "timestamp" in line
     validated = next(line for line in lines if line["event"] == "validated")
     assert (validated["rows_read"], validated["rows_rejected"]) == (2, 1)

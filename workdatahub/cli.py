@@ -405,8 +405,8 @@ def upgrade() -> None:
 
 
 @db.command()
-@click.option("-c", "command", help="run one SQL command and exit")
-def shell(command: str | None) -> None:
+@click.option("-c", "commands", multiple=True, help="run this SQL command (repeatable) and exit")
+def shell(commands: tuple[str, ...]) -> None:
     """psql on the warehouse."""
     import shutil
 
@@ -416,7 +416,7 @@ def shell(command: str | None) -> None:
     psql = shutil.which("psql") or _bundled_psql()
     if psql is None:
         _fail("psql not found (install the postgresql-client package)")
-    args = [psql, "-v", "ON_ERROR_STOP=1", *(["-c", command] if command else [])]
+    args = [psql, "-v", "ON_ERROR_STOP=1", *[a for c in commands for a in ("-c", c)]]
     sys.exit(subprocess.call(args, env=env))
 
 
@@ -507,6 +507,21 @@ def demo(months: str, rows: int, data_dir: Path | None) -> None:
     sys.exit(code)
 
 
+def _database_failure(error: Exception) -> str | None:
+    """The one-line reason for a failure of the warehouse outside a load (`history`,
+    `rejects`: a database without the migrations, a role without rights), or None when
+    `error` is not the database's."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(error, psycopg.Error):
+        return None
+    from workdatahub.settings import one_line
+
+    reason = f"the warehouse failed: {one_line(error)}"
+    if isinstance(error, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
+        reason += " (is it migrated? `wdh db upgrade`)"
+    return reason
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
@@ -521,6 +536,11 @@ def main() -> None:
         _fail("aborted", 130)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as error:
+        reason = _database_failure(error)
+        if reason is None:
+            raise
+        _fail(reason, 3)
 
 
 if __name__ == "__main__":

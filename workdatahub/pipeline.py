@@ -232,10 +232,10 @@ def _run_partition(
             f"{spec.name}: refresh mode upsert needs a `key` in data_sources.yml, and "
             f"{spec.name} has none; load it with delete_insert or append"
         )
-    log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}")
+    load_id = uuid.uuid4()
+    log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}", load_id=str(load_id))
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
-    load_id = uuid.uuid4()
     head: Head | None = None
     try:
         with timed(timings, "discover"):
@@ -302,7 +302,6 @@ def _run_partition(
     if plan_only:
         return result
     url = url or database_url()
-    log = log.bind(load_id=str(plan.load_id))
     with timed(timings, "load"):
         result.plan, result.outcome = execute_with_retry(plan, spec, url, head=head)
     log = log.bind(load_id=str(result.plan.load_id))

@@ -49,3 +49,20 @@ def test_database_url_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("WDH_DATABASE_URL", "postgresql://u:topsecret@h/d")
     settings = Settings()
     assert "topsecret" not in repr(settings) and "topsecret" not in str(settings.model_dump())
+
+
+def test_relative_paths_are_the_project_folders_wherever_a_command_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`WDH_HOME=.wdh` (as .env.example shows it) from dbt_project/ or anywhere else is the
+    project's .wdh, not a second, empty warehouse beside the current folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WDH_HOME", ".wdh")
+    monkeypatch.setenv("WDH_DATA_DIR", "data/sample")
+    monkeypatch.setenv("WDH_SOURCES_FILE", "data_sources.yml")
+    settings = Settings()
+    assert settings.home == ROOT / ".wdh"
+    assert settings.data_dir == ROOT / "data" / "sample"
+    assert settings.sources_file == ROOT / "data_sources.yml"
+    monkeypatch.setenv("WDH_DATA_DIR", str(tmp_path / "x"))
+    assert Settings().data_dir == tmp_path / "x"

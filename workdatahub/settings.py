@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     @field_validator("home", "data_dir", "sources_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value if value.is_absolute() else (Path.cwd() / value).resolve()
+        # relative to the project folder, as the defaults are, wherever the command runs
+        # (from dbt_project/, `WDH_HOME=.wdh` would otherwise start a second, empty warehouse)
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
 
     @property
     def embedded(self) -> bool:

@@ -401,3 +401,38 @@ def test_freshness_fails_until_the_latest_due_month_is_loaded(
         assert not evaluate(instance)  # an old month loaded later does not make it fresh
         load(due)
         assert evaluate(instance)
+
+
+def test_a_failed_freshness_check_is_alerted_for_the_month_it_misses(
+    defs: dg.Definitions, tmp_path: Path
+) -> None:
+    """raw/trustee_performance, due on day 10 at 09:00 UTC, never loaded: its freshness
+    check fails, and the alert names the month it expected (not the run's, which has none)
+    and Dagster's reason (not the check's parameters)."""
+    from datetime import UTC
+
+    from workdatahub.defs.automation import failed_checks
+    from workdatahub.defs.raw_assets import build_raw_asset
+    from workdatahub.defs.resources import WarehouseResource
+    from workdatahub.sources.spec import load_sources
+
+    key = dg.AssetKey(["raw", "trustee_performance"])
+    check = next(c for c in defs.asset_checks if any(k.asset_key == key for k in c.check_keys))
+    keys = [k for k in check.check_keys if k.asset_key == key]
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_raw_asset(load_sources().domain("trustee_performance")), check],
+            instance=instance,
+            resources={"warehouse": WarehouseResource(data_dir=str(tmp_path))},
+            selection=dg.AssetSelection.checks(*keys),
+            raise_on_error=False,
+        )
+        (alert,) = failed_checks(instance, result.run_id)
+    now = datetime.now(UTC)
+    # the last deadline passed: day 10 at 09:00 of this month or the one before; the month
+    # due by it is the one before that deadline's month
+    deadline_month = now.year * 12 + now.month - 1 - (0 if (now.day, now.hour) >= (10, 9) else 1)
+    due = deadline_month - 1
+    assert (alert.domain, alert.what) == ("trustee_performance", "check freshness_check failed")
+    assert alert.month == f"{due // 12}-{due % 12 + 1:02d}"
+    assert f"expect partition {alert.month} to have arrived" in alert.detail

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -267,9 +268,14 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     )
 
 
+# Dagster's freshness checks name the month they miss only in their description
+_EXPECTED_PARTITION = re.compile(r"\bexpect(?:ed)? partition (\S+) to have arrived")
+
+
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
-    """One alert per failed asset check evaluated in a run. A check that does not name its
-    partition (dbt tests) is reported for the run's month."""
+    """One alert per failed asset check evaluated in a run, with the check's reason. The
+    month is the check's partition (in its metadata, or the one a freshness check expected);
+    a check that names none (dbt tests) is reported for the run's month."""
     run = instance.get_run_by_id(run_id)
     run_month = _run_scope(run)[1] if run is not None else None
     alerts = []
@@ -280,12 +286,18 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
             continue
         metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
         asset = evaluation.asset_key.to_user_string()
+        description = evaluation.description or ""
+        expected = _EXPECTED_PARTITION.search(description)
         alerts.append(
             Alert(
                 what=f"check {evaluation.check_name} failed",
                 domain=asset.split("/", 1)[1] if asset.startswith("raw/") else asset,
-                month=str(metadata.get("partition") or "") or run_month,
-                detail=str(metadata.get("reason") or json.dumps(metadata, default=str)[:500]),
+                month=str(metadata.get("partition") or "")
+                or (expected[1] if expected else None)
+                or run_month,
+                detail=str(
+                    metadata.get("reason") or description or json.dumps(metadata, default=str)[:500]
+                ),
                 run_id=run_id,
             )
         )

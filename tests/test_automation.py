@@ -12,6 +12,7 @@ import pytest
 
 from tests.sinks import smtp_sink, webhook_sink
 from workdatahub.alerts import Alert, send_alert
+from workdatahub.defs.freshness import due_cron
 from workdatahub.samples import write_samples
 from workdatahub.settings import Settings
 
@@ -171,18 +172,61 @@ def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
         assert seventh == sixth and len(hashed) == 3
 
 
-def test_schedule_runs_the_previous_month(defs: dg.Definitions) -> None:
+def _schedule_tick(defs: dg.Definitions, moment: datetime) -> list[dg.RunRequest]:
     schedule = defs.resolve_schedule_def("monthly_previous_month")
     context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2024, 3, 16, 7, 0),
-        repository_def=defs.get_repository_def(),
+        scheduled_execution_time=moment, repository_def=defs.get_repository_def()
     )
-    request = schedule.evaluate_tick(context).run_requests[0]  # type: ignore[index]
-    assert request.partition_key == "2024-02"
-    assert request.run_key == "schedule:2024-02"
-    assert schedule.cron_schedule == Settings().schedule_cron
-    # the documented default: 07:00 UTC on the 16th, after the default due day (the 15th)
-    assert Settings.model_fields["schedule_cron"].default == "0 7 16 * *"
+    return list(schedule.evaluate_tick(context).run_requests or [])
+
+
+def test_schedule_runs_each_domain_on_its_due_day_before_its_deadline(
+    defs: dg.Definitions,
+) -> None:
+    """Default: each domain's previous month at 07:00 UTC on its due day (trustee 10,
+    annuity 15), two hours before its freshness deadline, one run per domain holding its
+    raw asset and the models downstream, not the other domains' raw assets."""
+    schedule = defs.resolve_schedule_def("monthly_previous_month")
+    assert Settings.model_fields["schedule_cron"].default == ""
+    assert sorted(schedule.cron_schedule) == ["0 7 10 * *", "0 7 15 * *"]
+    (trustee,) = _schedule_tick(defs, datetime(2024, 3, 10, 7, 0))
+    assert (trustee.partition_key, trustee.run_key) == (
+        "2024-02",
+        "schedule:trustee_performance:2024-02",
+    )
+    selected = set(trustee.asset_selection or [])
+    assert dg.AssetKey(["raw", "trustee_performance"]) in selected
+    assert dg.AssetKey(["marts", "fct_trustee_performance"]) in selected
+    assert not {k for k in selected if k.path[0] == "raw"} - {
+        dg.AssetKey(["raw", "trustee_performance"])
+    }
+    annuity = _schedule_tick(defs, datetime(2024, 3, 15, 7, 0))
+    assert sorted(r.tags["wdh/domain"] for r in annuity) == [
+        "annuity_income",
+        "annuity_performance",
+    ]
+    # its deadline (the freshness checks' cron) is 09:00 the same day
+    assert due_cron(10) == "0 9 10 * *" and due_cron(15) == "0 9 15 * *"
+
+
+def test_an_explicit_schedule_cron_runs_every_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workdatahub.definitions import build_definitions
+    from workdatahub.settings import reset_settings
+    from workdatahub.sources.spec import load_sources
+
+    monkeypatch.setenv("WDH_SCHEDULE_CRON", "0 6 12 * *")
+    reset_settings()
+    try:
+        defs = build_definitions(load_sources())
+        assert defs.resolve_schedule_def("monthly_previous_month").cron_schedule == "0 6 12 * *"
+        requests = _schedule_tick(defs, datetime(2024, 3, 12, 6, 0))
+    finally:
+        monkeypatch.delenv("WDH_SCHEDULE_CRON")
+        reset_settings()
+    assert sorted(r.run_key for r in requests) == [
+        f"schedule:{name}:2024-02"
+        for name in ("annuity_income", "annuity_performance", "trustee_performance")
+    ]
 
 
 def test_freshness_checks_and_policies_cover_raw_and_marts(defs: dg.Definitions) -> None:

@@ -15,7 +15,7 @@ from workdatahub.defs.automation import (
     build_arrival_sensor,
     build_freshness_checks,
     build_freshness_sensor,
-    monthly_schedule,
+    build_monthly_schedule,
 )
 from workdatahub.defs.dbt import (
     ProjectDbtResource,
@@ -93,7 +93,7 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
         assets=[*raw_assets, dbt_reference_seeds, with_due_days(dbt_models, due_days)],
         asset_checks=freshness_checks,
         jobs=[build_monthly_refresh(freshness_checks)],
-        schedules=[monthly_schedule],
+        schedules=[build_monthly_schedule(sources, refresh)],
         sensors=[
             build_arrival_sensor(sources, refresh),
             build_freshness_sensor(freshness_checks),

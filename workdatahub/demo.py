@@ -71,11 +71,12 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
                 "dagster/asset_partition_range_end": last,
             },
         )
-    models = sum(
-        1
+    built = [
+        event.asset_key
         for event in result.get_asset_materialization_events()
         if event.asset_key and event.asset_key.path[0] in ("staging", "marts")
-    )
+    ]  # one per model and month
+    models = f"{len(set(built))} ({len(built)} model-months)"
     checks = list(result.get_asset_check_evaluations())
     passed = sum(1 for c in checks if c.passed)
     failures = 0 if result.success else 1
@@ -124,6 +125,6 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     click.echo("")
     click.echo(
         "open the UI with `make dev` (http://localhost:3000); query with `make shell` or "
-        "`uv run wdh db shell -c 'select * from marts.fct_monthly_branch_product_line'`"
+        "`wdh db shell -c 'select * from marts.fct_monthly_branch_product_line'`"
     )
     return 1 if failures else 0

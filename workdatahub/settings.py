@@ -76,7 +76,9 @@ class Settings(BaseSettings):
 
     # operating: schedule, alerts, links
     schedule_cron: str = Field(
-        default="0 7 16 * *", description="monthly run of the previous month (cron, UTC)"
+        default="",
+        description="monthly run of the previous month (cron, UTC); empty: each domain at "
+        "07:00 on its due day",
     )
     ui_url: str = Field(default="http://localhost:3000", description="links to runs in alerts")
     alert_webhook_url: SecretStr | None = Field(

@@ -175,20 +175,51 @@ def previous_month_key(moment: datetime) -> str:
     return (first - timedelta(days=1)).strftime(PARTITION_FORMAT)
 
 
-@dg.schedule(
-    name="monthly_previous_month",
-    job_name=MONTHLY_REFRESH,
-    cron_schedule=get_settings().schedule_cron,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Materialises the previous month for every domain and the models downstream.",
-)
-def monthly_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    moment = context.scheduled_execution_time or datetime.now()
-    key = previous_month_key(moment)
-    if key not in monthly_partitions.get_partition_keys():
-        return dg.SkipReason(f"{key} is outside the monthly partitions")
-    return dg.RunRequest(run_key=f"schedule:{key}", partition_key=key)
+def build_monthly_schedule(
+    sources: SourcesFile, refresh: Mapping[str, Sequence[dg.AssetKey]]
+) -> dg.ScheduleDefinition:
+    """The previous month, one run per domain (its raw asset and the models downstream, as
+    the arrival sensor's runs: a domain whose workbook is late holds back no other domain's
+    marts). By default each domain runs at 07:00 UTC on its due day, two hours before its
+    freshness deadline; with WDH_SCHEDULE_CRON set, every domain runs on that."""
+    explicit = get_settings().schedule_cron.strip()
+    due_days = sorted({spec.due_day for spec in sources.domains.values()})
+    crons = [explicit] if explicit else [f"0 7 {day} * *" for day in due_days]
+    when = explicit or "each domain's due day, 07:00 UTC"
+
+    @dg.schedule(
+        name="monthly_previous_month",
+        job_name=MONTHLY_REFRESH,
+        cron_schedule=crons if len(crons) > 1 else crons[0],
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Materialises the previous month of each domain and the models downstream, one "
+            f"run per domain ({when})."
+        ),
+    )
+    def monthly_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        moment = context.scheduled_execution_time or datetime.now()
+        key = previous_month_key(moment)
+        if key not in monthly_partitions.get_partition_keys():
+            yield dg.SkipReason(f"{key} is outside the monthly partitions")
+            return
+        domains = [
+            spec.name for spec in sources.domains.values() if explicit or spec.due_day == moment.day
+        ]
+        if not domains:
+            yield dg.SkipReason(f"no domain is due on day {moment.day}")
+        for name in domains:
+            yield dg.RunRequest(
+                run_key=f"schedule:{name}:{key}",
+                partition_key=key,
+                asset_selection=list(refresh[name]),
+                tags={"wdh/domain": name},
+            )
+
+    return monthly_schedule
 
 
 # -- freshness --------------------------------------------------------------------------------

@@ -175,6 +175,11 @@ def test_plan_only_touches_no_database(month: Path) -> None:
     assert "-- copy the valid rows (2 rows)" in done.stdout
     assert "status = 'succeeded', rows_loaded = 2, rows_rejected = 1" in done.stdout
     assert "refused" not in done.stdout
+    # after the commit, on its own: the metrics, with the rows the load would load
+    closing = done.stdout.splitlines()[-2:]
+    assert closing[0] == "-- after the commit, on its own: the load's data-quality metrics"
+    assert closing[1].startswith("insert into wdh.data_quality_metrics")
+    assert "'2024-11-01'::date, 3, 2, 1, 0.333333," in closing[1]
     assert "s3cret" not in done.stdout + done.stderr
 
 
@@ -189,10 +194,11 @@ def test_plan_only_of_an_append_shows_its_check_for_a_repeat(month: Path) -> Non
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert 'delete from "raw"' not in done.stdout
-    assert lines[-2] == "-- refuse the load if an earlier one of this month appended the same file"
+    at = lines.index("-- refuse the load if an earlier one of this month appended the same file")
+    assert lines[at - 2] == "-- record the load"  # last in the transaction, under the lock
     book = next(month.rglob("*.xlsx"))
     sha256 = hashlib.sha256(book.read_bytes()).hexdigest()
-    assert f'l.files @> \'[{{"sha256": "{sha256}"}}]\'::jsonb' in lines[-1]
+    assert f'l.files @> \'[{{"sha256": "{sha256}"}}]\'::jsonb' in lines[at + 1]
 
 
 def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> None:

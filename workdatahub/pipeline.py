@@ -300,6 +300,8 @@ def _run_partition(
         )
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
     if plan_only:
+        if not plan.refused:
+            plan.closing = quality.statement(result, spec)
         return result
     url = url or database_url()
     with timed(timings, "load"):

@@ -8,8 +8,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 
 from workdatahub.sources.spec import DomainSpec
+from workdatahub.warehouse.loader import Deferred, Statement
 
 if TYPE_CHECKING:
     from workdatahub.pipeline import PartitionResult
@@ -45,22 +47,43 @@ def metrics(result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
     }
 
 
+RECORD_PURPOSE = "after the commit, on its own: the load's data-quality metrics"
+
+
+def statement(result: PartitionResult, spec: DomainSpec) -> Statement:
+    """The metrics' row of wdh.data_quality_metrics. For a plan (no outcome yet), the rows
+    it would load; its duration is measured by the load."""
+    values = metrics(result, spec)
+    planned = result.outcome is None
+    return Statement(
+        RECORD_PURPOSE,
+        sql.SQL(
+            "insert into wdh.data_quality_metrics (load_id, domain, period, rows_read, "
+            "rows_loaded, rows_rejected, reject_rate, null_rates, duration_s, stage_seconds) "
+            "values (%(load_id)s, %(domain)s, %(period)s, %(rows_read)s, %(rows_loaded)s, "
+            "%(rows_rejected)s, %(reject_rate)s, %(null_rates)s, %(duration_s)s, "
+            "%(stage_seconds)s) on conflict (load_id) do nothing"
+        ),
+        {
+            "load_id": result.plan.load_id,
+            "domain": spec.name,
+            "period": result.period,
+            "rows_read": values["rows_read"],
+            "rows_loaded": result.plan.rows_to_load if planned else values["rows_loaded"],
+            "rows_rejected": values["rows_rejected"],
+            "reject_rate": values["reject_rate"],
+            "null_rates": json.dumps(values["null_rates"]),
+            "duration_s": Deferred("seconds the load took") if planned else values["duration_s"],
+            "stage_seconds": Deferred("seconds per stage")
+            if planned
+            else json.dumps(values["stage_seconds"]),
+        },
+    )
+
+
 def record(url: str, result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
     """Store the metrics of a finished load (its own short transaction)."""
-    values = metrics(result, spec)
+    insert = statement(result, spec)
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(
-            """
-            insert into wdh.data_quality_metrics (load_id, domain, period, rows_read,
-                rows_loaded, rows_rejected, reject_rate, null_rates, duration_s, stage_seconds)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            on conflict (load_id) do nothing
-            """,
-            [
-                result.plan.load_id, spec.name, result.period, values["rows_read"],
-                values["rows_loaded"], values["rows_rejected"], values["reject_rate"],
-                json.dumps(values["null_rates"]), values["duration_s"],
-                json.dumps(values["stage_seconds"]),
-            ],
-        )  # fmt: skip
-    return values
+        conn.execute(insert.query, insert.params)
+    return metrics(result, spec)

@@ -128,11 +128,18 @@ class LoadPlan:
     # the load-log row the load opens with, committed on its own before the transaction
     # (so that a failed load still shows in the log); built with the plan
     opening: Statement | None = None
+    # what runs after the commit, on its own (the load's metrics; set by the pipeline)
+    closing: Statement | None = None
 
     @property
     def shown(self) -> list[Statement]:
-        """Every statement the load runs, in order: the opening, then the transaction."""
-        return [*([self.opening] if self.opening else []), *self.statements]
+        """Every statement the load runs, in order: the opening, the transaction, the
+        closing."""
+        return [
+            *([self.opening] if self.opening else []),
+            *self.statements,
+            *([self.closing] if self.closing else []),
+        ]
 
     @property
     def rows_to_load(self) -> int:

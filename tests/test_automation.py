@@ -205,8 +205,12 @@ def test_schedule_runs_each_domain_on_its_due_day_before_its_deadline(
         "annuity_income",
         "annuity_performance",
     ]
-    # its deadline (the freshness checks' cron) is 09:00 the same day
-    assert due_cron(10) == "0 9 10 * *" and due_cron(15) == "0 9 15 * *"
+    # two hours before the deadline the freshness checks and policies use
+    graph = defs.resolve_asset_graph()
+    for request, day in ((trustee, 10), (annuity[0], 15)):
+        raw = next(k for k in request.asset_selection or [] if k.path[0] == "raw")
+        policy = graph.get(raw).freshness_policy
+        assert getattr(policy, "deadline_cron", None) == due_cron(day) == f"0 9 {day} * *"
 
 
 def test_an_explicit_schedule_cron_runs_every_domain(monkeypatch: pytest.MonkeyPatch) -> None:

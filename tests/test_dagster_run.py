@@ -311,3 +311,29 @@ def test_a_month_that_fails_mid_run_leaves_the_months_before_it_recorded(
     )
     assert sorted(seen) == sorted(logged) == ["2024-01", "2024-02"]
     assert {k: m["load_id"] for k, m in seen.items()} == logged
+
+
+def test_months_loaded_before_an_unexpected_error_are_recorded_too(
+    tmp_path: Path, pg: Any, fresh_tables: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only an expected failure: whatever stops the run after January loaded (a run
+    terminated from the UI, a bug), January is recorded as materialised before it
+    propagates."""
+    from workdatahub.defs import raw_assets
+
+    write_samples(
+        tmp_path, [date(2024, 1, 1), FEB], rows=40, seed=3, domains=("trustee_performance",)
+    )
+    real = raw_assets.run_partition
+
+    def stop_in_february(spec: Any, period: date, **kwargs: Any) -> Any:
+        if period == FEB:
+            raise RuntimeError("stopped in February")
+        return real(spec, period, **kwargs)
+
+    monkeypatch.setattr(raw_assets, "run_partition", stop_in_february)
+    result = _raw_run(tmp_path, "2024-01", "2024-02")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "stopped in February" in failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert list(_materialised(result)) == ["2024-01"]

@@ -49,3 +49,29 @@ def test_dev_logs_are_readable_text(tmp_path: Path) -> None:
     first = done.stderr.splitlines()[0]
     assert "discovered" in first and "domain=trustee_performance" in first
     assert not first.startswith("{")
+
+
+def test_an_unreadable_months_log_row_has_the_load_id_its_log_lines_carry(
+    tmp_path: Path, pg_url: str, pg: object
+) -> None:
+    """The log lines of a load name its load id from the start; when the workbook turns
+    out unreadable, the 'failed' row in wdh.load_log is under that same id."""
+    path = trustee_folder(tmp_path, "202411", "受托业绩.xlsx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x03\x04 not really a workbook")
+    done = subprocess.run(
+        [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance", "-p", "2024-11",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "WDH_DATABASE_URL": pg_url, "WDH_LOG_LEVEL": "INFO",
+             "WDH_LOG_FORMAT": "json"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    ids = {line["load_id"] for line in lines}
+    assert len(ids) == 1 and lines, done.stderr
+    (load_id,) = ids
+    row = pg.execute(  # type: ignore[attr-defined]
+        "select status from wdh.load_log where load_id = %s", [load_id]
+    ).fetchone()
+    assert row == ("failed",)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from workdatahub.errors import WdhError, too_many_rejects
+from workdatahub.errors import WdhError
 from workdatahub.settings import get_settings, mask_url
 
 if TYPE_CHECKING:
@@ -168,10 +168,8 @@ def load(
         _emit_json(summary)
     elif plan_only:
         click.echo(result.plan.render())
-        if result.plan.refused:
-            why = too_many_rejects(
-                result.check.validated.rows_rejected, result.check.rows_read, result.max_reject_rate
-            )
+        why = result.check.refused_by(result.max_reject_rate)
+        if why:
             click.echo(f"-- NOTE: {why}: a real load would be refused")
     else:
         done = {
@@ -209,8 +207,9 @@ def check(
     limit: int,
     max_reject_rate: float | None,
 ) -> None:
-    """Read, cleanse and validate one workbook; no database needed. Exits 1 when a load of
-    it would be refused (more rejected rows than the domain's `max_reject_rate`)."""
+    """Read, cleanse and validate one workbook; no database needed. Exits 1 when more of
+    its rows are rejected than the domain's `max_reject_rate` allows, as a load would be
+    refused; with --period as a load judges it (rows of another month rejected too)."""
     from workdatahub.periods import parse_period
 
     spec = _spec(domain)  # fail fast on bad input, before the heavy imports
@@ -226,20 +225,19 @@ def check(
         with _writing(out):
             cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
     threshold = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
-    exceeded = result.reject_rate > threshold
+    why = result.refused_by(threshold)
     if as_json:
         _emit_json(
             {
                 **result.to_json(),
                 "reject_rate": round(result.reject_rate, 6),
                 "max_reject_rate": threshold,
-                "threshold_exceeded": exceeded,
+                "threshold_exceeded": why is not None,
             }
         )
     else:
         _show_check(result, file, limit, out)
-    if exceeded:
-        why = too_many_rejects(result.validated.rows_rejected, result.rows_read, threshold)
+    if why:
         _fail(f"{file} [{result.sheet.sheet}]: {why}; a load of it would be refused", 1)
 
 

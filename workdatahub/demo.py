@@ -125,6 +125,6 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     click.echo("")
     click.echo(
         "open the UI with `make dev` (http://localhost:3000); query with `make shell` or "
-        "`wdh db shell -c 'select * from marts.fct_monthly_branch_product_line'`"
+        "`.venv/bin/wdh db shell -c 'select * from marts.fct_monthly_branch_product_line'`"
     )
     return 1 if failures else 0

@@ -14,18 +14,22 @@ def printable(value: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
-def share(fraction: float) -> str:
-    """A share as a percentage that does not round a small one to 0.0% (5 rejects in
-    50,000 rows are 0.01%, not 0.0% as against a threshold of 0)."""
-    if 0 < fraction < 0.001:
-        return f"{fraction * 100:.2g}%"
-    return f"{fraction:.1%}"
+def shares(rate: float, limit: float) -> tuple[str, str]:
+    """`rate` and `limit` as percentages with the digits that tell them apart (2,520 of
+    50,000 rows against 5% is 5.04% > 5.00%, not 5.0% > 5.0%) and show a small share
+    (5 of 50,000 rows: 0.01%, not 0.0%); fixed point, one decimal at least, six at most."""
+    for digits in range(1, 7):
+        shown = f"{rate:.{digits}%}", f"{limit:.{digits}%}"
+        small = rate > 0 and float(shown[0].rstrip("%")) == 0
+        if shown[0] != shown[1] and not small:
+            break
+    return shown
 
 
 def too_many_rejects(rejected: int, read: int, limit: float) -> str:
     """Why a load is refused: more rejected rows than the domain's `max_reject_rate`."""
-    rate = rejected / read if read else 0.0
-    return f"{rejected} of {read} rows rejected ({share(rate)}) > max_reject_rate {share(limit)}"
+    rate, most = shares(rejected / read if read else 0.0, limit)
+    return f"{rejected} of {read} rows rejected ({rate}) > max_reject_rate {most}"
 
 
 class WdhError(Exception):

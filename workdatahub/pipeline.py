@@ -73,6 +73,13 @@ class CheckResult:
     def reject_rate(self) -> float:
         return self.validated.rows_rejected / self.rows_read if self.rows_read else 0.0
 
+    def refused_by(self, max_reject_rate: float) -> str | None:
+        """Why a load of these rows is refused at this threshold (too many rejected), or
+        None when it is not."""
+        if self.reject_rate <= max_reject_rate:
+            return None
+        return too_many_rejects(self.validated.rows_rejected, self.rows_read, max_reject_rate)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "domain": self.domain,
@@ -262,7 +269,7 @@ def _run_partition(
     except InputError as error:  # (the cleanup closes the head: the month's old rows stay)
         if not plan_only:
             files = [f.to_json(data_dir) for f in found.files] if found else []
-            record_unreadable(url, spec, period, mode, files, error.message)
+            record_unreadable(url, spec, period, mode, files, error.message, load_id)
         raise
     timings.update(check.timings)
     log.info(
@@ -273,13 +280,12 @@ def _run_partition(
         blank_rows=check.sheet.skipped_blank,
         totals_rows=check.sheet.skipped_totals,
     )
-    exceeded = check.reject_rate > limit
+    why = check.refused_by(limit)
+    exceeded = why is not None
     refuse = None
-    if exceeded:
+    if why:
         refuse = (
-            f"{spec.name} {period:%Y-%m}: "
-            f"{too_many_rejects(check.validated.rows_rejected, check.rows_read, limit)}; "
-            f"table unchanged, rejects quarantined "
+            f"{spec.name} {period:%Y-%m}: {why}; table unchanged, rejects quarantined "
             f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
         )
     with timed(timings, "plan"):

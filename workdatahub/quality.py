@@ -50,10 +50,13 @@ def metrics(result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
 RECORD_PURPOSE = "after the commit, on its own: the load's data-quality metrics"
 
 
-def statement(result: PartitionResult, spec: DomainSpec) -> Statement:
-    """The metrics' row of wdh.data_quality_metrics. For a plan (no outcome yet), the rows
-    it would load; its duration is measured by the load."""
-    values = metrics(result, spec)
+def statement(
+    result: PartitionResult, spec: DomainSpec, values: dict[str, Any] | None = None
+) -> Statement:
+    """The metrics' row of wdh.data_quality_metrics (`values`: `metrics`, when computed
+    already). For a plan (no outcome yet), the rows it would load; its duration is
+    measured by the load."""
+    values = values or metrics(result, spec)
     planned = result.outcome is None
     return Statement(
         RECORD_PURPOSE,
@@ -83,7 +86,8 @@ def statement(result: PartitionResult, spec: DomainSpec) -> Statement:
 
 def record(url: str, result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
     """Store the metrics of a finished load (its own short transaction)."""
-    insert = statement(result, spec)
+    values = metrics(result, spec)
+    insert = statement(result, spec, values)
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         conn.execute(insert.query, insert.params)
-    return metrics(result, spec)
+    return values

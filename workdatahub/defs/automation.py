@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from workdatahub.alerts import Alert, send_alert
-from workdatahub.defs.freshness import due_cron
+from workdatahub.defs.freshness import due_cron, schedule_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
@@ -184,7 +184,7 @@ def build_monthly_schedule(
     freshness deadline; with WDH_SCHEDULE_CRON set, every domain runs on that."""
     explicit = get_settings().schedule_cron.strip()
     due_days = sorted({spec.due_day for spec in sources.domains.values()})
-    crons = [explicit] if explicit else [f"0 7 {day} * *" for day in due_days]
+    crons = [explicit] if explicit else [schedule_cron(day) for day in due_days]
     when = explicit or "each domain's due day, 07:00 UTC"
 
     @dg.schedule(

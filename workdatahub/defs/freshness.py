@@ -9,9 +9,18 @@ import dagster as dg
 DEFAULT_DUE_DAY = 15
 
 
+DEADLINE_HOUR = 9  # UTC
+SCHEDULE_LEAD_HOURS = 2  # the monthly schedule runs this long before a domain's deadline
+
+
 def due_cron(due_day: int) -> str:
     """A month's data is due at 09:00 UTC on `due_day` of the following month."""
-    return f"0 9 {due_day} * *"
+    return f"0 {DEADLINE_HOUR} {due_day} * *"
+
+
+def schedule_cron(due_day: int) -> str:
+    """When the monthly schedule loads a domain due on `due_day`: before its deadline."""
+    return f"0 {DEADLINE_HOUR - SCHEDULE_LEAD_HOURS} {due_day} * *"
 
 
 def freshness_policy(due_day: int = DEFAULT_DUE_DAY) -> dg.FreshnessPolicy:

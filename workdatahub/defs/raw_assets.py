@@ -95,11 +95,13 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
             period = partition_period(partition)
             try:
                 result = run_partition(spec, period, data_dir=warehouse.data_path(), url=url)
-            except WdhError as error:
+            except BaseException as error:  # a run stopped from the UI or a bug, too
                 for loaded, earlier in done.items():
                     yield dg.AssetMaterialization(
                         asset_key=key, partition=loaded, metadata=_metadata(earlier)
                     )
+                if not isinstance(error, WdhError):
+                    raise
                 if isinstance(error, RejectThresholdExceeded):
                     yield dg.AssetCheckResult(
                         check_name=REJECT_RATE_CHECK,

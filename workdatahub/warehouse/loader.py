@@ -266,22 +266,16 @@ def _repeat_check(spec: DomainSpec, period: date, sha256: str, load_id: uuid.UUI
 
 
 def _refuse_a_repeat(
-    run: psycopg.Connection[Any] | psycopg.Cursor[Any],
-    spec: DomainSpec,
-    period: date,
-    name: str,
-    sha256: str,
-    load_id: uuid.UUID,
+    run: psycopg.Connection[Any] | psycopg.Cursor[Any], check: Statement, name: str, sha256: str
 ) -> None:
-    """Refuse (InputError) an append of the file with this sha256 when an earlier succeeded
-    load of `period` added its rows and they are still in the table: appending it again
-    would hold each of them twice. `load_id` is the load asking (its own log row says
-    succeeded before its commit)."""
-    check = _repeat_check(spec, period, sha256, load_id)
+    """Refuse (InputError) an append of file `name` (`sha256`) when `check` (`_repeat_check`
+    of it) finds an earlier succeeded load of the month that added its rows, still in the
+    table: appending it again would hold each of them twice."""
     earlier = run.execute(check.query, check.params).fetchone()
     if earlier:
+        domain, period = check.params["domain"], check.params["period"]
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already "
+            f"{domain} {period:%Y-%m}: {name} (sha256 {sha256[:12]}) was loaded already "
             f"by load {earlier[0]} and its rows are still in the table; appending it again "
             "would duplicate them (to reload the month from it, use --mode delete_insert)"
         )
@@ -297,7 +291,7 @@ def refuse_appending_twice(
 
     try:
         with connect(url, autocommit=True) as conn:  # (a read: nothing to commit)
-            _refuse_a_repeat(conn, spec, period, name, sha256, load_id)
+            _refuse_a_repeat(conn, _repeat_check(spec, period, sha256, load_id), name, sha256)
     except psycopg.Error as error:
         raise WarehouseError(f"{spec.name} {period:%Y-%m}: {one_line(error)}") from None
 
@@ -845,15 +839,17 @@ def record_unreadable(
     mode: RefreshMode,
     files: list[dict[str, Any]],
     message: str,
+    load_id: uuid.UUID,
 ) -> None:
     """A month that could not even be read still leaves a `failed` row in the load log, so
-    `wdh history` shows the attempt and why. Best effort: the input error is what matters."""
+    `wdh history` shows the attempt and why, under the run's load id (its log lines carry
+    it). Best effort: the input error is what matters."""
     try:
         url = url or database_url()  # (may start the embedded Postgres)
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             _insert_log(
                 conn,
-                load_id=uuid.uuid4(),
+                load_id=load_id,
                 domain=spec.name,
                 period=period,
                 target_table=f"{spec.schema_name}.{spec.table}",
@@ -863,7 +859,7 @@ def record_unreadable(
                 message=message[:2000],
             )
     except Exception:
-        get_logger(domain=spec.name, partition=f"{period:%Y-%m}").warning(
+        get_logger(domain=spec.name, partition=f"{period:%Y-%m}", load_id=str(load_id)).warning(
             "could not record the failed load", reason=message
         )
 
@@ -1151,9 +1147,11 @@ def _execute(
                 elif statement.purpose == REPEAT_PURPOSE:
                     file = plan.files[0]
                     name = Path(file["path"]).name
-                    _refuse_a_repeat(cur, spec, plan.period, name, file["sha256"], plan.load_id)
+                    _refuse_a_repeat(cur, statement, name, file["sha256"])
                 elif statement.purpose == RECORD_PURPOSE:
-                    params = {**statement.params, "rows_deleted": rows_deleted}
+                    params = dict(statement.params)
+                    if "rows_deleted" in params:  # (a refused load deletes nothing)
+                        params["rows_deleted"] = rows_deleted
                     with timed(timings, "audit"):
                         cur.execute(statement.query, params)
                 else:

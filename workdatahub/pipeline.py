@@ -281,13 +281,12 @@ def _run_partition(
         totals_rows=check.sheet.skipped_totals,
     )
     why = check.refused_by(limit)
-    exceeded = why is not None
-    refuse = None
-    if why:
-        refuse = (
-            f"{spec.name} {period:%Y-%m}: {why}; table unchanged, rejects quarantined "
-            f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
-        )
+    refuse = (
+        f"{spec.name} {period:%Y-%m}: {why}; table unchanged, rejects quarantined "
+        f"(see `wdh rejects {spec.name} --period {period:%Y-%m}`)"
+        if why
+        else None
+    )
     with timed(timings, "plan"):
         plan = build_plan(
             spec,
@@ -304,6 +303,7 @@ def _run_partition(
             started=started,
             refuse=refuse,
         )
+    exceeded = refuse is not None
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
     if plan_only:
         if not plan.refused:

@@ -47,7 +47,7 @@ def metrics(result: PartitionResult, spec: DomainSpec) -> dict[str, Any]:
     }
 
 
-RECORD_PURPOSE = "after the commit, on its own: the load's data-quality metrics"
+METRICS_PURPOSE = "after the commit, on its own: the load's data-quality metrics"
 
 
 def statement(
@@ -59,7 +59,7 @@ def statement(
     values = values or metrics(result, spec)
     planned = result.outcome is None
     return Statement(
-        RECORD_PURPOSE,
+        METRICS_PURPOSE,
         sql.SQL(
             "insert into wdh.data_quality_metrics (load_id, domain, period, rows_read, "
             "rows_loaded, rows_rejected, reject_rate, null_rates, duration_s, stage_seconds) "

@@ -7,8 +7,6 @@ from datetime import timedelta
 import dagster as dg
 
 DEFAULT_DUE_DAY = 15
-
-
 DEADLINE_HOUR = 9  # UTC
 SCHEDULE_LEAD_HOURS = 2  # the monthly schedule runs this long before a domain's deadline
 

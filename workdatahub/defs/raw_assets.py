@@ -89,16 +89,15 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         stops the run; the months loaded before it are recorded as materialised (they are
         committed) before the failure is raised."""
         url = warehouse.url()
-        worst: dict[str, Any] = {}
-        done: dict[str, PartitionResult] = {}
+        done: dict[str, dict[str, Any]] = {}  # each month loaded: its metadata
         for partition in context.partition_keys:
             period = partition_period(partition)
             try:
                 result = run_partition(spec, period, data_dir=warehouse.data_path(), url=url)
             except BaseException as error:  # a run stopped from the UI or a bug, too
-                for loaded, earlier in done.items():
+                for loaded, metadata in done.items():
                     yield dg.AssetMaterialization(
-                        asset_key=key, partition=loaded, metadata=_metadata(earlier)
+                        asset_key=key, partition=loaded, metadata=metadata
                     )
                 if not isinstance(error, WdhError):
                     raise
@@ -116,10 +115,10 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
                 f"{spec.name} {partition}: {result.outcome.rows_loaded if result.outcome else 0} "
                 f"rows loaded, {result.plan.rows_rejected} rejected"
             )
-            context.add_asset_metadata(_metadata(result), partition_key=partition)
-            done[partition] = result
-            if not worst or result.check.reject_rate >= worst["reject_rate"]:
-                worst = {"partition": partition, "reject_rate": result.check.reject_rate}
+            done[partition] = _metadata(result)
+            context.add_asset_metadata(done[partition], partition_key=partition)
+        # the month with the most rejected rows (of equal ones, the latest)
+        worst = max(reversed(done), key=lambda month: done[month]["reject_rate"])
         yield dg.MaterializeResult(
             asset_key=key,
             check_results=[
@@ -128,10 +127,10 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
                     asset_key=key,
                     passed=True,
                     metadata={
-                        "reject_rate": float(worst["reject_rate"]),
+                        "reject_rate": done[worst]["reject_rate"],
                         "max_reject_rate": spec.max_reject_rate,
-                        "worst_partition": worst["partition"],
-                        "rows_rejected": sum(r.plan.rows_rejected for r in done.values()),
+                        "worst_partition": worst,
+                        "rows_rejected": sum(m["rows_rejected"] for m in done.values()),
                     },
                 )
             ],

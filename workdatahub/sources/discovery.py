@@ -224,11 +224,9 @@ class _Found:
 def _classify(spec: DomainSpec, files: list[Path], root: Path) -> _Found:
     found = _Found()
     excludes = [*ALWAYS_EXCLUDED, *spec.discovery.exclude]
-    legacy_patterns = _legacy_patterns(spec.discovery.patterns)
+    named = [*spec.discovery.patterns, *_legacy_patterns(spec.discovery.patterns)]
     for path in files:
-        if not _matches(path.name, spec.discovery.patterns) and not _matches(
-            path.name, legacy_patterns
-        ):
+        if not _matches(path.name, named):
             continue
         excluded_by = _matches(path.name, excludes)
         problem = _unusable(path, root) if not excluded_by else None

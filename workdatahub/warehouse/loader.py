@@ -105,6 +105,13 @@ class Statement:
             rendered = rendered.replace(f"%({key})s", shown)
         return rendered
 
+    def bound(self, **known: Any) -> dict[str, Any]:
+        """The parameters to run with: each deferred one given its value from `known`
+        (values for parameters the statement does not have are not used)."""
+        params = {k: known[k] if isinstance(v, Deferred) else v for k, v in self.params.items()}
+        assert not any(isinstance(v, Deferred) for v in params.values()), params
+        return params
+
 
 @dataclass
 class LoadPlan:
@@ -125,21 +132,46 @@ class LoadPlan:
     # why the load is refused (too many rejects): its statements then quarantine the
     # rejects and record the refusal, and leave the table as it is
     refused: str | None = None
-    # the load-log row the load opens with, committed on its own before the transaction
-    # (so that a failed load still shows in the log); built with the plan
-    opening: Statement | None = None
     # what runs after the commit, on its own (the load's metrics; set by the pipeline)
     closing: Statement | None = None
+
+    @property
+    def opening(self) -> Statement:
+        """The load's 'running' row of wdh.load_log, committed on its own before the
+        transaction (so that a failed load still shows in the log). It starts at the run's
+        start, so that `wdh history` shows how long the whole load took, on the server's
+        clock as finished_at is: `started_ago`, the seconds since the run began, is known
+        when the row is written."""
+        values: dict[str, Any] = {
+            "load_id": self.load_id,
+            "domain": self.domain,
+            "period": self.period,
+            "target_table": self.table,
+            "mode": self.mode,
+            "status": "running",
+            "files": json.dumps(self.files, ensure_ascii=False),
+            "sheet": self.source_sheet,
+            "rows_read": self.rows_read,
+            "rows_rejected": self.rows_rejected,
+            "reject_rate": round(self.rows_rejected / self.rows_read, 6) if self.rows_read else 0,
+        }
+        return Statement(
+            OPEN_PURPOSE,
+            sql.SQL(
+                "insert into wdh.load_log (started_at, {}) "
+                "values (clock_timestamp() - make_interval(secs => %(started_ago)s), {})"
+            ).format(
+                sql.SQL(", ").join(map(sql.Identifier, values)),
+                sql.SQL(", ").join(map(sql.Placeholder, values)),
+            ),
+            {**values, "started_ago": Deferred("seconds since the run began")},
+        )
 
     @property
     def shown(self) -> list[Statement]:
         """Every statement the load runs, in order: the opening, the transaction, the
         closing."""
-        return [
-            *([self.opening] if self.opening else []),
-            *self.statements,
-            *([self.closing] if self.closing else []),
-        ]
+        return [self.opening, *self.statements, *([self.closing] if self.closing else [])]
 
     @property
     def rows_to_load(self) -> int:
@@ -406,50 +438,6 @@ def build_plan(
         statements=statements,
         started=started,
         refused=refuse,
-        opening=_opening(
-            spec, period, mode, load_id, files, source_sheet, rows_read, rejected_rows.height
-        ),
-    )
-
-
-def _opening(
-    spec: DomainSpec,
-    period: date,
-    mode: RefreshMode,
-    load_id: uuid.UUID,
-    files: list[dict[str, Any]],
-    sheet: str,
-    rows_read: int,
-    rejected: int,
-) -> Statement:
-    """The load's 'running' row of wdh.load_log. It starts at the run's start, so that
-    `wdh history` shows how long the whole load took, on the server's clock as finished_at
-    is: `started_ago`, the seconds since the run began, is known when the row is written."""
-    values: dict[str, Any] = {
-        "load_id": load_id,
-        "domain": spec.name,
-        "period": period,
-        "target_table": f"{spec.schema_name}.{spec.table}",
-        "mode": mode,
-        "status": "running",
-        "files": json.dumps(files, ensure_ascii=False),
-        "sheet": sheet,
-        "rows_read": rows_read,
-        "rows_rejected": rejected,
-        "reject_rate": round(rejected / rows_read, 6) if rows_read else 0,
-        "started_ago": Deferred("seconds since the run began"),
-    }
-    columns = [c for c in values if c != "started_ago"]
-    return Statement(
-        OPEN_PURPOSE,
-        sql.SQL(
-            "insert into wdh.load_log (started_at, {}) "
-            "values (clock_timestamp() - make_interval(secs => %(started_ago)s), {})"
-        ).format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)),
-            sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
-        ),
-        values,
     )
 
 
@@ -1104,9 +1092,9 @@ def _execute(
             timed(timings, "start"),
             psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn,
         ):
-            assert plan.opening is not None
             ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
-            conn.execute(plan.opening.query, {**plan.opening.params, "started_ago": max(ago, 0.0)})
+            opening = plan.opening
+            conn.execute(opening.query, opening.bound(started_ago=max(ago, 0.0)))
     except psycopg.Error as error:
         raise WarehouseError(
             f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
@@ -1149,11 +1137,8 @@ def _execute(
                     name = Path(file["path"]).name
                     _refuse_a_repeat(cur, statement, name, file["sha256"])
                 elif statement.purpose == RECORD_PURPOSE:
-                    params = dict(statement.params)
-                    if "rows_deleted" in params:  # (a refused load deletes nothing)
-                        params["rows_deleted"] = rows_deleted
                     with timed(timings, "audit"):
-                        cur.execute(statement.query, params)
+                        cur.execute(statement.query, statement.bound(rows_deleted=rows_deleted))
                 else:
                     with timed(timings, "upsert"):
                         cur.execute(statement.query, statement.params or None)

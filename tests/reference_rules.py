@@ -230,7 +230,7 @@ def _rule(name: str, value: Any, row: dict[str, Any]) -> Cell:
             return "AN002", None
         return None, "plan code empty and plan type is neither 集合计划 nor 单一计划"
     if name == "strip_leading_f":
-        return (value[1:] if value and value.startswith("F") else value), None
+        return _without_leading("F", value), None
     if name == "portfolio_code_default":
         if value is not None:
             return value, None
@@ -242,12 +242,17 @@ def _rule(name: str, value: Any, row: dict[str, Any]) -> Cell:
     raise KeyError(name)
 
 
+def _without_leading(letter: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    return (value[1:] if value.startswith(letter) else value).strip() or None
+
+
 def _derive(name: str, values: list[Any]) -> Cell:
     if name == "copy":
         return values[0], None
     if name == "strip_leading_c":
-        value = values[0]
-        return (value[1:] if value and value.startswith("C") else value), None
+        return _without_leading("C", values[0]), None
     if name == "month_from_year_and_month":
         year, month = values
         if year is None or month is None:

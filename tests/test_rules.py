@@ -41,8 +41,11 @@ def test_plan_code_default_by_plan_type_and_reject_otherwise() -> None:
 
 
 def test_portfolio_code_strips_one_leading_f() -> None:
-    values, _ = apply("strip_leading_f", {"v": ["F12345", "FF1", "12345", "AF1", None]})
-    assert values == ["12345", "F1", "12345", "AF1", None]
+    values, _ = apply(
+        "strip_leading_f", {"v": ["F12345", "FF1", "12345", "AF1", None, "F", "F 123"]}
+    )
+    # a code that was `F` alone is missing (the default applies), never an empty code
+    assert values == ["12345", "F1", "12345", "AF1", None, None, "123"]
 
 
 def test_portfolio_code_defaults() -> None:
@@ -65,8 +68,8 @@ def test_portfolio_code_defaults() -> None:
 
 
 def test_account_number_drops_one_leading_c() -> None:
-    values, _ = apply("strip_leading_c", {"v": ["C600123", "CC1", "600123", None]})
-    assert values == ["600123", "C1", "600123", None]
+    values, _ = apply("strip_leading_c", {"v": ["C600123", "CC1", "600123", None, "C", "C 60"]})
+    assert values == ["600123", "C1", "600123", None, None, "60"]
 
 
 def test_month_from_year_and_month() -> None:

@@ -100,6 +100,21 @@ def test_annuity_performance_rules_applied(sources: SourcesFile, tmp_path: Path)
     assert reasons[(7, "closing_assets")] == "not a number: 'abc'"
 
 
+def test_a_code_that_was_only_its_prefix_gets_the_default(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("annuity_performance")
+    rows = [
+        ANNUITY_PERFORMANCE_HEADER,
+        _performance_row(组合代码="F", 集团企业客户号="C"),  # the default, not an empty code
+        _performance_row(组合代码="F 123", 集团企业客户号="C 600123"),  # trimmed once more
+    ]
+    result = check_file(spec, write_workbook(tmp_path / "a.xlsx", {"规模明细": rows}), NOV)
+    valid = result.validated.valid
+    assert valid["portfolio_code"].to_list() == ["QTAN002", "123"]  # (单一计划)
+    assert valid["annuity_account_no"].to_list() == [None, "600123"]
+
+
 def test_income_blank_placeholders_count_as_zero_but_text_rejects(
     sources: SourcesFile, tmp_path: Path
 ) -> None:

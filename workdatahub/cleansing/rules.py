@@ -89,10 +89,17 @@ def plan_code_default(value: pl.Expr) -> RuleOutput:
     )
 
 
+def _without_leading(letter: str, value: pl.Expr) -> pl.Expr:
+    """`value` without one leading `letter`, trimmed again (`F 123` -> `123`); a code that was
+    the letter alone is then empty: null, so a default applies (never an empty code)."""
+    rest = value.str.strip_prefix(letter).str.strip_chars()
+    return pl.when(rest != "").then(rest)
+
+
 @rule("strip_leading_f")
 def strip_leading_f(value: pl.Expr) -> RuleOutput:
     """Portfolio codes: one leading `F` is dropped (F12345 -> 12345)."""
-    return RuleOutput(value.str.replace(r"^F", ""))
+    return RuleOutput(_without_leading("F", value))
 
 
 @rule("portfolio_code_default")
@@ -117,7 +124,7 @@ def portfolio_code_default(value: pl.Expr) -> RuleOutput:
 @rule("strip_leading_c")
 def strip_leading_c(value: pl.Expr) -> RuleOutput:
     """Annuity account number: 集团企业客户号 with one leading `C` removed."""
-    return RuleOutput(value.str.replace(r"^C", ""))
+    return RuleOutput(_without_leading("C", value))
 
 
 # -- company names --------------------------------------------------------------------------

@@ -64,6 +64,33 @@ def test_blank_and_totals_rows_are_skipped_not_rejected(
     assert sheet.rows_read == 2
 
 
+def test_totals_rows_are_read_in_the_sheets_order_past_numbers_and_dates(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """The marker is the row's first non-empty text cell: in a column the spec does not read
+    (a leading 序号), or after a number or a date (the year filled on every row)."""
+    spec = sources.domain("trustee_performance")
+    rows = trustee_rows(3, start=0)
+    path = write_workbook(
+        tmp_path / "t.xlsx",
+        {
+            "S": [
+                ["序号", *TRUSTEE_HEADER],
+                [1, *rows[0]],
+                ["合计", None, None, None, None, None, None, 200],  # 序号 holds the marker
+                [2, *rows[1]],
+                [None, 2024, "总计", None, None, None, None, 300],  # a number before it
+                [None, date(2024, 11, 1), None, "合计"],  # a date before it
+                [3, 2024, "x", "合计"],  # text before it: a data row (rejected later)
+                [4, *rows[2]],
+            ]
+        },
+    )
+    sheet = read_sheet(path, spec)
+    assert sheet.frame[ROW].to_list() == [2, 4, 7, 8]
+    assert sheet.skipped_totals == 3 and sheet.skipped_blank == 0
+
+
 def test_aliases_fullwidth_headers_shuffled_and_extra_columns(
     sources: SourcesFile, tmp_path: Path
 ) -> None:
@@ -229,6 +256,9 @@ _ROWS = [
     [None, " 总计 ", "5"],  # totals: the first non-blank cell, trimmed
     ["x", "合计", None],  # data: the marker is not the first cell
     ["合计x", None, None],  # data: not the marker alone
+    ["202411", "合计", None],  # totals: the first text cell, past a number
+    ["2024-11-01 00:00:00", " 1.5", "总计"],  # totals: past a date (as read) and a number
+    ["a1", "1", "合计"],  # data: text before the marker
     [None, "a\x00b", None],  # data holding a NUL
     ["1", "2", "3"],
 ]
@@ -248,11 +278,11 @@ def test_row_marks_need_only_the_first_non_empty_cell(whitespace_first: bool) ->
     ).with_row_index(ROW)
     fast = reader._row_marks(body, names, [])
     assert fast.equals(reader._row_marks(body, names, [], cell_by_cell=True))
-    expected_blank = [True, True, False, False, False, False, False, False]
-    expected_totals = [False, False, True, True, False, False, False, False]
+    expected_blank = [True, True, False, False, False, False, False, False, False, False, False]
+    expected_totals = [False, False, True, True, False, False, True, True, False, False, False]
     if whitespace_first:  # whitespace before a marker: still its row's first non-blank cell
         expected_blank += [False, True]
         expected_totals += [True, False]
     assert fast["_blank"].to_list() == expected_blank
     assert fast["_totals"].to_list() == expected_totals
-    assert fast["_nul"].to_list() == [i == 6 for i in range(len(rows))]
+    assert fast["_nul"].to_list() == [i == 9 for i in range(len(rows))]

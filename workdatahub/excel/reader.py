@@ -78,6 +78,7 @@ ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
+_UNREAD = "__unread__"  # a column of the sheet the spec does not read (for the totals test)
 # calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
 MAX_CELLS = 64_000_000
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -892,42 +893,78 @@ def _issues(
     return issues, literals
 
 
+# what a totals row may hold before its marker and still be one: a number or a date as the
+# reader writes them (the marker is the row's first non-empty *text* cell: `202411 | 合计`)
+_NOT_TEXT = (
+    r"^\s*(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?)\s*$"
+)
+
+
+def _first_non_empty(names: list[str]) -> pl.Expr:
+    return pl.coalesce([pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)) for n in names])
+
+
 def _row_marks(
     body: pl.DataFrame,
     names: list[str],
     flagged: list[str],
     cell_by_cell: bool | None = None,
     nul_free: bool = False,
+    sheet_order: list[str] | None = None,
 ) -> pl.DataFrame:
-    """Per row: `_blank` (every cell empty or whitespace, and none flagged: a flagged row is
-    rejected, not skipped), `_totals` (the first non-blank cell is a totals marker) and
-    `_nul` (some cell holds a NUL; none when the reader knows so, `nul_free`: the search
-    costs 0.35 s at 500,000 rows). Both tests need only each row's first non-empty cell,
-    unless some row's first non-empty cell is all whitespace: then every cell is tested
-    (`cell_by_cell`; None decides so by the rows)."""
-    first = pl.coalesce([pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)) for n in names])
-    frame = body.with_columns(_first=first)
+    """Per row: `_blank` (every cell of `names` empty or whitespace, and none flagged: a
+    flagged row is rejected, not skipped), `_totals` (the row's first non-empty text cell,
+    numbers and dates passed over, is a totals marker) and `_nul` (some cell holds a NUL;
+    none when the reader knows so, `nul_free`: the search costs 0.35 s at 500,000 rows).
+
+    Totals look at every cell of the row in the sheet's order, `sheet_order` (the columns the
+    spec does not read too: a `序号` column holding `合计`); by default `names`. The blank
+    test and the usual totals row need only each row's first non-empty cell, unless some
+    row's first non-empty cell is all whitespace: then every cell is tested (`cell_by_cell`;
+    None decides so by the rows). A row whose marker comes after a number or a date is found
+    among the few rows with a cell that is the marker alone (not trimmed: stripping every
+    cell of a 500,000-row sheet costs ~0.25 s), and only those are looked at cell by cell."""
+    order = names if sheet_order is None else sheet_order
+    leading = ["_first"] if order == names else ["_first", "_lead"]
+    frame = body.with_columns(_first=_first_non_empty(names))
+    frame = frame.with_columns(
+        _lead=pl.col("_first") if order == names else _first_non_empty(order)
+    )
     if cell_by_cell is None:
-        cell_by_cell = bool(frame["_first"].str.contains(r"^\s+$").any())
+        whitespace = pl.any_horizontal(pl.col(c).str.contains(r"^\s+$") for c in leading)
+        cell_by_cell = bool(frame.select(whitespace.any()).item())
     if cell_by_cell:
         blank = ~pl.any_horizontal(pl.col(n).str.contains(r"\S").fill_null(False) for n in names)
-        stripped = [pl.col(n).str.strip_chars() for n in names]
-        first_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+        stripped = [pl.col(n).str.strip_chars() for n in order]
+        lead_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
     else:
         blank = pl.col("_first").is_null()
-        first_text = pl.col("_first").str.strip_chars()
+        lead_text = pl.col("_lead").str.strip_chars()
     if flagged:
         blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
-    return frame.select(
+    leads = lead_text.is_in(TOTALS_MARKERS).fill_null(False)
+    marker_cell = pl.any_horizontal(pl.col(n).is_in(TOTALS_MARKERS) for n in order)
+    marks = frame.select(
         ROW,
         _blank=blank,
-        _totals=first_text.is_in(TOTALS_MARKERS).fill_null(False) & ~blank,
+        _totals=leads & ~blank,
+        _later=marker_cell & ~leads & ~blank,
         _nul=pl.lit(False)
         if nul_free
         else pl.any_horizontal(
             pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
         ),
     )
+    later = pl.arg_where(marks["_later"], eager=True)
+    if later.len():
+        texts = [pl.col(n).str.strip_chars() for n in order]
+        first_text = pl.coalesce(
+            [pl.when((t != "") & ~t.str.contains(_NOT_TEXT)).then(t) for t in texts]
+        )
+        found = frame[later].select(first_text.is_in(TOTALS_MARKERS).fill_null(False))
+        marks = marks.with_columns(marks["_totals"].scatter(later, found.to_series()))
+    return marks.drop("_later")
 
 
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
@@ -952,9 +989,8 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     positions = sorted(mapping)
     names = [mapping[p].name for p in positions]
     first_data_row = header_index + 2  # Excel row number of the row below the header
-    body = whole.slice(header_index + 1).select(
-        pl.col(whole.columns[p]).alias(mapping[p].name) for p in positions
-    )
+    rest = whole.slice(header_index + 1)
+    body = rest.select(pl.col(whole.columns[p]).alias(mapping[p].name) for p in positions)
 
     read = {p: mapping[p].name for p in positions}
     issues, literals = _issues(body.height, first_data_row, read, absolute, scan, errors)
@@ -970,11 +1006,23 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     nul_free = bool(scan and scan.nul_free) and not any(
         "\x00" in t for _, texts in literals.values() for t in texts
     )
-    marks = _row_marks(body, names, flagged, nul_free=nul_free)
+    # a totals row reads in the sheet's order, the columns the spec does not read included
+    unread = [
+        rest[column].alias(f"{_UNREAD}{p}")
+        for p, column in enumerate(whole.columns)
+        if p not in mapping
+    ]
+    order = [mapping[p].name if p in mapping else f"{_UNREAD}{p}" for p in range(whole.width)]
+
+    def marks_of(body: pl.DataFrame, nul_free: bool) -> pl.DataFrame:
+        marked = body.hstack(unread) if unread else body
+        return _row_marks(marked, names, flagged, nul_free=nul_free, sheet_order=order)
+
+    marks = marks_of(body, nul_free)
     if marks["_nul"].any():
         # NUL cannot go into Postgres text and means nothing to the operator
         body = body.with_columns(pl.col(n).str.replace_all("\x00", "", literal=True) for n in names)
-        marks = _row_marks(body, names, flagged, nul_free=True)  # (none left)
+        marks = marks_of(body, True)  # (none left)
     body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())

@@ -348,9 +348,10 @@ def test_failed_run_and_failed_check_are_alerted(
 def test_succeeded_run_with_a_failed_warning_check_is_alerted(
     defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_tables: None
 ) -> None:
-    """A workbook carrying a 机构代码 the branch reference lacks: the month loads and the run
-    succeeds (the relationships test is severity warn), and the check sensor, not the run
-    failure sensor, alerts the failed check with the month and the run link."""
+    """A workbook carrying a 机构名称 the branch reference lacks: the month loads and the run
+    succeeds (the relationships test is severity warn; the rows count under G00), and the
+    check sensor, not the run failure sensor, alerts the failed check with the month and the
+    run link."""
     import openpyxl
 
     from workdatahub.settings import reset_settings
@@ -362,10 +363,8 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
     book = openpyxl.load_workbook(sample.path)
     sheet = book["规模明细"]
     header = [c.value for c in sheet[1]]
-    assert "机构代码" not in header
-    column = len(header) + 1
-    sheet.cell(row=1, column=column, value="机构代码")
-    sheet.cell(row=2, column=column, value="Z99")  # no such branch in ref_branches
+    column = header.index("机构名称") + 1
+    sheet.cell(row=2, column=column, value="火星")  # no such branch in ref_branches
     book.save(sample.path)
 
     # what the arrival sensor asks for this workbook, on a warehouse where nothing was built
@@ -390,13 +389,14 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
         assert result.success
         failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
         assert failed and all(c.severity == dg.AssetCheckSeverity.WARN for c in failed)
-        assert any(c.check_name.startswith("relationships_stg_annuity_performance") for c in failed)
+        unknown_name = "relationships_stg_annuity_performance_branch_name"
+        assert any(c.check_name.startswith(unknown_name) for c in failed)
 
         run_sensor(defs, "alert_on_failed_check", instance, result)
     reset_settings()
     texts = [p["text"] for p in posts]
     assert len(texts) == len(failed), texts  # one alert per failed check, nothing else
-    check_alert = next(t for t in texts if "check relationships_stg_annuity_performance" in t)
+    check_alert = next(t for t in texts if f"check {unknown_name}" in t)
     assert "staging/stg_annuity_performance 2024-02" in check_alert
     assert f"/runs/{result.run_id}" in check_alert
     assert not any("run of monthly_refresh failed" in t for t in texts)

@@ -163,6 +163,61 @@ def test_month_through_dagster_matches_independent_totals(
     assert snapshot() == before
 
 
+def test_branch_code_is_looked_up_by_the_branch_name(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """The data contract: 机构代码 is looked up from 机构名称 in ref_branches, else G00; a code
+    the workbook carries does not decide it (a typed name or a stale code would split a
+    branch's totals), and is kept in the raw table as given."""
+    from workdatahub.definitions import defs
+
+    (sample,) = write_samples(
+        tmp_path, [FEB], rows=20, seed=5, quirks=False, domains=("annuity_performance",)
+    )
+    book = openpyxl.load_workbook(sample.path)
+    sheet = book["规模明细"]
+    header = [c.value for c in sheet[1]]
+    name_at, code_at = header.index("机构名称") + 1, len(header) + 1
+    sheet.cell(row=1, column=code_at, value="机构代码")
+    written = {2: ("北京", "北京分公司"), 3: ("北京", "G05"), 4: (None, "G01"), 5: ("火星", "G01")}
+    for row, (name, code) in written.items():
+        sheet.cell(row=row, column=name_at).value = name  # (value=None would leave the cell)
+        sheet.cell(row=row, column=code_at).value = code
+    book.save(sample.path)
+
+    fact = dg.AssetKey(["marts", "fct_annuity_performance"])
+    selection = dg.AssetSelection.assets(fact).upstream().resolve(defs.resolve_asset_graph())
+    result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+        partition_key="2024-02",
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+        run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
+    )
+    assert result.success
+    rows = pg.execute(
+        "select f.source_row, f.branch_code, r.branch_code from marts.fct_annuity_performance f "
+        "join raw.annuity_performance r using (period, source_row) where f.period = %s",
+        [FEB],
+    ).fetchall()
+    found = {row: (code, raw) for row, code, raw in rows}
+    expected = {2: "G01", 3: "G01", 4: "G00", 5: "G00"}  # 北京 is G01; 火星 is unknown
+    assert {row: found[row][0] for row in expected} == expected
+    assert {row: found[row][1] for row in expected} == {r: c for r, (_, c) in written.items()}
+    known = dict(pg.execute("select branch_name, branch_code from reference.ref_branches"))
+    names = dict(
+        pg.execute(
+            "select source_row, branch_name from raw.annuity_performance where period = %s", [FEB]
+        ).fetchall()
+    )
+    assert all(code == known.get(names[row], "G00") for row, (code, _) in found.items())
+    # the unknown name is reported by the warning test on branch_name, not blocking
+    checks = result.get_asset_check_evaluations()
+    warned = [c.check_name for c in checks if not c.passed and c.check_name != "freshness_check"]
+    assert [name.split("__")[0] for name in warned] == [
+        "relationships_stg_annuity_performance_branch_name"
+    ]
+
+
 def test_corrected_v2_file_replaces_the_v1_month(
     tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:

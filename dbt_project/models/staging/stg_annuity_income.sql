@@ -25,7 +25,7 @@ looked_up as (
         source.customer_name,
         source.annuity_account_name,
         source.branch_name,
-        {{ lookup_branch_code('source.branch_code') }} as branch_code,
+        {{ lookup_branch_code() }} as branch_code,
         source.fixed_fee,
         source.variable_fee,
         source.rebate,

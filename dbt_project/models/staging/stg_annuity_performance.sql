@@ -29,7 +29,7 @@ looked_up as (
         source.sub_enterprise_no,
         source.sub_enterprise_name,
         source.branch_name,
-        {{ lookup_branch_code('source.branch_code') }} as branch_code,
+        {{ lookup_branch_code() }} as branch_code,
         source.opening_assets,
         source.closing_assets,
         source.contributions,

@@ -141,7 +141,9 @@ def parse_rate(text: str | None) -> Cell:
 def parse_integer(text: str | None) -> Cell:
     if text is None:
         return None, None
-    number = re.sub(r"^([+-]?\d+)\.0+$", r"\1", _number_text(text) or "")
+    number = _number_text(text) or ""
+    number = number[:-1].rstrip() if re.fullmatch(r"[+-]?\d+(\.0+)?\s*[年月日]", number) else number
+    number = re.sub(r"^([+-]?\d+)\.0+$", r"\1", number)
     value = int(number) if re.fullmatch(r"[+-]?[0-9]+", number) else None
     if value is not None and not -INT64 <= value < INT64:
         value = None

@@ -149,6 +149,14 @@ def test_integers() -> None:
     assert errors[:2] == [None, None] and "x" in errors[2]
 
 
+def test_integers_may_carry_a_unit_of_year_month_or_day() -> None:
+    # as operators write the trustee sheet's 年 and 月 columns
+    texts = ["2024年", "11月", " 11 月", "１１月", "3日", "年", "11月x"]
+    values, errors = run(parse_integer, texts)
+    assert values == [2024, 11, 11, 11, 3, None, None]
+    assert errors[:5] == [None] * 5 and "年" in errors[5] and "11月x" in errors[6]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -149,7 +149,10 @@ def parse_money(text: pl.Expr, label: str = "a number") -> Parsed:
 
 
 def parse_integer(text: pl.Expr) -> Parsed:
-    number = _number("text").str.replace(r"^([+-]?\d+)\.0+$", "${1}")
+    """A whole number (`11.0` is 11); one unit 年, 月 or 日 after it is dropped, as operators
+    write the 年 and 月 columns (`2024年`, `11月`)."""
+    whole = _number("text").str.replace(r"^([+-]?\d+(?:\.0+)?)\s*[年月日]$", "${1}")
+    number = whole.str.replace(r"^([+-]?\d+)\.0+$", "${1}")
     value = _number("value")
     error = _fail(
         text.is_not_null() & value.is_null(),

@@ -926,17 +926,20 @@ def _row_marks(
     among the few rows with a cell that is the marker alone (not trimmed: stripping every
     cell of a 500,000-row sheet costs ~0.25 s), and only those are looked at cell by cell."""
     order = names if sheet_order is None else sheet_order
-    leading = ["_first"] if order == names else ["_first", "_lead"]
+    # a row's first non-empty cell, the unread columns counted: only those before the last
+    # read one can come first in a row that is not blank (a trailing 备注 cannot)
+    ahead = order[: max(order.index(n) for n in names) + 1] if names else order
+    leading = ["_first"] if ahead == names else ["_first", "_lead"]
     frame = body.with_columns(_first=_first_non_empty(names))
     frame = frame.with_columns(
-        _lead=pl.col("_first") if order == names else _first_non_empty(order)
+        _lead=pl.col("_first") if ahead == names else _first_non_empty(ahead)
     )
     if cell_by_cell is None:
         whitespace = pl.any_horizontal(pl.col(c).str.contains(r"^\s+$") for c in leading)
         cell_by_cell = bool(frame.select(whitespace.any()).item())
     if cell_by_cell:
         blank = ~pl.any_horizontal(pl.col(n).str.contains(r"\S").fill_null(False) for n in names)
-        stripped = [pl.col(n).str.strip_chars() for n in order]
+        stripped = [pl.col(n).str.strip_chars() for n in ahead]
         lead_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
     else:
         blank = pl.col("_first").is_null()

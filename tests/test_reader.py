@@ -286,3 +286,61 @@ def test_row_marks_need_only_the_first_non_empty_cell(whitespace_first: bool) ->
     assert fast["_blank"].to_list() == expected_blank
     assert fast["_totals"].to_list() == expected_totals
     assert fast["_nul"].to_list() == [i == 9 for i in range(len(rows))]
+
+
+@pytest.mark.parametrize("whitespace_first", [False, True])
+def test_row_marks_read_the_unread_columns_in_the_sheets_order(whitespace_first: bool) -> None:
+    """A column the spec does not read (`u`, first in the sheet) counts for totals, not for
+    blank rows; an error or a boolean before the marker is no text cell either."""
+    import polars as pl
+
+    from workdatahub.excel import reader
+
+    rows = [
+        ["合计", None, None],  # the marker alone, in the unread column: totals, not blank
+        ["7", None, None],  # something in the unread column only: blank
+        ["8", "#DIV/0!", "合计"],  # past a number and an error
+        [None, "TRUE", "总计"],  # past a boolean
+        ["9", "x", "合计"],  # text first: data
+        [None, "a", "b"],
+        ["备注", "合计", None],  # text in the unread column first: data
+    ] + ([[" ", "合计", None]] if whitespace_first else [])
+    body = pl.DataFrame(
+        {n: [r[i] for r in rows] for i, n in enumerate(["u", "a", "b"])},
+        schema=dict.fromkeys(["u", "a", "b"], pl.String),
+    ).with_row_index(ROW)
+    order = ["u", "a", "b"]
+    fast = reader._row_marks(body, ["a", "b"], [], nul_free=True, sheet_order=order)
+    slow = reader._row_marks(body, ["a", "b"], [], True, nul_free=True, sheet_order=order)
+    assert fast.equals(slow)
+    expected_totals = [True, False, True, True, False, False, False] + [True] * whitespace_first
+    assert fast["_totals"].to_list() == expected_totals
+    assert fast["_blank"].to_list() == [False, True] + [False] * (len(rows) - 2)
+
+
+def test_a_stray_cell_far_right_leaves_the_totals_test_to_the_table(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The used range runs to a stray cell in column ZZ: the totals test reads the table's
+    columns and the unread ones holding something below the header, not ~700 empty ones."""
+    from workdatahub.excel import reader
+
+    spec = sources.domain("trustee_performance")
+    rows: list[object] = [
+        ["序号", *TRUSTEE_HEADER],
+        *[[n, *row] for n, row in enumerate(trustee_rows(3, start=0), start=1)],
+        ["合计", None, None, None, None, None, None, 300],
+    ]
+    stray = [None] * 701 + ["stray"]  # column ZZ of row 1
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [stray, *rows]})
+    seen: list[list[str]] = []
+    row_marks = reader._row_marks
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(list(kwargs["sheet_order"]))  # type: ignore[arg-type]
+        return row_marks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader, "_row_marks", spy)
+    sheet = read_sheet(path, spec)
+    assert sheet.rows_read == 3 and sheet.skipped_totals == 1
+    assert [len(order) for order in seen] == [len(TRUSTEE_HEADER) + 1]  # and 序号

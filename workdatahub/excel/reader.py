@@ -893,11 +893,15 @@ def _issues(
     return issues, literals
 
 
-# what a totals row may hold before its marker and still be one: a number or a date as the
-# reader writes them (the marker is the row's first non-empty *text* cell: `202411 | 合计`)
+# what a totals row may hold before its marker and still be one: a number, a date or time, an
+# error or a boolean as the readers write them (the marker is the row's first non-empty *text*
+# cell: `202411 | 合计`)
 _NOT_TEXT = (
     r"^\s*(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?)\s*$"
+    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?"
+    r"|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"  # a time
+    r"|#(?:DIV/0!|N/A|VALUE!|REF!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"  # an error
+    r"|(?i:true|false))\s*$"  # a boolean
 )
 
 
@@ -913,9 +917,10 @@ def _row_marks(
     nul_free: bool = False,
     sheet_order: list[str] | None = None,
 ) -> pl.DataFrame:
-    """Per row: `_blank` (every cell of `names` empty or whitespace, and none flagged: a
-    flagged row is rejected, not skipped), `_totals` (the row's first non-empty text cell,
-    numbers and dates passed over, is a totals marker) and `_nul` (some cell holds a NUL;
+    """Per row: `_blank` (every cell of `names` empty or whitespace, none flagged: a flagged
+    row is rejected, not skipped; and no totals row), `_totals` (the row's first non-empty
+    text cell, numbers, dates, errors and booleans passed over, is a totals marker, a
+    marker alone in an unread column included) and `_nul` (some cell holds a NUL;
     none when the reader knows so, `nul_free`: the search costs 0.35 s at 500,000 rows).
 
     Totals look at every cell of the row in the sheet's order, `sheet_order` (the columns the
@@ -950,8 +955,8 @@ def _row_marks(
     marker_cell = pl.any_horizontal(pl.col(n).is_in(TOTALS_MARKERS) for n in order)
     marks = frame.select(
         ROW,
-        _blank=blank,
-        _totals=leads & ~blank,
+        _blank=blank & ~leads,  # (a marker in an unread column of an otherwise empty row)
+        _totals=leads,
         _later=marker_cell & ~leads & ~blank,
         _nul=pl.lit(False)
         if nul_free
@@ -1009,16 +1014,22 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     nul_free = bool(scan and scan.nul_free) and not any(
         "\x00" in t for _, texts in literals.values() for t in texts
     )
-    # a totals row reads in the sheet's order, the columns the spec does not read included
-    unread = [
-        rest[column].alias(f"{_UNREAD}{p}")
+    # a totals row reads in the sheet's order, the columns the spec does not read included;
+    # only those holding something below the header (a stray cell far right of the table
+    # makes the used range thousands of columns wide: those cannot make a row a totals row)
+    unread = {
+        f"{_UNREAD}{p}": rest[column]
         for p, column in enumerate(whole.columns)
-        if p not in mapping
+        if p not in mapping and rest[column].null_count() < rest.height
+    }
+    order = [
+        mapping[p].name if p in mapping else f"{_UNREAD}{p}"
+        for p in range(whole.width)
+        if p in mapping or f"{_UNREAD}{p}" in unread
     ]
-    order = [mapping[p].name if p in mapping else f"{_UNREAD}{p}" for p in range(whole.width)]
 
     def marks_of(body: pl.DataFrame, nul_free: bool) -> pl.DataFrame:
-        marked = body.hstack(unread) if unread else body
+        marked = body.hstack([s.alias(n) for n, s in unread.items()]) if unread else body
         return _row_marks(marked, names, flagged, nul_free=nul_free, sheet_order=order)
 
     marks = marks_of(body, nul_free)

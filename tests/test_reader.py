@@ -300,7 +300,7 @@ def test_row_marks_read_the_unread_columns_in_the_sheets_order(whitespace_first:
         ["合计", None, None],  # the marker alone, in the unread column: totals, not blank
         ["7", None, None],  # something in the unread column only: blank
         ["8", "#DIV/0!", "合计"],  # past a number and an error
-        [None, "TRUE", "总计"],  # past a boolean
+        [None, "true", "总计"],  # past a boolean (as the readers write one)
         ["9", "x", "合计"],  # text first: data
         [None, "a", "b"],
         ["备注", "合计", None],  # text in the unread column first: data

@@ -14,6 +14,8 @@ from datetime import date
 
 import polars as pl
 
+from workdatahub.excel.reader import EXCEL_BOOLEAN_CELLS, EXCEL_DATE_CELL, PLAIN_NUMBER
+
 MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
 EXCEL_EPOCH = date(1899, 12, 30)
@@ -23,9 +25,6 @@ _CURRENCY = r"[¥$€£\s]"  # after NFKC, ￥ is ¥ (and a full-width comma is 
 # digits, then optional decimals (and a percent sign, for rates); `1.234,5`, `1,5`, `12,34`
 # or `0,5` are no number: read as thousands they would be silently wrong amounts
 _GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
-# what the reader writes for an Excel date (or time) cell and a boolean cell, exactly
-EXCEL_DATE_CELL = r"^\+?[0-9]{4,}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?$"
-EXCEL_BOOLEAN_CELLS = ("true", "false")
 _EXCEL_CELL = f"^(?:{EXCEL_DATE_CELL[1:-1]}|{'|'.join(EXCEL_BOOLEAN_CELLS)})$"  # either
 
 
@@ -291,8 +290,6 @@ PARSERS: dict[str, Callable[[pl.Expr], Parsed]] = {
 # A fast path gives a value or null; a null (e.g. 1E+30, too large) means "not mine", and
 # the cell goes through the full parser, which also writes the reason. So a fast path never
 # decides a reject. tests/test_equivalence.py checks each one against its full parser.
-
-PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 
 
 @dataclass(frozen=True)

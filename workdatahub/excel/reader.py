@@ -78,6 +78,11 @@ ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
+# what the readers write for a cell that is not text, exactly: a number (plain decimals, or
+# an exponent), an Excel date or time cell, a boolean; and the error values (EXCEL_ERRORS)
+PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+EXCEL_DATE_CELL = r"^\+?[0-9]{4,}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?$"
+EXCEL_BOOLEAN_CELLS = ("true", "false")
 _UNREAD = "__unread__"  # a column of the sheet the spec does not read (for the totals test)
 # calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
 MAX_CELLS = 64_000_000
@@ -893,15 +898,13 @@ def _issues(
     return issues, literals
 
 
-# what a totals row may hold before its marker and still be one: a number, a date or time, an
-# error or a boolean as the readers write them (the marker is the row's first non-empty *text*
-# cell: `202411 | 合计`)
-_NOT_TEXT = (
-    r"^\s*(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    r"|[0-9]{4}-[0-9]{2}-[0-9]{2}(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?"
-    r"|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"  # a time
-    r"|#(?:DIV/0!|N/A|VALUE!|REF!|NAME\?|NUM!|NULL!|SPILL!|CALC!|GETTING_DATA)"  # an error
-    r"|(?i:true|false))\s*$"  # a boolean
+# what a totals row may hold before its marker and still be one (the marker is the row's
+# first non-empty *text* cell: `202411 | 合计`): a cell the readers wrote as no text
+_NOT_TEXT = "^(?:{})$".format(
+    "|".join(
+        [PLAIN_NUMBER[1:-1], EXCEL_DATE_CELL[1:-1], *EXCEL_BOOLEAN_CELLS]
+        + [re.escape(error) for error in EXCEL_ERRORS.values()]
+    )
 )
 
 

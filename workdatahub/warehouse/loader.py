@@ -155,15 +155,10 @@ class LoadPlan:
             "rows_rejected": self.rows_rejected,
             "reject_rate": round(self.rows_rejected / self.rows_read, 6) if self.rows_read else 0,
         }
+        started = sql.SQL("clock_timestamp() - make_interval(secs => %(started_ago)s)")
         return Statement(
             OPEN_PURPOSE,
-            sql.SQL(
-                "insert into wdh.load_log (started_at, {}) "
-                "values (clock_timestamp() - make_interval(secs => %(started_ago)s), {})"
-            ).format(
-                sql.SQL(", ").join(map(sql.Identifier, values)),
-                sql.SQL(", ").join(map(sql.Placeholder, values)),
-            ),
+            _log_insert(values, started_at=started),
             {**values, "started_ago": Deferred("seconds since the run began")},
         )
 
@@ -809,15 +804,19 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
     )
 
 
+def _log_insert(values: dict[str, Any], **computed: sql.Composable) -> sql.Composed:
+    """A row of wdh.load_log: the `computed` columns (SQL, such as a clock) first, then
+    `values`' columns as named placeholders (the values go as parameters)."""
+    columns = [*computed, *values]
+    return sql.SQL("insert into wdh.load_log ({}) values ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join([*computed.values(), *map(sql.Placeholder, values)]),
+    )
+
+
 def _insert_log(conn: psycopg.Connection, **values: Any) -> None:
     """One finished row of wdh.load_log (finished_at now)."""
-    conn.execute(
-        sql.SQL("insert into wdh.load_log ({}, finished_at) values ({}, clock_timestamp())").format(
-            sql.SQL(", ").join(map(sql.Identifier, values)),
-            sql.SQL(", ").join(sql.Placeholder() for _ in values),
-        ),
-        list(values.values()),
-    )
+    conn.execute(_log_insert(values, finished_at=sql.SQL("clock_timestamp()")), values)
 
 
 def record_unreadable(

@@ -344,3 +344,32 @@ def test_a_stray_cell_far_right_leaves_the_totals_test_to_the_table(
     sheet = read_sheet(path, spec)
     assert sheet.rows_read == 3 and sheet.skipped_totals == 1
     assert [len(order) for order in seen] == [len(TRUSTEE_HEADER) + 1]  # and 序号
+
+
+def test_row_marks_test_cell_by_cell_only_the_rows_that_need_it() -> None:
+    """Rows mixing empty cells, whitespace, markers, numbers and text, in an unread column
+    too: the marks are those of testing every row cell by cell, whichever rows hold a
+    whitespace-only cell first."""
+    import random
+
+    import polars as pl
+
+    from workdatahub.excel import reader
+
+    cells = [None, "", " ", "\u3000", "合计", " 总计 ", "202411", "1.5", "x", "true"]
+    pick = random.Random(7)
+    rows = [[pick.choice(cells) for _ in range(4)] for _ in range(3_000)]
+    order = ["u", "a", "b", "c"]
+    body = pl.DataFrame(
+        {n: [r[i] for r in rows] for i, n in enumerate(order)},
+        schema=dict.fromkeys(order, pl.String),
+    ).with_row_index(ROW)
+    names = ["a", "b", "c"]
+    by_rows = reader._row_marks(body, names, [], nul_free=True, sheet_order=order)
+    every = reader._row_marks(body, names, [], True, nul_free=True, sheet_order=order)
+    assert by_rows.equals(every)
+    assert by_rows["_totals"].sum() > 0 and by_rows["_blank"].sum() > 0
+    # and the first cell alone decides the rows it can: those differ when not told apart
+    assert not reader._row_marks(body, names, [], False, nul_free=True, sheet_order=order).equals(
+        every
+    )

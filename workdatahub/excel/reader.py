@@ -928,11 +928,12 @@ def _row_marks(
 
     Totals look at every cell of the row in the sheet's order, `sheet_order` (the columns the
     spec does not read too: a `序号` column holding `合计`); by default `names`. The blank
-    test and the usual totals row need only each row's first non-empty cell, unless some
-    row's first non-empty cell is all whitespace: then every cell is tested (`cell_by_cell`;
-    None decides so by the rows). A row whose marker comes after a number or a date is found
-    among the few rows with a cell that is the marker alone (not trimmed: stripping every
-    cell of a 500,000-row sheet costs ~0.25 s), and only those are looked at cell by cell."""
+    test and the usual totals row need only each row's first non-empty cell, except in a row
+    whose first non-empty cell is all whitespace: every cell of those rows alone is tested
+    (`cell_by_cell` True or False tests every row the one way). A row whose marker comes after
+    a number or a date is found among the few rows with a cell that is the marker alone (not
+    trimmed: stripping every cell of a 500,000-row sheet costs ~0.25 s), and only those are
+    looked at cell by cell."""
     order = names if sheet_order is None else sheet_order
     # a row's first non-empty cell, the unread columns counted: only those before the last
     # read one can come first in a row that is not blank (a trailing 备注 cannot)
@@ -942,31 +943,46 @@ def _row_marks(
     frame = frame.with_columns(
         _lead=pl.col("_first") if ahead == names else _first_non_empty(ahead)
     )
-    if cell_by_cell is None:
-        whitespace = pl.any_horizontal(pl.col(c).str.contains(r"^\s+$") for c in leading)
-        cell_by_cell = bool(frame.select(whitespace.any()).item())
-    if cell_by_cell:
-        blank = ~pl.any_horizontal(pl.col(n).str.contains(r"\S").fill_null(False) for n in names)
-        stripped = [pl.col(n).str.strip_chars() for n in ahead]
-        lead_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+
+    def marked(rows: pl.DataFrame, each_cell: bool) -> pl.DataFrame:
+        if each_cell:
+            blank = ~pl.any_horizontal(
+                pl.col(n).str.contains(r"\S").fill_null(False) for n in names
+            )
+            stripped = [pl.col(n).str.strip_chars() for n in ahead]
+            lead_text = pl.coalesce([pl.when(s != "").then(s) for s in stripped])
+        else:
+            blank = pl.col("_first").is_null()
+            lead_text = pl.col("_lead").str.strip_chars()
+        if flagged:
+            blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
+        leads = lead_text.is_in(TOTALS_MARKERS).fill_null(False)
+        marker_cell = pl.any_horizontal(pl.col(n).is_in(TOTALS_MARKERS) for n in order)
+        return rows.select(
+            ROW,
+            _blank=blank & ~leads,  # (a marker in an unread column of an otherwise empty row)
+            _totals=leads,
+            _later=marker_cell & ~leads & ~blank,
+            _nul=pl.lit(False)
+            if nul_free
+            else pl.any_horizontal(
+                pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
+            ),
+        )
+
+    if cell_by_cell is not None:
+        marks = marked(frame, cell_by_cell)
     else:
-        blank = pl.col("_first").is_null()
-        lead_text = pl.col("_lead").str.strip_chars()
-    if flagged:
-        blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
-    leads = lead_text.is_in(TOTALS_MARKERS).fill_null(False)
-    marker_cell = pl.any_horizontal(pl.col(n).is_in(TOTALS_MARKERS) for n in order)
-    marks = frame.select(
-        ROW,
-        _blank=blank & ~leads,  # (a marker in an unread column of an otherwise empty row)
-        _totals=leads,
-        _later=marker_cell & ~leads & ~blank,
-        _nul=pl.lit(False)
-        if nul_free
-        else pl.any_horizontal(
-            pl.col(n).str.contains("\x00", literal=True).fill_null(False) for n in names
-        ),
-    )
+        # the first non-empty cell is the answer unless it is all whitespace: those rows
+        # (a stray space, usually few) alone are tested cell by cell
+        whitespace = pl.any_horizontal(pl.col(c).str.contains(r"^\s+$") for c in leading)
+        spaced = pl.arg_where(frame.select(whitespace.fill_null(False)).to_series(), eager=True)
+        marks = marked(frame, False)
+        if spaced.len():
+            slow = marked(frame[spaced], True)
+            marks = marks.with_columns(
+                marks[c].scatter(spaced, slow[c]) for c in ("_blank", "_totals", "_later")
+            )
     later = pl.arg_where(marks["_later"], eager=True)
     if later.len():
         texts = [pl.col(n).str.strip_chars() for n in order]

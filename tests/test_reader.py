@@ -373,3 +373,26 @@ def test_row_marks_test_cell_by_cell_only_the_rows_that_need_it() -> None:
     assert not reader._row_marks(body, names, [], False, nul_free=True, sheet_order=order).equals(
         every
     )
+
+
+def test_a_padded_marker_past_a_number_makes_a_totals_row() -> None:
+    """`202411 | " 总计 "`: the first text cell, trimmed, is the marker, as when it comes
+    first; text before it still makes a data row."""
+    import polars as pl
+
+    from workdatahub.excel import reader
+
+    rows = [
+        ["202411", " 总计 ", None],
+        ["202411", "合计\u3000", None],
+        ["1.5", None, "\t合计"],
+        ["202411", "x", " 合计 "],
+        ["202411", "a", "b"],
+    ]
+    body = pl.DataFrame(
+        {n: [r[i] for r in rows] for i, n in enumerate("abc")},
+        schema=dict.fromkeys("abc", pl.String),
+    ).with_row_index(ROW)
+    marks = reader._row_marks(body, ["a", "b", "c"], [], nul_free=True)
+    assert marks["_totals"].to_list() == [True, True, True, False, False]
+    assert not marks["_blank"].any()

@@ -78,6 +78,11 @@ ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
 TOTALS_MARKERS = ("合计", "总计")
+# a cell that may be a totals marker past a number (`202411 | 合计 `), as sheets hold one: a
+# marker with up to two spaces, a tab or a full-width space either side; looked up, as a
+# regex over every cell costs ~0.5 s at 500,000 rows (the rows found are then trimmed)
+_PADS = ("", " ", "  ", "\u3000", "\t")
+_MARKER_CELLS = tuple(sorted({a + m + b for m in TOTALS_MARKERS for a in _PADS for b in _PADS}))
 # what the readers write for a cell that is not text, exactly: a number (plain decimals, or
 # an exponent), an Excel date or time cell, a boolean; and the error values (EXCEL_ERRORS)
 PLAIN_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
@@ -931,9 +936,9 @@ def _row_marks(
     test and the usual totals row need only each row's first non-empty cell, except in a row
     whose first non-empty cell is all whitespace: every cell of those rows alone is tested
     (`cell_by_cell` True or False tests every row the one way). A row whose marker comes after
-    a number or a date is found among the few rows with a cell that is the marker alone (not
-    trimmed: stripping every cell of a 500,000-row sheet costs ~0.25 s), and only those are
-    looked at cell by cell."""
+    a number or a date is found among the few rows with a cell that is the marker alone, maybe
+    padded (`_MARKER_CELLS`: stripping every cell of a 500,000-row sheet costs ~0.25 s), and
+    only those are looked at cell by cell."""
     order = names if sheet_order is None else sheet_order
     # a row's first non-empty cell, the unread columns counted: only those before the last
     # read one can come first in a row that is not blank (a trailing 备注 cannot)
@@ -957,7 +962,7 @@ def _row_marks(
         if flagged:
             blank = blank & ~pl.any_horizontal(pl.col(f).is_not_null() for f in flagged)
         leads = lead_text.is_in(TOTALS_MARKERS).fill_null(False)
-        marker_cell = pl.any_horizontal(pl.col(n).is_in(TOTALS_MARKERS) for n in order)
+        marker_cell = pl.any_horizontal(pl.col(n).is_in(_MARKER_CELLS) for n in order)
         return rows.select(
             ROW,
             _blank=blank & ~leads,  # (a marker in an unread column of an otherwise empty row)

@@ -61,9 +61,22 @@ _ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 
 
 def _number_text(text: str) -> str | None:
-    """NFKC, drop currency signs and spaces; accounting negatives `(1.5)`; thousands
-    separators dropped, None where a comma is not one."""
-    text = re.sub(r"[¥$€£\s]", "", unicodedata.normalize("NFKC", text))
+    """NFKC; a currency sign dropped, with the spaces beside it, at the start (after a sign
+    or an opening parenthesis) or at the end (before a closing one); spaces before a
+    percent sign dropped; accounting negatives `(1.5)`; thousands separators dropped, None
+    where a comma is not one. Any other space stays (and makes no number)."""
+    text = unicodedata.normalize("NFKC", text)
+    opening = 1 if text[:1] in ("+", "-") else 0
+    opening += 1 if text[opening : opening + 1] == "(" else 0
+    rest = text[opening:].lstrip()
+    if rest[:1] in ("¥", "$", "€", "£"):
+        text = text[:opening] + rest[1:].lstrip()
+    closing = 1 if text.endswith(")") else 0
+    rest = text[: len(text) - closing].rstrip()
+    if rest[-1:] in ("¥", "$", "€", "£"):
+        text = rest[:-1].rstrip() + text[len(text) - closing :]
+    if text.endswith("%"):
+        text = text[:-1].rstrip() + "%"
     bracketed = re.fullmatch(r"\((.+)\)", text)
     text = "-" + bracketed[1] if bracketed else text
     if "," not in text:
@@ -259,7 +272,7 @@ def _derive(name: str, values: list[Any]) -> Cell:
         year, month = values
         if year is None or month is None:
             return None, None
-        year = year + 2000 if year < 100 else year
+        year = year + 2000 if 0 <= year < 100 else year
         if MIN_YEAR <= year <= MAX_YEAR and 1 <= month <= 12:
             return date(year, month, 1), None
         return None, "年/月 do not form a valid month"

@@ -73,11 +73,15 @@ def test_account_number_drops_one_leading_c() -> None:
 
 
 def test_month_from_year_and_month() -> None:
-    df = pl.DataFrame({"y": [2024, 24, 2024, None], "m": [11, 2, 13, 1]})
+    df = pl.DataFrame({"y": [2024, 24, 2024, None, -5, 0], "m": [11, 2, 13, 1, 11, 11]})
     output = RULES["month_from_year_and_month"](pl.col("y"), pl.col("m"))
     out = df.select(output.value.alias("v"), pl.coalesce(list(output.errors)).alias("e"))
-    assert out["v"].to_list() == [date(2024, 11, 1), date(2024, 2, 1), None, None]
-    assert out["e"].to_list()[:2] == [None, None] and out["e"][2] is not None
+    assert out["v"].to_list() == [
+        date(2024, 11, 1), date(2024, 2, 1), None, None, None, date(2000, 11, 1),
+    ]  # fmt: skip
+    errors = out["e"].to_list()
+    assert errors[:2] == [None, None] and errors[2] is not None and errors[3] is None
+    assert errors[4] is not None  # a negative year is no two-digit year (not 1995)
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,10 @@ def test_unparseable_month_rejects_naming_the_value(text: str) -> None:
         ("£12", Decimal("12")),
         ("(1,234.5)", Decimal("-1234.5")),
         ("（1,234.5）", Decimal("-1234.5")),
+        ("¥ 1,234.5", Decimal("1234.5")),  # the sign's spaces go with it
+        ("1,234.5 ¥", Decimal("1234.5")),
+        ("-¥ 5", Decimal("-5")),
+        ("(¥ 1,234)", Decimal("-1234")),
         ("１２３４.５", Decimal("1234.5")),
         ("-3", Decimal("-3")),
         ("1.23456789", Decimal("1.2346")),  # money keeps 4 decimals
@@ -237,8 +241,13 @@ IMPOSSIBLE_DAYS = [
     "2024-02-30", "20240231", "2024年2月31日", "2023-02-29", "2024-04-31", "2024/06/31",
     "2024.02.30", "24年2月30日", "2024-02-30 00:00:00", "2024-11-32", "2024-11-00",
 ]  # fmt: skip
+# a space inside a number: two numbers typed into one cell, or a typo (only a currency
+# sign's spaces and those around the number go)
+SPACED = ["1 2 3", "12\n34", "12 34", "3. 5", "- 5", "1 234.5", "1$2", "¥1 234"]
 REJECTED = [
-    *[(parse_money, text, "not a number") for text in MISPLACED_COMMAS],
+    *[(parse_money, text, "not a number") for text in MISPLACED_COMMAS + SPACED],
+    *[(parse_rate, text, "not a rate or percentage") for text in SPACED],
+    *[(parse_integer, text, "not a whole number") for text in SPACED],
     *[(parse_rate, text, "not a rate or percentage") for text in ["1,5%", "1,5", "12,34%", "0,5"]],
     *[(parse_month, text, "not a date or month") for text in IMPOSSIBLE_DAYS],
     *[

@@ -52,7 +52,7 @@ def copy(value: pl.Expr) -> RuleOutput:
 @rule("month_from_year_and_month")
 def month_from_year_and_month(year: pl.Expr, month: pl.Expr) -> RuleOutput:
     """年 + 月 -> the first day of that month."""
-    full_year = pl.when(year < 100).then(year + 2000).otherwise(year)
+    full_year = pl.when(year.is_between(0, 99)).then(year + 2000).otherwise(year)  # 24: 2024
     ok = full_year.is_between(1990, 2099) & month.is_between(1, 12)
     value = pl.when(ok).then(pl.date(full_year.clip(1990, 2099), month.clip(1, 12), 1))
     bad = year.is_not_null() & month.is_not_null() & ~ok

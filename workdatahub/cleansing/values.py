@@ -20,7 +20,11 @@ MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
 EXCEL_EPOCH = date(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 1990, 2099
-_CURRENCY = r"[¥$€£\s]"  # after NFKC, ￥ is ¥ (and a full-width comma is a comma)
+# a currency sign (after NFKC, ￥ is ¥) and the spaces beside it, before the number (after
+# its sign or accounting parenthesis) or after it; a space elsewhere in a number (`1 234`,
+# `12 34`: two numbers in a cell?) leaves no number, except before a percent sign
+_CURRENCY_FIRST = r"^([+-]?\(?)\s*[¥$€£]\s*"
+_CURRENCY_LAST = r"\s*[¥$€£]\s*(\)?)$"
 # commas only as thousands separators: 1-3 digits (no leading 0), then groups of exactly 3
 # digits, then optional decimals (and a percent sign, for rates); `1.234,5`, `1,5`, `12,34`
 # or `0,5` are no number: read as thousands they would be silently wrong amounts
@@ -95,9 +99,14 @@ def _number(name: str) -> pl.Expr:
 
 
 def _number_text(text: pl.Expr) -> tuple[dict[str, pl.Expr], ...]:
-    """Steps to `__number__text`: `¥1,234.5` -> `1234.5`; `(1,234.5)` -> `-1234.5`;
+    """Steps to `__number__text`: `¥ 1,234.5` -> `1234.5`; `(1,234.5)` -> `-1234.5`;
     full-width digits to ASCII; null where a comma is no thousands separator (`1,5`)."""
-    cleaned = text.str.normalize("NFKC").str.replace_all(_CURRENCY, "")
+    cleaned = (
+        text.str.normalize("NFKC")
+        .str.replace(_CURRENCY_FIRST, "${1}")
+        .str.replace(_CURRENCY_LAST, "${1}")
+        .str.replace(r"\s+%$", "%")
+    )
     signed = _number("signed")
     misplaced = signed.str.contains(",", literal=True) & ~signed.str.contains(_GROUPED)
     return (

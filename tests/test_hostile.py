@@ -223,7 +223,13 @@ FILE_ERRORS: dict[str, tuple[Callable[[Path, Path], Path], str, str]] = {
     "duplicate_header_by_alias": (
         _build_annuity({"收入明细": [[*ANNUITY_INCOME_HEADER, "计划号"], ["202411"] * 15]}),
         "annuity_income",
-        "sheet '收入明细': row 1: header '计划号' appears twice (columns D and O) for plan_code",
+        "sheet '收入明细': row 1: headers '计划代码' (column D) and '计划号' (column O) both name "
+        "the same column for plan_code",
+    ),
+    "duplicate_header_in_an_annuity_sheet": (
+        _build_annuity({"收入明细": [[*ANNUITY_INCOME_HEADER, "计划代码"], ["202411"] * 15]}),
+        "annuity_income",
+        "sheet '收入明细': row 1: header '计划代码' appears twice (columns D and O) for plan_code",
     ),
     "header_only": (
         lambda p, t: trustee_book(p, []),

@@ -546,11 +546,15 @@ def _find_header(
             for column in spec.source_columns:
                 if header in column.headers:
                     if column.name in seen:
-                        raise InputError(
-                            f"{where}: row {index + 1}: header {row[position]!r} appears twice "
-                            f"(columns {letters[seen[column.name]]} and {letters[position]}) "
-                            f"for {column.name}"
+                        before, first = row[seen[column.name]], letters[seen[column.name]]
+                        twice = (
+                            f"header {row[position]!r} appears twice (columns {first} and "
+                            f"{letters[position]})"
+                            if str(before).strip() == str(row[position]).strip()
+                            else f"headers {before!r} (column {first}) and {row[position]!r} "
+                            f"(column {letters[position]}) both name the same column"
                         )
+                        raise InputError(f"{where}: row {index + 1}: {twice} for {column.name}")
                     seen[column.name] = position
                     mapping[position] = column
                     found_headers[column.name] = str(row[position]).strip()

@@ -436,12 +436,14 @@ def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Pat
     assert (reject["column"], reject["value"]) == ("return_rate", "342100662.2")
 
 
-def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str) -> None:
+def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str, month: Path) -> None:
     """A warehouse that was never migrated (or a role without rights): one line naming
-    the failure and what to do, exit 3, no traceback."""
+    the failure and what to do, exit 3, no traceback; a load says so too. `wdh db upgrade`
+    then migrates it, given any libpq connection string (here the keyword form)."""
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
+    from psycopg import conninfo
 
     name = f"wdh_unmigrated_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -455,6 +457,19 @@ def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str) -
                 'wdh: error: the warehouse failed: relation "wdh.load_log" does not exist '
                 "(is it migrated? `wdh db upgrade`)\n"
             )
+        load = ["load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month)]
+        done = wdh(*load, env={"WDH_DATABASE_URL": url})
+        assert done.returncode == 3
+        assert (
+            done.stderr.strip()
+            .splitlines()[-1]
+            .endswith('relation "wdh.load_log" does not exist (is it migrated? `wdh db upgrade`)')
+        )
+        keywords = conninfo.make_conninfo("", **conninfo.conninfo_to_dict(url))
+        assert "://" not in keywords
+        done = wdh("db", "upgrade", env={"WDH_DATABASE_URL": keywords})
+        assert done.returncode == 0, done.stderr
+        assert wdh("history", env={"WDH_DATABASE_URL": keywords}).returncode == 0
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'drop database "{name}"')
@@ -469,3 +484,59 @@ def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.index("first") < done.stdout.index("second")
+
+
+def test_a_terminated_command_says_so_in_one_line(tmp_path: Path) -> None:
+    """SIGTERM (`kill`, `timeout`, a supervisor) stops a command as Ctrl-C does: cleanup
+    runs, one line, exit 143."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workdatahub.cli", "sample", "--rows", "2000000", "--months",
+         "2024-01..2024-01", "--domain", "annuity_performance", "--out", str(tmp_path)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )  # fmt: skip
+    caught = 1 << (signal.SIGTERM - 1)  # the command's handler is in (Linux: SigCgt)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        mask = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        if int(mask.split()[1], 16) & caught:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # writing the sample
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143
+    assert err.strip().splitlines()[-1] == "wdh: error: terminated"
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "said"),
+    [
+        ("garbage", 2, "is not a connection string"),
+        ("mysql://u:s3cr3t@h/db", 2, "is not a connection string"),
+        ("postgresql://u:s3cr3t@127.0.0.1:1/db", 3, "cannot connect to the warehouse"),
+    ],
+)
+def test_db_upgrade_fails_in_one_line_as_every_command_does(url: str, code: int, said: str) -> None:
+    done = wdh("db", "upgrade", env={"WDH_DATABASE_URL": url})
+    assert done.returncode == code
+    (line,) = done.stderr.splitlines()
+    assert said in line and "s3cr3t" not in line
+
+
+def test_history_shows_a_failed_reads_reason_beside_the_workbooks_name() -> None:
+    from workdatahub.cli import MESSAGE_SHOWN, _short_message
+
+    reason = "sheet 'S': missing required column(s) 规模"
+    assert _short_message(f"/data/2024 03/收集数据/受托部/2024年03月受托业绩.xlsx: {reason}") == (
+        f"2024年03月受托业绩.xlsx: {reason}"
+    )
+    other = "trustee_performance 2024-02: no folder /data/202402/收集数据"
+    assert _short_message(other) == other
+    cut = _short_message("x" * 500)
+    assert len(cut) == MESSAGE_SHOWN and cut.endswith("…")

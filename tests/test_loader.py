@@ -410,6 +410,39 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     assert table_state(pg, NOV)[0] == 3
 
 
+def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C (or a stop from Dagster) while the workbook is read: the month stays as it
+    was, the load log shows the attempt as failed, and no session is left in the month."""
+    spec = sources.domain("trustee_performance")
+    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    before = table_state(pg)
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        wait_for_backend(pg, EARLY_DELETE)  # the month's delete has begun beside the read
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "check_file", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert table_state(pg) == before
+    rows = pg.execute(
+        "select status, message, finished_at is not null from wdh.load_log order by started_at"
+    ).fetchall()
+    assert rows[0][0] == "succeeded"
+    assert rows[1] == ("failed", "stopped while reading: KeyboardInterrupt", True)
+    assert not pg.execute(
+        "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
+    ).fetchone()
+
+
 def test_an_unreadable_workbook_is_reported_at_once_while_another_load_holds_the_month(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

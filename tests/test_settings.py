@@ -27,6 +27,8 @@ def test_env_example_documents_every_setting() -> None:
         ("postgresql+psycopg2://u:p%40ss@h/d", "postgresql+psycopg2://u:***@h/d"),
         ("host=db password=s3cret user=u", "host=db password=*** user=u"),
         ("postgresql://postgres@/wh?host=/tmp", "postgresql://postgres@/wh?host=/tmp"),
+        ("postgresql://lo@der:s3cr3t@db/wh", "postgresql://lo@der:***@db/wh"),
+        ("postgresql://u@db:5432/wh?x=a@b", "postgresql://u@db:5432/wh?x=a@b"),
         (
             "cannot connect to postgresql://a:b@c/d: refused",
             "cannot connect to postgresql://a:***@c/d: refused",
@@ -66,3 +68,59 @@ def test_relative_paths_are_the_project_folders_wherever_a_command_runs(
     assert settings.sources_file == ROOT / "data_sources.yml"
     monkeypatch.setenv("WDH_DATA_DIR", str(tmp_path / "x"))
     assert Settings().data_dir == tmp_path / "x"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("WDH_ENVIRONMENT", "production", "WDH_ENVIRONMENT: Input should be 'dev', 'staging'"),
+        ("WDH_LOG_LEVEL", "debug2", "WDH_LOG_LEVEL: Input should be 'DEBUG'"),
+        ("WDH_LOAD_ATTEMPTS", "abc", "WDH_LOAD_ATTEMPTS: Input should be a valid integer"),
+        ("WDH_PARTITIONS_START", "2024-1", "WDH_PARTITIONS_START: String should match"),
+        ("WDH_HOME", __file__, "WDH_HOME: Value error, "),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    from workdatahub.settings import get_settings, reset_settings
+
+    monkeypatch.setenv(variable, value)
+    reset_settings()
+    try:
+        with pytest.raises(ConfigError) as raised:
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert raised.value.message.startswith(f"invalid setting {said}")
+    assert "\n" not in raised.value.message
+
+
+def test_the_secret_settings_values_are_never_in_a_setting_error() -> None:
+    from workdatahub import settings
+
+    secrets = {"database_url", "dbt_database_url", "alert_webhook_url", "smtp_password"}
+    assert secrets == settings._SECRETS
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://loader:p@ss-Tail@db.example:5432/wh",
+        "postgresql://lo@der:s3cr3t@db.example/wh?sslmode=require",
+    ],
+)
+def test_a_raw_at_in_the_password_is_refused_before_connecting(url: str) -> None:
+    """libpq would read `ss-Tail@db.example` as the host, and its error would show it."""
+    from workdatahub.warehouse.db import database_url, dbt_database_url
+
+    for get, variable in ((database_url, "WDH_DATABASE_URL"), (dbt_database_url, "")):
+        settings = Settings(database_url=url, dbt_database_url=url)
+        with pytest.raises(ConfigError) as raised:
+            get(settings)
+        message = raised.value.message
+        assert "write it %40" in message and (variable or "WDH_DBT_DATABASE_URL") in message
+        assert "Tail" not in message and "s3cr3t" not in message and "p@ss" not in message
+    fixed = url.replace("p@ss", "p%40ss").replace("lo@der", "lo%40der")
+    assert database_url(Settings(database_url=fixed)) == fixed

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from workdatahub.errors import WdhError
+from workdatahub.errors import Terminated, WdhError
 from workdatahub.settings import get_settings, mask_url
 
 if TYPE_CHECKING:
@@ -305,13 +308,24 @@ def history(domain: str | None, period: str | None, limit: int, as_json: bool) -
             load["status"], (load["files"][0]["version"] or "base") if load["files"] else "",
             (load["files"][0]["sha256"][:12]) if load["files"] else "", load["rows_read"],
             load["rows_loaded"], load["rows_rejected"], load["duration_s"],
-            (load["message"] or "")[:60],
+            _short_message(load["message"] or ""),
         ]
         for load in loads
     ]  # fmt: skip
     header = ["started", "domain", "month", "status", "version", "sha256", "read", "loaded",
               "rejected", "seconds", "message"]  # fmt: skip
     click.echo(_table(table, header) if table else "no loads recorded")
+
+
+# the workbook's folders a reason begins with (`/data/202411/收集数据/…/x.xlsx: sheet …`): the
+# table shows the file's name, so that the reason fits beside it (--json: the whole message)
+_WORKBOOK_FOLDERS = re.compile(r"^/.*?/(?=[^/]+?\.xls[xm]?: )")
+MESSAGE_SHOWN = 120
+
+
+def _short_message(message: str) -> str:
+    short = _WORKBOOK_FOLDERS.sub("", message)
+    return short if len(short) <= MESSAGE_SHOWN else short[: MESSAGE_SHOWN - 1] + "…"
 
 
 @cli.command()
@@ -513,14 +527,26 @@ def _database_failure(error: Exception) -> str | None:
     if psycopg is None or not isinstance(error, psycopg.Error):
         return None
     from workdatahub.settings import one_line
+    from workdatahub.warehouse.db import unmigrated_hint
 
-    reason = f"the warehouse failed: {one_line(error)}"
-    if isinstance(error, (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)):
-        reason += " (is it migrated? `wdh db upgrade`)"
-    return reason
+    return f"the warehouse failed: {one_line(error)}{unmigrated_hint(error)}"
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def main() -> None:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        _main()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     try:
         cli.main(standalone_mode=False)
     except WdhError as error:
@@ -530,8 +556,12 @@ def main() -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(2)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as error:  # (click's for Ctrl-C, and for a SIGTERM)
+        if isinstance(error.__cause__, Terminated):
+            _fail("terminated", 143)
         _fail("aborted", 130)
+    except Terminated:
+        _fail("terminated", 143)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as error:

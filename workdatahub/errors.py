@@ -72,3 +72,11 @@ class WarehouseError(WdhError):
 
 class LoadBusyError(WarehouseError):
     """Another load holds the lock for this table and period."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM: `kill`, `timeout`, a supervisor): raised in
+    the main thread, as Ctrl-C is, so that a load rolls back and records how it ended."""
+
+    def __str__(self) -> str:
+        return "terminated (SIGTERM)"

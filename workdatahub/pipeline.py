@@ -266,10 +266,14 @@ def _run_partition(
                 on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period, on_valid)
-    except InputError as error:  # (the cleanup closes the head: the month's old rows stay)
-        if not plan_only:
+    except BaseException as error:  # (the cleanup closes the head: the month's old rows stay)
+        # an unreadable workbook, or a run stopped while reading (Ctrl-C, a stop from Dagster
+        # or `kill`): the load never began, and the load log says so
+        stopped = not isinstance(error, Exception)
+        if not plan_only and (stopped or isinstance(error, InputError)):
             files = [f.to_json(data_dir) for f in found.files] if found else []
-            record_unreadable(url, spec, period, mode, files, error.message, load_id)
+            reason = f"stopped while reading: {one_line(error)}" if stopped else str(error)
+            record_unreadable(url, spec, period, mode, files, reason, load_id)
         raise
     timings.update(check.timings)
     log.info(

@@ -7,14 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# the password runs to the last @ before the host (a raw @ in it is a mistake, but happens)
+# the password runs to the last @ before the host (a raw @ in it, or in the user, is a
+# mistake, but happens)
 _PASSWORD_IN_URL = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^\s/]*)(?P<at>@)", re.I
+    r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/\s]*:)(?P<pw>[^\s/]*)(?P<at>@)", re.I
 )
 _PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<pw>[^&\s]+)", re.I)
 
@@ -104,6 +105,13 @@ class Settings(BaseSettings):
         # (from dbt_project/, `WDH_HOME=.wdh` would otherwise start a second, empty warehouse)
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
 
+    @field_validator("home", "data_dir")
+    @classmethod
+    def _folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None
@@ -125,7 +133,24 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a wrong one is a one-line ConfigError naming its variable (a secret's
+    value is not shown)."""
+    from workdatahub.errors import ConfigError, printable
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        wrong = []
+        for problem in error.errors():
+            field = str(problem["loc"][0]) if problem["loc"] else ""
+            shown = "" if field in _SECRETS else f" (got {printable(repr(problem['input']))})"
+            wrong.append(f"WDH_{field.upper()}: {problem['msg']}{shown}")
+        raise ConfigError(f"invalid setting {'; '.join(wrong)}") from None
+
+
+_SECRETS = {
+    name for name, field in Settings.model_fields.items() if "Secret" in str(field.annotation)
+}
 
 
 def reset_settings() -> None:

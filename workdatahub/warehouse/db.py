@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -73,11 +74,24 @@ def _ensure_database(admin: dict[str, object], name: str) -> None:
 _url_cache: dict[tuple[str, str], tuple[str, Path]] = {}
 
 
+def _checked(url: str, variable: str) -> str:
+    """`url`, unless its user or password holds a raw @: libpq would take the password's
+    tail for the host, and its errors would show that tail."""
+    _, found, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if found else ""
+    if authority.count("@") > 1:
+        raise ConfigError(
+            f"{variable}: the user or password holds a raw @, which would be read as the "
+            "host; write it %40 (and a % as %25)"
+        )
+    return url
+
+
 def database_url(settings: Settings | None = None) -> str:
     """libpq URL of the warehouse (contains the password for external servers: never log it)."""
     settings = settings or get_settings()
     if settings.database_url is not None:
-        return settings.database_url.get_secret_value()
+        return _checked(settings.database_url.get_secret_value(), "WDH_DATABASE_URL")
     if settings.environment == "prod":
         raise ConfigError("WDH_ENVIRONMENT=prod needs WDH_DATABASE_URL (no embedded Postgres)")
     cache_key = (str(settings.pgdata), settings.database_name)
@@ -99,12 +113,18 @@ def dbt_database_url(settings: Settings | None = None) -> str:
     the same URL as everything else."""
     settings = settings or get_settings()
     if settings.dbt_database_url is not None:
-        return settings.dbt_database_url.get_secret_value()
+        return _checked(settings.dbt_database_url.get_secret_value(), "WDH_DBT_DATABASE_URL")
     return database_url(settings)
 
 
 def masked_url(settings: Settings | None = None) -> str:
     return mask_url(database_url(settings))
+
+
+def unmigrated_hint(error: BaseException) -> str:
+    """What to add to a database error met by a warehouse without the migrations."""
+    missing = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+    return " (is it migrated? `wdh db upgrade`)" if isinstance(error, missing) else ""
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -57,7 +57,7 @@ from workdatahub.excel.reader import ROW
 from workdatahub.logs import get_logger
 from workdatahub.settings import one_line
 from workdatahub.sources.spec import DomainSpec, RefreshMode
-from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url
+from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, unmigrated_hint
 
 LINEAGE = ["load_id", "source_file", "source_sheet", "source_row"]
 REJECT_COLUMNS = [
@@ -1097,6 +1097,7 @@ def _execute(
     except psycopg.Error as error:
         raise WarehouseError(
             f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
+            + unmigrated_hint(error)
         ) from None
 
     rows_deleted = 0

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from workdatahub.errors import WarehouseError
 from workdatahub.settings import one_line
-from workdatahub.warehouse.db import database_url, sqlalchemy_url
+from workdatahub.warehouse.db import connect, database_url, sqlalchemy_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # migrations of one warehouse run one at a time, whichever process starts them
@@ -28,7 +28,11 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """Migrate to `revision`; return the revision the database is at afterwards."""
     url = url or database_url()
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    # connected as every other command connects (any libpq connection string; a bad one, a
+    # server down or a wrong password is the same one-line error)
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: connect(url), poolclass=pool.NullPool
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})

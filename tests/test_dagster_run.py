@@ -216,6 +216,30 @@ def test_branch_code_is_looked_up_by_the_branch_name(
     assert [name.split("__")[0] for name in warned] == [
         "relationships_stg_annuity_performance_branch_name"
     ]
+    assert "reconciles_to_raw_annuity_performance" in {c.check_name for c in checks if c.passed}
+
+
+def test_one_domains_run_reconciles_what_it_built_to_raw(
+    month: tuple[Path, list[Any]], pg: Any, fresh_tables: None
+) -> None:
+    """A run of one domain (as the arrival sensor and the schedule start them: its raw
+    asset and the models downstream) runs the reconciliation of its marts to raw."""
+    from workdatahub.definitions import defs
+
+    data_dir, _ = month
+    raw = dg.AssetKey(["raw", "annuity_income"])
+    selection = dg.AssetSelection.assets(raw).downstream().resolve(defs.resolve_asset_graph())
+    result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+        partition_key="2024-02",
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+        run_config={"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}},
+    )
+    assert result.success
+    passed = {c.check_name for c in result.get_asset_check_evaluations() if c.passed}
+    assert {
+        "reconciles_to_raw_annuity_income", "summary_reconciles_to_fct_annuity_income"
+    } <= passed  # fmt: skip
 
 
 def test_corrected_v2_file_replaces_the_v1_month(

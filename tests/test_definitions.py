@@ -68,7 +68,13 @@ def test_checks_pandera_and_dbt(graph: dg.AssetGraph) -> None:  # type: ignore[t
     assert any(
         name.startswith("not_null_fct_annuity_performance_company_id") for name in marts_checks
     )
-    assert "assert_marts_reconcile_to_raw" in marts_checks
+    for domain in ("trustee_performance", "annuity_performance", "annuity_income"):
+        assert f"reconciles_to_raw_{domain}" in marts_checks
+    summary = {name for asset, name in checks if asset == "marts/fct_monthly_branch_product_line"}
+    assert {
+        "summary_reconciles_to_fct_annuity_performance",
+        "summary_reconciles_to_fct_annuity_income",
+    } <= summary
     assert len(checks) >= 60
 
 

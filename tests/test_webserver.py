@@ -55,7 +55,7 @@ def test_ui_serves_assets_partitions_and_checks(webserver: str) -> None:
     checks = {c["name"] for c in by_key["raw/annuity_performance"]["assetChecksOrError"]["checks"]}
     assert "reject_rate" in checks
     mart_checks = by_key["marts/fct_monthly_branch_product_line"]["assetChecksOrError"]["checks"]
-    assert any(c["name"] == "assert_marts_reconcile_to_raw" for c in mart_checks)
+    assert any(c["name"] == "summary_reconciles_to_fct_annuity_income" for c in mart_checks)
 
 
 def test_ui_lists_sensors_and_schedule(webserver: str) -> None:

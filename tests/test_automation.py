@@ -484,3 +484,47 @@ def test_a_failed_freshness_check_is_alerted_for_the_month_it_misses(
     assert (alert.domain, alert.what) == ("trustee_performance", "check freshness_check failed")
     assert alert.month == f"{due // 12}-{due % 12 + 1:02d}"
     assert f"expect partition {alert.month} to have arrived" in alert.detail
+
+
+def test_a_run_started_from_the_command_line_is_alerted_as_the_daemon_sees_it() -> None:
+    """The daemon evaluates the alert sensors in the project's code location; a run started
+    by `dagster asset materialize` or `dg launch` has no code location. Its failure is
+    alerted, without the exception's qualified name."""
+    from dagster._core.definitions.sensor_definition import SensorEvaluationContext
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin
+
+    from workdatahub.definitions import defs
+
+    repository = defs.get_repository_def()
+
+    def tick(instance: dg.DagsterInstance, cursor: str | None) -> str | None:
+        context = SensorEvaluationContext(
+            instance_ref=None,
+            instance=instance,
+            cursor=cursor,
+            repository_name=repository.name,
+            repository_def=repository,
+            sensor_name="alert_on_run_failure",
+            code_location_origin=RegisteredCodeLocationOrigin("workdatahub"),
+        )
+        defs.resolve_sensor_def("alert_on_run_failure").evaluate_tick(context)
+        return context.cursor
+
+    @dg.op
+    def load_the_month() -> None:
+        raise dg.Failure("raw.trustee_performance 2024-02: 5 of 5 rows rejected")
+
+    @dg.job
+    def launched_from_the_cli() -> None:
+        load_the_month()
+
+    sent: list[Alert] = []
+    with dg.instance_for_test() as instance, pytest.MonkeyPatch.context() as patch:
+        patch.setattr("workdatahub.defs.automation.send_alert", sent.append)
+        cursor = tick(instance, None)  # the sensor's first tick starts after what exists
+        result = launched_from_the_cli.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success and result.dagster_run.remote_job_origin is None
+        tick(instance, cursor)
+    (alert,) = sent
+    assert alert.what == "run of launched_from_the_cli failed"
+    assert alert.detail == "load_the_month: raw.trustee_performance 2024-02: 5 of 5 rows rejected"

@@ -271,9 +271,12 @@ def _run_scope(run: dg.DagsterRun) -> tuple[str | None, str | None]:
     return tags.get("wdh/domain"), month
 
 
+# Both alert sensors watch every run of the instance: a run started from the command line
+# (`dagster asset materialize`, `dg launch`) belongs to no code location, and a sensor that
+# watches its own code location's runs only never sees it.
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
-    monitor_all_code_locations=False,
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Sends a webhook/email (or logs) when a run fails.",
 )
@@ -282,8 +285,10 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     failed_steps = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
-        if error is not None:
-            failed_steps.append(f"{event.step_key}: {one_line(error.message)}")
+        if error is not None:  # (its message begins with the exception's qualified name)
+            named = re.escape(error.cls_name or "")
+            message = re.sub(rf"^[\w.]*\b{named}: ", "", error.message) if named else error.message
+            failed_steps.append(f"{event.step_key}: {one_line(message)}")
     detail = "; ".join(failed_steps) or (context.failure_event.message or "run failed")
     checks = failed_checks(context.instance, context.dagster_run.run_id)
     if checks:
@@ -338,7 +343,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
 @dg.run_status_sensor(
     name="alert_on_failed_check",
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitor_all_code_locations=False,
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Sends a webhook/email (or logs) for each failed asset check of a finished run.",
 )

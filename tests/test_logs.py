@@ -75,3 +75,25 @@ def test_an_unreadable_months_log_row_has_the_load_id_its_log_lines_carry(
         "select status from wdh.load_log where load_id = %s", [load_id]
     ).fetchone()
     assert row == ("failed",)
+
+
+def test_the_database_drivers_warnings_are_log_lines_like_ours() -> None:
+    """psycopg's own warnings (an error it ignored while closing a lost connection) come
+    out as JSON lines in production, passwords masked, not as bare text on stderr."""
+    script = (
+        "import logging; from workdatahub.logs import configure_logging; configure_logging(); "
+        "logging.getLogger('psycopg').warning('error ignored terminating %s: %s', "
+        "'postgresql://wdh:pa55word@db/wh', 'the connection is lost'); "
+        "logging.getLogger('psycopg').debug('not shown')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "WDH_ENVIRONMENT": "prod", "WDH_LOG_FORMAT": "auto",
+             "WDH_LOG_LEVEL": "INFO"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (line,) = [json.loads(text) for text in done.stderr.splitlines() if text.strip()]
+    assert line["level"] == "warning" and line["logger"] == "psycopg"
+    assert line["event"] == (
+        "error ignored terminating postgresql://wdh:***@db/wh: the connection is lost"
+    )

@@ -40,7 +40,13 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     periods = month_range(months)
     data_dir = (data_dir or PROJECT_ROOT / "data" / "sample").resolve()
     written = write_samples(data_dir, periods, rows=rows)
-    click.echo(f"samples: {len(written)} workbooks under {data_dir}")
+    kept = len({s.path for s in written if s.kept})
+    reused = (
+        f" ({kept} there already, kept as they were: delete them for {rows}-row samples)"
+        if kept
+        else ""
+    )
+    click.echo(f"samples: {len({s.path for s in written})} workbooks under {data_dir}{reused}")
     revision = upgrade()
     click.echo(f"warehouse: {masked_url()} at revision {revision}")
 

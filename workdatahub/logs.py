@@ -62,8 +62,23 @@ def configure_logging(force: bool = False) -> None:
     # third-party chatter stays out of the operator's terminal unless asked for
     for noisy in ("pgserver", "alembic", "fasteners"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # the database driver's own warnings (an error it ignored while closing a lost
+    # connection, before the load is retried) come out as log lines like ours, not as a
+    # bare line on stderr (Python's last-resort handler)
+    driver = logging.getLogger("psycopg")
+    if not any(isinstance(h, _AsOurs) for h in driver.handlers):
+        driver.addHandler(_AsOurs())
+        driver.propagate = False
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     _configured = True
+
+
+class _AsOurs(logging.Handler):
+    """A standard-library log record, written by structlog as this project's lines are."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = structlog.get_logger(record.name)
+        logger.log(record.levelno, record.getMessage(), logger=record.name)
 
 
 def get_logger(**context: Any) -> Any:

@@ -46,7 +46,8 @@ demo: setup ## sample workbooks → embedded Postgres → Dagster (raw + dbt), t
 test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
 	$(RUN)/pytest -q -p no:cacheprovider
 
-dev: setup ## Dagster UI on http://localhost:3000
+dev: setup ## Dagster UI on http://localhost:3000 (the embedded warehouse migrated first)
+	@[ -n "$$WDH_DATABASE_URL" ] || $(RUN)/wdh db upgrade
 	$(RUN)/dagster dev -m workdatahub.definitions -h 0.0.0.0 -p 3000
 
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)

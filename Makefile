@@ -47,7 +47,9 @@ test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
 	$(RUN)/pytest -q -p no:cacheprovider
 
 dev: setup ## Dagster UI on http://localhost:3000 (the embedded warehouse migrated first)
-	@[ -n "$$WDH_DATABASE_URL" ] || $(RUN)/wdh db upgrade
+	@# (the settings decide, .env included: an external warehouse is migrated by its owner)
+	@if $(RUN)/python -c "from workdatahub.settings import get_settings as s; raise SystemExit(not s().embedded)" 2>/dev/null; \
+	  then $(RUN)/wdh db upgrade; fi
 	$(RUN)/dagster dev -m workdatahub.definitions -h 0.0.0.0 -p 3000
 
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)

@@ -62,9 +62,10 @@ _ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+
 
 def _number_text(text: str) -> str | None:
     """NFKC; a currency sign dropped, with the spaces beside it, at the start (after a sign
-    or an opening parenthesis) or at the end (before a closing one); spaces before a
-    percent sign dropped; accounting negatives `(1.5)`; thousands separators dropped, None
-    where a comma is not one. Any other space stays (and makes no number)."""
+    or an opening parenthesis) or at the end (before a closing one); accounting negatives
+    `( 1.5 )`, the spaces inside the parentheses dropped; spaces before a percent sign
+    dropped; thousands separators dropped, None where a comma is not one. Any other space
+    stays (and makes no number)."""
     text = unicodedata.normalize("NFKC", text)
     opening = 1 if text[:1] in ("+", "-") else 0
     opening += 1 if text[opening : opening + 1] == "(" else 0
@@ -75,10 +76,10 @@ def _number_text(text: str) -> str | None:
     rest = text[: len(text) - closing].rstrip()
     if rest[-1:] in ("¥", "$", "€", "£"):
         text = rest[:-1].rstrip() + text[len(text) - closing :]
+    if text.startswith("(") and text.endswith(")") and text[1:-1].strip():
+        text = "-" + text[1:-1].strip()
     if text.endswith("%"):
         text = text[:-1].rstrip() + "%"
-    bracketed = re.fullmatch(r"\((.+)\)", text)
-    text = "-" + bracketed[1] if bracketed else text
     if "," not in text:
         return text
     digits = text[:-1] if text.endswith("%") else text

@@ -427,6 +427,7 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
 
     def stopped(*args: Any, **kwargs: Any) -> Any:
         wait_for_backend(pg, EARLY_DELETE)  # the month's delete has begun beside the read
+        time.sleep(0.3)  # reading
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "check_file", stopped)
@@ -434,10 +435,12 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert table_state(pg) == before
     rows = pg.execute(
-        "select status, message, finished_at is not null from wdh.load_log order by started_at"
+        "select status, message, extract(epoch from finished_at - started_at) "
+        "from wdh.load_log order by started_at"
     ).fetchall()
     assert rows[0][0] == "succeeded"
-    assert rows[1] == ("failed", "stopped while reading: KeyboardInterrupt", True)
+    assert rows[1][:2] == ("failed", "stopped while reading: KeyboardInterrupt")
+    assert rows[1][2] >= 0.3  # how long it ran before it was stopped
     assert not pg.execute(
         "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
     ).fetchone()

@@ -124,3 +124,32 @@ def test_a_raw_at_in_the_password_is_refused_before_connecting(url: str) -> None
         assert "Tail" not in message and "s3cr3t" not in message and "p@ss" not in message
     fixed = url.replace("p@ss", "p%40ss").replace("lo@der", "lo%40der")
     assert database_url(Settings(database_url=fixed)) == fixed
+
+
+def test_a_folder_setting_this_user_cannot_reach_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """(Path.exists raises for a folder above it that cannot be entered; root, running the
+    tests, can enter any, so the refusal is simulated.)"""
+    from workdatahub.settings import get_settings, reset_settings
+
+    locked = tmp_path / "locked" / "d"
+    real_exists = Path.exists
+
+    def exists(path: Path, *args: object, **kwargs: object) -> bool:
+        if path == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_exists(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "exists", exists)
+    monkeypatch.setenv("WDH_DATA_DIR", str(locked))
+    reset_settings()
+    try:
+        with pytest.raises(ConfigError) as raised:
+            get_settings()
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert raised.value.message.startswith(
+        f"invalid setting WDH_DATA_DIR: Value error, {locked}: Permission denied"
+    )

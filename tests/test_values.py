@@ -88,6 +88,8 @@ def test_unparseable_month_rejects_naming_the_value(text: str) -> None:
         ("1,234.5 ¥", Decimal("1234.5")),
         ("-¥ 5", Decimal("-5")),
         ("(¥ 1,234)", Decimal("-1234")),
+        ("( 1,234.5 )", Decimal("-1234.5")),  # spaces inside the parentheses
+        ("( ¥1,234 )", Decimal("-1234")),
         ("１２３４.５", Decimal("1234.5")),
         ("-3", Decimal("-3")),
         ("1.23456789", Decimal("1.2346")),  # money keeps 4 decimals
@@ -113,6 +115,7 @@ def test_text_that_is_not_a_number_rejects(text: str) -> None:
     [
         ("5%", Decimal("0.05")),
         ("5.5 %", Decimal("0.055")),
+        ("(5 %)", Decimal("-0.05")),  # an accounting negative, spaces inside
         ("５％", Decimal("0.05")),
         ("3.5", Decimal("0.035")),
         ("-3.5", Decimal("-0.035")),

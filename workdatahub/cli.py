@@ -515,6 +515,11 @@ def demo(months: str, rows: int, data_dir: Path | None) -> None:
     """Sample workbooks → embedded Postgres → Dagster (raw + dbt) → a summary table."""
     from workdatahub.demo import run_demo
 
+    # Dagster runs in this process, and would take a SIGTERM for a step's interruption (a
+    # failed run, tracebacks, the summary after all): the demo ends at once instead; each
+    # load is one transaction, rolled back by the server
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = run_demo(months=months, rows=rows, data_dir=data_dir)
     sys.exit(code)
 

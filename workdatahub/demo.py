@@ -42,9 +42,7 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
     written = write_samples(data_dir, periods, rows=rows)
     kept = len({s.path for s in written if s.kept})
     reused = (
-        f" ({kept} there already, kept as they were: delete them for {rows}-row samples)"
-        if kept
-        else ""
+        f" ({kept} there already, kept as they were: delete them to write new ones)" if kept else ""
     )
     click.echo(f"samples: {len({s.path for s in written})} workbooks under {data_dir}{reused}")
     revision = upgrade()

@@ -108,7 +108,11 @@ class Settings(BaseSettings):
     @field_validator("home", "data_dir")
     @classmethod
     def _folder(cls, value: Path) -> Path:
-        if value.exists() and not value.is_dir():
+        try:
+            a_file = value.exists() and not value.is_dir()
+        except OSError as error:  # a folder above it that this user cannot enter
+            raise ValueError(f"{value}: {error.strerror or error}") from None
+        if a_file:
             raise ValueError(f"{value} is a file, not a folder")
         return value
 

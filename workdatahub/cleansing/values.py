@@ -99,18 +99,20 @@ def _number(name: str) -> pl.Expr:
 
 
 def _number_text(text: pl.Expr) -> tuple[dict[str, pl.Expr], ...]:
-    """Steps to `__number__text`: `¥ 1,234.5` -> `1234.5`; `(1,234.5)` -> `-1234.5`;
-    full-width digits to ASCII; null where a comma is no thousands separator (`1,5`)."""
+    """Steps to `__number__text`: `¥ 1,234.5` -> `1234.5`; `( 1,234.5 )` -> `-1234.5`;
+    `5 %` -> `5%`; full-width digits to ASCII; null where a comma is no thousands separator
+    (`1,5`)."""
     cleaned = (
         text.str.normalize("NFKC")
         .str.replace(_CURRENCY_FIRST, "${1}")
         .str.replace(_CURRENCY_LAST, "${1}")
-        .str.replace(r"\s+%$", "%")
     )
     signed = _number("signed")
     misplaced = signed.str.contains(",", literal=True) & ~signed.str.contains(_GROUPED)
+    # an accounting negative's parentheses, with the spaces inside them
+    negative = cleaned.str.replace(r"^\(\s*(.+?)\s*\)$", "-${1}")
     return (
-        {_NUMBER + "signed": cleaned.str.replace(r"^\((.+)\)$", "-${1}")},
+        {_NUMBER + "signed": negative.str.replace(r"\s+%$", "%")},
         {
             _NUMBER + "text": pl.when(misplaced)
             .then(pl.lit(None, dtype=pl.String))

@@ -113,6 +113,21 @@ class Statement:
         return params
 
 
+def _log_insert(values: dict[str, Any], **computed: sql.Composable) -> sql.Composed:
+    """A row of wdh.load_log: the `computed` columns (SQL, such as a clock) first, then
+    `values`' columns as named placeholders (the values go as parameters)."""
+    columns = [*computed, *values]
+    return sql.SQL("insert into wdh.load_log ({}) values ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join([*computed.values(), *map(sql.Placeholder, values)]),
+    )
+
+
+# when a load began, on the server's clock: the seconds since then are known when its row
+# of wdh.load_log is written
+_STARTED_AGO = sql.SQL("clock_timestamp() - make_interval(secs => %(started_ago)s)")
+
+
 @dataclass
 class LoadPlan:
     load_id: uuid.UUID
@@ -155,10 +170,9 @@ class LoadPlan:
             "rows_rejected": self.rows_rejected,
             "reject_rate": round(self.rows_rejected / self.rows_read, 6) if self.rows_read else 0,
         }
-        started = sql.SQL("clock_timestamp() - make_interval(secs => %(started_ago)s)")
         return Statement(
             OPEN_PURPOSE,
-            _log_insert(values, started_at=started),
+            _log_insert(values, started_at=_STARTED_AGO),
             {**values, "started_ago": Deferred("seconds since the run began")},
         )
 
@@ -804,19 +818,10 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
     )
 
 
-def _log_insert(values: dict[str, Any], **computed: sql.Composable) -> sql.Composed:
-    """A row of wdh.load_log: the `computed` columns (SQL, such as a clock) first, then
-    `values`' columns as named placeholders (the values go as parameters)."""
-    columns = [*computed, *values]
-    return sql.SQL("insert into wdh.load_log ({}) values ({})").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
-        sql.SQL(", ").join([*computed.values(), *map(sql.Placeholder, values)]),
-    )
-
-
-def _insert_log(conn: psycopg.Connection, **values: Any) -> None:
-    """One finished row of wdh.load_log (finished_at now)."""
-    conn.execute(_log_insert(values, finished_at=sql.SQL("clock_timestamp()")), values)
+def _insert_log(conn: psycopg.Connection, started_ago: float, **values: Any) -> None:
+    """One finished row of wdh.load_log (finished_at now, started `started_ago` s before)."""
+    query = _log_insert(values, started_at=_STARTED_AGO, finished_at=sql.SQL("clock_timestamp()"))
+    conn.execute(query, {**values, "started_ago": max(started_ago, 0.0)})
 
 
 def record_unreadable(
@@ -827,15 +832,18 @@ def record_unreadable(
     files: list[dict[str, Any]],
     message: str,
     load_id: uuid.UUID,
+    started: float,
 ) -> None:
-    """A month that could not even be read still leaves a `failed` row in the load log, so
-    `wdh history` shows the attempt and why, under the run's load id (its log lines carry
-    it). Best effort: the input error is what matters."""
+    """A month that could not even be read (or whose run was stopped while it was read)
+    still leaves a `failed` row in the load log, so `wdh history` shows the attempt, how long
+    it ran (from `started`, the run's time.perf_counter()) and why, under the run's load id
+    (its log lines carry it). Best effort: the input error is what matters."""
     try:
         url = url or database_url()  # (may start the embedded Postgres)
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             _insert_log(
                 conn,
+                time.perf_counter() - started,
                 load_id=load_id,
                 domain=spec.name,
                 period=period,

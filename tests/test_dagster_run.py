@@ -311,6 +311,46 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
 
 
+def test_a_bad_row_in_one_month_fails_that_months_run_only(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """The tests of a month's run look at the window's months (staging views hold every
+    month): a January row that breaks a staging test fails January's run, not February's."""
+    jan = date(2024, 1, 1)
+    write_samples(tmp_path, [jan, FEB], rows=40, seed=5)
+    assert materialise(tmp_path, "2024-01").success
+    pg.execute(
+        "update raw.annuity_performance set business_type = '养老金产品' where ctid = "
+        "(select ctid from raw.annuity_performance where period = %s limit 1)",
+        [jan],
+    )
+    february = materialise(tmp_path, "2024-02")
+    assert february.success
+    passed = {c.check_name for c in february.get_asset_check_evaluations() if c.passed}
+    assert "accepted_values_stg_annuity_performance_business_type" in {
+        name.split("__")[0] for name in passed
+    }
+    from workdatahub.definitions import defs
+
+    # January's raw load replaces the bad row: its dbt step alone shows the failing test
+    dbt_only = [
+        key
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        if key.path[0] in ("staging", "marts")
+    ]
+    january = defs.resolve_job_def("monthly_refresh").execute_in_process(
+        partition_key="2024-01",
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=sorted(dbt_only, key=lambda k: k.to_user_string()),
+        run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
+        raise_on_error=False,
+    )
+    assert not january.success
+    failed = {c.check_name.split("__")[0] for c in january.get_asset_check_evaluations()
+              if not c.passed}  # fmt: skip
+    assert "accepted_values_stg_annuity_performance_business_type" in failed
+
+
 def _raw_run(data_dir: Path, first: str, last: str) -> dg.ExecuteInProcessResult:
     """raw/trustee_performance over the months first…last in one run (a single-run
     backfill, as the UI's backfill of a range and `make demo` run it)."""

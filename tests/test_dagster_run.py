@@ -62,14 +62,25 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
     return data, write_samples(data, [FEB], rows=300, seed=11)
 
 
-def materialise(data_dir: Path, partition: str = "2024-02") -> dg.ExecuteInProcessResult:
+def materialise(
+    data_dir: Path,
+    partition: str = "2024-02",
+    assets: dg.AssetSelection | None = None,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInProcessResult:
+    """The month through the monthly_refresh job: every asset, or the `assets` selected."""
     from workdatahub.definitions import defs
 
-    job = defs.resolve_job_def("monthly_refresh")
-    return job.execute_in_process(
+    selected = None
+    if assets is not None:
+        keys = assets.resolve(defs.resolve_asset_graph())
+        selected = sorted(keys, key=lambda k: k.to_user_string())
+    return defs.resolve_job_def("monthly_refresh").execute_in_process(
         partition_key=partition,
         instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=selected,
         run_config={"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}},
+        raise_on_error=raise_on_error,
     )
 
 
@@ -169,7 +180,6 @@ def test_branch_code_is_looked_up_by_the_branch_name(
     """The data contract: 机构代码 is looked up from 机构名称 in ref_branches, else G00; a code
     the workbook carries does not decide it (a typed name or a stale code would split a
     branch's totals), and is kept in the raw table as given."""
-    from workdatahub.definitions import defs
 
     (sample,) = write_samples(
         tmp_path, [FEB], rows=20, seed=5, quirks=False, domains=("annuity_performance",)
@@ -186,13 +196,7 @@ def test_branch_code_is_looked_up_by_the_branch_name(
     book.save(sample.path)
 
     fact = dg.AssetKey(["marts", "fct_annuity_performance"])
-    selection = dg.AssetSelection.assets(fact).upstream().resolve(defs.resolve_asset_graph())
-    result = defs.resolve_job_def("monthly_refresh").execute_in_process(
-        partition_key="2024-02",
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
-        run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
-    )
+    result = materialise(tmp_path, assets=dg.AssetSelection.assets(fact).upstream())
     assert result.success
     rows = pg.execute(
         "select f.source_row, f.branch_code, r.branch_code from marts.fct_annuity_performance f "
@@ -224,17 +228,10 @@ def test_one_domains_run_reconciles_what_it_built_to_raw(
 ) -> None:
     """A run of one domain (as the arrival sensor and the schedule start them: its raw
     asset and the models downstream) runs the reconciliation of its marts to raw."""
-    from workdatahub.definitions import defs
 
     data_dir, _ = month
     raw = dg.AssetKey(["raw", "annuity_income"])
-    selection = dg.AssetSelection.assets(raw).downstream().resolve(defs.resolve_asset_graph())
-    result = defs.resolve_job_def("monthly_refresh").execute_in_process(
-        partition_key="2024-02",
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
-        run_config={"resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}}},
-    )
+    result = materialise(data_dir, assets=dg.AssetSelection.assets(raw).downstream())
     assert result.success
     passed = {c.check_name for c in result.get_asset_check_evaluations() if c.passed}
     assert {
@@ -330,21 +327,9 @@ def test_a_bad_row_in_one_month_fails_that_months_run_only(
     assert "accepted_values_stg_annuity_performance_business_type" in {
         name.split("__")[0] for name in passed
     }
-    from workdatahub.definitions import defs
-
     # January's raw load replaces the bad row: its dbt step alone shows the failing test
-    dbt_only = [
-        key
-        for key in defs.resolve_asset_graph().get_all_asset_keys()
-        if key.path[0] in ("staging", "marts")
-    ]
-    january = defs.resolve_job_def("monthly_refresh").execute_in_process(
-        partition_key="2024-01",
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=sorted(dbt_only, key=lambda k: k.to_user_string()),
-        run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
-        raise_on_error=False,
-    )
+    dbt_only = dg.AssetSelection.key_prefixes(["staging"], ["marts"])
+    january = materialise(tmp_path, "2024-01", assets=dbt_only, raise_on_error=False)
     assert not january.success
     failed = {c.check_name.split("__")[0] for c in january.get_asset_check_evaluations()
               if not c.passed}  # fmt: skip

@@ -46,6 +46,19 @@ def table_state(pg: Any, period: date | None = None) -> tuple[int, str]:
     return len(rows), hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
+def month_loaded(spec: Any, data_dir: Path, url: str, pg: Any) -> tuple[int, str]:
+    """November loaded with 10 rows from a workbook under `data_dir`; its table_state."""
+    trustee_month(data_dir, NOV, rows_for(NOV, 10))
+    run_partition(spec, NOV, data_dir=data_dir, url=url)
+    return table_state(pg)
+
+
+def in_transaction(pg: Any) -> bool:
+    """Whether some session is left idle in a transaction (a load not rolled back)."""
+    found = pg.execute("select 1 from pg_stat_activity where state like 'idle in transaction%%'")
+    return found.fetchone() is not None
+
+
 def slow_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Every workbook read of the pipeline takes `seconds` longer."""
     read_sheet = pipeline.read_sheet
@@ -150,9 +163,7 @@ def test_a_load_failing_midway_leaves_the_previous_month_intact(
 ) -> None:
     """A trigger fails the COPY after the DELETE ran: the transaction must roll back."""
     spec = sources.domain("trustee_performance")
-    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
-    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
-    before = table_state(pg)
+    before = month_loaded(spec, tmp_path, pg_url, pg)
     pg.execute(
         """
         create or replace function raw.fail_on_boom() returns trigger language plpgsql as $$
@@ -376,9 +387,7 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     workbook is read; readers see the old month meanwhile. A workbook that turns out
     unreadable rolls that back: the month, one 'failed' row, and no lock are left."""
     spec = sources.domain("trustee_performance")
-    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
-    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
-    before = table_state(pg)
+    before = month_loaded(spec, tmp_path, pg_url, pg)
     seen: list[tuple[int, str]] = []
     real_check = pipeline.check_file
 
@@ -397,9 +406,7 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     assert table_state(pg) == before
     statuses = [r[0] for r in pg.execute("select status from wdh.load_log order by started_at")]
     assert statuses == ["succeeded", "failed"]
-    assert not pg.execute(
-        "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
-    ).fetchone()
+    assert not in_transaction(pg)
 
     # nothing holds the month: a load waiting at most 300 ms for it goes in, deleting early
     monkeypatch.setattr("workdatahub.warehouse.loader.LOCK_TIMEOUT", "300ms")
@@ -421,9 +428,7 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
     """Ctrl-C (or a stop from Dagster) while the workbook is read: the month stays as it
     was, the load log shows the attempt as failed, and no session is left in the month."""
     spec = sources.domain("trustee_performance")
-    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
-    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
-    before = table_state(pg)
+    before = month_loaded(spec, tmp_path, pg_url, pg)
 
     def stopped(*args: Any, **kwargs: Any) -> Any:
         wait_for_backend(pg, EARLY_DELETE)  # the month's delete has begun beside the read
@@ -441,9 +446,7 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
     assert rows[0][0] == "succeeded"
     assert rows[1][:2] == ("failed", "stopped while reading: KeyboardInterrupt")
     assert rows[1][2] >= 0.3  # how long it ran before it was stopped
-    assert not pg.execute(
-        "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
-    ).fetchone()
+    assert not in_transaction(pg)
 
 
 def test_an_unreadable_workbook_is_reported_at_once_while_another_load_holds_the_month(
@@ -483,9 +486,7 @@ def test_rows_stream_into_the_load_while_later_parts_are_cleansed_and_roll_back_
     a failure then (here, in cleansing) rolls the whole load back: the month stays as it
     was and no session is left in the transaction or the COPY."""
     spec = sources.domain("trustee_performance")
-    trustee_month(tmp_path, NOV, rows_for(NOV, 10))
-    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
-    before = table_state(pg)
+    before = month_loaded(spec, tmp_path, pg_url, pg)
     monkeypatch.setattr(pipeline, "FIRST_PART_ROWS", 3)
     monkeypatch.setattr(pipeline, "PART_GROWTH", 1)
     real_cleanse = pipeline.cleanse

@@ -225,12 +225,10 @@ def test_the_project_runs_under_the_roles(
 
 def _downgrade(url: str, revision: str) -> None:
     from alembic import command
-    from sqlalchemy import create_engine, pool
 
-    from workdatahub.warehouse.db import sqlalchemy_url
-    from workdatahub.warehouse.migrate import alembic_config
+    from workdatahub.warehouse.migrate import alembic_config, engine_for
 
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = engine_for(url)
     try:
         with engine.connect() as conn:
             config = alembic_config(url)

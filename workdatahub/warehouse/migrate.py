@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import Engine, create_engine, pool, text
 from sqlalchemy.exc import DBAPIError
 
 from workdatahub.errors import WarehouseError
@@ -25,14 +25,19 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+def engine_for(url: str) -> Engine:
+    """An engine for Alembic on `url`, connected as every other command connects (any libpq
+    connection string; a bad one, a server down or a wrong password: the same one-line
+    error); no pool, `dispose` it when done."""
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: connect(url), poolclass=pool.NullPool
+    )
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """Migrate to `revision`; return the revision the database is at afterwards."""
     url = url or database_url()
-    # connected as every other command connects (any libpq connection string; a bad one, a
-    # server down or a wrong password is the same one-line error)
-    engine = create_engine(
-        "postgresql+psycopg://", creator=lambda: connect(url), poolclass=pool.NullPool
-    )
+    engine = engine_for(url)
     try:
         with engine.connect() as conn:
             conn.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})

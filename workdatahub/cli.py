@@ -561,14 +561,12 @@ def _main() -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(2)
-    except click.exceptions.Abort as error:  # (click's for Ctrl-C, and for a SIGTERM)
-        if isinstance(error.__cause__, Terminated):
+    except (click.exceptions.Abort, KeyboardInterrupt) as error:
+        # click turns Ctrl-C, and the Terminated a SIGTERM raises, into Abort
+        aborted = isinstance(error, click.exceptions.Abort)
+        if isinstance(error.__cause__ if aborted else error, Terminated):
             _fail("terminated", 143)
-        _fail("aborted", 130)
-    except Terminated:
-        _fail("terminated", 143)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("aborted" if aborted else "interrupted", 130)
     except Exception as error:
         reason = _database_failure(error)
         if reason is None:

@@ -41,7 +41,7 @@ from workdatahub.warehouse.loader import (
     copy_query,
     copy_types,
     execute,
-    record_unreadable,
+    record_failed_read,
     refuse_appending_twice,
     rows_for_copy,
     timed,
@@ -273,7 +273,7 @@ def _run_partition(
         if not plan_only and (stopped or isinstance(error, InputError)):
             files = [f.to_json(data_dir) for f in found.files] if found else []
             reason = f"stopped while reading: {one_line(error)}" if stopped else str(error)
-            record_unreadable(url, spec, period, mode, files, reason, load_id, started)
+            record_failed_read(url, spec, period, mode, files, reason, load_id, started)
         raise
     timings.update(check.timings)
     log.info(

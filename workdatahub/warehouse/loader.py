@@ -824,7 +824,7 @@ def _insert_log(conn: psycopg.Connection, started_ago: float, **values: Any) -> 
     conn.execute(query, {**values, "started_ago": max(started_ago, 0.0)})
 
 
-def record_unreadable(
+def record_failed_read(
     url: str | None,
     spec: DomainSpec,
     period: date,

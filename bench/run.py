@@ -282,7 +282,21 @@ def table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def targets(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+def per_round_ratios(small: list[dict[str, Any]], large: list[dict[str, Any]]) -> list[float]:
+    """WorkDataHub's rows/s at the large size over the small one, round by round (each
+    round times the sizes back to back)."""
+    return [
+        (b["rows_read"] / b["seconds"]) / (a["rows_read"] / a["seconds"])
+        for a, b in zip(small, large, strict=True)
+    ]
+
+
+def targets(summaries: list[dict[str, Any]], rounds: list[float] | None = None) -> dict[str, Any]:
+    """The targets at the largest size. `rounds`: the per-round ratios of rows/s, large over
+    small (`per_round_ratios`); the linearity target is judged on their median: each ratio
+    pairs two loads timed back to back, so a slow spell that falls on one size's runs in
+    some rounds moves a ratio of the sizes' medians (once: 1.17, rounds 0.93-1.39) but not
+    the median of the pairs (1.35)."""
     small, large = summaries[0], summaries[-1]
     e2e = large["contenders"]["wdh"]
     checks: dict[str, Any] = {
@@ -293,10 +307,13 @@ def targets(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         checks["speedup_vs_naive"] = (large["speedup_vs_naive"]["median"], f">= {TARGET_SPEEDUP}")
     if "limit_ratio" in large:
         checks["limit_ratio"] = (large["limit_ratio"]["median"], f"<= {TARGET_LIMIT_RATIO}")
+    of_medians = None
     if len(summaries) > 1:
-        ratio = e2e["rows_per_s"]["median"] / small["contenders"]["wdh"]["rows_per_s"]["median"]
+        of_medians = (
+            e2e["rows_per_s"]["median"] / small["contenders"]["wdh"]["rows_per_s"]["median"]
+        )
         checks["rows_per_s_large_over_small"] = (
-            ratio,
+            statistics.median(rounds) if rounds else of_medians,
             f"{1 - TARGET_LINEARITY:.2f}..{1 + TARGET_LINEARITY:.2f}",
         )
     met = {
@@ -308,10 +325,15 @@ def targets(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         # small size pays fixed costs that dominate it
         "rows_per_s_large_over_small": lambda v: abs(v - 1) <= TARGET_LINEARITY,
     }
-    return {
+    verdicts = {
         name: {"value": value, "target": target, "met": bool(met[name](value))}
         for name, (value, target) in checks.items()
     }
+    if of_medians is not None:
+        verdicts["rows_per_s_large_over_small"]["of_medians"] = of_medians
+        if rounds:
+            verdicts["rows_per_s_large_over_small"]["per_round"] = rounds
+    return verdicts
 
 
 def linear_fit(medians: dict[int, float]) -> dict[str, Any] | None:
@@ -531,13 +553,9 @@ def main() -> None:
         print(f"\nDagster: not measured ({dagster['error'].splitlines()[0]})")
     elif dagster:
         print(dagster_table(dagster))
-    checks = targets(summaries)
-    if "rows_per_s_large_over_small" in checks:  # the same ratio in each round: the noise
-        small, large = (runs[rows]["wdh"] for rows in (sizes[0], sizes[-1]))
-        checks["rows_per_s_large_over_small"]["per_round"] = [
-            (b["rows_read"] / b["seconds"]) / (a["rows_read"] / a["seconds"])
-            for a, b in zip(small, large, strict=True)
-        ]
+    rounds = per_round_ratios(runs[sizes[0]]["wdh"], runs[sizes[-1]]["wdh"])
+    checks = targets(summaries, rounds if len(sizes) > 1 else None)
+    if "rows_per_s_large_over_small" in checks:
         cpus = [s["contenders"]["wdh"].get("cpu") for s in (summaries[0], summaries[-1])]
         if all(cpus):  # rows/s = cores busy / CPU per row: which of the two differs
             checks["rows_per_s_large_over_small"]["split"] = {
@@ -552,8 +570,12 @@ def main() -> None:
         for k, v in checks.items()
     ))  # fmt: skip
     if "rows_per_s_large_over_small" in checks:
-        rounds = checks["rows_per_s_large_over_small"]["per_round"]
-        print("rows/s large over small, round by round: " + ", ".join(f"{r:.2f}" for r in rounds))
+        linearity = checks["rows_per_s_large_over_small"]
+        print(
+            "rows/s large over small, round by round (the target takes their median): "
+            + ", ".join(f"{r:.2f}" for r in linearity["per_round"])
+            + f"; of the sizes' medians: {linearity['of_medians']:.2f}"
+        )
         split = checks["rows_per_s_large_over_small"].get("split")
         if split:
             print(

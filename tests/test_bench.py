@@ -103,6 +103,36 @@ def test_rows_per_second_is_cores_busy_over_cpu_per_row() -> None:
     assert product == pytest.approx((500_000 / 5.2) / (50_000 / 0.70))
 
 
+def _summary(rows: int, seconds: list[float]) -> dict[str, object]:
+    rates = sorted(rows / s for s in seconds)
+    return {
+        "rows": rows,
+        "contenders": {
+            "wdh": {"rows_per_s": {"median": rates[len(rates) // 2]}, "peak_rss_mb": {"max": 1}}
+        },
+    }
+
+
+def test_linearity_is_judged_on_the_rounds_not_on_the_medians_of_the_sizes() -> None:
+    # a run of 2026-12-07: the first two rounds' 500,000-row loads fell in a slow spell.
+    # Their sizes' medians (0.77 s, 6.60 s) make 1.17, within 20%; round by round, each
+    # size timed right after the other, the ratios are 0.93-1.39, their median 1.35
+    small_s = [0.73, 1.07, 0.77, 0.92, 0.75]
+    large_s = [7.87, 7.92, 5.76, 6.60, 5.51]
+    rounds = run.per_round_ratios(
+        [_run(50_000, s, 0, 0) for s in small_s], [_run(500_000, s, 0, 0) for s in large_s]
+    )
+    assert [round(r, 2) for r in rounds] == [0.93, 1.35, 1.34, 1.39, 1.36]
+    summaries = [_summary(50_000, small_s), _summary(500_000, large_s)]
+    linearity = run.targets(summaries, rounds)["rows_per_s_large_over_small"]
+    assert linearity["of_medians"] == pytest.approx((500_000 / 6.60) / (50_000 / 0.77))
+    assert linearity["of_medians"] < 1.2
+    assert linearity["value"] == pytest.approx(sorted(rounds)[2])
+    assert not linearity["met"]
+    # without the rounds (one size timed alone), the medians decide, as before
+    assert run.targets(summaries)["rows_per_s_large_over_small"]["met"]
+
+
 def test_the_bench_loads_into_a_database_of_its_own(
     pg_url: str, pg: object, tmp_path: Path
 ) -> None:

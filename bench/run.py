@@ -553,8 +553,7 @@ def main() -> None:
         print(f"\nDagster: not measured ({dagster['error'].splitlines()[0]})")
     elif dagster:
         print(dagster_table(dagster))
-    rounds = per_round_ratios(runs[sizes[0]]["wdh"], runs[sizes[-1]]["wdh"])
-    checks = targets(summaries, rounds if len(sizes) > 1 else None)
+    checks = targets(summaries, per_round_ratios(runs[sizes[0]]["wdh"], runs[sizes[-1]]["wdh"]))
     if "rows_per_s_large_over_small" in checks:
         cpus = [s["contenders"]["wdh"].get("cpu") for s in (summaries[0], summaries[-1])]
         if all(cpus):  # rows/s = cores busy / CPU per row: which of the two differs

@@ -14,6 +14,8 @@ Where the contract leaves a detail open, the choice the project made is spelt ou
 - a month cell also accepts an Excel date read as text (`2024-11-01 00:00:00`),
   `YYYY/MM/DD`, `YYYY.MM[.DD]` and a 5-digit Excel serial day number; years 1990-2099;
   a day must be a real day of its month (`2024-02-30` is a reject); the period drops it;
+  `YYYY.1` is a reject, as ambiguous (Excel keeps the number 2024.10 as 2024.1);
+- a null placeholder matches however it is typed: full width (`－`, `Ｎ/Ａ`), other capitals;
 - a code cell that is an Excel date or boolean cell (as the reader writes them:
   `2024-01-01 00:00:00`, `true`, `false`) is a reject, not a code;
 - 年 below 100 means 20YY;
@@ -52,7 +54,9 @@ def blank_to_null(raw: str | None, null_values: list[str]) -> str | None:
     if raw is None:
         return None
     text = raw.strip()
-    return None if text == "" or text in [v.strip() for v in null_values] else text
+    folded = unicodedata.normalize("NFKC", text).strip().lower()
+    placeholders = {unicodedata.normalize("NFKC", v).strip().lower() for v in null_values}
+    return None if folded == "" or folded in placeholders else text
 
 
 # -- parsers ------------------------------------------------------------------------------
@@ -180,6 +184,10 @@ def parse_month(text: str | None) -> Cell:
     normal = unicodedata.normalize("NFKC", text).strip()
     normal = re.sub(r"\s*([年月日/-])\s*", r"\1", normal)
     normal = re.sub(r"\s+", " ", normal)
+    if re.fullmatch(r"\d{4}\.1", normal, re.ASCII):  # January, or 2024.10 stored as a number
+        why = "ambiguous month (January, or October typed as a number: Excel keeps 2024.10 as "
+        why += "2024.1)"
+        return None, f"{why}: {quoted(text)}"
     found: tuple[int, int, int] | None = None
     for pattern, two_digit in _MONTH_FORMATS:
         match = re.fullmatch(pattern, normal, re.ASCII)

@@ -124,6 +124,15 @@ def _awkward_performance_rows() -> list[list[Any]]:
                 "2024-11-30 00:00:00",
                 "-",
                 "无",
+                # January, or October typed as a number (Excel keeps 2024.10 as 2024.1)
+                "2024.1",
+                2024.1,
+                "2024.10",
+                2024.11,
+                "2024.01",
+                # placeholders typed full width or in other capitals
+                "－",
+                "ＮＵＬＬ",
             ]
         ],
         # money: separators, currencies, brackets, full width, exponents, placeholders
@@ -219,6 +228,16 @@ def _awkward_performance_rows() -> list[list[Any]]:
         {"计划代码": None, "计划类型": None},
         {"组合代码": None, "业务类型": "职年受托"},
         {"组合代码": "N/A", "业务类型": "职年投资"},
+        # placeholders however they are typed: full width (a Chinese input method), capitals
+        {"计划代码": "－", "计划类型": "单一计划"},
+        {"计划代码": " Ｎ/Ａ ", "计划类型": "集合计划"},
+        {"组合代码": "ｎｕｌｌ", "计划类型": "集合计划"},
+        {"组合代码": "NULL", "业务类型": "职年受托"},
+        {"客户名称": "Ｎ/Ａ"},
+        {"客户名称": "n/a-1"},
+        {"集团企业客户号": "－"},
+        {"期末资产规模": "－"},
+        {"当期收益率": "Null"},
         {"组合代码": None, "计划类型": "集合计划"},
         {"组合代码": None, "计划类型": "其他"},
         {"组合代码": "FF1"},

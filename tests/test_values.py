@@ -17,6 +17,7 @@ from workdatahub.cleansing.values import (
     parse_money,
     parse_month,
     parse_rate,
+    parse_text,
 )
 
 NULLS = ["", "-", "N/A", "null", "无", "暂无"]
@@ -38,6 +39,23 @@ def run(parser, values):  # type: ignore[no-untyped-def]
 def test_null_placeholders_become_null_without_error(placeholder: str) -> None:
     values, errors = run(parse_money, [placeholder])
     assert values == [None] and errors == [None]
+
+
+# as a Chinese input method types them (full width), or in other capitals
+@pytest.mark.parametrize(
+    "placeholder", ["－", "Ｎ/Ａ", "ｎｕｌｌ", "NULL", "n/a", "\u3000－\u3000"]
+)
+@pytest.mark.parametrize("parser", [parse_money, parse_rate, parse_code, parse_text, parse_month])
+def test_null_placeholders_match_however_they_are_typed(
+    parser: Callable[[pl.Expr], Any], placeholder: str
+) -> None:
+    values, errors = run(parser, [placeholder])
+    assert values == [None] and errors == [None]
+
+
+def test_text_that_only_contains_a_placeholder_is_kept() -> None:
+    values, errors = run(parse_text, ["N/A-1", "无锡", " Null Co ", "－1"])
+    assert values == ["N/A-1", "无锡", "Null Co", "－1"] and errors == [None] * 4
 
 
 @pytest.mark.parametrize(
@@ -69,6 +87,24 @@ def test_unparseable_month_rejects_naming_the_value(text: str) -> None:
     values, errors = run(parse_month, [text])
     assert values == [None]
     assert errors[0] is not None and text in errors[0]
+
+
+def test_a_month_excel_may_have_cut_is_rejected_as_ambiguous() -> None:
+    """The number 2024.10 is stored, and read, as 2024.1: January or October cannot be told
+    apart, so it is a reject saying so; other dotted months are whole."""
+    values, errors = run(parse_month, ["2024.1", "2024.10", "2024.01", "2024.2", "2024.11"])
+    assert values == [
+        None,
+        date(2024, 10, 1),
+        date(2024, 1, 1),
+        date(2024, 2, 1),
+        date(2024, 11, 1),
+    ]
+    assert errors[0] == (
+        "ambiguous month (January, or October typed as a number: Excel keeps 2024.10 as "
+        "2024.1): '2024.1'"
+    )
+    assert errors[1:] == [None] * 4
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ could not be parsed (null otherwise). Everything is vectorised; nothing loops pe
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -62,11 +63,19 @@ def _fail(condition: pl.Expr, why: str | pl.Expr, text: pl.Expr) -> pl.Expr:
     return pl.concat_str([prefix, quoted(pl.when(condition).then(text))])
 
 
+def fold_placeholder(text: str) -> str:
+    """A null placeholder as cells are compared with it: NFKC, trimmed, lower case."""
+    return unicodedata.normalize("NFKC", text).strip().lower()
+
+
 def blank_to_null(raw: pl.Expr, null_values: list[str]) -> pl.Expr:
-    """Trim; a null placeholder (`-`, `N/A`, `无` …) becomes null."""
+    """Trim; a null placeholder (`-`, `N/A`, `无` …) becomes null, however it is typed:
+    full width (`－`, `Ｎ/Ａ`, as a Chinese input method types them) or in other capitals
+    (`NULL`, `n/a`). Other text stays as it was typed (trimmed): the parsers normalise it."""
     trimmed = raw.str.strip_chars()
-    placeholders = [v.strip() for v in null_values] or [""]
-    return pl.when(trimmed.is_in(placeholders) | (trimmed == "")).then(None).otherwise(trimmed)
+    placeholders = sorted({fold_placeholder(v) for v in null_values} | {""})
+    folded = trimmed.str.normalize("NFKC").str.strip_chars().str.to_lowercase()
+    return pl.when(folded.is_in(placeholders)).then(None).otherwise(trimmed)
 
 
 def parse_text(text: pl.Expr) -> Parsed:
@@ -206,6 +215,11 @@ _MONTH_FORMATS: tuple[tuple[str, bool], ...] = (
     (r"^(\d{2})年(\d{1,2})月(?:(\d{1,2})日)?$", True),  # 24年11月 means 2024
     (r"^(\d{4})\.(\d{1,2})(?:\.(\d{1,2}))?$", False),  # 2024.11
 )
+# 2024.1 is January, or October typed as a number: Excel keeps 2024.10 as 2024.1
+_AMBIGUOUS_MONTH = r"^\d{4}\.1$"
+AMBIGUOUS_MONTH_REASON = (
+    "ambiguous month (January, or October typed as a number: Excel keeps 2024.10 as 2024.1): "
+)
 
 
 _MONTH = "__month__"  # the month parser's intermediate columns: __month__text, …
@@ -249,6 +263,7 @@ def parse_month(text: pl.Expr) -> Parsed:
         .cast(pl.Int64, strict=False)
         .cast(pl.Int32)
     )
+    parts[_MONTH + "ambiguous"] = col("text").str.contains(_AMBIGUOUS_MONTH)
     serial_date = col("serial")
     years.append(serial_date.dt.year())
     months.append(serial_date.dt.month().cast(pl.Int32))
@@ -264,11 +279,12 @@ def parse_month(text: pl.Expr) -> Parsed:
         & day.is_between(1, days_in_month)
     )
     value = col("value")
-    error = _fail(
-        text.is_not_null() & value.is_null(),
-        "not a date or month: ",
-        text,
+    why = (
+        pl.when(col("ambiguous"))
+        .then(pl.lit(AMBIGUOUS_MONTH_REASON))
+        .otherwise(pl.lit("not a date or month: "))
     )
+    error = _fail(text.is_not_null() & value.is_null(), why, text)
     steps = (
         {_MONTH + "text": normal},
         parts,
@@ -278,7 +294,7 @@ def parse_month(text: pl.Expr) -> Parsed:
             _MONTH + "day": pl.coalesce(days),
         },
         {_MONTH + "start": pl.date(year.clip(MIN_YEAR, MAX_YEAR), month.clip(1, 12), 1)},
-        {_MONTH + "value": pl.when(valid).then(start).otherwise(None)},
+        {_MONTH + "value": pl.when(valid & ~col("ambiguous")).then(start).otherwise(None)},
     )
     return Parsed(value, error, steps)
 
@@ -313,8 +329,12 @@ class FastPath:
     def handles(self, raw: pl.Expr, null_values: list[str]) -> pl.Expr:
         """Cells this fast path may parse: the pattern, minus any placeholder it matches."""
         matches = raw.str.contains(self.pattern)
-        numeric_placeholders = [v.strip() for v in null_values if re.match(self.pattern, v)]
-        return matches & ~raw.is_in(numeric_placeholders) if numeric_placeholders else matches
+        folded = {fold_placeholder(v) for v in null_values}
+        numeric_placeholders = sorted(v for v in folded if re.match(self.pattern, v))
+        if not numeric_placeholders:
+            return matches
+        # (cells it matches are ASCII: folding them is lower case, `1E5` -> `1e5`)
+        return matches & ~raw.str.to_lowercase().is_in(numeric_placeholders)
 
 
 def _plain_money(raw: pl.Expr) -> pl.Expr:

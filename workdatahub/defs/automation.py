@@ -85,7 +85,8 @@ def month_fingerprint(folder: Path) -> str:
 
 
 def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
-    """{"domain:YYYY-MM": [fingerprint, sha256, version]} of the previous tick."""
+    """{"domain:YYYY-MM": [fingerprint, sha256, version, changes]} of the previous tick
+    (`changes` came later: an entry without it has seen none)."""
     try:
         state = json.loads(cursor or "{}")
     except ValueError:
@@ -99,13 +100,19 @@ def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
 def build_arrival_sensor(
     sources: SourcesFile, refresh: Mapping[str, Sequence[dg.AssetKey]]
 ) -> dg.SensorDefinition:
-    """One sensor for all domains: a run per (domain, month, file content).
+    """One sensor for all domains: a run each time the workbook a month resolves to changes.
 
-    The run key holds the workbook's sha256, so an unchanged file never triggers twice
-    and a corrected file (new content, or a higher V folder) always does. The cursor keeps,
-    per (domain, month), a fingerprint of the month's folder (`month_fingerprint`) with the
-    workbook found and its sha256: while the fingerprint holds, the tick reuses them instead
-    of discovering (and hashing hundreds of MB) again.
+    The run key holds the workbook's sha256 and how many times the month's workbook has
+    changed (`slot:sha256`, then `slot:sha256:N`), so an unchanged file never triggers twice
+    (Dagster runs a run key once) and a corrected file (new content, or a higher V folder)
+    always does, even when its content is that of a file loaded before: a V3 that withdraws
+    V2's correction by copying the original back is a new key, not the original's.
+
+    The cursor keeps, per (domain, month), a fingerprint of the month's folder
+    (`month_fingerprint`) with the workbook found, its sha256 and the changes seen: while the
+    fingerprint holds, the tick reuses them instead of discovering (and hashing hundreds of
+    MB) again. A month that vanishes or stops resolving keeps its entry, so that its count
+    of changes survives until it comes back.
     """
 
     @dg.sensor(
@@ -121,7 +128,7 @@ def build_arrival_sensor(
         data_dir = warehouse.data_path()
         partition_keys = set(monthly_partitions.get_partition_keys())
         known = _read_cursor(context.cursor)
-        kept: dict[str, list[Any]] = {}
+        kept: dict[str, list[Any]] = dict(known)
         requested = 0
         for spec in sources.domains.values():
             for period in available_periods(spec, data_dir):
@@ -137,7 +144,9 @@ def build_arrival_sensor(
                 try:
                     fingerprint = month_fingerprint(base_folder(spec, period, data_dir))
                     cached = known.get(slot)
-                    if isinstance(cached, list) and len(cached) == 3 and cached[0] == fingerprint:
+                    if not (isinstance(cached, list) and len(cached) in (3, 4)):
+                        cached = None
+                    if cached is not None and cached[0] == fingerprint:
                         sha256, version = str(cached[1]), cached[2]
                     else:
                         source = discover(spec, period, data_dir).files[0]
@@ -145,10 +154,14 @@ def build_arrival_sensor(
                 except WdhError as error:
                     context.log.warning(error.message)
                     continue
-                kept[slot] = [fingerprint, sha256, version]
+                changes = cached[3] if cached is not None and len(cached) == 4 else 0
+                changes = changes if isinstance(changes, int) else 0
+                if cached is not None and str(cached[1]) != sha256:
+                    changes += 1
+                kept[slot] = [fingerprint, sha256, version, changes]
                 requested += 1
                 yield dg.RunRequest(
-                    run_key=f"{slot}:{sha256}",
+                    run_key=f"{slot}:{sha256}" + (f":{changes}" if changes else ""),
                     partition_key=key,
                     asset_selection=list(refresh[spec.name]),
                     tags={
@@ -157,7 +170,6 @@ def build_arrival_sensor(
                         "wdh/file_version": version or "base",
                     },
                 )
-        # months that vanished or stopped resolving drop out: the cursor stays small
         context.update_cursor(
             json.dumps({"v": ARRIVAL_CURSOR_VERSION, "months": kept}, separators=(",", ":"))
         )

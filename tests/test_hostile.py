@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -539,6 +540,25 @@ def test_merged_cells_across_data_rows_are_rejects(tmp_path: Path) -> None:
     )
     assert found[(9, "fund_scale")] == "part of merged cells F9:G9; unmerge them and fill each cell"
     assert (payload["rows_read"], payload["rows_valid"]) == (8, 3)  # rows 2, 6, 8
+
+
+def test_a_sheet_part_named_in_other_capitals_gets_every_check(tmp_path: Path) -> None:
+    """Part names are case-insensitive: a workbook whose relationship names
+    `worksheets/Sheet1.xml` for the entry `worksheets/sheet1.xml` is read (calamine finds
+    it) with the reader's own checks too (merged cells, the extent), not without them."""
+    path = corpus.sheet_book(tmp_path / "t.xlsx", [H, *_merged_rows()], edit=_merged)
+    rels = "xl/_rels/workbook.xml.rels"
+    renamed = corpus.patch_zip(
+        path,
+        tmp_path / "r.xlsx",
+        {rels: lambda data: data.replace(b"worksheets/sheet1.xml", b"worksheets/Sheet1.xml")},
+    )
+    with zipfile.ZipFile(renamed) as archive:
+        assert b"worksheets/Sheet1.xml" in archive.read(rels)
+    (code, payload), (_, original) = check(renamed), check(path)
+    assert code == 0 and len(rejects(payload)) == 12
+    assert rejects(payload) == rejects(original)
+    assert payload["rows_valid"] == original["rows_valid"] == 3
 
 
 def test_formulas_without_a_saved_value_are_rejects(tmp_path: Path) -> None:

@@ -224,7 +224,25 @@ def test_cells_as_other_writers_spell_them(tmp_path: Path) -> None:
     frame, absolute, _ = same_parse(path)
     assert absolute == [1]
     assert frame.height == len(cells)
-    assert frame[0, 0] == "0.001" and frame[4, 0] == "1.50"  # the digits as written
+    assert frame[0, 0] == "0.001" and frame[4, 0] == "1.5"  # the digits, no spare zeros
+
+
+def test_numbers_with_spare_zeros_read_as_excel_shows_them(tmp_path: Path) -> None:
+    """Other programs write some numbers with zeros Excel would not (`202411.0`, as Java
+    prints a double; `1.50`; `007`): the scan spells them as fastexcel does, as Excel shows
+    them, so that a month `202411.0` is the month 202411 whichever reader ran."""
+    base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
+    written = ["202411.0", "1.50", "007", "-0012.3400", "100.250", "0.50", "10", "0.5", "-7"]
+    path = _raw_cells(base, tmp_path / "raw.xlsx", [f'<c r="@"><v>{v}</v></c>' for v in written])
+    frame, _, _ = same_parse(path)
+    shown = ["202411", "1.5", "7", "-12.34", "100.25", "0.5", "10", "0.5", "-7"]
+    assert frame.to_series(0).to_list() == shown
+    book = reader.open_workbook(path)
+    try:
+        whole, _, _ = _fastexcel(book, reader.select_sheet(book, 0))
+    finally:
+        book.archive.close()
+    assert whole.to_series(0).to_list() == shown  # exactly, not only after rounding
 
 
 @pytest.mark.parametrize(

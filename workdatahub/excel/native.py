@@ -24,10 +24,12 @@ taken apart in Python.
 
 One difference is deliberate: a number written in plain decimals keeps the digits the
 workbook holds (`233923503.2924`, `0.0000000000000039984`), where fastexcel prints a double
-to nine decimals (`233923503.292400002`, `0`); a number in exponent form is spelled out in
-plain decimals (`1.5E-05` -> `0.000015`). Cleansing parses both to the same value (money has
-four decimals, rates six); tests/test_reader_native.py compares the two readers cell by cell
-with fastexcel's rounding applied to these digits.
+to nine decimals (`233923503.292400002`, `0`); a number in exponent form, or with zeros
+Excel would not write (`202411.0`, `1.50`, `007`), is spelled out in plain decimals without
+them (`1.5E-05` -> `0.000015`, `202411.0` -> `202411`), as Excel shows it. Cleansing
+parses both to the same value (money has four decimals, rates six);
+tests/test_reader_native.py compares the two readers cell by cell with fastexcel's rounding
+applied to these digits.
 
 Anything the scanner does not expect (rows or cells without `r=`, a namespace prefix, other
 elements between the rows, a cell error calamine cannot read) gives up and the caller reads
@@ -68,7 +70,7 @@ if TYPE_CHECKING:
 EMPTY = 0  # nothing (a formula without a value is flagged by the reader's scan)
 STRING = 1  # a: entry of the string table (shared strings first, then resolved cells)
 PLAIN = 2  # a number in plain decimals; a, b: its start and length in the XML
-NUMBER = 3  # a number in another spelling (exponent, sign, leading dot); a, b: as PLAIN
+NUMBER = 3  # a number in another spelling (exponent, sign, spare zeros); a, b: as PLAIN
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 ERROR = 5  # a cell fastexcel reports a problem for and reads as null: there, but null
 INLINE = 6  # an inline string of the plain shape; a, b: its `<t…>text` (still escaped)

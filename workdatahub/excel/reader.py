@@ -255,6 +255,9 @@ def _relations(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]
 
 def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
     names = set(archive.NameToInfo)
+    # part names are case-insensitive (as calamine reads them): a relationship to
+    # `worksheets/Sheet1.xml` names the zip entry `worksheets/sheet1.xml`
+    by_folded = {name.casefold(): name for name in sorted(names, reverse=True)}
     if "mimetype" in names and b"opendocument" in archive.read("mimetype")[:100]:
         raise InputError(
             f"{path}: is an OpenDocument spreadsheet (.ods) named .xlsx; save it as .xlsx"
@@ -288,7 +291,7 @@ def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
                 name=element.get("name", ""),
                 state=element.get("state", "visible"),
                 kind=kind.rsplit("/", 1)[-1] or "worksheet",
-                part=part if part in names else None,
+                part=part if part in names else by_folded.get(part.casefold()),
             )
         )
     return sheets

@@ -19,17 +19,24 @@ static inline int is_space(uint8_t byte) {
 
 static inline int is_digit(uint8_t byte) { return byte >= 48 && byte <= 57; }
 
-/* -?digits(.digits)? : a number as Excel writes it when no exponent is needed. */
-static int plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
+/* -?digits(.digits)? : a number in plain decimals. Returns the length of its shortest
+ * spelling, the way Excel writes it and shows it, which is a prefix of it: zeros at the end
+ * of the decimals dropped (`202411.0` -> `202411`, `1.50` -> `1.5`, as other programs
+ * write some numbers). 0: another spelling (an exponent, a leading zero as in `007`, `.5`),
+ * left to the slower path, which spells it as fastexcel shows it. */
+static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     int64_t i = start, digits = 0, fraction = 0;
     if (i < stop && buf[i] == 45) i++;
+    int64_t lead = i;
     while (i < stop && is_digit(buf[i])) { i++; digits++; }
-    if (digits == 0) return 0;
-    if (i == stop) return 1;
+    if (digits == 0 || (digits > 1 && buf[lead] == 48)) return 0;
+    if (i == stop) return stop - start;
     if (buf[i] != 46) return 0;
-    i++;
+    int64_t dot = i++;
     while (i < stop && is_digit(buf[i])) { i++; fraction++; }
-    return fraction > 0 && i == stop;
+    if (fraction == 0 || i != stop) return 0;
+    while (i > dot + 1 && buf[i - 1] == 48) i--;
+    return (i == dot + 1 ? dot : i) - start;
 }
 
 /* Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
@@ -143,9 +150,10 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                         if (index > shared_max) shared_max = index;
                     }
                 } else if (number) {
-                    kinds[n] = plain_number(buf, first, last) ? PLAIN : NUMBER;
+                    int64_t shortest = plain_number(buf, first, last);
+                    kinds[n] = shortest ? PLAIN : NUMBER;
                     a[n] = first;
-                    b[n] = (uint32_t)(last - first);
+                    b[n] = (uint32_t)(shortest ? shortest : last - first);
                 }
                 n++;
                 i = last + 8;

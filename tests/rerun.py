@@ -18,8 +18,15 @@ def drop_unreachable_tests(namespace: dict[str, Any], module: str) -> None:
     for name, test in list(namespace.items()):
         if name.startswith("test_") and getattr(test, "__module__", module) != module:
             marks = {m.name for m in getattr(test, "pytestmark", [])}
-            if "db" in marks or name == "test_real_processes_print_one_line_and_exit_2":
+            if "db" in marks or name in _UNREACHABLE:
                 del namespace[name]
+
+
+_UNREACHABLE = {
+    "test_real_processes_print_one_line_and_exit_2",  # `wdh` in a subprocess
+    # a sheet whose XML the scan leaves to fastexcel whole (a namespace prefix)
+    "test_a_sheet_written_with_a_namespace_prefix_gets_every_check",
+}
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -565,6 +566,71 @@ def test_formulas_without_a_saved_value_are_rejects(tmp_path: Path) -> None:
     code, payload = check(corpus.unsaved_formulas(tmp_path / "t.xlsx"))
     assert code == 0
     assert rejects(payload) == [(3, "net_value", None, UNSAVED), (4, "fund_scale", None, UNSAVED)]
+
+
+SHEET = "xl/worksheets/sheet1.xml"
+
+
+def _prefixed(xml: bytes) -> bytes:
+    """The sheet's elements written with an `x:` prefix, as .NET's OpenXML SDK writes them."""
+    xml = re.sub(rb"<(/?)([A-Za-z]\w*)([ >/])", rb"<\1x:\2\3", xml)
+    return xml.replace(b"<x:worksheet xmlns=", b"<x:worksheet xmlns:x=")
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(lambda xml: xml.replace(b"<v />", b"<v></v>"), id="an empty value"),
+        pytest.param(lambda xml: xml.replace(b"<v />", b"<v/>"), id="no space"),
+    ],
+)
+def test_formulas_without_a_saved_value_however_written(
+    tmp_path: Path, respell: Callable[[bytes], bytes]
+) -> None:
+    written = corpus.unsaved_formulas(tmp_path / "t.xlsx")
+    path = corpus.patch_zip(written, tmp_path / "r.xlsx", {SHEET: respell})
+    with zipfile.ZipFile(path) as archive:
+        assert archive.read(SHEET) != zipfile.ZipFile(written).read(SHEET)
+    code, payload = check(path)
+    assert code == 0
+    assert rejects(payload) == [(3, "net_value", None, UNSAVED), (4, "fund_scale", None, UNSAVED)]
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(
+            lambda xml: re.sub(rb'<mergeCell ref="([^"]+)"', rb"<mergeCell ref='\1'", xml),
+            id="single quotes",
+        ),
+        pytest.param(lambda xml: xml.replace(b"<mergeCell ", b"<mergeCell\n  "), id="a newline"),
+    ],
+)
+def test_merged_cells_however_written(tmp_path: Path, respell: Callable[[bytes], bytes]) -> None:
+    written = corpus.sheet_book(tmp_path / "t.xlsx", [H, *_merged_rows()], edit=_merged)
+    path = corpus.patch_zip(written, tmp_path / "r.xlsx", {SHEET: respell})
+    (code, payload), (_, original) = check(path), check(written)
+    assert code == 0 and len(rejects(payload)) == 12
+    assert rejects(payload) == rejects(original)
+
+
+def test_a_sheet_written_with_a_namespace_prefix_gets_every_check(tmp_path: Path) -> None:
+    """`<x:c r="A1">…`, as .NET's OpenXML SDK writes sheets (read by fastexcel: the scan
+    leaves such XML to it): formulas without a saved value and merged cells found as in
+    any other sheet."""
+    formulas = corpus.unsaved_formulas(tmp_path / "f.xlsx")
+    path = corpus.patch_zip(formulas, tmp_path / "fx.xlsx", {SHEET: _prefixed})
+    with zipfile.ZipFile(path) as archive:
+        assert b"<x:c r=" in archive.read(SHEET)
+    code, payload = check(path)
+    assert code == 0
+    assert rejects(payload) == [(3, "net_value", None, UNSAVED), (4, "fund_scale", None, UNSAVED)]
+
+    merged = corpus.sheet_book(tmp_path / "m.xlsx", [H, *_merged_rows()], edit=_merged)
+    path = corpus.patch_zip(merged, tmp_path / "mx.xlsx", {SHEET: _prefixed})
+    (code, payload), (_, original) = check(path), check(merged)
+    assert code == 0 and len(rejects(payload)) == 12
+    assert rejects(payload) == rejects(original)
 
 
 # --------------------------------------------------------------------------- a full-height sheet

@@ -112,8 +112,16 @@ _UNSUPPORTED_ERROR = re.compile(r"Unsupported cell error value '([^']{1,40})'")
 _DIMENSION = re.compile(
     rb'<dimension\b[^>]*?\bref="([A-Z]{1,3})(\d{1,7})(?::([A-Z]{1,3})(\d{1,7}))?"'
 )
-_MERGE = re.compile(rb'<mergeCell\b[^>]*?\bref="([A-Z]{1,3})(\d{1,7}):([A-Z]{1,3})(\d{1,7})"')
-_CELL_REF = re.compile(rb'<c\b[^>]*?\br="([A-Z]{1,3})(\d{1,7})"')
+# elements as any writer spells them: a namespace prefix (`<x:c`, as .NET's OpenXML SDK
+# writes), either quote, spaces around `=`
+_NS = rb"(?:[A-Za-z_][\w.-]*:)?"
+_MERGE = re.compile(
+    rb"<"
+    + _NS
+    + rb"mergeCell\s[^>]*?\bref\s*=\s*[\"']([A-Z]{1,3})(\d{1,7}):([A-Z]{1,3})(\d{1,7})[\"']"
+)
+_CELL_REF = re.compile(rb"<" + _NS + rb"c\s[^>]*?\br\s*=\s*[\"']([A-Z]{1,3})(\d{1,7})[\"']")
+_PREFIX = re.compile(rb"<(?:([A-Za-z_][\w.-]*):)?(?:worksheet|sheetData|mergeCells)\b")
 # a cell with content (not self-closing), in the attribute order every writer uses
 _VALUE_CELL = re.compile(rb'<c r="([A-Z]{1,3})(\d{1,7})"[^>/]*>')
 UNSAVED_FORMULA = "formula without a saved value; open and save the workbook in Excel"
@@ -373,9 +381,10 @@ class SheetScan:
     nul_free: bool = False  # no cell text can hold a NUL (the native scan knows its strings)
 
 
-def _cell_at(data: bytes, end: int) -> tuple[int, int] | None:
-    """(row, column) of the cell whose XML encloses position `end`."""
-    start = data.rfind(b"<c ", 0, end)
+def _cell_at(data: bytes, end: int, prefix: bytes = b"") -> tuple[int, int] | None:
+    """(row, column) of the cell whose XML encloses position `end` (its elements written
+    with `prefix`, `x:` or none)."""
+    start = data.rfind(b"<" + prefix + b"c ", 0, end)
     match = _CELL_REF.match(data, start) if start >= 0 else None
     return (int(match[2]), _col_number(match[1])) if match else None
 
@@ -400,26 +409,32 @@ class _Scanner:
         self.scan = SheetScan()
         self.measure = measure
         self.tail = b""
+        self.prefix: bytes | None = None  # the elements' namespace prefix (b"x:"), once seen
 
     def feed(self, block: bytes) -> None:
         scan = self.scan
         data = self.tail + block
+        if self.prefix is None and (found := _PREFIX.search(data)):
+            self.prefix = found[1] + b":" if found[1] else b""
+        p = self.prefix or b""
         if self.measure:
             for letters, row in _VALUE_CELL.findall(data):
                 scan.max_col = max(scan.max_col, _col_number(letters))
                 scan.last_row = max(scan.last_row, int(row))
-        if b"<mergeCell " in data:
+        if b"mergeCell" in data:
             for c1, r1, c2, r2 in _MERGE.findall(data):
                 scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
-        # a formula cell with no `<v>` result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`
-        for marker in (b"</f></c>", b"/></c>"):
+        # a formula cell with no result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`, `<v></v></c>`
+        cell, formula, value = b"<" + p + b"c ", b"<" + p + b"f", b"<" + p + b"v>"
+        end = b"</" + p + b"c>"
+        for marker in (b"</" + p + b"f>" + end, b"/>" + end, value + b"</" + p + b"v>" + end):
             hit = data.find(marker)
             while hit >= 0:
-                start = data.rfind(b"<c ", 0, hit)
-                if start >= 0 and b"<f" in data[start:hit] and b"<v>" not in data[start:hit]:
-                    cell = _cell_at(data, hit)
-                    if cell:
-                        scan.unsaved_formulas.add(cell)
+                start = data.rfind(cell, 0, hit)
+                if start >= 0 and formula in data[start:hit] and value not in data[start:hit]:
+                    found_cell = _cell_at(data, hit, p)
+                    if found_cell:
+                        scan.unsaved_formulas.add(found_cell)
                 hit = data.find(marker, hit + 1)
         self.tail = data[-_SCAN_OVERLAP:]
 

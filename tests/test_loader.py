@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -234,10 +235,23 @@ def test_append_and_upsert_modes(
     state = table_state(pg)
     with pytest.raises(InputError, match="appending it again would duplicate them"):
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="append")
+    # the operator's input, not the warehouse failing: an input error (exit 2) naming the
+    # file, the sheet, the Excel row and the key
     trustee_month(tmp_path, NOV, rows_for(NOV, 4, scale=7))
-    with pytest.raises(WarehouseError, match="duplicate key value"):
+    with pytest.raises(InputError) as error:
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="append")
+    assert re.fullmatch(
+        r"raw\.trustee_performance 2024-11: \S+\.xlsx \[Sheet1\] row 2: key \(report_date, "
+        r"plan_code, company_code\) = \(2024-11-01, P0000, \w+\) is already in the table; an "
+        r"append adds rows \(to update them load with --mode upsert, to replace the month with "
+        r"--mode delete_insert\); table unchanged",
+        error.value.message,
+    ), error.value.message
     assert table_state(pg) == state
+    logged = pg.execute(
+        "select status, message from wdh.load_log order by started_at desc limit 1"
+    ).fetchone()
+    assert logged == ("failed", error.value.message)
 
 
 def test_a_stale_running_row_is_marked_abandoned(

@@ -33,6 +33,7 @@ import io
 import itertools
 import json
 import queue
+import re
 import time
 import uuid
 from collections import deque
@@ -1158,6 +1159,10 @@ def _execute(
         )
         _finish_failed(url, plan, message)
         raise LoadBusyError(message) from None
+    except psycopg.errors.UniqueViolation as error:  # an append of rows the table holds
+        message = _already_in_the_table(plan, error)
+        _finish_failed(url, plan, message)
+        raise InputError(message) from None
     except psycopg.Error as error:
         message = (
             f"{plan.table} {plan.period:%Y-%m}: load failed and was rolled back, "
@@ -1175,6 +1180,34 @@ def _execute(
         return LoadOutcome(plan.load_id, "refused", 0, 0, plan.rows_rejected, plan.refused, timings)
     return LoadOutcome(
         plan.load_id, "succeeded", plan.rows_to_load, rows_deleted, plan.rows_rejected, "", timings
+    )
+
+
+_KEY_DETAIL = re.compile(r"Key \((?P<columns>.*)\)=\((?P<values>.*)\) already exists\.?")
+
+
+def _already_in_the_table(plan: LoadPlan, error: psycopg.errors.UniqueViolation) -> str:
+    """What an operator is told when rows of the workbook repeat a key the table already
+    holds (only an append can: a replaced month has no rows left, and the workbook's own
+    repeats are rejects): the key, and the Excel row that holds it when it can be told."""
+    found = _KEY_DETAIL.fullmatch((error.diag.message_detail or "").strip())
+    key = f"key ({found['columns']}) = ({found['values']})" if found else "a key"
+    where = f"{plan.source_file} [{plan.source_sheet}]"
+    if found:
+        columns = [c.strip().strip('"') for c in found["columns"].split(",")]
+        values = [v.strip() for v in found["values"].split(",")]
+        if len(columns) == len(values) and set(columns) <= set(plan.valid.columns):
+            match = plan.valid.filter(
+                pl.all_horizontal(
+                    pl.col(c).cast(pl.String) == v for c, v in zip(columns, values, strict=True)
+                )
+            )
+            if match.height:
+                where += f" row {match[ROW][0]}"
+    return (
+        f"{plan.table} {plan.period:%Y-%m}: {where}: {key} is already in the table; an append "
+        "adds rows (to update them load with --mode upsert, to replace the month with "
+        "--mode delete_insert); table unchanged"
     )
 
 

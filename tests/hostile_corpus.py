@@ -56,6 +56,19 @@ def sheet_book(
     if edit is not None:
         edit(book, target)
     book.close()
+    return as_excel_saved(path)
+
+
+def as_excel_saved(path: Path) -> Path:
+    """The workbook as Excel saves it: its formulas' results saved, no request to recompute
+    them when it is opened (xlsxwriter writes one, `fullCalcOnLoad`, whatever results it was
+    given; a workbook that asks is read with its formulas rejected)."""
+    written = path.with_name(path.name + ".written")
+    path.replace(written)
+    patch_zip(
+        written, path, {"xl/workbook.xml": lambda xml: xml.replace(b' fullCalcOnLoad="1"', b"")}
+    )
+    written.unlink()
     return path
 
 

@@ -43,6 +43,10 @@ NOV = date(2024, 11, 1)
 PROCESS = {"cwd": ROOT, "env": dict(os.environ), "text": True, "stdout": -1, "stderr": -1}
 H = TRUSTEE_HEADER
 UNSAVED = "formula without a saved value; open and save the workbook in Excel"
+STALE = (
+    "formula whose saved value the workbook says to recompute (written by a program); open and "
+    "save the workbook in Excel"
+)
 
 
 def check(path: Path, domain: str = "trustee_performance") -> tuple[int, Any]:
@@ -612,6 +616,33 @@ def test_merged_cells_however_written(tmp_path: Path, respell: Callable[[bytes],
     (code, payload), (_, original) = check(path), check(written)
     assert code == 0 and len(rejects(payload)) == 12
     assert rejects(payload) == rejects(original)
+
+
+def test_formulas_of_a_workbook_that_asks_to_recompute_them_are_rejects(tmp_path: Path) -> None:
+    """xlsxwriter (and other programs) save a placeholder result with each formula (0,
+    unless told otherwise) and ask Excel to recompute them all on opening
+    (`fullCalcOnLoad`): no formula's saved result is to be trusted. Once Excel saved the
+    workbook, the same cells are read."""
+
+    def formulas(book: Any, sheet: Any) -> None:
+        sheet.write_formula(2, 5, "=F2*2")  # F3 净值: saved as 0
+        sheet.write_formula(2, 6, "=G2+1", None, 101)  # G3 规模: saved as 101
+
+    rows = [H, [2024, 11, "P0001", "C01", "5%", 1.5, 100], [2024, 11, "P0002", "C01", "5%"]]
+    saved = corpus.sheet_book(tmp_path / "saved.xlsx", rows, edit=formulas)
+    asks = corpus.patch_zip(
+        saved,
+        tmp_path / "asks.xlsx",
+        {"xl/workbook.xml": lambda xml: xml.replace(b"<calcPr ", b'<calcPr fullCalcOnLoad="1" ')},
+    )
+    code, payload = check(asks)
+    assert code == 0
+    assert rejects(payload) == [
+        (3, "fund_scale", "101", STALE),
+        (3, "net_value", "0", STALE),
+    ]
+    code, payload = check(saved)
+    assert code == 0 and rejects(payload) == [] and payload["rows_valid"] == 2
 
 
 def test_a_sheet_written_with_a_namespace_prefix_gets_every_check(tmp_path: Path) -> None:

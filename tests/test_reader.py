@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import hostile_corpus as corpus
 from tests.hostile_corpus import trustee_rows
 from tests.workbooks import ANNUITY_INCOME_HEADER, TRUSTEE_HEADER, Merged, write_workbook
 from workdatahub.errors import InputError
@@ -238,6 +239,7 @@ def test_flagged_cells_keep_their_place_when_the_table_is_offset(
     sheet.write_formula(6, 2, "1/0", None, "#DIV/0!")  # C7: 备注, not read
     sheet.merge_range(6, 5, 7, 5, "P9")  # F7:F8: 计划代码 of rows 7 and 8
     book.close()
+    corpus.as_excel_saved(path)
     frame = read_sheet(path, spec).frame
     assert frame[ROW].to_list() == [5, 6, 7, 8]
     assert frame[CELL_ISSUE + "net_value"].to_list() == [None, "Excel error #DIV/0!", None, None]

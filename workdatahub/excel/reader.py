@@ -125,6 +125,10 @@ _PREFIX = re.compile(rb"<(?:([A-Za-z_][\w.-]*):)?(?:worksheet|sheetData|mergeCel
 # a cell with content (not self-closing), in the attribute order every writer uses
 _VALUE_CELL = re.compile(rb'<c r="([A-Z]{1,3})(\d{1,7})"[^>/]*>')
 UNSAVED_FORMULA = "formula without a saved value; open and save the workbook in Excel"
+STALE_FORMULA = (
+    "formula whose saved value the workbook says to recompute (written by a program); open "
+    "and save the workbook in Excel"
+)
 
 
 @dataclass
@@ -158,6 +162,10 @@ class Workbook:
     archive: zipfile.ZipFile
     sheets: list[SheetPart]
     reader: fastexcel.ExcelReader
+    # the workbook asks Excel to recompute every formula when it is opened (`fullCalcOnLoad`,
+    # as programs write it): the results saved with its formulas are placeholders (xlsxwriter
+    # saves 0) or stale, none to be trusted
+    recalculates: bool = False
 
 
 def _short(error: BaseException) -> str:
@@ -261,7 +269,9 @@ def _relations(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]
     return found
 
 
-def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
+def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart], bool]:
+    """The workbook's sheets, and whether it asks for every formula to be recomputed when
+    it is opened (`<calcPr fullCalcOnLoad="1"/>`)."""
     names = set(archive.NameToInfo)
     # part names are case-insensitive (as calamine reads them): a relationship to
     # `worksheets/Sheet1.xml` names the zip entry `worksheets/sheet1.xml`
@@ -288,6 +298,11 @@ def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
             f"{path}: not a readable workbook (a zip archive with no Excel workbook inside)"
         )
     relations = _relations(archive, workbook)
+    recalculates = any(
+        _local(element.tag) == "calcPr"
+        and element.get("fullCalcOnLoad", "").strip().lower() in ("1", "true")
+        for element in root
+    )
     sheets = []
     for element in root.iter():
         if _local(element.tag) != "sheet":
@@ -302,7 +317,7 @@ def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> list[SheetPart]:
                 part=part if part in names else by_folded.get(part.casefold()),
             )
         )
-    return sheets
+    return sheets, recalculates
 
 
 def open_workbook(path: Path) -> Workbook:
@@ -332,13 +347,13 @@ def open_workbook(path: Path) -> Workbook:
         )
     try:
         archive = zipfile.ZipFile(path)
-        sheets = _sheet_parts(archive, path)
+        sheets, recalculates = _sheet_parts(archive, path)
         reader = fastexcel.read_excel(str(path))
     except InputError:
         raise
     except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
-    return Workbook(path, archive, sheets, reader)
+    return Workbook(path, archive, sheets, reader, recalculates)
 
 
 def select_sheet(book: Workbook, wanted: str | int) -> SheetPart:
@@ -378,6 +393,7 @@ class SheetScan:
     max_col: int = 0  # widest cell holding a value (measured scans only)
     merges: set[tuple[int, int, int, int]] = field(default_factory=set)  # r1, c1, r2, c2
     unsaved_formulas: set[tuple[int, int]] = field(default_factory=set)  # (row, column)
+    stale_formulas: set[tuple[int, int]] = field(default_factory=set)  # see `formula_cells`
     nul_free: bool = False  # no cell text can hold a NUL (the native scan knows its strings)
 
 
@@ -463,6 +479,29 @@ def scan_sheet(
                 break
             scanner.feed(block)
     return scanner.scan
+
+
+def formula_cells(archive: zipfile.ZipFile, part: str) -> set[tuple[int, int]]:
+    """(row, column) of every cell holding a formula (`<f>`, `<f …>`, `<f/>`), one pass over
+    the sheet XML. Only for a workbook that `recalculates`: a cell per formula in Python."""
+    found: set[tuple[int, int]] = set()
+    prefix: bytes | None = None
+    tail = b""
+    with archive.open(part) as stream:
+        while block := stream.read(_SCAN_CHUNK):
+            data = tail + block
+            if prefix is None and (named := _PREFIX.search(data)):
+                prefix = named[1] + b":" if named[1] else b""
+            p = prefix or b""
+            for opener in (b"<" + p + b"f>", b"<" + p + b"f ", b"<" + p + b"f/"):
+                hit = data.find(opener)
+                while hit >= 0:
+                    cell = _cell_at(data, hit, p)
+                    if cell:
+                        found.add(cell)
+                    hit = data.find(opener, hit + 1)
+            tail = data[-_SCAN_OVERLAP:]
+    return found
 
 
 def _scan_file(path: Path, part: str, stop: Event) -> SheetScan:
@@ -890,10 +929,14 @@ def _issues(
                 for c in range(c1, c2 + 1)
                 if c in by_excel_column
             ]
-        for row, column in sorted(scan.unsaved_formulas):
+        formulas = [(cell, UNSAVED_FORMULA) for cell in sorted(scan.unsaved_formulas)]
+        formulas += [
+            (cell, STALE_FORMULA) for cell in sorted(scan.stale_formulas - scan.unsaved_formulas)
+        ]
+        for (row, column), why in formulas:
             if column in by_excel_column and first_data_row <= row <= last_row:
                 index = row - first_data_row
-                spans.append((index, index + 1, by_excel_column[column], UNSAVED_FORMULA))
+                spans.append((index, index + 1, by_excel_column[column], why))
     literals: dict[str, tuple[list[int], list[str]]] = {}
     for error in errors:
         row, column = error.position
@@ -1034,6 +1077,12 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     sheet = select_sheet(book, spec.sheet)
     where = f"{path}: sheet {sheet.name!r}"
     whole, absolute, errors, scan = _load_and_scan(book, sheet, where)
+    if book.recalculates and sheet.part is not None:
+        scan = scan or SheetScan()
+        try:
+            scan.stale_formulas = formula_cells(book.archive, sheet.part)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+            raise InputError(f"{where}: unreadable ({_short(error)})") from None
     if whole.height == 0:
         raise InputError(f"{where} is empty")
     letters = [column_letter(a) for a in absolute]

@@ -163,9 +163,11 @@ def test_plan_only_touches_no_database(month: Path) -> None:
         env={"WDH_DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/none"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    # every statement the load runs, in order: the load log's row first (its own commit)
+    # every statement the load runs, in order: the load's own lock and its row of the load
+    # log first (its own commit, before the workbook is read), then the transaction
     purposes = [line for line in done.stdout.splitlines() if line.startswith("-- ")][3:]
-    assert purposes[:2] == [
+    assert purposes[:3] == [
+        "-- hold the load's own lock while it runs (a load whose process ended lets it go)",
         "-- open the load log (committed on its own: a failed load keeps its row)",
         "-- limit waiting for a concurrent load",
     ]
@@ -173,7 +175,8 @@ def test_plan_only_touches_no_database(month: Path) -> None:
     assert 'delete from "raw"."trustee_performance"' in done.stdout
     assert 'copy "raw"."trustee_performance"' in done.stdout
     assert "-- copy the valid rows (2 rows)" in done.stdout
-    assert "status = 'succeeded', rows_loaded = 2, rows_rejected = 1" in done.stdout
+    assert "status = 'succeeded', rows_loaded = 2, rows_deleted = " in done.stdout
+    assert "rows_read = 3, rows_rejected = 1, reject_rate = 0.333333" in done.stdout
     assert "refused" not in done.stdout
     # after the commit, on its own: the metrics, with the rows the load would load
     closing = done.stdout.splitlines()[-2:]

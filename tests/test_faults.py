@@ -46,7 +46,7 @@ from tests.warehouse import (
     wait_for_backend,
     write_month,
 )
-from workdatahub.errors import WarehouseError
+from workdatahub.errors import InputError, WarehouseError
 from workdatahub.pipeline import run_partition
 from workdatahub.settings import get_settings, reset_settings
 from workdatahub.sources.spec import DomainSpec
@@ -193,6 +193,57 @@ def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_aba
     assert len(log) == 3
 
 
+_KILLED_WHILE_READING = """
+import sys, time
+from datetime import date
+from pathlib import Path
+from workdatahub import pipeline
+from workdatahub.pipeline import run_partition
+from workdatahub.sources.spec import load_sources
+
+def reading(*args, **kwargs):
+    time.sleep(600)  # a read that never ends: the test kills the process
+
+pipeline.check_file = reading
+spec = load_sources().domain("trustee_performance")
+run_partition(spec, date(2024, 11, 1), data_dir=Path(sys.argv[1]), url=sys.argv[2])
+"""
+
+
+def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
+    trustee: DomainSpec, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """A load killed before its rows were even read (out of memory on a huge workbook, a
+    `kill -9`) shows in the load log: its 'running' row is written before the read, and
+    the next load of the month, finding the killed load's own lock free, marks it."""
+    write_month(tmp_path, NOV, 40, version=1)
+    run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+    previous = month_state(pg, NOV)
+    command = [sys.executable, "-c", _KILLED_WHILE_READING, str(tmp_path), pg_url]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(load_log(pg, NOV)) < 2:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the load wrote no 'running' row"
+            time.sleep(0.05)
+        killed = load_log(pg, NOV)[-1]
+        assert killed[1] == "running"
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert month_state(pg, NOV) == previous
+
+    rerun = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)  # (waits for the
+    # killed load's session to end: it held the month's lock, rolled back when it ends)
+    log = {row[0]: row for row in load_log(pg, NOV)}
+    assert log[killed[0]][1:3] == ("abandoned", "the process ended before the load finished")
+    assert log[str(rerun.plan.load_id)][1] == "succeeded"
+
+
 # --- 3. the database restarted between two partitions -------------------------------------
 
 
@@ -314,8 +365,9 @@ def test_a_data_error_is_not_retried(
     before = month_state(pg, NOV)
     write_month(tmp_path, NOV, 10, version=2)
     started = time.monotonic()
-    # append onto the same keys: a unique violation, the same on every try
-    with pytest.raises(WarehouseError, match="duplicate key value"):
+    # append onto the same keys: a unique violation, the same on every try (the operator's
+    # input: an input error naming the row and the key)
+    with pytest.raises(InputError, match=r"row 2: key .* is already in the table"):
         run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url, mode="append")
     assert time.monotonic() - started < 5
     assert retries(load_events) == []

@@ -269,6 +269,30 @@ def test_a_stale_running_row_is_marked_abandoned(
     assert statuses == ["abandoned", "succeeded"]
 
 
+def test_a_running_row_whose_load_is_alive_is_not_marked_abandoned(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """A load writes its 'running' row before it reads the workbook, and holds a lock of its
+    own while it runs: a load of the month waiting for the month's lock is alive. Only once
+    its lock is free (its process ended) is its row marked `abandoned`."""
+    spec = sources.domain("trustee_performance")
+    waiting = "7d444840-9dc1-4f6f-9b5a-3d3f0e2b8f11"
+    pg.execute(
+        "insert into wdh.load_log (load_id, domain, period, target_table, mode, status) values "
+        "(%s, 'trustee_performance', '2024-11-01', 'raw.trustee_performance', "
+        "'delete_insert', 'running')",
+        [waiting],
+    )
+    trustee_month(tmp_path, NOV, rows_for(NOV, 2))
+    with psycopg.connect(pg_url, autocommit=True) as alive:
+        alive.execute("select pg_advisory_lock(hashtextextended('wdh.load:' || %s, 0))", [waiting])
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+        status = "select status from wdh.load_log where load_id = %s"
+        assert pg.execute(status, [waiting]).fetchone() == ("running",)
+    run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)  # its session has ended
+    assert pg.execute(status, [waiting]).fetchone() == ("abandoned",)
+
+
 def test_connection_failure_is_one_clear_line(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     trustee_month(tmp_path, NOV, rows_for(NOV, 2))

@@ -259,8 +259,9 @@ def _run_partition(
         if mode == "append" and not plan_only:
             url = url or database_url()
             refuse_appending_twice(url, spec, period, source.path.name, source.sha256, load_id)
+        files = [{**source.to_json(data_dir), "size": source.size}]
         if not plan_only:
-            url, head = _start_head(spec, period, mode, load_id, url)
+            url, head = _start_head(spec, period, mode, load_id, url, files, started)
             if head is not None:
                 cleanup.callback(head.close)
                 on_valid = _streamed(head, spec, mode, load_id, source_file)
@@ -298,7 +299,7 @@ def _run_partition(
             mode=mode,
             source_file=source_file,
             source_sheet=check.sheet.sheet,
-            files=[{**source.to_json(data_dir), "size": source.size}],
+            files=files,
             rows_read=check.rows_read,
             valid=check.validated.valid,
             rejects=check.validated.rejects,
@@ -347,15 +348,22 @@ def _streamed(
 
 
 def _start_head(
-    spec: DomainSpec, period: date, mode: RefreshMode, load_id: uuid.UUID, url: str | None
+    spec: DomainSpec,
+    period: date,
+    mode: RefreshMode,
+    load_id: uuid.UUID,
+    url: str | None,
+    files: list[dict[str, Any]],
+    started: float,
 ) -> tuple[str | None, Head | None]:
-    """Begin the load's transaction while the workbook is read (see `loader.Head`). Without a
-    reachable warehouse nothing is begun: the load after the read reports that, as before."""
+    """Open the load's row of the load log and begin its transaction while the workbook is
+    read (see `loader.Head`). Without a reachable warehouse nothing is begun: the load after
+    the read reports that, as before."""
     try:
         url = url or database_url()
     except Exception:
         return url, None
-    return url, Head(spec, period, mode, load_id, url)
+    return url, Head(spec, period, mode, load_id, url, files, started)
 
 
 def execute_with_retry(

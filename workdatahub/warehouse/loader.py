@@ -77,6 +77,7 @@ COPY_PURPOSE = "copy the valid rows"
 RECORD_PURPOSE = "record the load"
 REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the same file"
 OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
+LIVE_PURPOSE = "hold the load's own lock while it runs (a load whose process ended lets it go)"
 
 
 @dataclass(frozen=True)
@@ -152,36 +153,28 @@ class LoadPlan:
     closing: Statement | None = None
 
     @property
-    def opening(self) -> Statement:
-        """The load's 'running' row of wdh.load_log, committed on its own before the
-        transaction (so that a failed load still shows in the log). It starts at the run's
-        start, so that `wdh history` shows how long the whole load took, on the server's
-        clock as finished_at is: `started_ago`, the seconds since the run began, is known
-        when the row is written."""
-        values: dict[str, Any] = {
-            "load_id": self.load_id,
-            "domain": self.domain,
-            "period": self.period,
-            "target_table": self.table,
-            "mode": self.mode,
-            "status": "running",
-            "files": json.dumps(self.files, ensure_ascii=False),
+    def opening(self) -> list[Statement]:
+        """What a load runs first, on the connection of its transaction, before that begins
+        (see `opening_statements`)."""
+        return opening_statements(
+            self.load_id, self.domain, self.period, self.table, self.mode, self.files
+        )
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """The load-log columns known once the workbook is validated."""
+        return {
             "sheet": self.source_sheet,
             "rows_read": self.rows_read,
             "rows_rejected": self.rows_rejected,
             "reject_rate": round(self.rows_rejected / self.rows_read, 6) if self.rows_read else 0,
         }
-        return Statement(
-            OPEN_PURPOSE,
-            _log_insert(values, started_at=_STARTED_AGO),
-            {**values, "started_ago": Deferred("seconds since the run began")},
-        )
 
     @property
     def shown(self) -> list[Statement]:
         """Every statement the load runs, in order: the opening, the transaction, the
         closing."""
-        return [self.opening, *self.statements, *([self.closing] if self.closing else [])]
+        return [*self.opening, *self.statements, *([self.closing] if self.closing else [])]
 
     @property
     def rows_to_load(self) -> int:
@@ -238,6 +231,48 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
+def _live_key(load_id: uuid.UUID | sql.Composable) -> sql.Composable:
+    """The key of a load's own advisory lock, from its load id (a value, or SQL)."""
+    text = sql.Literal(str(load_id)) if isinstance(load_id, uuid.UUID) else load_id
+    return sql.SQL("hashtextextended('wdh.load:' || {}, 0)").format(text)
+
+
+def opening_statements(
+    load_id: uuid.UUID,
+    domain: str,
+    period: date,
+    table: str,
+    mode: RefreshMode,
+    files: list[dict[str, Any]],
+) -> list[Statement]:
+    """A load's start, before its transaction and before the workbook is read: it takes
+    a lock of its own (a session lock, held until its connection ends, so also if its process
+    is killed), then writes its 'running' row of wdh.load_log, committed at once, so that a
+    load that never finishes (killed, out of memory) still shows in the log, and the next
+    load of the month marks it `abandoned`: a 'running' row whose own lock is free. The row
+    starts at the run's start, so that `wdh history` shows how long the whole load took, on
+    the server's clock as finished_at is: `started_ago`, the seconds since the run began,
+    is known when the row is written. Its counts come when the load ends."""
+    values: dict[str, Any] = {
+        "load_id": load_id,
+        "domain": domain,
+        "period": period,
+        "target_table": table,
+        "mode": mode,
+        "status": "running",
+        "files": json.dumps(files, ensure_ascii=False),
+    }
+    insert = _log_insert(values, started_at=_STARTED_AGO)
+    return [
+        Statement(LIVE_PURPOSE, sql.SQL("select pg_advisory_lock({})").format(_live_key(load_id))),
+        Statement(
+            OPEN_PURPOSE,
+            sql.SQL("{} on conflict (load_id) do nothing").format(insert),
+            {**values, "started_ago": Deferred("seconds since the run began")},
+        ),
+    ]
+
+
 def _lock_key(spec: DomainSpec, period: date) -> str:
     return f"{spec.schema_name}.{spec.table}:{period.isoformat()}"
 
@@ -264,8 +299,8 @@ def head_statements(
                 "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
                 "message = 'the process ended before the load finished' "
                 "where domain = %(domain)s and period = %(period)s and status = 'running' "
-                "and load_id <> %(load_id)s"
-            ),
+                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({})"
+            ).format(_live_key(sql.SQL("load_id::text"))),
             {"domain": spec.name, "period": period, "load_id": load_id},
         ),
     ]
@@ -402,27 +437,36 @@ def build_plan(
             rows=rejects.height,
         )
     )
+    counts = {
+        "sheet": source_sheet,
+        "rows_read": rows_read,
+        "rows_rejected": rejected_rows.height,
+        "reject_rate": round(rejected_rows.height / rows_read, 6) if rows_read else 0,
+    }
+    counted = (
+        "sheet = %(sheet)s, rows_read = %(rows_read)s, rows_rejected = %(rows_rejected)s, "
+        "reject_rate = %(reject_rate)s, finished_at = clock_timestamp() "
+        "where load_id = %(load_id)s"
+    )
     if refuse:
         record = Statement(
             RECORD_PURPOSE,
             sql.SQL(
-                "update wdh.load_log set status = 'refused', message = %(message)s, "
-                "finished_at = clock_timestamp() where load_id = %(load_id)s"
+                "update wdh.load_log set status = 'refused', message = %(message)s, " + counted
             ),
-            {"message": refuse, "load_id": load_id},
+            {"message": refuse, **counts, "load_id": load_id},
         )
     else:
         record = Statement(
             RECORD_PURPOSE,
             sql.SQL(
                 "update wdh.load_log set status = 'succeeded', rows_loaded = %(rows_loaded)s, "
-                "rows_rejected = %(rows_rejected)s, rows_deleted = %(rows_deleted)s, "
-                "finished_at = clock_timestamp() where load_id = %(load_id)s"
+                "rows_deleted = %(rows_deleted)s, " + counted
             ),
             {
                 "rows_loaded": valid.height,
-                "rows_rejected": rejected_rows.height,
                 "rows_deleted": Deferred("rows deleted above"),
+                **counts,
                 "load_id": load_id,
             },
         )
@@ -820,8 +864,16 @@ def reject_rows_for_copy(plan: LoadPlan) -> pl.DataFrame:
 
 
 def _insert_log(conn: psycopg.Connection, started_ago: float, **values: Any) -> None:
-    """One finished row of wdh.load_log (finished_at now, started `started_ago` s before)."""
-    query = _log_insert(values, started_at=_STARTED_AGO, finished_at=sql.SQL("clock_timestamp()"))
+    """One finished row of wdh.load_log (finished_at now, started `started_ago` s before),
+    or the load's 'running' row, when it wrote one, finished so."""
+    query = sql.SQL("{} on conflict (load_id) do update set {}").format(
+        _log_insert(values, started_at=_STARTED_AGO, finished_at=sql.SQL("clock_timestamp()")),
+        sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in [*values, "finished_at"]
+            if c != "load_id"
+        ),
+    )
     conn.execute(query, {**values, "started_ago": max(started_ago, 0.0)})
 
 
@@ -862,13 +914,18 @@ def record_failed_read(
 
 def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
     """Mark the try failed, unless its transaction committed after all (the connection can
-    drop after COMMIT reached the server): then its row already says how it ended."""
+    drop after COMMIT reached the server): then its row already says how it ended. (A row
+    another load marked `abandoned`, in the moment between this load's connection ending
+    and now, is this load's: failed, with its reason.)"""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             conn.execute(
-                "update wdh.load_log set status = 'failed', message = %s, "
-                "finished_at = clock_timestamp() where load_id = %s and status = 'running'",
-                [message[:2000], plan.load_id],
+                "update wdh.load_log set status = 'failed', message = %(message)s, "
+                "sheet = %(sheet)s, rows_read = %(rows_read)s, "
+                "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
+                "finished_at = clock_timestamp() "
+                "where load_id = %(load_id)s and status in ('running', 'abandoned')",
+                {"message": message[:2000], **plan.counts, "load_id": plan.load_id},
             )
     except psycopg.Error:
         pass  # the database is gone; the row stays 'running' and the next load marks it
@@ -943,9 +1000,23 @@ class Head:
     the head itself (or of its COPY) is raised by `take`, as if `execute` had met it."""
 
     def __init__(
-        self, spec: DomainSpec, period: date, mode: RefreshMode, load_id: uuid.UUID, url: str
+        self,
+        spec: DomainSpec,
+        period: date,
+        mode: RefreshMode,
+        load_id: uuid.UUID,
+        url: str,
+        files: list[dict[str, Any]] | None = None,
+        started: float | None = None,
     ) -> None:
         self.load_id = load_id
+        # the load's own lock and its 'running' row, before the transaction
+        self.opening = opening_statements(
+            load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files or []
+        )
+        self._started = time.perf_counter() if started is None else started
+        self._opened = False
+        self._open_done = Event()
         self.statements = head_statements(spec, period, mode, load_id)
         self._progress = _Progress(spec.name, period, load_id)
         self.timings: dict[str, float] = {}
@@ -1006,12 +1077,26 @@ class Head:
 
     def _run(self, url: str) -> None:
         try:
-            with timed(self.timings, "connect"):
-                self._conn = psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S)
-            with self._conn.cursor() as cur:
+            try:
+                with timed(self.timings, "connect"):
+                    conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                self._conn = conn
+                if not self._stop.is_set():
+                    _open_log(conn, self.opening, time.perf_counter() - self._started)
+                    self._opened = True
+                conn.autocommit = False  # the transaction begins with the next statement
+            finally:
+                self._open_done.set()
+            with conn.cursor() as cur:
                 self.rows_deleted = _run_head(cur, self.statements, self.timings, self._stop)
         except BaseException as error:  # raised again by `take`
             self._error = error
+
+    def opened(self) -> bool:
+        """Whether the load's own lock is held and its 'running' row written (waits until
+        the head has tried)."""
+        self._open_done.wait()
+        return self._opened
 
     def take(self, plan: LoadPlan) -> psycopg.Connection:
         """The connection, its transaction open with the head run (and the streamed COPY
@@ -1095,20 +1180,43 @@ def _execute(
     if head is not None and plan.refused:
         head.close()  # a refused load leaves the table untouched
         head = None
+    # the load's own lock and its 'running' row: taken and written by the head, on its
+    # connection, before the workbook was read; else now, on a connection kept until the end
+    log: psycopg.Connection | None = None
+    if head is None or not head.opened():
+        try:
+            with timed(timings, "start"):
+                log = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
+                _open_log(log, plan.opening, ago)
+        except psycopg.Error as error:
+            if log is not None:
+                log.close()
+            raise WarehouseError(
+                f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
+                + unmigrated_hint(error)
+            ) from None
     try:
-        with (
-            timed(timings, "start"),
-            psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn,
-        ):
-            ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
-            opening = plan.opening
-            conn.execute(opening.query, opening.bound(started_ago=max(ago, 0.0)))
-    except psycopg.Error as error:
-        raise WarehouseError(
-            f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
-            + unmigrated_hint(error)
-        ) from None
+        return _run_transaction(plan, spec, url, timings, ahead, head)
+    finally:
+        if log is not None:
+            log.close()  # (its lock goes with it)
 
+
+def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: float) -> None:
+    """Run a load's `opening_statements` on `conn` (autocommit)."""
+    for statement in opening:
+        conn.execute(statement.query, statement.bound(started_ago=max(started_ago, 0.0)) or None)
+
+
+def _run_transaction(
+    plan: LoadPlan,
+    spec: DomainSpec,
+    url: str,
+    timings: dict[str, float],
+    ahead: _Ahead | None,
+    head: Head | None,
+) -> LoadOutcome:
     rows_deleted = 0
     copied: int | None = None  # rows the head's COPY loaded
     try:

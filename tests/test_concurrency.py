@@ -33,7 +33,7 @@ from tests.warehouse import (
     write_month,
 )
 from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
-from workdatahub.errors import LoadBusyError
+from workdatahub.errors import LoadBusyError, RejectThresholdExceeded
 from workdatahub.pipeline import run_partition
 from workdatahub.sources.spec import DomainSpec
 
@@ -63,6 +63,69 @@ def test_two_loads_of_one_month_at_once_end_with_exactly_one_month(
     assert log[str(first_result.plan.load_id)][1:] == ("succeeded", "", 40, 0)
     assert log[str(second_result.plan.load_id)][1:] == ("succeeded", "", 60, 40)
     assert len(log) == 2
+
+
+def test_a_refused_load_is_never_taken_for_a_dead_one(
+    trustee: DomainSpec,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refused load rolls its transaction back, which lets a load waiting for the month
+    in; that load marks `abandoned` the month's 'running' rows whose own lock is free. The
+    refused load keeps its lock all along (its second connection takes it, shared, before
+    the first ends): its row goes from 'running' to 'refused', never through 'abandoned'."""
+    from workdatahub import pipeline
+
+    refused_dir, loaded_dir = tmp_path / "refused", tmp_path / "loaded"
+    folder = trustee_folder(refused_dir, "202411", "受托部")
+    bad = [[2024, 11, f"P{i:04d}", "C01", "abc", 1, 1] for i in range(5)]
+    write_workbook(folder / "受托业绩.xlsx", {"Sheet1": [TRUSTEE_HEADER, *bad]})
+    write_month(loaded_dir, NOV, 20)
+    pg.execute("create table if not exists public.wdh_test_statuses (load_id uuid, status text)")
+    pg.execute("truncate public.wdh_test_statuses")
+    pg.execute(
+        "create or replace function public.wdh_test_status() returns trigger language plpgsql "
+        "as $$ begin insert into public.wdh_test_statuses values (new.load_id, new.status); "
+        "return new; end $$"
+    )
+    pg.execute(
+        "create or replace trigger wdh_test_status after insert or update of status "
+        "on wdh.load_log for each row execute function public.wdh_test_status()"
+    )
+    read = pipeline.check_file
+    go = threading.Event()
+
+    def held(spec: Any, path: Path, *args: Any, **kwargs: Any) -> Any:
+        if refused_dir in path.parents:
+            assert go.wait(60)
+        return read(spec, path, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_file", held)
+    try:
+        refused = Background(run_partition, trustee, NOV, data_dir=refused_dir, url=pg_url)
+        wait_for_backend(pg, "state = 'idle in transaction' and query ilike 'delete from %'")
+        loaded = Background(run_partition, trustee, NOV, data_dir=loaded_dir, url=pg_url)
+        wait_for_backend(pg, WAITING_FOR_THE_MONTH)
+        go.set()
+        with pytest.raises(RejectThresholdExceeded):
+            refused.result()
+        result = loaded.result()
+        statuses = pg.execute(
+            "select load_id::text, array_agg(status order by ctid) "
+            "from public.wdh_test_statuses group by 1"
+        ).fetchall()
+    finally:
+        go.set()
+        pg.execute("drop trigger if exists wdh_test_status on wdh.load_log")
+        pg.execute("drop table if exists public.wdh_test_statuses")
+        pg.execute("drop function if exists public.wdh_test_status()")
+    by_load = dict(statuses)
+    assert by_load.pop(str(result.plan.load_id)) == ["running", "succeeded"]
+    assert list(by_load.values()) == [["running", "refused"]]
+    assert month_state(pg, NOV) == expected_state(NOV, 20)
 
 
 def test_a_load_that_waits_too_long_for_the_month_is_told_it_is_busy(

@@ -645,6 +645,32 @@ def test_formulas_of_a_workbook_that_asks_to_recompute_them_are_rejects(tmp_path
     assert code == 0 and rejects(payload) == [] and payload["rows_valid"] == 2
 
 
+def test_a_workbook_that_asks_to_recompute_but_holds_no_formula_is_read_once(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What programs write (xlsxwriter, openpyxl: `fullCalcOnLoad`) mostly holds no formula:
+    the read's own scan says so, and the sheet is not gone over again for formulas."""
+    from workdatahub.excel import reader
+
+    rows = [H, *trustee_rows(5)]
+    saved = corpus.sheet_book(tmp_path / "saved.xlsx", rows)
+    asks = corpus.patch_zip(
+        saved,
+        tmp_path / "asks.xlsx",
+        {"xl/workbook.xml": lambda xml: xml.replace(b"<calcPr ", b'<calcPr fullCalcOnLoad="1" ')},
+    )
+
+    def second_pass(*args: Any) -> Any:
+        raise AssertionError("the sheet was scanned again for formulas")
+
+    monkeypatch.setattr(reader, "formula_cells", second_pass)
+    book = reader.open_workbook(asks)
+    assert book.recalculates
+    book.archive.close()
+    sheet = read_sheet(asks, sources.domain("trustee_performance"))
+    assert sheet.frame.height == 5
+
+
 def test_a_sheet_written_with_a_namespace_prefix_gets_every_check(tmp_path: Path) -> None:
     """`<x:c r="A1">…`, as .NET's OpenXML SDK writes sheets (read by fastexcel: the scan
     leaves such XML to it): formulas without a saved value and merged cells found as in

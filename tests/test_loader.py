@@ -487,6 +487,31 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
     assert not in_transaction(pg)
 
 
+def test_a_load_failing_while_reading_leaves_a_failed_row(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any failure while the workbook is read (here out of memory), not only an unreadable
+    workbook: the load's row, written before the read, says it failed and why."""
+    spec = sources.domain("trustee_performance")
+    before = month_loaded(spec, tmp_path, pg_url, pg)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(pipeline, "check_file", out_of_memory)
+    with pytest.raises(MemoryError):
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert table_state(pg) == before
+    rows = pg.execute("select status, message from wdh.load_log order by started_at").fetchall()
+    assert rows == [("succeeded", None), ("failed", "failed while reading: MemoryError")]
+    assert not in_transaction(pg)
+
+
 def test_an_unreadable_workbook_is_reported_at_once_while_another_load_holds_the_month(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

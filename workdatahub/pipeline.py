@@ -25,6 +25,7 @@ from workdatahub.errors import (
     InputError,
     RejectThresholdExceeded,
     WarehouseError,
+    WdhError,
     too_many_rejects,
 )
 from workdatahub.excel.reader import SheetData, read_sheet
@@ -269,11 +270,17 @@ def _run_partition(
         check = check_file(spec, source.path, period, on_valid)
     except BaseException as error:  # (the cleanup closes the head: the month's old rows stay)
         # an unreadable workbook, or a run stopped while reading (Ctrl-C, a stop from Dagster
-        # or `kill`): the load never began, and the load log says so
+        # or `kill`): the load never began, and the load log says so; so it does for any
+        # other failure once the load's 'running' row is written (the head writes it)
         stopped = not isinstance(error, Exception)
-        if not plan_only and (stopped or isinstance(error, InputError)):
+        if not plan_only and (stopped or isinstance(error, InputError) or head is not None):
             files = [f.to_json(data_dir) for f in found.files] if found else []
-            reason = f"stopped while reading: {one_line(error)}" if stopped else str(error)
+            if stopped:
+                reason = f"stopped while reading: {one_line(error)}"
+            elif isinstance(error, WdhError):
+                reason = error.message
+            else:
+                reason = f"failed while reading: {one_line(error)}"
             record_failed_read(url, spec, period, mode, files, reason, load_id, started)
         raise
     timings.update(check.timings)

@@ -455,7 +455,8 @@ def _build(
         if not all(pool.map(cells.scan, itertools.repeat(lib), itertools.repeat(buf), parts)):
             return None
     if scanner is not None:
-        scanner.feed_sheet(xml, any(cells.formulas))
+        scanner.scan.formulas = any(cells.formulas)
+        scanner.feed_sheet(xml, scanner.scan.formulas)
     known = _values(book, sheet, lib, xml, buf, cells, scanner)
     if known is None:
         return None

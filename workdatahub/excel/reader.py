@@ -394,6 +394,7 @@ class SheetScan:
     merges: set[tuple[int, int, int, int]] = field(default_factory=set)  # r1, c1, r2, c2
     unsaved_formulas: set[tuple[int, int]] = field(default_factory=set)  # (row, column)
     stale_formulas: set[tuple[int, int]] = field(default_factory=set)  # see `formula_cells`
+    formulas: bool | None = None  # whether any cell holds a formula (None: not known)
     nul_free: bool = False  # no cell text can hold a NUL (the native scan knows its strings)
 
 
@@ -442,6 +443,8 @@ class _Scanner:
                 scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
         # a formula cell with no result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`, `<v></v></c>`
         cell, formula, value = b"<" + p + b"c ", b"<" + p + b"f", b"<" + p + b"v>"
+        if not scan.formulas and any(formula + end in data for end in (b">", b" ", b"/")):
+            scan.formulas = True
         end = b"</" + p + b"c>"
         for marker in (b"</" + p + b"f>" + end, b"/>" + end, value + b"</" + p + b"v>" + end):
             hit = data.find(marker)
@@ -478,6 +481,8 @@ def scan_sheet(
             if stop is not None and stop.is_set():
                 break
             scanner.feed(block)
+        else:  # the whole sheet was seen
+            scanner.scan.formulas = bool(scanner.scan.formulas)
     return scanner.scan
 
 
@@ -837,6 +842,7 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
         finally:
             for future in pending:
                 future.cancel()
+    scanner.scan.formulas = bool(scanner.scan.formulas)  # (every piece was fed)
     return _stack(parsed), scanner.scan
 
 
@@ -1077,7 +1083,12 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     sheet = select_sheet(book, spec.sheet)
     where = f"{path}: sheet {sheet.name!r}"
     whole, absolute, errors, scan = _load_and_scan(book, sheet, where)
-    if book.recalculates and sheet.part is not None:
+    # (a second pass over the sheet, only where formulas are or may be)
+    if (
+        book.recalculates
+        and sheet.part is not None
+        and (scan is None or scan.formulas is not False)
+    ):
         scan = scan or SheetScan()
         try:
             scan.stale_formulas = formula_cells(book.archive, sheet.part)

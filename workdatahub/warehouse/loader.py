@@ -249,7 +249,9 @@ def opening_statements(
     a lock of its own (a session lock, held until its connection ends, so also if its process
     is killed), then writes its 'running' row of wdh.load_log, committed at once, so that a
     load that never finishes (killed, out of memory) still shows in the log, and the next
-    load of the month marks it `abandoned`: a 'running' row whose own lock is free. The row
+    load of the month marks it `abandoned`: a 'running' row whose own lock is free. The lock
+    is shared: a second connection of the load (`_execute`'s) takes it too before the first
+    ends, so that the load never lets it go while it runs, and never waits for it. The row
     starts at the run's start, so that `wdh history` shows how long the whole load took, on
     the server's clock as finished_at is: `started_ago`, the seconds since the run began,
     is known when the row is written. Its counts come when the load ends."""
@@ -264,7 +266,10 @@ def opening_statements(
     }
     insert = _log_insert(values, started_at=_STARTED_AGO)
     return [
-        Statement(LIVE_PURPOSE, sql.SQL("select pg_advisory_lock({})").format(_live_key(load_id))),
+        Statement(
+            LIVE_PURPOSE,
+            sql.SQL("select pg_advisory_lock_shared({})").format(_live_key(load_id)),
+        ),
         Statement(
             OPEN_PURPOSE,
             sql.SQL("{} on conflict (load_id) do nothing").format(insert),
@@ -1177,13 +1182,12 @@ def _execute(
     ahead: _Ahead | None,
     head: Head | None,
 ) -> LoadOutcome:
-    if head is not None and plan.refused:
-        head.close()  # a refused load leaves the table untouched
-        head = None
     # the load's own lock and its 'running' row: taken and written by the head, on its
-    # connection, before the workbook was read; else now, on a connection kept until the end
+    # connection, before the workbook was read; else (no head, or one that could not, or a
+    # refused load's, rolled back below) now, on a connection kept until the end, taken
+    # before the head's connection ends (the lock is shared), so it is never let go
     log: psycopg.Connection | None = None
-    if head is None or not head.opened():
+    if head is None or not head.opened() or plan.refused:
         try:
             with timed(timings, "start"):
                 log = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
@@ -1196,6 +1200,9 @@ def _execute(
                 f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
                 + unmigrated_hint(error)
             ) from None
+    if head is not None and plan.refused:
+        head.close()  # a refused load leaves the table untouched
+        head = None
     try:
         return _run_transaction(plan, spec, url, timings, ahead, head)
     finally:

@@ -128,6 +128,48 @@ def test_a_refused_load_is_never_taken_for_a_dead_one(
     assert month_state(pg, NOV) == expected_state(NOV, 20)
 
 
+def test_ctrl_c_stops_a_load_waiting_for_the_month(
+    trustee: DomainSpec, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """A load waits for the month while another holds it (up to 10 minutes): Ctrl-C stops
+    it then and there, its row failed, not once the other load is done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    write_month(first_dir, NOV, 40, version=1)
+    write_month(second_dir, NOV, 60, version=2)
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance"]
+    command += ["--period", "2024-11", "--data-dir", str(second_dir)]
+    with hold_copy(pg_url, at_row=21) as gate:
+        first = Background(run_partition, trustee, NOV, data_dir=first_dir, url=pg_url)
+        wait_for_backend(pg, HELD_IN_COPY)
+        env = {**os.environ, "WDH_DATABASE_URL": pg_url}
+        second = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for_backend(pg, WAITING_FOR_THE_MONTH, count=2)  # (the first: at the gate)
+            time.sleep(2)  # its 60 rows read and validated: the process waits for its head
+            second.send_signal(signal.SIGINT)
+            try:
+                _, stderr = second.communicate(timeout=20)  # with the first load still held
+            except subprocess.TimeoutExpired:
+                pytest.fail("Ctrl-C did not stop the load waiting for the month")
+        finally:
+            if second.poll() is None:
+                second.kill()
+        # 130, or ended by the SIGINT itself once its message is out (as a shell sees it: 130)
+        assert second.returncode in (130, -signal.SIGINT), stderr
+        assert stderr.strip() == "wdh: error: aborted"
+        gate.open()
+        first.result()
+    statuses = [row[1] for row in load_log(pg, NOV)]
+    assert statuses == ["succeeded", "failed"]
+    assert month_state(pg, NOV) == expected_state(NOV, 40, version=1)
+
+
 def test_a_load_that_waits_too_long_for_the_month_is_told_it_is_busy(
     trustee: DomainSpec,
     tmp_path: Path,

@@ -147,6 +147,37 @@ def test_connection_killed_mid_copy_is_retried_with_a_new_load_id(
     assert "terminating connection" in retry["reason"]
 
 
+def test_a_try_that_could_not_record_its_failure_is_recorded_by_the_next(
+    trustee: DomainSpec,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    attempts: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A try that lost the server (a restart) cannot mark its own row failed then: the
+    next try, before it begins, does, with the first one's reason (its row stayed
+    'running', and the next try's start would have marked it 'abandoned')."""
+    from workdatahub.warehouse import loader
+
+    attempts(4)
+    write_month(tmp_path, NOV, 40, version=1)
+    run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+    write_month(tmp_path, NOV, 60, version=2)
+    monkeypatch.setattr(loader, "_finish_failed", lambda *args: None)  # the server was away
+    with hold_copy(pg_url, at_row=31) as gate:
+        load = Background(run_partition, trustee, NOV, data_dir=tmp_path, url=pg_url)
+        (pid,) = wait_for_backend(pg, HELD_IN_COPY)
+        pg.execute("select pg_terminate_backend(%s)", [pid])
+        gate.open()
+        result = load.result()
+    log = load_log(pg, NOV)
+    assert [row[1] for row in log] == ["succeeded", "failed", "succeeded"]
+    assert "terminating connection due to administrator command" in log[1][2]
+    assert log[2][0] == str(result.plan.load_id)
+
+
 # --- 2. the loading process killed ---------------------------------------------------------
 
 

@@ -601,7 +601,9 @@ def test_two_appends_of_one_file_at_once_load_it_once(
     first = Background(run_partition, spec, NOV, **load)
     with psycopg.connect(pg_url, autocommit=True) as watch:
         # the first load's transaction holds the month's lock while its workbook is read
-        wait_for_backend(watch, "state = 'idle in transaction' and query ilike '%abandoned%'")
+        wait_for_backend(
+            watch, "state = 'idle in transaction' and query ilike '%pg_advisory_xact_lock%'"
+        )
         second = Background(run_partition, spec, NOV, **load)
         loaded = first.result().outcome
     assert loaded is not None and loaded.status == "succeeded" and loaded.rows_loaded > 0

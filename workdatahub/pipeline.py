@@ -42,6 +42,7 @@ from workdatahub.warehouse.loader import (
     copy_query,
     copy_types,
     execute,
+    mark_failed,
     record_failed_read,
     refuse_appending_twice,
     rows_for_copy,
@@ -390,7 +391,7 @@ def execute_with_retry(
     log = get_logger(domain=spec.name, partition=f"{plan.period:%Y-%m}")
     attempts = get_settings().load_attempts
     wait = RETRY_FIRST_WAIT_S
-    earlier: list[LoadPlan] = []
+    earlier: list[tuple[LoadPlan, str]] = []  # the tries before, and why each failed
     for attempt in range(1, attempts + 1):
         try:
             if earlier:
@@ -421,7 +422,7 @@ def execute_with_retry(
             )
             time.sleep(wait)
             wait = min(wait * 2, RETRY_MAX_WAIT_S)
-            earlier.append(plan)
+            earlier.append((plan, error.message))
             plan = _next_try(plan, spec)
     raise AssertionError("unreachable")
 
@@ -443,10 +444,15 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
     )  # (its log row starts when the try does: the tries of a run stay in order)
 
 
-def _committed_after_all(tries: list[LoadPlan], url: str) -> tuple[LoadPlan, LoadOutcome] | None:
+def _committed_after_all(
+    earlier: list[tuple[LoadPlan, str]], url: str
+) -> tuple[LoadPlan, LoadOutcome] | None:
     """The earlier try whose transaction committed after all: its load-log row, written in
     that transaction, says how it ended (a dropped connection only marks 'running' rows
-    failed)."""
+    failed). When none did, each earlier try's row says it failed, and why: a try that
+    lost the server could not say so then (its row stayed 'running', or this load's next
+    try would have marked it 'abandoned')."""
+    tries = [plan for plan, _ in earlier]
     current = tries[-1]
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
@@ -456,6 +462,8 @@ def _committed_after_all(tries: list[LoadPlan], url: str) -> tuple[LoadPlan, Loa
                 [[t.load_id for t in tries]],
             ).fetchone()
             if found is None:
+                for plan, why in earlier:
+                    mark_failed(conn, plan, why)
                 return None
             conn.execute(
                 "update wdh.load_log set message = 'committed; the confirmation was lost "

@@ -4,6 +4,8 @@ The plan lists every statement with its row counts, rendered with literal values
 operator can read exactly what would run; plan-only needs no database at all. Execution
 runs the same statements with values as parameters or COPY data:
 
+    the load's own lock (shared, for the session), its "running" row, and the month's
+    earlier "running" rows whose own lock is free marked "abandoned" (autocommit)
     begin
       lock the (table, period) with a transaction-scoped advisory lock
       delete the period                      (delete_insert)
@@ -13,7 +15,7 @@ runs the same statements with values as parameters or COPY data:
       mark the load-log row succeeded
     commit
 
-The statements before the rows (lock, mark unfinished loads, delete the month) do not
+The statements before the rows (the load log's, the month's lock, delete the month) do not
 depend on the workbook: `run_partition` begins the transaction with them on a thread while
 the workbook is still read (`Head`), and `execute` goes on in it. The valid rows go in
 COPY's binary format, encoded column-wise (numpy, then a compiled join into rows) in a
@@ -21,9 +23,10 @@ worker thread that starts with the load and keeps up to COPY_AHEAD_BYTES ahead o
 COPY; the rejects (a handful) go as CSV.
 
 A failure anywhere rolls the whole transaction back: the table is exactly as it was. The
-load-log row is written first in its own short transaction ("running"), so a load that
-fails, or a process that is killed, still leaves a trace; a later load of the same
-(table, period) marks such stale rows "abandoned".
+load-log row is written first in its own short transaction ("running"), before the workbook
+is read, so a load that fails, or a process that is killed, still leaves a trace; a later
+load of the same (table, period) marks such stale rows "abandoned" (see
+`opening_statements`).
 """
 
 from __future__ import annotations
@@ -248,8 +251,8 @@ def opening_statements(
     """A load's start, before its transaction and before the workbook is read: it takes
     a lock of its own (a session lock, held until its connection ends, so also if its process
     is killed), then writes its 'running' row of wdh.load_log, committed at once, so that a
-    load that never finishes (killed, out of memory) still shows in the log, and the next
-    load of the month marks it `abandoned`: a 'running' row whose own lock is free. The lock
+    load that never finishes (killed, out of memory) still shows in the log; last, it marks
+    `abandoned` the month's 'running' rows whose own lock is free (their process ended). The lock
     is shared: a second connection of the load (`_execute`'s) takes it too before the first
     ends, so that the load never lets it go while it runs, and never waits for it. The row
     starts at the run's start, so that `wdh history` shows how long the whole load took, on
@@ -275,6 +278,19 @@ def opening_statements(
             sql.SQL("{} on conflict (load_id) do nothing").format(insert),
             {**values, "started_ago": Deferred("seconds since the run began")},
         ),
+        Statement(
+            # on its own, not in the load's transaction: the rows it marks are not held
+            # locked while this load runs (a load that lost its connection records its
+            # failure at once); the lock it tries, per row, is the only guard needed
+            "earlier loads of this period whose process ended (their own lock is free)",
+            sql.SQL(
+                "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
+                "message = 'the process ended before the load finished' "
+                "where domain = %(domain)s and period = %(period)s and status = 'running' "
+                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({})"
+            ).format(_live_key(sql.SQL("load_id::text"))),
+            {"domain": domain, "period": period, "load_id": load_id},
+        ),
     ]
 
 
@@ -297,16 +313,6 @@ def head_statements(
             "one load per (table, period) at a time",
             sql.SQL("select pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"),
             {"lock_key": _lock_key(spec, period)},
-        ),
-        Statement(
-            "earlier loads of this period that never finished",
-            sql.SQL(
-                "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
-                "message = 'the process ended before the load finished' "
-                "where domain = %(domain)s and period = %(period)s and status = 'running' "
-                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({})"
-            ).format(_live_key(sql.SQL("load_id::text"))),
-            {"domain": spec.name, "period": period, "load_id": load_id},
         ),
     ]
     if mode == "delete_insert":
@@ -924,16 +930,22 @@ def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
     and now, is this load's: failed, with its reason.)"""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            conn.execute(
-                "update wdh.load_log set status = 'failed', message = %(message)s, "
-                "sheet = %(sheet)s, rows_read = %(rows_read)s, "
-                "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
-                "finished_at = clock_timestamp() "
-                "where load_id = %(load_id)s and status in ('running', 'abandoned')",
-                {"message": message[:2000], **plan.counts, "load_id": plan.load_id},
-            )
+            mark_failed(conn, plan, message)
     except psycopg.Error:
-        pass  # the database is gone; the row stays 'running' and the next load marks it
+        pass  # the database is gone; the row stays 'running' (a retry, or the next load, marks it)
+
+
+def mark_failed(conn: psycopg.Connection, plan: LoadPlan, message: str) -> None:
+    """The try's row of the load log: failed, with why and its counts (unless it ended
+    otherwise: succeeded, refused)."""
+    conn.execute(
+        "update wdh.load_log set status = 'failed', message = %(message)s, "
+        "sheet = %(sheet)s, rows_read = %(rows_read)s, "
+        "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
+        "finished_at = clock_timestamp() "
+        "where load_id = %(load_id)s and status in ('running', 'abandoned')",
+        {"message": message[:2000], **plan.counts, "load_id": plan.load_id},
+    )
 
 
 def _head_length(plan: LoadPlan) -> int:
@@ -960,6 +972,13 @@ def _run_head(
         if step == "delete":
             rows_deleted = cur.rowcount
     return rows_deleted
+
+
+def _join(thread: Thread) -> None:
+    """`thread.join()` in steps, so that Ctrl-C is heard while waiting (a join without a
+    timeout is not interrupted once polars has set its SIGINT handler to restart calls)."""
+    while thread.is_alive():
+        thread.join(0.1)
 
 
 class _Aborted(Exception):
@@ -997,8 +1016,9 @@ class Feed:
 
 class Head:
     """The start of a load's transaction, run on a thread while the workbook is still being
-    read: connect, take the month's lock, mark earlier unfinished loads, delete the month's
-    old rows (`head_statements`). At 500,000 rows the delete takes the server 0.7-1.3 s, now
+    read: connect, take the load's own lock and write its row of the load log
+    (`opening_statements`), take the month's lock, delete the month's old rows
+    (`head_statements`). At 500,000 rows the delete takes the server 0.7-1.3 s, now
     beside the read. With `stream`, the COPY of the valid rows follows in that transaction
     as they are cleansed. `execute` goes on in the same transaction (`take`), or the head is
     rolled back (`close`: an unreadable workbook, too many rejects, any error); a failure of
@@ -1100,7 +1120,8 @@ class Head:
     def opened(self) -> bool:
         """Whether the load's own lock is held and its 'running' row written (waits until
         the head has tried)."""
-        self._open_done.wait()
+        while not self._open_done.wait(0.1):  # (in steps: Ctrl-C is heard meanwhile)
+            pass
         return self._opened
 
     def take(self, plan: LoadPlan) -> psycopg.Connection:
@@ -1110,10 +1131,10 @@ class Head:
         if self._taken or plan.load_id != self.load_id:
             raise ValueError("a head serves the one load it was started for, once")
         self._taken = True
-        self._thread.join()
+        _join(self._thread)
         if self._feed is not None and self._copier is not None:
             self._feed.end()
-            self._copier.join()
+            _join(self._copier)
         if self._error is not None:
             error, self._error = self._error, None
             self._discard()

@@ -13,11 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # the password runs to the last @ before the host (a raw @ in it, or in the user, is a
-# mistake, but happens)
+# mistake, but happens; a raw / is refused before any URL is used: db._checked)
 _PASSWORD_IN_URL = re.compile(
     r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/\s]*:)(?P<pw>[^\s/]*)(?P<at>@)", re.I
 )
-_PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword=)(?P<pw>[^&\s]+)", re.I)
+# a keyword string's password, quoted ('pa ss', with \' inside) or not
+_PASSWORD_PARAM = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'?|[^&\s]+)", re.I)
 
 
 def mask_url(text: str) -> str:

@@ -75,15 +75,33 @@ _url_cache: dict[tuple[str, str], tuple[str, Path]] = {}
 
 
 def _checked(url: str, variable: str) -> str:
-    """`url`, unless its user or password holds a raw @: libpq would take the password's
-    tail for the host, and its errors would show that tail."""
+    """`url`, unless it is no connection string, or its user or password holds a raw @
+    or /: libpq would take the password's tail for the host (or its head for the port),
+    and its errors, and the settings given to dbt and psql, would show it."""
     _, found, rest = url.partition("://")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if found else ""
+    pieces = re.split(r"[/?#]", rest, maxsplit=1) if found else [""]
+    authority, after = pieces[0], (pieces[1] if len(pieces) > 1 else "")
     if authority.count("@") > 1:
         raise ConfigError(
             f"{variable}: the user or password holds a raw @, which would be read as the "
             "host; write it %40 (and a % as %25)"
         )
+    if "@" not in authority and "@" in re.split(r"[?#]", after, maxsplit=1)[0]:
+        raise ConfigError(
+            f"{variable}: the user or password holds a raw /, which would be read as the "
+            "end of the host; write it %2F (and a % as %25)"
+        )
+    try:
+        ports = str(conninfo.conninfo_to_dict(url).get("port") or "")
+        if ports and not re.fullmatch(r"\d*(,\d*)*", ports):
+            raise psycopg.ProgrammingError("the port is no number")
+    except psycopg.ProgrammingError:
+        # not shown, masked or not: libpq's message quotes the token it could not read, and
+        # where a malformed string's password ends cannot be told
+        raise ConfigError(
+            f"{variable} is not a connection string (e.g. postgresql://user:password@host:5432"
+            "/db; a % or @ in the password is written %25 or %40, a / as %2F)"
+        ) from None
     return url
 
 

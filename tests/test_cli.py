@@ -252,6 +252,12 @@ def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> N
             ["history"],
             "WDH_DATABASE_URL is not a connection string",
         ),
+        # a NaN passes a range check (every comparison with it fails) and is no JSON
+        (["check", "trustee_performance", "x.xlsx", "--max-reject-rate", "nan"], "'nan' is not"),
+        (["load", "trustee_performance", "-p", "2024-11", "--max-reject-rate", "nan"], "'nan'"),
+        (["demo", "--rows", "0"], "0 is not in the range 1<=x<=2000000"),
+        (["sample", "--out", "/proc/nope", "--months", "2024-01"], "/proc/nope: cannot write it"),
+        (["demo", "--data-dir", "/proc/nope", "--months", "2024-01"], "/proc/nope: cannot write"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -444,6 +450,27 @@ def test_a_malformed_url_is_reported_without_its_password(
         assert piece not in done.stdout + done.stderr, piece
 
 
+def test_output_cut_short_by_a_closed_pipe_is_no_refusal(tmp_path: Path) -> None:
+    """`wdh check … | head -1`: the reader goes away; the command ends quietly, as one
+    killed by SIGPIPE does (141), not with 1, which means "threshold exceeded"."""
+    bad = [[2024, 11, f"P{i:05d}", "C01", "abc", 1, 1] for i in range(3000)]
+    path = write_workbook(
+        trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"),
+        {"S": [TRUSTEE_HEADER, *bad, [2024, 11, "P1", "C1", "5%", 1, 2]]},
+    )
+    command = [sys.executable, "-m", "workdatahub.cli", "check", "trustee_performance"]
+    command += [str(path), "--max-reject-rate", "1", "--limit", "3000"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(120) == 141, stderr
+    assert stderr == ""
+
+
 def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Path) -> None:
     """Sheets of any size are scanned: a rejected number reads as the cell holds it, not
     as fastexcel prints a double (342100662.199999988)."""
@@ -511,6 +538,13 @@ def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.index("first") < done.stdout.index("second")
+    # a command that fails is the input's (2; psql says why), not "threshold exceeded" (1)
+    failed = subprocess.run(
+        [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c", "select nonsense"],
+        cwd=ROOT, env={**os.environ, "WDH_DATABASE_URL": pg_url}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert failed.returncode == 2 and 'column "nonsense" does not exist' in failed.stderr
 
 
 def test_a_terminated_command_says_so_in_one_line(tmp_path: Path) -> None:

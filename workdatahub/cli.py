@@ -21,11 +21,25 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from workdatahub.errors import Terminated, WdhError
+from workdatahub.errors import Terminated, WdhError, shares
 from workdatahub.settings import get_settings, mask_url
 
 if TYPE_CHECKING:
     from workdatahub.pipeline import CheckResult
+
+
+class _Rate(click.FloatRange):
+    """A share from 0 to 1 (FloatRange lets `nan` through: every comparison with it fails,
+    and JSON has no NaN)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        rate = super().convert(value, param, ctx)
+        if rate != rate:
+            self.fail(f"{value!r} is not a number from 0 to 1", param, ctx)
+        return rate
+
+
+_RATE = _Rate(0, 1)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -129,9 +143,7 @@ def discover(domain: str, period: str, data_dir: Path | None, as_json: bool) -> 
     help="refresh mode (default: the domain's `refresh`)",
 )
 @click.option("--plan-only", is_flag=True, help="print the SQL and counts; touch nothing")
-@click.option(
-    "--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold"
-)
+@click.option("--max-reject-rate", type=_RATE, help="override the domain's threshold")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable summary")
 def load(
     domain: str,
@@ -183,7 +195,8 @@ def load(
         click.echo(
             f"{domain} {summary['period']}: loaded {summary['rows_loaded']} rows into "
             f"{result.plan.table} ({done}), rejected {summary['rows_rejected']} "
-            f"({summary['reject_rate']:.1%}); load {summary['load_id']}"
+            f"({shares(summary['reject_rate'], result.max_reject_rate)[0]}); "
+            f"load {summary['load_id']}"
         )
 
 
@@ -198,9 +211,7 @@ def load(
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(0), help="rejects shown (text)"
 )
-@click.option(
-    "--max-reject-rate", type=click.FloatRange(0, 1), help="override the domain's threshold"
-)
+@click.option("--max-reject-rate", type=_RATE, help="override the domain's threshold")
 def check(
     domain: str,
     file: Path,
@@ -429,7 +440,10 @@ def shell(commands: tuple[str, ...]) -> None:
     if psql is None:
         _fail("psql not found (install the postgresql-client package)")
     args = [psql, "-v", "ON_ERROR_STOP=1", *[a for c in commands for a in ("-c", c)]]
-    sys.exit(subprocess.call(args, env=env))
+    code = subprocess.call(args, env=env)
+    # psql: 2 the connection failed or broke (the warehouse's, exit 3); 1 or 3 a command
+    # failed (the input's, exit 2; psql printed why)
+    sys.exit({0: 0, 2: 3}.get(code, 2))
 
 
 def _bundled_psql() -> str | None:
@@ -500,6 +514,8 @@ def sample(
         written = write_samples(target, month_range(months), **kwargs)
     except ValueError as error:  # an unknown domain: the message lists the known ones
         _fail(str(error))
+    except OSError as error:
+        _fail(f"{error.filename or target}: cannot write it ({error.strerror or error})")
     for item in written:
         what = "kept (exists; --overwrite rewrites it)" if item.kept else f"{item.rows:>8} rows"
         click.echo(f"{item.domain:22} {item.period:%Y-%m}  {what}  {item.path}")
@@ -507,7 +523,7 @@ def sample(
 
 @cli.command()
 @click.option("--months", default="2024-01..2024-03", show_default=True)
-@click.option("--rows", default=200, show_default=True)
+@click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"
 )
@@ -552,8 +568,16 @@ def main() -> None:
 
 
 def _main() -> None:
+    stdout = sys.stdout
     try:
-        cli.main(standalone_mode=False)
+        try:
+            cli.main(standalone_mode=False)
+        except SystemExit as done:
+            # click quiets a closed pipe (`wdh rejects … | head -1`) by swapping stdout, then
+            # exits 1, which here means "threshold exceeded": exit as SIGPIPE would, 141
+            if done.code == 1 and sys.stdout is not stdout:
+                sys.exit(141)
+            raise
     except WdhError as error:
         _fail(error.message, error.exit_code)
     except click.exceptions.Exit as done:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from workdatahub.errors import InputError
 from workdatahub.periods import month_range, period_key
 from workdatahub.settings import PROJECT_ROOT, get_settings, one_line
 
@@ -39,7 +40,12 @@ def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
 
     periods = month_range(months)
     data_dir = (data_dir or PROJECT_ROOT / "data" / "sample").resolve()
-    written = write_samples(data_dir, periods, rows=rows)
+    try:
+        written = write_samples(data_dir, periods, rows=rows)
+    except OSError as unwritable:
+        where = unwritable.filename or data_dir
+        why = unwritable.strerror or unwritable
+        raise InputError(f"{where}: cannot write it ({why})") from None
     kept = len({s.path for s in written if s.kept})
     reused = (
         f" ({kept} there already, kept as they were: delete them to write new ones)" if kept else ""

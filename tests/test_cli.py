@@ -240,7 +240,7 @@ def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> N
                 "--data-dir",
                 "/nonexistent",
             ],
-            "no folder",
+            "no data folder /nonexistent (set WDH_DATA_DIR, or give --data-dir,",
         ),
         (["load", "trustee_performance"], "Missing option '--period'"),
         (["load", "trustee_performance", "--period", "0000-01"], "not a month like 2024-11"),
@@ -601,3 +601,15 @@ def test_history_shows_a_failed_reads_reason_beside_the_workbooks_name() -> None
     assert _short_message(other) == other
     cut = _short_message("x" * 500)
     assert len(cut) == MESSAGE_SHOWN and cut.endswith("…")
+
+
+def test_text_tables_show_control_characters_escaped_and_long_values_cut() -> None:
+    """A cell's line break would split its row, an ESC sequence would reach the terminal
+    (colour, cursor moves): shown escaped; a 300-character value is cut (`--json` has it)."""
+    from workdatahub.cli import _table
+
+    rows = [[3, "plan_code", "a\nb\tc\x1b[31mred"], [4, "plan_name", "名" * 300]]
+    lines = _table(rows, ["row", "column", "value"]).splitlines()
+    assert len(lines) == 4  # header, rule, one line per row
+    assert "\x1b" not in "".join(lines) and "a\\nb\\tc\\x1b[31mred" in lines[2]
+    assert lines[3].endswith("…") and len(lines[3]) < 80

@@ -71,8 +71,27 @@ def _spec(domain: str) -> Any:
     return load_sources().domain(domain)
 
 
+# a cell of a text table: control characters shown escaped (a line break would split the
+# row, an ESC sequence would reach the terminal), long text cut (`--json` has it whole)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CELL_COLUMNS = 60
+
+
+def _cell(value: Any) -> str:
+    text = _CONTROL.sub(lambda m: repr(m[0])[1:-1], "" if value is None else str(value))
+    if _width(text) <= _CELL_COLUMNS:
+        return text
+    kept, used = [], 0
+    for ch in text:
+        used += _width(ch)
+        if used > _CELL_COLUMNS - 1:
+            break
+        kept.append(ch)
+    return "".join(kept) + "…"
+
+
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header, *[[("" if v is None else str(v)) for v in row] for row in rows]]
+    cells = [header, *[[_cell(v) for v in row] for row in rows]]
     widths = [max(_width(row[i]) for row in cells) for i in range(len(header))]
     lines = []
     for index, row in enumerate(cells):

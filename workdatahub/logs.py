@@ -6,6 +6,7 @@ Every line can carry domain, partition and load id (bind them with `log.bind(...
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import MutableMapping
@@ -45,7 +46,10 @@ def configure_logging(force: bool = False) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if settings.json_logs
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # (NO_COLOR, https://no-color.org: set and not empty, no colours)
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        )
     )
     structlog.configure(
         processors=[

@@ -264,6 +264,11 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     base = base_folder(spec, period, data_dir)
     result = DiscoveryResult(domain=spec.name, period=period, base=base)
     if not base.is_dir():
+        if not data_dir.is_dir():  # the whole share, not the month: where it is looked for
+            raise InputError(
+                f"{spec.name} {period:%Y-%m}: no data folder {printable(data_dir)} (set "
+                "WDH_DATA_DIR, or give --data-dir, to the folder that holds the YYYYMM folders)"
+            )
         raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}")
 
     versions: dict[int, list[Path]] = {}

@@ -287,6 +287,18 @@ def test_xls_lock_and_reply_files_stay_excluded(sources: SourcesFile, tmp_path: 
     assert all(i.reason.startswith("excluded by") for i in result.ignored)
 
 
+def test_a_month_holding_only_an_excluded_file_says_which(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Only the reply mail's copy of the workbook (回复_…) is there: it stays excluded, and
+    the error names it, so the operator sees what was found and why it was not taken."""
+    spec = sources.domain("annuity_performance")
+    reply = book(annuity_folder(tmp_path, "202411", f"回复_{NAME}"))
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert f"({reply}: excluded by" in str(error.value)
+
+
 def test_two_folders_with_the_same_version_number_is_an_error_naming_both(
     sources: SourcesFile, tmp_path: Path
 ) -> None:

@@ -361,7 +361,10 @@ def _short_message(message: str) -> str:
 @cli.command()
 @click.argument("domain")
 @period_option
-@click.option("--load-id", help="a specific load (default: the latest load of that month)")
+@click.option(
+    "--load-id",
+    help="a specific load, as `wdh history --json` shows it (default: the month's latest)",
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="write CSV")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option(
@@ -382,7 +385,7 @@ def rejects(
         try:
             load_id = str(uuid.UUID(load_id))
         except ValueError:
-            _fail(f"--load-id {load_id!r} is not a load id (a UUID, as `wdh history` shows)")
+            _fail(f"--load-id {load_id!r} is not a load id (a UUID, as `wdh history --json` shows)")
     with connect() as conn:
         latest = conn.execute(
             """

@@ -331,8 +331,12 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     if not chosen.matched:
         patterns = ", ".join(spec.discovery.patterns)
         refused = [i for i in result.ignored if not i.reason.startswith("excluded by")]
-        # a matching file refused for what it is (a link outside, a pipe) must not go unseen
-        why = f" ({printable(refused[0].path)}: {refused[0].reason})" if refused else ""
+        excluded = [i for i in result.ignored if i.reason.startswith("excluded by")]
+        # a matching file refused for what it is (a link outside, a pipe) must not go unseen;
+        # nor one the rules leave out (a reply mail's 回复_ copy, a lock file) when it is all
+        # there is
+        shown = refused or excluded
+        why = f" ({printable(shown[0].path)}: {shown[0].reason})" if shown else ""
         raise InputError(
             f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {printable(base)}{why}"
         )

@@ -420,11 +420,14 @@ def sheet_dimension(archive: zipfile.ZipFile, part: str) -> tuple[int, int] | No
 class _Scanner:
     """Merged ranges and formulas without a saved value, found with plain byte searches (near
     inflate speed) over the sheet XML fed in blocks; `measure` also finds the extent of the
-    cells that hold a value, cell by cell (slow)."""
+    cells that hold a value, cell by cell (slow); `every_formula`, every cell holding a
+    formula (`stale_formulas`: a cell per formula in Python, for a workbook that
+    `recalculates`)."""
 
-    def __init__(self, *, measure: bool = False) -> None:
+    def __init__(self, *, measure: bool = False, every_formula: bool = False) -> None:
         self.scan = SheetScan()
         self.measure = measure
+        self.every_formula = every_formula
         self.tail = b""
         self.prefix: bytes | None = None  # the elements' namespace prefix (b"x:"), once seen
 
@@ -443,8 +446,16 @@ class _Scanner:
                 scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
         # a formula cell with no result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`, `<v></v></c>`
         cell, formula, value = b"<" + p + b"c ", b"<" + p + b"f", b"<" + p + b"v>"
-        if not scan.formulas and any(formula + end in data for end in (b">", b" ", b"/")):
-            scan.formulas = True
+        for opener in (formula + b">", formula + b" ", formula + b"/"):
+            if scan.formulas and not self.every_formula:
+                break  # (whether there are any is all that is asked)
+            hit = data.find(opener)
+            scan.formulas = scan.formulas or hit >= 0
+            while self.every_formula and hit >= 0:
+                found_cell = _cell_at(data, hit, p)
+                if found_cell:
+                    scan.stale_formulas.add(found_cell)
+                hit = data.find(opener, hit + 1)
         end = b"</" + p + b"c>"
         for marker in (b"</" + p + b"f>" + end, b"/>" + end, value + b"</" + p + b"v>" + end):
             hit = data.find(marker)
@@ -470,12 +481,17 @@ class _Scanner:
 
 
 def scan_sheet(
-    archive: zipfile.ZipFile, part: str, *, measure: bool = False, stop: Event | None = None
+    archive: zipfile.ZipFile,
+    part: str,
+    *,
+    measure: bool = False,
+    every_formula: bool = False,
+    stop: Event | None = None,
 ) -> SheetScan:
     """Stream the sheet XML once through a `_Scanner` (see there). `measure` is only for a
     sheet whose declared extent is absent or too large to trust. `stop` ends the pass early
     (the read failed meanwhile)."""
-    scanner = _Scanner(measure=measure)
+    scanner = _Scanner(measure=measure, every_formula=every_formula)
     with archive.open(part) as stream:
         while block := stream.read(_SCAN_CHUNK):
             if stop is not None and stop.is_set():
@@ -487,26 +503,8 @@ def scan_sheet(
 
 
 def formula_cells(archive: zipfile.ZipFile, part: str) -> set[tuple[int, int]]:
-    """(row, column) of every cell holding a formula (`<f>`, `<f …>`, `<f/>`), one pass over
-    the sheet XML. Only for a workbook that `recalculates`: a cell per formula in Python."""
-    found: set[tuple[int, int]] = set()
-    prefix: bytes | None = None
-    tail = b""
-    with archive.open(part) as stream:
-        while block := stream.read(_SCAN_CHUNK):
-            data = tail + block
-            if prefix is None and (named := _PREFIX.search(data)):
-                prefix = named[1] + b":" if named[1] else b""
-            p = prefix or b""
-            for opener in (b"<" + p + b"f>", b"<" + p + b"f ", b"<" + p + b"f/"):
-                hit = data.find(opener)
-                while hit >= 0:
-                    cell = _cell_at(data, hit, p)
-                    if cell:
-                        found.add(cell)
-                    hit = data.find(opener, hit + 1)
-            tail = data[-_SCAN_OVERLAP:]
-    return found
+    """(row, column) of every cell holding a formula, in one pass over the sheet XML."""
+    return scan_sheet(archive, part, every_formula=True).stale_formulas
 
 
 def _scan_file(path: Path, part: str, stop: Event) -> SheetScan:

@@ -93,15 +93,14 @@ def _checked(url: str, variable: str) -> str:
         )
     try:
         ports = str(conninfo.conninfo_to_dict(url).get("port") or "")
-        if ports and not re.fullmatch(r"\d*(,\d*)*", ports):
-            raise psycopg.ProgrammingError("the port is no number")
     except psycopg.ProgrammingError:
-        # not shown, masked or not: libpq's message quotes the token it could not read, and
-        # where a malformed string's password ends cannot be told
+        ports = "x"  # (libpq's message quotes the token it could not read: not shown)
+    if not re.fullmatch(r"\d*(,\d*)*", ports):  # no connection string, or a port that is none
+        # not shown, masked or not: where a malformed string's password ends cannot be told
         raise ConfigError(
             f"{variable} is not a connection string (e.g. postgresql://user:password@host:5432"
             "/db; a % or @ in the password is written %25 or %40, a / as %2F)"
-        ) from None
+        )
     return url
 
 

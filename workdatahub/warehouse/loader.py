@@ -165,13 +165,7 @@ class LoadPlan:
 
     @property
     def counts(self) -> dict[str, Any]:
-        """The load-log columns known once the workbook is validated."""
-        return {
-            "sheet": self.source_sheet,
-            "rows_read": self.rows_read,
-            "rows_rejected": self.rows_rejected,
-            "reject_rate": round(self.rows_rejected / self.rows_read, 6) if self.rows_read else 0,
-        }
+        return _log_counts(self.source_sheet, self.rows_read, self.rows_rejected)
 
     @property
     def shown(self) -> list[Statement]:
@@ -232,6 +226,17 @@ def timed(timings: dict[str, float], step: str) -> Iterator[None]:
 
 def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
+
+
+def _log_counts(sheet: str, rows_read: int, rows_rejected: int) -> dict[str, Any]:
+    """The load-log columns known once the workbook is validated."""
+    rate = round(rows_rejected / rows_read, 6) if rows_read else 0
+    return {
+        "sheet": sheet,
+        "rows_read": rows_read,
+        "rows_rejected": rows_rejected,
+        "reject_rate": rate,
+    }
 
 
 def _live_key(load_id: uuid.UUID | sql.Composable) -> sql.Composable:
@@ -448,12 +453,7 @@ def build_plan(
             rows=rejects.height,
         )
     )
-    counts = {
-        "sheet": source_sheet,
-        "rows_read": rows_read,
-        "rows_rejected": rejected_rows.height,
-        "reject_rate": round(rejected_rows.height / rows_read, 6) if rows_read else 0,
-    }
+    counts = _log_counts(source_sheet, rows_read, rejected_rows.height)
     counted = (
         "sheet = %(sheet)s, rows_read = %(rows_read)s, rows_rejected = %(rows_rejected)s, "
         "reject_rate = %(reject_rate)s, finished_at = clock_timestamp() "
@@ -1031,15 +1031,15 @@ class Head:
         mode: RefreshMode,
         load_id: uuid.UUID,
         url: str,
-        files: list[dict[str, Any]] | None = None,
-        started: float | None = None,
+        files: list[dict[str, Any]],
+        started: float,
     ) -> None:
         self.load_id = load_id
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
-            load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files or []
+            load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
         )
-        self._started = time.perf_counter() if started is None else started
+        self._started = started
         self._opened = False
         self._open_done = Event()
         self.statements = head_statements(spec, period, mode, load_id)
@@ -1186,49 +1186,46 @@ def execute(
     if copies:
         rows = valid_rows_for_copy(plan, spec)
         ahead = _binary_ahead(rows.iter_slices(COPY_BATCH_ROWS), copy_types(spec))
+    log = None
     try:
+        log = _own_log(plan, url, timings, head)
+        if head is not None and plan.refused:
+            head.close()  # a refused load leaves the table untouched
+            head = None
         return _execute(plan, spec, url, timings, ahead, head)
     finally:
+        if log is not None:
+            log.close()  # (the load's own lock goes with it)
         if ahead is not None:
             ahead.close()
         if head is not None:
             head.close()
 
 
-def _execute(
-    plan: LoadPlan,
-    spec: DomainSpec,
-    url: str,
-    timings: dict[str, float],
-    ahead: _Ahead | None,
-    head: Head | None,
-) -> LoadOutcome:
-    # the load's own lock and its 'running' row: taken and written by the head, on its
-    # connection, before the workbook was read; else (no head, or one that could not, or a
-    # refused load's, rolled back below) now, on a connection kept until the end, taken
-    # before the head's connection ends (the lock is shared), so it is never let go
-    log: psycopg.Connection | None = None
-    if head is None or not head.opened() or plan.refused:
-        try:
-            with timed(timings, "start"):
-                log = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-                ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
-                _open_log(log, plan.opening, ago)
-        except psycopg.Error as error:
-            if log is not None:
-                log.close()
-            raise WarehouseError(
-                f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
-                + unmigrated_hint(error)
-            ) from None
-    if head is not None and plan.refused:
-        head.close()  # a refused load leaves the table untouched
-        head = None
+def _own_log(
+    plan: LoadPlan, url: str, timings: dict[str, float], head: Head | None
+) -> psycopg.Connection | None:
+    """The load's own lock and its 'running' row are taken and written by the head, on its
+    connection, before the workbook was read. Else (no head, or one that could not, or a
+    refused load's, about to be rolled back) now: on the connection returned, to be kept
+    until the load ends, taken before the head's connection ends (the lock is shared), so
+    that it is never let go."""
+    if head is not None and head.opened() and not plan.refused:
+        return None
+    log = None
     try:
-        return _run_transaction(plan, spec, url, timings, ahead, head)
-    finally:
+        with timed(timings, "start"):
+            log = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            ago = time.perf_counter() - plan.started if plan.started is not None else 0.0
+            _open_log(log, plan.opening, ago)
+    except psycopg.Error as error:
         if log is not None:
-            log.close()  # (its lock goes with it)
+            log.close()
+        raise WarehouseError(
+            f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
+            + unmigrated_hint(error)
+        ) from None
+    return log
 
 
 def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: float) -> None:
@@ -1237,7 +1234,7 @@ def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: f
         conn.execute(statement.query, statement.bound(started_ago=max(started_ago, 0.0)) or None)
 
 
-def _run_transaction(
+def _execute(
     plan: LoadPlan,
     spec: DomainSpec,
     url: str,

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ def test_connection_killed_mid_copy_keeps_the_previous_month_then_reload_succeed
     assert month_state(pg, NOV) == expected_state(NOV, 60, version=2)
 
 
+@pytest.mark.parametrize("server_away", [False, True], ids=["failure recorded", "server away"])
 def test_connection_killed_mid_copy_is_retried_with_a_new_load_id(
     trustee: DomainSpec,
     tmp_path: Path,
@@ -124,7 +125,16 @@ def test_connection_killed_mid_copy_is_retried_with_a_new_load_id(
     fresh_tables: None,
     load_events: list[dict[str, Any]],
     attempts: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    server_away: bool,
 ) -> None:
+    """The killed try keeps its own row, failed with its reason. With the server away, the
+    try cannot mark its row failed then: the next try, before it begins, does (its row
+    stayed 'running', and the next try's start would have marked it 'abandoned')."""
+    if server_away:
+        from workdatahub.warehouse import loader
+
+        monkeypatch.setattr(loader, "_finish_failed", lambda *args: None)
     attempts(4)
     write_month(tmp_path, NOV, 40, version=1)
     run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
@@ -147,38 +157,24 @@ def test_connection_killed_mid_copy_is_retried_with_a_new_load_id(
     assert "terminating connection" in retry["reason"]
 
 
-def test_a_try_that_could_not_record_its_failure_is_recorded_by_the_next(
-    trustee: DomainSpec,
-    tmp_path: Path,
-    pg_url: str,
-    pg: Any,
-    fresh_tables: None,
-    attempts: Any,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A try that lost the server (a restart) cannot mark its own row failed then: the
-    next try, before it begins, does, with the first one's reason (its row stayed
-    'running', and the next try's start would have marked it 'abandoned')."""
-    from workdatahub.warehouse import loader
-
-    attempts(4)
-    write_month(tmp_path, NOV, 40, version=1)
-    run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
-    write_month(tmp_path, NOV, 60, version=2)
-    monkeypatch.setattr(loader, "_finish_failed", lambda *args: None)  # the server was away
-    with hold_copy(pg_url, at_row=31) as gate:
-        load = Background(run_partition, trustee, NOV, data_dir=tmp_path, url=pg_url)
-        (pid,) = wait_for_backend(pg, HELD_IN_COPY)
-        pg.execute("select pg_terminate_backend(%s)", [pid])
-        gate.open()
-        result = load.result()
-    log = load_log(pg, NOV)
-    assert [row[1] for row in log] == ["succeeded", "failed", "succeeded"]
-    assert "terminating connection due to administrator command" in log[1][2]
-    assert log[2][0] == str(result.plan.load_id)
-
-
 # --- 2. the loading process killed ---------------------------------------------------------
+
+
+@contextmanager
+def _running(command: list[str], **options: Any) -> Iterator[subprocess.Popen[Any]]:
+    """A process of the project (gone at the end, whatever happened)."""
+    process = subprocess.Popen(command, cwd=ROOT, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _kill_9(process: subprocess.Popen[Any]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    assert process.returncode == -signal.SIGKILL
 
 
 def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_abandoned(
@@ -194,19 +190,11 @@ def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_aba
     command = [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance"]
     command += ["--period", "2024-11", "--data-dir", str(tmp_path), "--json"]
     with hold_copy(pg_url, at_row=31):
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        try:
+        with _running(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
             (pid,) = wait_for_backend(pg, HELD_IN_COPY)
             running = load_log(pg, NOV)[-1]
             assert running[1] == "running"
-            process.send_signal(signal.SIGKILL)
-            process.wait(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == -signal.SIGKILL
+            _kill_9(process)
         # the orphaned session ends on its own (the gate is still shut) and rolls back
         deadline = time.monotonic() + 30
         while pg.execute("select 1 from pg_stat_activity where pid = %s", [pid]).fetchone():
@@ -251,8 +239,7 @@ def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
     run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
     previous = month_state(pg, NOV)
     command = [sys.executable, "-c", _KILLED_WHILE_READING, str(tmp_path), pg_url]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
-    try:
+    with _running(command, stderr=subprocess.PIPE) as process:
         deadline = time.monotonic() + 60
         while len(load_log(pg, NOV)) < 2:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
@@ -260,12 +247,7 @@ def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
             time.sleep(0.05)
         killed = load_log(pg, NOV)[-1]
         assert killed[1] == "running"
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+        _kill_9(process)
     assert month_state(pg, NOV) == previous
 
     rerun = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)  # (waits for the

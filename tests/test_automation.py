@@ -70,6 +70,12 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
         "reference/ref_company_names", "reference/ref_product_lines",
     }  # fmt: skip
     assert not any(k.startswith("raw/annuity_performance") for k in selected)
+    # the run checks what it builds (reject rate, dbt tests), not the freshness of "now"
+    checks = {k.to_user_string() for k in by_domain["annuity_income"].asset_check_keys or []}
+    assert "raw/annuity_income:reject_rate" in checks
+    assert any(k.startswith("marts/fct_annuity_income:") for k in checks)
+    assert {k.split(":")[0] for k in checks} <= selected
+    assert not any("freshness" in k for k in checks), checks
 
     # unchanged files: the same run keys (Dagster never runs a run key twice)
     assert {r.run_key for r in _arrival_requests(defs, tmp_path)} == {r.run_key for r in requests}
@@ -216,6 +222,9 @@ def test_schedule_runs_each_domain_on_its_due_day_before_its_deadline(
     assert not {k for k in selected if k.path[0] == "raw"} - {
         dg.AssetKey(["raw", "trustee_performance"])
     }
+    checks = {k.to_user_string() for k in trustee.asset_check_keys or []}
+    assert "raw/trustee_performance:reject_rate" in checks
+    assert not any("freshness" in k for k in checks), checks
     annuity = _schedule_tick(defs, datetime(2024, 3, 15, 7, 0))
     assert sorted(r.tags["wdh/domain"] for r in annuity) == [
         "annuity_income",
@@ -398,11 +407,14 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
             partition_key="2024-02",
             instance=instance,
             asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
+            asset_check_selection=set(request.asset_check_keys or []),
             run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
             raise_on_error=False,
             tags={"wdh/domain": "annuity_performance"},
         )
         assert result.success
+        evaluated = {c.check_name for c in result.get_asset_check_evaluations()}
+        assert "reject_rate" in evaluated and not any("freshness" in c for c in evaluated)
         failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
         assert failed and all(c.severity == dg.AssetCheckSeverity.WARN for c in failed)
         unknown_name = "relationships_stg_annuity_performance_branch_name"

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from workdatahub.defs.automation import (
+    Refresh,
     alert_on_failed_check,
     alert_on_run_failure,
     build_arrival_sensor,
@@ -73,13 +74,17 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
     # feeds (the reference seeds, the other domains' models a shared mart joins), so the run
     # also succeeds on a warehouse where they were never built
     every_raw = dg.AssetSelection.assets(*(raw_asset_key(name) for name in sources.domains))
-    refresh = {
-        name: sorted(
-            set(keys) | (dg.AssetSelection.assets(*keys).upstream() - every_raw).resolve(graph),
-            key=lambda key: key.to_user_string(),
+    refresh = {}
+    for name, keys in downstream.items():
+        built = set(keys) | (dg.AssetSelection.assets(*keys).upstream() - every_raw).resolve(graph)
+        refresh[name] = Refresh(
+            assets=sorted(built, key=lambda key: key.to_user_string()),
+            # (this graph has no freshness checks: they are made below)
+            checks=sorted(
+                (check for check in graph.asset_check_keys if check.asset_key in built),
+                key=lambda check: check.to_user_string(),
+            ),
         )
-        for name, keys in downstream.items()
-    }
     # freshness: one check per asset, on the same day as the asset's freshness policy
     due_days = due_days_by_asset(sources, downstream)
     by_day: dict[int, list[dg.AssetKey]] = {}

@@ -9,6 +9,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,28 @@ from workdatahub.sources.discovery import (
     never_counts,
 )
 from workdatahub.sources.spec import SourcesFile
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What a run for one domain's month builds: its raw asset and the models downstream
+    (`assets`), and their checks (`checks`): the reject rate and the dbt tests, not the
+    freshness checks. Those judge "now" (is the latest due month there?) and run on their own
+    sensor; a run request that named its assets only would get every check of those assets,
+    freshness included, and each arrival or schedule run would alert about another month."""
+
+    assets: Sequence[dg.AssetKey]
+    checks: Sequence[dg.AssetCheckKey]
+
+    def request(self, *, run_key: str, partition_key: str, tags: dict[str, str]) -> dg.RunRequest:
+        return dg.RunRequest(
+            run_key=run_key,
+            partition_key=partition_key,
+            asset_selection=list(self.assets),
+            asset_check_keys=list(self.checks),
+            tags=tags,
+        )
+
 
 # -- workbook arrival -------------------------------------------------------------------------
 
@@ -98,7 +121,7 @@ def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
 
 
 def build_arrival_sensor(
-    sources: SourcesFile, refresh: Mapping[str, Sequence[dg.AssetKey]]
+    sources: SourcesFile, refresh: Mapping[str, Refresh]
 ) -> dg.SensorDefinition:
     """One sensor for all domains: a run each time the workbook a month resolves to changes.
 
@@ -160,10 +183,9 @@ def build_arrival_sensor(
                     changes += 1
                 kept[slot] = [fingerprint, sha256, version, changes]
                 requested += 1
-                yield dg.RunRequest(
+                yield refresh[spec.name].request(
                     run_key=f"{slot}:{sha256}" + (f":{changes}" if changes else ""),
                     partition_key=key,
-                    asset_selection=list(refresh[spec.name]),
                     tags={
                         "wdh/domain": spec.name,
                         "wdh/sha256": sha256,
@@ -188,7 +210,7 @@ def previous_month_key(moment: datetime) -> str:
 
 
 def build_monthly_schedule(
-    sources: SourcesFile, refresh: Mapping[str, Sequence[dg.AssetKey]]
+    sources: SourcesFile, refresh: Mapping[str, Refresh]
 ) -> dg.ScheduleDefinition:
     """The previous month, one run per domain (its raw asset and the models downstream, as
     the arrival sensor's runs: a domain whose workbook is late holds back no other domain's
@@ -224,11 +246,8 @@ def build_monthly_schedule(
         if not domains:
             yield dg.SkipReason(f"no domain is due on day {moment.day}")
         for name in domains:
-            yield dg.RunRequest(
-                run_key=f"schedule:{name}:{key}",
-                partition_key=key,
-                asset_selection=list(refresh[name]),
-                tags={"wdh/domain": name},
+            yield refresh[name].request(
+                run_key=f"schedule:{name}:{key}", partition_key=key, tags={"wdh/domain": name}
             )
 
     return monthly_schedule

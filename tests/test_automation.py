@@ -96,6 +96,25 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     assert again["annuity_performance"].startswith("annuity_performance:2024-02:")
 
 
+def test_a_month_folder_linked_out_of_the_data_folder_holds_back_no_other_month(
+    defs: dg.Definitions, tmp_path: Path
+) -> None:
+    """Discovery refuses a month whose folder is a link out of the data folder; the arrival
+    sensor skips that month (with a warning) and still asks for every other one."""
+    data = tmp_path / "data"
+    write_samples(data, [date(2024, 2, 1)], rows=20, seed=3)
+    outside = tmp_path / "outside" / "收集数据"
+    (outside / "业务收集").mkdir(parents=True)
+    (data / "202403").mkdir()
+    (data / "202403" / "收集数据").symlink_to(outside)
+    requests = _arrival_requests(defs, data)
+    assert sorted((r.tags["wdh/domain"], r.partition_key) for r in requests) == [
+        ("annuity_income", "2024-02"),
+        ("annuity_performance", "2024-02"),
+        ("trustee_performance", "2024-02"),
+    ]
+
+
 def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
     defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

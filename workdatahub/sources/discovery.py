@@ -357,7 +357,9 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
 
 
 def available_periods(spec: DomainSpec, data_dir: Path) -> list[date]:
-    """Months that have a folder for this domain (used by sensors and the demo)."""
+    """Months that have a folder for this domain (the arrival sensor's months). A month
+    whose base folder cannot be used (a link out of the data directory, a link loop) is
+    listed too: discovering it says why, for that month alone."""
     months: list[date] = []
     if not data_dir.is_dir():
         return months
@@ -365,7 +367,11 @@ def available_periods(spec: DomainSpec, data_dir: Path) -> list[date]:
         match = _MONTH_DIR.match(entry.name)
         if match and entry.is_dir():
             period = date(int(match[1]), int(match[2]), 1)
-            if base_folder(spec, period, data_dir).is_dir():
+            try:
+                present = base_folder(spec, period, data_dir).is_dir()
+            except InputError:
+                present = True
+            if present:
                 months.append(period)
     return months
 

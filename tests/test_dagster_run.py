@@ -13,6 +13,7 @@ import dagster as dg
 import openpyxl
 import pytest
 
+from workdatahub.errors import WarehouseError
 from workdatahub.samples import write_samples
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -336,15 +337,43 @@ def test_a_bad_row_in_one_month_fails_that_months_run_only(
     assert "accepted_values_stg_annuity_performance_business_type" in failed
 
 
-def _raw_run(data_dir: Path, first: str, last: str) -> dg.ExecuteInProcessResult:
+def test_a_refused_month_fails_the_reject_check_for_that_month(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """February has rejects and the threshold allows none: it is refused (its rows are not
+    loaded), the reject-rate check fails naming February, and January and March load."""
+    clean = [date(2024, 1, 1), date(2024, 3, 1)]
+    write_samples(tmp_path, clean, rows=40, seed=3, domains=("trustee_performance",), quirks=False)
+    (february,) = write_samples(tmp_path, [FEB], rows=40, seed=3, domains=("trustee_performance",))
+    assert february.expected_rejects > 0
+    result = _raw_run(tmp_path, "2024-01", "2024-03", max_reject_rate=0.0)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert "2024-02" in message and "> max_reject_rate 0" in message
+    assert "(2024-01, 2024-03 loaded)" in message
+    (check,) = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == ("reject_rate", False)
+    assert check.metadata["partition"].value == "2024-02"
+    assert sorted(_materialised(result)) == ["2024-01", "2024-03"]
+    loaded = pg.execute(
+        "select distinct to_char(report_date, 'YYYY-MM') from raw.trustee_performance order by 1"
+    ).fetchall()
+    assert loaded == [("2024-01",), ("2024-03",)]
+
+
+def _raw_run(
+    data_dir: Path, first: str, last: str, **spec_changes: Any
+) -> dg.ExecuteInProcessResult:
     """raw/trustee_performance over the months first…last in one run (a single-run
     backfill, as the UI's backfill of a range and `make demo` run it)."""
     from workdatahub.defs.raw_assets import build_raw_asset
     from workdatahub.defs.resources import WarehouseResource
     from workdatahub.sources.spec import load_sources
 
+    spec = load_sources().domain("trustee_performance").model_copy(update=spec_changes)
     return dg.materialize(
-        [build_raw_asset(load_sources().domain("trustee_performance"))],
+        [build_raw_asset(spec)],
         instance=dg.DagsterInstance.ephemeral(),
         resources={"warehouse": WarehouseResource(data_dir=str(data_dir))},
         tags={
@@ -392,20 +421,21 @@ def test_each_month_of_a_multi_month_run_records_its_own_load(
     assert len({m["sha256"] for m in seen.values()}) == 3
 
 
-def test_a_month_that_fails_mid_run_leaves_the_months_before_it_recorded(
+def test_a_month_that_fails_holds_back_no_month_after_it(
     tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:
-    """2024-03 has no workbook: the run fails saying so, and January and February, which
-    committed before it, are recorded as materialised with their own loads."""
+    """2024-03 has no workbook: January, February and April load all the same, each
+    recorded as materialised with its own load, and the run fails naming March's reason."""
     write_samples(
-        tmp_path, [date(2024, 1, 1), FEB], rows=40, seed=3, domains=("trustee_performance",)
-    )
-    result = _raw_run(tmp_path, "2024-01", "2024-03")
+        tmp_path, [date(2024, 1, 1), FEB, date(2024, 4, 1)], rows=40, seed=3,
+        domains=("trustee_performance",),
+    )  # fmt: skip
+    result = _raw_run(tmp_path, "2024-01", "2024-04")
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
     assert "trustee_performance 2024-03: no folder" in message
-    assert "(2024-01, 2024-02 loaded before it)" in message
+    assert "(2024-01, 2024-02, 2024-04 loaded)" in message
     seen = _materialised(result)
     logged = dict(
         pg.execute(
@@ -413,31 +443,44 @@ def test_a_month_that_fails_mid_run_leaves_the_months_before_it_recorded(
             "where status = 'succeeded'"
         ).fetchall()
     )
-    assert sorted(seen) == sorted(logged) == ["2024-01", "2024-02"]
+    assert sorted(seen) == sorted(logged) == ["2024-01", "2024-02", "2024-04"]
     assert {k: m["load_id"] for k, m in seen.items()} == logged
 
 
-def test_months_loaded_before_an_unexpected_error_are_recorded_too(
-    tmp_path: Path, pg: Any, fresh_tables: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Not only an expected failure: whatever stops the run after January loaded (a run
-    terminated from the UI, a bug), January is recorded as materialised before it
-    propagates."""
+@pytest.mark.parametrize(
+    ("stop", "said"),
+    [
+        (RuntimeError("stopped in February"), "stopped in February"),  # a bug, a stop from the UI
+        (
+            WarehouseError("the warehouse failed: server closed the connection"),
+            "server closed the connection (2024-01 loaded; 2024-03 not attempted)",
+        ),
+    ],
+)
+def test_a_failure_not_of_the_month_stops_the_run_with_the_months_before_it_recorded(
+    tmp_path: Path, pg: Any, fresh_tables: None, monkeypatch: pytest.MonkeyPatch,
+    stop: Exception, said: str,
+) -> None:  # fmt: skip
+    """Whatever stops the run after January loaded, and is no fault of February's workbook
+    (the warehouse gone, a run terminated from the UI, a bug), stops it there: January is
+    recorded as materialised before the failure propagates, and March is not tried."""
     from workdatahub.defs import raw_assets
 
-    write_samples(
-        tmp_path, [date(2024, 1, 1), FEB], rows=40, seed=3, domains=("trustee_performance",)
-    )
+    months = [date(2024, 1, 1), FEB, date(2024, 3, 1)]
+    write_samples(tmp_path, months, rows=40, seed=3, domains=("trustee_performance",))
     real = raw_assets.run_partition
+    tried: list[date] = []
 
     def stop_in_february(spec: Any, period: date, **kwargs: Any) -> Any:
+        tried.append(period)
         if period == FEB:
-            raise RuntimeError("stopped in February")
+            raise stop
         return real(spec, period, **kwargs)
 
     monkeypatch.setattr(raw_assets, "run_partition", stop_in_february)
-    result = _raw_run(tmp_path, "2024-01", "2024-02")
+    result = _raw_run(tmp_path, "2024-01", "2024-03")
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert "stopped in February" in failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert said in failure.event_specific_data.error_display_string  # type: ignore[union-attr]
     assert list(_materialised(result)) == ["2024-01"]
+    assert tried == months[:2]

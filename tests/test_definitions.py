@@ -223,3 +223,12 @@ def test_older_dbt_run_folders_are_removed_newest_kept(tmp_path: Path) -> None:
         tmp_path / "dbt_reference_seeds-ccccccc-0000003"
     ]
     assert prune_run_folders(tmp_path, keep=0, now=now) == []
+
+
+def test_a_failed_run_names_its_months_compactly() -> None:
+    from workdatahub.defs.raw_assets import compact
+
+    assert compact([]) == ""
+    assert compact(["2024-03"]) == "2024-03"
+    assert compact(["2024-01", "2024-02", "2024-04"]) == "2024-01, 2024-02, 2024-04"
+    assert compact(["2023-11", "2023-12", "2024-01", "2024-03"]) == "2023-11…2024-01, 2024-03"

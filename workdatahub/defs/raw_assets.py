@@ -9,7 +9,8 @@ from dagster import AssetExecutionContext
 from workdatahub.defs.freshness import freshness_policy
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.errors import RejectThresholdExceeded, WdhError
+from workdatahub.errors import InputError, LoadBusyError, RejectThresholdExceeded, WdhError
+from workdatahub.periods import next_month, parse_period, period_key
 from workdatahub.pipeline import PartitionResult, run_partition
 from workdatahub.sources.spec import DomainSpec, SourcesFile
 
@@ -44,6 +45,61 @@ def _metadata(result: PartitionResult) -> dict[str, Any]:
             for column, rate in result.quality.get("null_rates", {}).items()
         },
     }
+
+
+# a month's own failures: the months after it are loaded all the same
+_OF_THE_MONTH = (InputError, RejectThresholdExceeded, LoadBusyError)
+
+
+def _recorded(
+    key: dg.AssetKey, done: dict[str, dict[str, Any]], failed: dict[str, WdhError]
+) -> Iterator[Any]:
+    """What a failing run reports before its failure: the months it loaded, as materialised
+    (they are committed), and a failed reject-rate check for the months refused."""
+    for loaded, metadata in done.items():
+        yield dg.AssetMaterialization(asset_key=key, partition=loaded, metadata=metadata)
+    refused = {m: e for m, e in failed.items() if isinstance(e, RejectThresholdExceeded)}
+    if refused:
+        yield dg.AssetCheckResult(
+            check_name=REJECT_RATE_CHECK,
+            asset_key=key,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "partition": ", ".join(refused),
+                "reason": "; ".join(error.message for error in refused.values()),
+            },
+        )
+
+
+def _so_far(done: dict[str, Any], failed: dict[str, Any], not_tried: list[str]) -> str:
+    """What else the run did, for its failure: ` (2024-01…2024-02 loaded; 2024-04 not
+    attempted)`."""
+    said = [
+        f"{compact(list(months))} {what}"
+        for months, what in ((done, "loaded"), (failed, "failed"), (not_tried, "not attempted"))
+        if months
+    ]
+    return f" ({'; '.join(said)})" if said else ""
+
+
+def compact(months: list[str]) -> str:
+    """Partition keys, runs of consecutive months shortened: `2024-01…2024-03, 2024-05`."""
+    runs: list[list[str]] = []
+    for month in months:
+        follows = runs and period_key(next_month(parse_period(runs[-1][-1]))) == month
+        if follows:
+            runs[-1].append(month)
+        else:
+            runs.append([month])
+    return ", ".join(
+        run[0]
+        if len(run) == 1
+        else f"{run[0]}, {run[1]}"
+        if len(run) == 2
+        else f"{run[0]}…{run[-1]}"
+        for run in runs
+    )
 
 
 def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
@@ -85,38 +141,44 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
     )
     def _raw(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
         """Each month of the run in its own transaction, in order. Each month's
-        materialisation carries that month's file, load id and counts. A month that fails
-        stops the run; the months loaded before it are recorded as materialised (they are
-        committed) before the failure is raised."""
+        materialisation carries that month's file, load id and counts.
+
+        A month that fails for a reason of its own (its workbook missing or unreadable, too
+        many rejects, another load on it) does not hold back the months after it: they load,
+        and the run fails at the end naming every month that failed, and why. Anything else
+        (the warehouse down, a bad setting, a stop from the UI) stops the run at once. Either
+        way the months loaded are recorded as materialised (they are committed)."""
         url = warehouse.url()
+        months = list(context.partition_keys)
         done: dict[str, dict[str, Any]] = {}  # each month loaded: its metadata
-        for partition in context.partition_keys:
+        failed: dict[str, WdhError] = {}  # each month that failed for a reason of its own
+        for index, partition in enumerate(months):
             period = partition_period(partition)
             try:
                 result = run_partition(spec, period, data_dir=warehouse.data_path(), url=url)
+            except _OF_THE_MONTH as error:
+                context.log.error(error.message)
+                failed[partition] = error
+                continue
             except BaseException as error:  # a run stopped from the UI or a bug, too
-                for loaded, metadata in done.items():
-                    yield dg.AssetMaterialization(
-                        asset_key=key, partition=loaded, metadata=metadata
-                    )
+                yield from _recorded(key, done, failed)
                 if not isinstance(error, WdhError):
                     raise
-                if isinstance(error, RejectThresholdExceeded):
-                    yield dg.AssetCheckResult(
-                        check_name=REJECT_RATE_CHECK,
-                        asset_key=key,
-                        passed=False,
-                        severity=dg.AssetCheckSeverity.ERROR,
-                        metadata={"partition": partition, "reason": error.message},
-                    )
-                before = f" ({', '.join(done)} loaded before it)" if done else ""
-                raise dg.Failure(description=error.message + before, allow_retries=False) from None
+                so_far = _so_far(done, failed, months[index + 1 :])
+                raise dg.Failure(description=error.message + so_far, allow_retries=False) from None
             context.log.info(
                 f"{spec.name} {partition}: {result.outcome.rows_loaded if result.outcome else 0} "
                 f"rows loaded, {result.plan.rows_rejected} rejected"
             )
             done[partition] = _metadata(result)
             context.add_asset_metadata(done[partition], partition_key=partition)
+        if failed:
+            yield from _recorded(key, done, failed)
+            reasons = "; ".join(error.message for error in failed.values())
+            many = f"{len(failed)} months failed: " if len(failed) > 1 else ""
+            raise dg.Failure(
+                description=many + reasons + _so_far(done, {}, []), allow_retries=False
+            )
         # the month with the most rejected rows (of equal ones, the latest)
         worst = max(reversed(done), key=lambda month: done[month]["reject_rate"])
         yield dg.MaterializeResult(

@@ -257,7 +257,10 @@ def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> N
         (["load", "trustee_performance", "-p", "2024-11", "--max-reject-rate", "nan"], "'nan'"),
         (["demo", "--rows", "0"], "0 is not in the range 1<=x<=2000000"),
         (["sample", "--out", "/proc/nope", "--months", "2024-01"], "/proc/nope: cannot write it"),
-        (["demo", "--data-dir", "/proc/nope", "--months", "2024-01"], "/proc/nope: cannot write"),
+        (
+            ["demo", "--data-dir", "/proc/nope", "--months", "2024-01", "--named-warehouse"],
+            "WDH_DATABASE_URL is not a connection string",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -361,6 +364,55 @@ def test_upsert_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2 and done.stdout == ""
     assert "refresh mode upsert needs a `key`" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--months", "2024-02"], {},
+            "wdh demo replaces 2024-02 of every domain with synthetic rows, and WDH_DATABASE_URL "
+            "names postgresql://u:***@localhost:1/x, not the embedded Postgres: unset it to use "
+            "the embedded one, or pass --named-warehouse",
+        ),
+        (
+            ["--named-warehouse"], {"WDH_ENVIRONMENT": "prod"},
+            "wdh demo never runs in production (WDH_ENVIRONMENT=prod)",
+        ),
+        (
+            ["--named-warehouse", "--data-dir", "/proc/nope", "--months", "2024-01"], {},
+            "/proc/nope: cannot write it",
+        ),
+    ],
+)  # fmt: skip
+def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """The demo replaces its months with synthetic rows: in the embedded warehouse; in the
+    one WDH_DATABASE_URL names only with --named-warehouse, and never in production. A
+    refusal writes nothing."""
+    url = "postgresql://u:secret@localhost:1/x"
+    done = wdh("demo", *args, env={"WDH_DATABASE_URL": url, **env})
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"wdh: error: {message}") and done.stderr.count("\n") == 1
+    assert "secret" not in done.stderr
+
+
+def test_sample_writes_beside_the_operators_folders_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wdh sample` without --out writes to data/sample, not to WDH_DATA_DIR: a sample's
+    V2 folder there would supersede the operators' real workbook of the month."""
+    from workdatahub import samples
+
+    monkeypatch.setattr(samples, "SAMPLE_DIR", tmp_path / "sample")
+    share = tmp_path / "share"
+    share.mkdir()
+    args = ["sample", "--months", "2024-11", "--rows", "20", "--domain", "trustee_performance"]
+    done = wdh(*args, env={"WDH_DATA_DIR": str(share)})
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path / "sample" / "202411") in done.stdout
+    assert list(share.iterdir()) == []
 
 
 def test_sample_says_which_files_it_kept(tmp_path: Path) -> None:

@@ -515,7 +515,9 @@ def env() -> None:
 @click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
 @click.option("--seed", default=7, show_default=True)
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="default: WDH_DATA_DIR"
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="default: data/sample (never the operators' WDH_DATA_DIR unless named)",
 )
 @click.option(
     "--domain", "domains", multiple=True, help="only these domains (default: all sample domains)"
@@ -526,9 +528,9 @@ def sample(
 ) -> None:
     """Write deterministic synthetic workbooks in the operators' folder layout."""
     from workdatahub.periods import month_range
-    from workdatahub.samples import write_samples
+    from workdatahub.samples import SAMPLE_DIR, write_samples
 
-    target = _data_dir(out)
+    target = (out or SAMPLE_DIR).resolve()
     kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "overwrite": overwrite}
     if domains:
         kwargs["domains"] = tuple(domains)
@@ -549,7 +551,12 @@ def sample(
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"
 )
-def demo(months: str, rows: int, data_dir: Path | None) -> None:
+@click.option(
+    "--named-warehouse",
+    is_flag=True,
+    help="run in the warehouse WDH_DATABASE_URL names (its demo months are replaced)",
+)
+def demo(months: str, rows: int, data_dir: Path | None, named_warehouse: bool) -> None:
     """Sample workbooks → embedded Postgres → Dagster (raw + dbt) → a summary table."""
     from workdatahub.demo import run_demo
 
@@ -558,7 +565,7 @@ def demo(months: str, rows: int, data_dir: Path | None) -> None:
     # load is one transaction, rolled back by the server
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    code = run_demo(months=months, rows=rows, data_dir=data_dir)
+    code = run_demo(months=months, rows=rows, data_dir=data_dir, named_warehouse=named_warehouse)
     sys.exit(code)
 
 

@@ -1,8 +1,9 @@
 """`make demo` / `wdh demo`: sample workbooks → embedded Postgres → Dagster → summary.
 
 Runs the `monthly_refresh` job in-process on the Dagster instance under DAGSTER_HOME, one
-run per month (so the runs show up in the UI afterwards), then prints what each month
-loaded, rejected and built. Running it twice gives the same tables.
+run over the months (so it shows up in the UI afterwards), then prints what each month
+loaded, rejected and built. Running it twice gives the same tables. It runs in the embedded
+warehouse; in the one WDH_DATABASE_URL names only when asked, never in production.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import click
 
-from workdatahub.errors import InputError
+from workdatahub.errors import ConfigError, InputError
 from workdatahub.periods import month_range, period_key
 from workdatahub.settings import PROJECT_ROOT, get_settings, one_line
 
@@ -32,14 +34,35 @@ def _instance() -> Any:
     return dg.DagsterInstance.get()
 
 
-def run_demo(months: str, rows: int, data_dir: Path | None) -> int:
+def refuse_a_named_warehouse(periods: list[date], named_warehouse: bool) -> None:
+    """The demo replaces its months of every domain with synthetic rows: in the embedded
+    warehouse, never in a production one, and in another only when asked to."""
+    from workdatahub.warehouse.db import masked_url
+
+    settings = get_settings()
+    if settings.embedded:
+        return
+    where = f"WDH_DATABASE_URL names {masked_url()}, not the embedded Postgres"
+    first, last = period_key(periods[0]), period_key(periods[-1])
+    months = first if first == last else f"{first}…{last}"
+    if settings.environment == "prod":
+        raise ConfigError(f"wdh demo never runs in production (WDH_ENVIRONMENT=prod): {where}")
+    if not named_warehouse:
+        raise ConfigError(
+            f"wdh demo replaces {months} of every domain with synthetic rows, and {where}: "
+            "unset it to use the embedded one, or pass --named-warehouse"
+        )
+
+
+def run_demo(months: str, rows: int, data_dir: Path | None, named_warehouse: bool = False) -> int:
     from workdatahub.cli import _table
-    from workdatahub.samples import write_samples
+    from workdatahub.samples import SAMPLE_DIR, write_samples
     from workdatahub.warehouse.db import connect, masked_url
     from workdatahub.warehouse.migrate import upgrade
 
     periods = month_range(months)
-    data_dir = (data_dir or PROJECT_ROOT / "data" / "sample").resolve()
+    refuse_a_named_warehouse(periods, named_warehouse)
+    data_dir = (data_dir or SAMPLE_DIR).resolve()
     try:
         written = write_samples(data_dir, periods, rows=rows)
     except OSError as unwritable:

@@ -49,6 +49,9 @@ from xml.sax.saxutils import escape
 from workdatahub.excel.reader import column_letter
 
 SEEDS_DIR = Path(__file__).parent.parent / "dbt_project" / "seeds"
+# where `wdh sample` and `wdh demo` write by default: beside the operators' folders, never
+# in them (a sample's V2 folder would supersede a real workbook)
+SAMPLE_DIR = Path(__file__).parent.parent / "data" / "sample"
 # bumped whenever the bytes written change for the same arguments (2: shared strings)
 SAMPLE_FORMAT = 2
 DOMAINS = ("trustee_performance", "annuity_performance", "annuity_income")

@@ -93,6 +93,8 @@ def setting_error(monkeypatch: pytest.MonkeyPatch) -> str:
         ("WDH_LOAD_ATTEMPTS", "abc", "WDH_LOAD_ATTEMPTS: Input should be a valid integer"),
         ("WDH_PARTITIONS_START", "2024-1", "WDH_PARTITIONS_START: String should match"),
         ("WDH_HOME", __file__, "WDH_HOME: Value error, "),
+        ("WDH_SCHEDULE_CRON", "every month", "WDH_SCHEDULE_CRON: Value error, not a cron"),
+        ("WDH_SCHEDULE_CRON", "0 7 12 *", "WDH_SCHEDULE_CRON: Value error, not a cron"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_its_variable(
@@ -151,3 +153,9 @@ def test_a_folder_setting_this_user_cannot_reach_is_one_line(
     assert setting_error(monkeypatch).startswith(
         f"invalid setting WDH_DATA_DIR: Value error, {locked}: Permission denied"
     )
+
+
+@pytest.mark.parametrize("cron", ["0 7 12 * *", "30 6 1-5 */2 MON-FRI", "@monthly", " 0 7 12 * * "])
+def test_a_cron_schedule_setting_is_taken(monkeypatch: pytest.MonkeyPatch, cron: str) -> None:
+    monkeypatch.setenv("WDH_SCHEDULE_CRON", cron)
+    assert Settings().schedule_cron == cron.strip()

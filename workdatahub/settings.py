@@ -35,6 +35,10 @@ def one_line(error: BaseException | str) -> str:
     return mask_url(lines[0] if lines else fallback)
 
 
+_CRON_FIELD = r"[0-9A-Za-z*?/,#-]+"
+_CRON = re.compile(rf"@\w+|{_CRON_FIELD}(?:\s+{_CRON_FIELD}){{4}}")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",
@@ -93,6 +97,19 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     alert_email_from: str = "workdatahub@localhost"
     alert_email_to: str = Field(default="", description="comma-separated recipients")
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # checked here, so that a wrong one is a line naming the variable, not a failure of
+        # the whole code location (Dagster's 160-line traceback never names WDH_SCHEDULE_CRON)
+        value = value.strip()
+        if value and not _CRON.fullmatch(value):
+            raise ValueError(
+                "not a cron schedule: five fields, minute hour day month weekday (UTC), e.g. "
+                "'0 7 12 * *'"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,13 +5,14 @@ on success and error paths, against a closed port and against the real (embedded
 
 Also: `.env` is ignored by git, and the pre-commit hooks run ruff, mypy and a secret scanner.
 
-Not checked here: `wdh env` prints WDH_DBT_PASSWORD on purpose (its output is meant for
-`eval` in a modeler's shell); dbt's own output and logs are checked in test_roles.py,
-where dbt runs with a password in WDH_DBT_DATABASE_URL.
+`wdh env` prints WDH_DBT_PASSWORD on purpose when its output goes to `eval` in a
+modeler's shell, and not on a terminal. dbt's own output and logs are checked in
+test_roles.py, where dbt runs with a password in WDH_DBT_DATABASE_URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -197,3 +198,30 @@ def test_pre_commit_runs_ruff_mypy_and_a_secret_scanner() -> None:
     # every finding in the baseline is a known test or example value, audited as not real
     for findings in baseline["results"].values():
         assert all(finding.get("is_secret") is False for finding in findings)
+
+
+def test_wdh_env_shows_the_password_to_eval_only() -> None:
+    """`eval "$(wdh env)"` gets the dbt password; `wdh env` typed at a terminal (a screen
+    shared, a terminal recorded) does not show it."""
+    import pty
+
+    url = f"postgresql://wdh_dbt:{PASSWORD}@db.example:5432/workdatahub"
+    command = [sys.executable, "-m", "workdatahub.cli", "env"]
+    env = {**os.environ, "WDH_DATABASE_URL": url, "WDH_DBT_DATABASE_URL": url}
+    piped = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    assert f"export WDH_DBT_PASSWORD={PASSWORD}" in piped.stdout
+    leader, follower = pty.openpty()
+    try:
+        shown = subprocess.run(command, cwd=ROOT, env=env, stdout=follower, stderr=subprocess.PIPE)
+        os.close(follower)
+        output = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's writer is gone
+            while chunk := os.read(leader, 4096):
+                output += chunk
+    finally:
+        os.close(leader)
+    assert shown.returncode == 0, shown.stderr
+    text = output.decode()
+    assert "export WDH_DBT_USER=wdh_dbt" in text and PASSWORD not in text
+    assert 'WDH_DBT_PASSWORD is not shown on a terminal; eval "$(wdh env)" sets it' in text

@@ -506,7 +506,12 @@ def env() -> None:
         "DAGSTER_HOME": str(settings.dagster_home),
         "WDH_DATA_DIR": str(settings.data_dir),
     }
+    # for `eval`: on a terminal (shown, not evaluated) the password stays out of sight
+    shown = sys.stdout.isatty()
     for key, value in exports.items():
+        if shown and key == "WDH_DBT_PASSWORD" and value:
+            click.echo(f'# {key} is not shown on a terminal; eval "$(wdh env)" sets it')
+            continue
         click.echo(f"export {key}={shlex.quote(value)}")
 
 

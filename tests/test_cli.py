@@ -523,6 +523,22 @@ def test_output_cut_short_by_a_closed_pipe_is_no_refusal(tmp_path: Path) -> None
     assert stderr == ""
 
 
+@pytest.mark.db
+def test_db_shell_cut_short_by_a_closed_pipe_exits_as_killed_by_sigpipe(pg_url: str) -> None:
+    """`wdh db shell -c … | head -1`: psql dies of SIGPIPE; 141, not 2 (a failed command)."""
+    command = [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c"]
+    command += ["select generate_series(1, 200000)"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WDH_DATABASE_URL": pg_url},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline()
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(120) == 141, stderr
+
+
 def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Path) -> None:
     """Sheets of any size are scanned: a rejected number reads as the cell holds it, not
     as fastexcel prints a double (342100662.199999988)."""

@@ -464,8 +464,9 @@ def shell(commands: tuple[str, ...]) -> None:
     args = [psql, "-v", "ON_ERROR_STOP=1", *[a for c in commands for a in ("-c", c)]]
     code = subprocess.call(args, env=env)
     # psql: 2 the connection failed or broke (the warehouse's, exit 3); 1 or 3 a command
-    # failed (the input's, exit 2; psql printed why)
-    sys.exit({0: 0, 2: 3}.get(code, 2))
+    # failed (the input's, exit 2; psql printed why); killed by a signal (SIGPIPE: output
+    # cut short by `| head`, 141), as a shell says it
+    sys.exit(128 - code if code < 0 else {0: 0, 2: 3}.get(code, 2))
 
 
 def _bundled_psql() -> str | None:

@@ -442,6 +442,16 @@ def test_refusals_show_in_json_and_in_the_dry_run(
     assert summary["rows_loaded"] == 0 and summary["rows_rejected"] == 1
     shown = wdh("rejects", "trustee_performance", "--period", "2024-11")
     assert f"load {summary['load_id']} (refused), 1 rejects in 1 rows" in shown.stdout
+    # a load id of another month, or none recorded, is named as such
+    load_id = summary["load_id"]
+    other = wdh("rejects", "trustee_performance", "-p", "2024-10", "--load-id", load_id)
+    assert other.returncode == 2 and other.stderr == (
+        f"wdh: error: load {load_id} is a load of trustee_performance 2024-11, not of "
+        "trustee_performance 2024-10\n"
+    )
+    unknown = "00000000-0000-0000-0000-000000000000"
+    none = wdh("rejects", "trustee_performance", "-p", "2024-11", "--load-id", unknown)
+    assert none.returncode == 2 and f"load {unknown} is not recorded" in none.stderr
     fine = wdh("load", "trustee_performance", *common[:5], "0.5", "--plan-only", "--json")
     assert fine.returncode == 0 and json.loads(fine.stdout)["threshold_exceeded"] is False
 

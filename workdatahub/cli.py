@@ -396,6 +396,20 @@ def rejects(
             """,
             [domain, month, load_id, load_id],
         ).fetchone()
+        if latest is None and load_id is not None:
+            other = conn.execute(
+                "select domain, to_char(period, 'YYYY-MM'), status from wdh.load_log "
+                "where load_id = %s",
+                [load_id],
+            ).fetchone()
+            if other is None:
+                _fail(f"load {load_id} is not recorded (`wdh history --json` lists the loads)")
+            if (other[0], other[1]) != (domain, f"{month:%Y-%m}"):
+                _fail(
+                    f"load {load_id} is a load of {other[0]} {other[1]}, not of {domain} "
+                    f"{month:%Y-%m}"
+                )
+            _fail(f"load {load_id} is {other[2]}: only a finished load has rejects to show")
         if latest is None:
             _fail(f"{domain} {month:%Y-%m}: no finished load recorded")
         rows = conn.execute(

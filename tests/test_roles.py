@@ -88,6 +88,19 @@ def test_migration_creates_three_login_roles_without_a_password_or_powers(
             assert conn.execute("select current_user").fetchone() == (role,)
 
 
+def test_a_role_that_may_not_migrate_is_told_to_use_the_owner(owner_url: str) -> None:
+    """deploy.md gives the processes the loader's URL; `wdh db upgrade` with it is refused
+    in one line that says whose URL migrates."""
+    from workdatahub.errors import WarehouseError
+    from workdatahub.warehouse.migrate import upgrade
+
+    with pytest.raises(WarehouseError) as refused:
+        upgrade(role_url(owner_url, "wdh_loader"))
+    message = refused.value.message
+    assert message.startswith("migration failed, nothing changed: permission denied")
+    assert "migrate with the warehouse owner's URL" in message and "\n" not in message
+
+
 INSERT_RAW = (
     "insert into raw.trustee_performance (report_date, plan_code, company_code, load_id, "
     "source_file, source_sheet, source_row) values ('2024-11-01', 'PX', 'CX', "

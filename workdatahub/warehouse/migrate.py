@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, pool, text
@@ -54,6 +55,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
                 conn.commit()
     except DBAPIError as error:
         reason = one_line(error.orig or error)
+        if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
+            # the loader's or dbt's role may not change the schemas
+            reason += " (migrate with the warehouse owner's URL: WDH_DATABASE_URL=… wdh db upgrade)"
         raise WarehouseError(f"migration failed, nothing changed: {reason}") from None
     finally:
         engine.dispose()

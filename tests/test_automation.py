@@ -96,6 +96,57 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
     assert again["annuity_performance"].startswith("annuity_performance:2024-02:")
 
 
+def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_workbook(
+    defs: dg.Definitions, tmp_path: Path
+) -> None:
+    """A month whose raw asset was last materialised from the workbook there now (a
+    backfill before the sensor was turned on) is not requested; one materialised from
+    another workbook is, and so is the month once its workbook changes."""
+    from workdatahub.defs.resources import WarehouseResource
+    from workdatahub.sources.discovery import sha256_of
+
+    samples = write_samples(tmp_path, [date(2024, 2, 1)], rows=20, seed=3)
+    trustee = next(s for s in samples if s.domain == "trustee_performance")
+    annuity = next(s for s in samples if s.domain == "annuity_performance")
+    sensor = defs.resolve_sensor_def("workbook_arrival")
+
+    def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict[str, str], str]:
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=cursor,
+            resources={"warehouse": WarehouseResource(data_dir=str(tmp_path))},
+            definitions=defs,
+        )
+        result = sensor.evaluate_tick(context)
+        assert result.cursor is not None
+        return {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}, result.cursor
+
+    def materialised(instance: dg.DagsterInstance, domain: str, sha256: str) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=dg.AssetKey(["raw", domain]), partition="2024-02",
+                metadata={"sha256": sha256},
+            )
+        )  # fmt: skip
+
+    with dg.instance_for_test() as instance:
+        materialised(instance, "trustee_performance", sha256_of(trustee.path))
+        materialised(instance, "annuity_performance", "0" * 64)  # from another workbook
+        requested, cursor = tick(instance, None)
+        assert set(requested) == {"annuity_performance", "annuity_income"}
+        assert tick(instance, cursor)[0] == requested  # (Dagster runs a run key once)
+
+        changed = write_samples(tmp_path / "other", [date(2024, 2, 1)], rows=30, seed=9)
+        shutil.copy(
+            next(s.path for s in changed if s.domain == "trustee_performance"), trustee.path
+        )
+        again, _ = tick(instance, cursor)
+        assert again["trustee_performance"].startswith("trustee_performance:2024-02:")
+        assert again["trustee_performance"].endswith(":1")
+        assert again["annuity_performance"] == requested["annuity_performance"]
+    assert annuity.path.exists()
+
+
 def test_a_month_folder_linked_out_of_the_data_folder_holds_back_no_other_month(
     defs: dg.Definitions, tmp_path: Path
 ) -> None:
@@ -422,11 +473,13 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
     with webhook_sink() as (url, posts), dg.instance_for_test() as instance:
         monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", url)
         reset_settings()
-        result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+        # the job as the daemon launches the request: its assets and its checks
+        job = defs.resolve_job_def("monthly_refresh").get_subset(
+            asset_selection=set(selection), asset_check_selection=set(request.asset_check_keys)
+        )
+        result = job.execute_in_process(
             partition_key="2024-02",
             instance=instance,
-            asset_selection=sorted(selection, key=lambda k: k.to_user_string()),
-            asset_check_selection=set(request.asset_check_keys or []),
             run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
             raise_on_error=False,
             tags={"wdh/domain": "annuity_performance"},

@@ -20,6 +20,7 @@ from workdatahub.alerts import Alert, send_alert
 from workdatahub.defs.freshness import due_cron, schedule_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
+from workdatahub.defs.raw_assets import raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import WdhError
 from workdatahub.periods import period_key
@@ -108,8 +109,9 @@ def month_fingerprint(folder: Path) -> str:
 
 
 def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
-    """{"domain:YYYY-MM": [fingerprint, sha256, version, changes]} of the previous tick
-    (`changes` came later: an entry without it has seen none)."""
+    """{"domain:YYYY-MM": [fingerprint, sha256, version, changes(, settled)]} of the previous
+    tick (`changes` came later: an entry without it has seen none; `settled`, the run key of
+    a month found materialised from its workbook already, which is not requested)."""
     try:
         state = json.loads(cursor or "{}")
     except ValueError:
@@ -118,6 +120,17 @@ def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
         return {}
     months = state.get("months")
     return months if isinstance(months, dict) else {}
+
+
+def _materialised_from(instance: dg.DagsterInstance, domain: str, key: str, sha256: str) -> bool:
+    """Whether the month's raw asset was last materialised from the workbook `sha256`."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=raw_asset_key(domain), asset_partitions=[key]), limit=1
+    ).records
+    if not latest or latest[0].asset_materialization is None:
+        return False
+    loaded_from = latest[0].asset_materialization.metadata.get("sha256")
+    return getattr(loaded_from, "value", loaded_from) == sha256
 
 
 def build_arrival_sensor(
@@ -130,6 +143,10 @@ def build_arrival_sensor(
     (Dagster runs a run key once) and a corrected file (new content, or a higher V folder)
     always does, even when its content is that of a file loaded before: a V3 that withdraws
     V2's correction by copying the original back is a new key, not the original's.
+
+    A month first seen (the sensor just turned on, or its cursor was reset) whose raw asset
+    was last materialised from the same workbook is not loaded again: turned on over years
+    of months a backfill loaded, the sensor would otherwise load them all a second time.
 
     The cursor keeps, per (domain, month), a fingerprint of the month's folder
     (`month_fingerprint`) with the workbook found, its sha256 and the changes seen: while the
@@ -167,7 +184,7 @@ def build_arrival_sensor(
                 try:
                     fingerprint = month_fingerprint(base_folder(spec, period, data_dir))
                     cached = known.get(slot)
-                    if not (isinstance(cached, list) and len(cached) in (3, 4)):
+                    if not (isinstance(cached, list) and len(cached) in (3, 4, 5)):
                         cached = None
                     if cached is not None and cached[0] == fingerprint:
                         sha256, version = str(cached[1]), cached[2]
@@ -177,14 +194,29 @@ def build_arrival_sensor(
                 except WdhError as error:
                     context.log.warning(error.message)
                     continue
-                changes = cached[3] if cached is not None and len(cached) == 4 else 0
+                changes = cached[3] if cached is not None and len(cached) >= 4 else 0
                 changes = changes if isinstance(changes, int) else 0
                 if cached is not None and str(cached[1]) != sha256:
                     changes += 1
-                kept[slot] = [fingerprint, sha256, version, changes]
+                run_key = f"{slot}:{sha256}" + (f":{changes}" if changes else "")
+                settled = cached is not None and len(cached) == 5 and cached[4] == run_key
+                if cached is None and _materialised_from(context.instance, spec.name, key, sha256):
+                    # first seen (the sensor just turned on, its cursor reset): a month
+                    # loaded from this very workbook is not loaded again
+                    context.log.info(f"{slot}: materialised from this workbook already")
+                    settled = True
+                kept[slot] = [
+                    fingerprint,
+                    sha256,
+                    version,
+                    changes,
+                    *([run_key] if settled else []),
+                ]
+                if settled:
+                    continue
                 requested += 1
                 yield refresh[spec.name].request(
-                    run_key=f"{slot}:{sha256}" + (f":{changes}" if changes else ""),
+                    run_key=run_key,
                     partition_key=key,
                     tags={
                         "wdh/domain": spec.name,

@@ -63,6 +63,7 @@ def test_two_candidates_is_an_error_naming_both(sources: SourcesFile, tmp_path: 
         discover(spec, NOV, tmp_path)
     assert str(a) in str(error.value) and str(b) in str(error.value)
     assert "2 candidate files" in str(error.value)
+    assert str(error.value).endswith("(keep one; a correction goes in a V<n> folder)")
 
 
 def test_no_folder_and_no_file_are_clear_errors(sources: SourcesFile, tmp_path: Path) -> None:
@@ -72,6 +73,12 @@ def test_no_folder_and_no_file_are_clear_errors(sources: SourcesFile, tmp_path: 
     annuity_folder(tmp_path, "202411").mkdir(parents=True)
     with pytest.raises(InputError, match="no file matching"):
         discover(spec, NOV, tmp_path)
+    # the data folder given as a month's folder: said so
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path / "202411")
+    assert str(error.value).endswith(
+        "(the data folder is the one that holds the YYYYMM folders, not a month's)"
+    )
 
 
 def test_trustee_files_are_found_in_subfolders(sources: SourcesFile, tmp_path: Path) -> None:
@@ -341,7 +348,8 @@ def test_an_error_names_a_lower_case_version_folder_as_it_is_on_disk(
     with pytest.raises(InputError) as error:
         discover(spec, NOV, tmp_path)
     assert str(error.value) == (
-        f"annuity_performance 2024-11: 2 candidate files in {a.parent}, expected one: {a}; {b}"
+        f"annuity_performance 2024-11: 2 candidate files in {a.parent}, expected one: {a}; {b} "
+        "(keep one; a correction goes in a V<n> folder)"
     )
     assert "/V2" not in str(error.value)
 

@@ -269,7 +269,10 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
                 f"{spec.name} {period:%Y-%m}: no data folder {printable(data_dir)} (set "
                 "WDH_DATA_DIR, or give --data-dir, to the folder that holds the YYYYMM folders)"
             )
-        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}")
+        hint = ""
+        if _MONTH_DIR.match(data_dir.resolve().name):  # --data-dir given a month's folder
+            hint = " (the data folder is the one that holds the YYYYMM folders, not a month's)"
+        raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}{hint}")
 
     versions: dict[int, list[Path]] = {}
     if spec.discovery.version_folders:
@@ -344,7 +347,8 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         listed = "; ".join(printable(p) for p in sorted(chosen.matched))
         raise InputError(
             f"{spec.name} {period:%Y-%m}: {len(chosen.matched)} candidate files in "
-            f"{printable(chosen_folder)}, expected one: {listed}"
+            f"{printable(chosen_folder)}, expected one: {listed} (keep one"
+            + ("; a correction goes in a V<n> folder)" if spec.discovery.version_folders else ")")
         )
     path = chosen.matched[0]
     try:

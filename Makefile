@@ -13,7 +13,7 @@ export WDH_DATA_DIR ?= $(CURDIR)/data/sample
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: help setup demo test dev lint format typecheck manifest bench screenshot shell clean stop
+.PHONY: help setup demo test dev lint format manifest bench screenshot shell clean stop
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,7 +33,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
 manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Dagster
-	cd dbt_project && $(RUN)/dbt parse --quiet --profiles-dir .
+	@# with the connection Dagster's dbt steps use, or each step parses it all again
+	$(RUN)/wdh dbt-parse
 
 setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest, sheet scanner
 	@# the sheet scanner (C) compiled now rather than by the first load; without a compiler

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +161,50 @@ def test_a_folder_setting_this_user_cannot_reach_is_one_line(
 def test_a_cron_schedule_setting_is_taken(monkeypatch: pytest.MonkeyPatch, cron: str) -> None:
     monkeypatch.setenv("WDH_SCHEDULE_CRON", cron)
     assert Settings().schedule_cron == cron.strip()
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, external: bool
+) -> None:
+    """dbt reuses a parse only for the connection it was made with: `wdh dbt-parse` gives
+    dbt the WDH_DBT_* values Dagster's steps give it, and starts no embedded server for it
+    (dbt parse connects to nothing; a stopped server listens in its data folder)."""
+    from workdatahub.settings import reset_settings
+    from workdatahub.warehouse import db
+
+    monkeypatch.setenv("WDH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("WDH_DATABASE_NAME", "warehouse")
+    monkeypatch.delenv("WDH_DBT_DATABASE_URL", raising=False)
+    if external:
+        url = "postgresql://wdh_transformer:pw-not-shown@db.internal:6543/warehouse"
+        monkeypatch.setenv("WDH_DATABASE_URL", url)
+    else:
+        monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
+    reset_settings()
+    ran: list[tuple[list[str], Path, dict[str, str]]] = []
+
+    def run(args: list[str], cwd: Path, env: dict[str, str], check: bool) -> Any:
+        ran.append((args, cwd, env))
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(db.subprocess, "run", run)
+    try:
+        db.parse_dbt_project(tmp_path / "dbt_project")
+        expected = db.dbt_env(url) if external else None
+    finally:
+        reset_settings()
+    ((args, cwd, env),) = ran
+    assert args[1:] == ["parse", "--quiet", "--profiles-dir", "."]
+    assert cwd == tmp_path / "dbt_project"
+    connection = {k: v for k, v in env.items() if k.startswith("WDH_DBT_")}
+    if external:
+        assert connection == expected
+        assert connection["WDH_DBT_HOST"] == "db.internal"
+    else:
+        pgdata = tmp_path / "home" / "pgdata"
+        assert connection == {
+            "WDH_DBT_HOST": str(pgdata), "WDH_DBT_PORT": "5432", "WDH_DBT_USER": "postgres",
+            "WDH_DBT_PASSWORD": "", "WDH_DBT_DBNAME": "warehouse",
+        }  # fmt: skip
+        assert not pgdata.exists()  # no server started for it

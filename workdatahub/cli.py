@@ -508,6 +508,16 @@ def stop() -> None:
     click.echo("embedded Postgres stopped" if stop_embedded() else "embedded Postgres not running")
 
 
+@cli.command(name="dbt-parse")
+def dbt_parse() -> None:
+    """Parse the dbt project as Dagster's dbt steps run it (their connection), so that they
+    reuse the parse; connects to nothing."""
+    from workdatahub.settings import PROJECT_ROOT
+    from workdatahub.warehouse.db import parse_dbt_project
+
+    parse_dbt_project(PROJECT_ROOT / "dbt_project")
+
+
 @cli.command()
 def env() -> None:
     """Print shell exports for dbt and Dagster: eval "$(wdh env)"."""

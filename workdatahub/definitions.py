@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import dagster as dg
 
@@ -29,12 +26,7 @@ from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.sources.spec import SourcesFile, load_sources
-
-
-def _dbt_executable() -> str:
-    """The dbt beside this interpreter (the project's venv), else the one on PATH."""
-    local = Path(sys.executable).parent / "dbt"
-    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+from workdatahub.warehouse.db import dbt_executable
 
 
 def due_days_by_asset(
@@ -57,7 +49,7 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
         # (DbtCliResource's own __init__ takes a DbtProject; mypy sees the subclass's fields)
         "dbt": ProjectDbtResource(
             project_dir=dbt_project,  # type: ignore[arg-type]
-            dbt_executable=_dbt_executable(),
+            dbt_executable=dbt_executable(),
         ),
     }
     assets = [*raw_assets, dbt_reference_seeds, dbt_models]

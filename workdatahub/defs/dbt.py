@@ -20,6 +20,7 @@ from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.settings import PROJECT_ROOT, get_settings
+from workdatahub.warehouse.db import parse_dbt_project
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
@@ -48,10 +49,10 @@ class ProjectDbtResource(DbtCliResource):
 
 def ensure_manifest() -> None:
     """`dagster asset materialize` and tests do not run `dagster dev`'s preparation:
-    parse the project once when no manifest exists yet."""
+    parse the project once when no manifest exists yet (`make setup` parses it)."""
     if dbt_project.manifest_path.exists():
         return
-    dbt_project.preparer.prepare(dbt_project)
+    parse_dbt_project(DBT_PROJECT_DIR)
 
 
 class WorkDataHubTranslator(DagsterDbtTranslator):

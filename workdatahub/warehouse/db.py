@@ -13,6 +13,9 @@ import fcntl
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -119,10 +122,14 @@ def database_url(settings: Settings | None = None) -> str:
     _ensure_database(
         {"host": host, "user": "postgres", "dbname": "postgres"}, settings.database_name
     )
-    query = urlencode({"host": host}, quote_via=quote)
-    url = f"postgresql://postgres@/{settings.database_name}?{query}"
+    url = _embedded_url(settings, host)
     _url_cache[cache_key] = (url, Path(host) / ".s.PGSQL.5432")
     return url
+
+
+def _embedded_url(settings: Settings, host: str) -> str:
+    query = urlencode({"host": host}, quote_via=quote)
+    return f"postgresql://postgres@/{settings.database_name}?{query}"
 
 
 def dbt_database_url(settings: Settings | None = None) -> str:
@@ -247,6 +254,38 @@ def dbt_env(url: str | None = None) -> dict[str, str]:
         "WDH_DBT_PASSWORD": parts["password"],
         "WDH_DBT_DBNAME": parts["dbname"],
     }
+
+
+def dbt_executable() -> str:
+    """The dbt beside this interpreter (the project's venv), else the one on PATH."""
+    local = Path(sys.executable).parent / "dbt"
+    return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
+
+
+def parse_dbt_project(project_dir: Path) -> None:
+    """`dbt parse` with the connection Dagster's dbt steps give dbt (`dbt_env`).
+
+    dbt reuses its last parse (target/partial_parse.msgpack, which each dbt step of a run
+    starts from) only for the connection it was made with (host, port, user, database; not
+    the password): parsed with profiles.yml's defaults, every dbt step parsed the whole
+    project again (~1-2 s a step). dbt parse does not connect, so a stopped embedded server
+    is not started for it: it listens in its data folder (pgserver puts the socket elsewhere
+    only when that path is too long for a socket: then it is started and asked)."""
+    settings = get_settings()
+    stopped = not (settings.pgdata / "postmaster.pid").exists()
+    # (a socket path holds 107 bytes on Linux; with one near that, the server is asked)
+    short = len(os.fsencode(settings.pgdata / ".s.PGSQL.5432")) <= 100
+    embedded = settings.embedded and settings.dbt_database_url is None
+    url = _embedded_url(settings, str(settings.pgdata)) if embedded and stopped and short else None
+    env = {**os.environ, **dbt_env(url)}
+    done = subprocess.run(
+        [dbt_executable(), "parse", "--quiet", "--profiles-dir", "."],
+        cwd=project_dir,
+        env=env,
+        check=False,
+    )
+    if done.returncode:
+        raise ConfigError(f"dbt parse failed in {project_dir} (exit {done.returncode})")
 
 
 def psql_env(url: str | None = None) -> dict[str, str]:

@@ -130,7 +130,7 @@ def window_env(dbt_vars: Mapping[str, str]) -> Iterator[None]:
 
 
 # dagster-dbt runs each dbt step of a run in a folder of its own under dbt's target folder,
-# `<step>-<run id>-<random>` (manifest, run results, compiled SQL: ~2.5 MB), and never removes
+# `<step>-<run id>-<random>` (manifest, run results, compiled SQL: 2.3-3.7 MB), and never removes
 # one: a year of monthly runs, sensor runs and backfills left gigabytes. After each step the
 # newest WDH_DBT_KEEP_RUNS are kept; a folder changed within the hour stays whatever its rank
 # (another run's step may still be writing to it).

@@ -383,3 +383,29 @@ def test_an_archived_xls_in_a_subfolder_does_not_block_the_month(
     result = discover(spec, NOV, tmp_path)
     assert [f.path for f in result.files] == [xlsx]
     assert [i.path for i in result.ignored] == [old]
+
+
+def test_a_workbook_in_a_subfolder_that_is_no_version_is_named_not_missed(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """A correction sent in `VX` (no version folder) is not read, and discovery says so:
+    among the files ignored beside the base folder's workbook, and in the error when it is
+    the only one."""
+    spec = sources.domain("annuity_performance")
+    name = "2024年11月年金终稿数据-规模收入数据.xlsx"
+    unread = book(annuity_folder(tmp_path, "202411", "VX", name))
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    assert str(error.value).endswith(
+        f"({unread}: in a subfolder, not read: a correction goes in a V<n> folder)"
+    )
+    base = book(annuity_folder(tmp_path, "202411", name))
+    result = discover(spec, NOV, tmp_path)
+    assert [f.path for f in result.files] == [base]
+    assert {(i.path, i.reason) for i in result.ignored} == {
+        (unread, "in a subfolder, not read: a correction goes in a V<n> folder")
+    }
+    # in a version folder the same file is the correction, and nothing is said of it
+    version = annuity_folder(tmp_path, "202411", "V1")
+    unread.parent.rename(version)
+    assert [f.path for f in discover(spec, NOV, tmp_path).files] == [version / name]

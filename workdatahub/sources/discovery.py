@@ -21,6 +21,7 @@ link back to a folder already walked is not walked twice (no endless loop).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import re
@@ -249,7 +250,28 @@ def _folder(spec: DomainSpec, folder: Path, skip_versions: bool, root: Path) -> 
     files, refused = _walk(folder, spec.discovery.recursive, skip_versions, root, seen)
     found = _classify(spec, files, root)
     found.ignored[:0] = refused
+    if not spec.discovery.recursive:
+        # a workbook one folder down is never read; named so, it is not missed unseen (a
+        # correction sent in `VX` or `V2 修订`, which are no version folders)
+        unread = _classify(spec, _unread_subfolders(folder, skip_versions), root)
+        why = "in a subfolder, not read: a correction goes in a V<n> folder"
+        found.ignored += [Ignored(p, why) for p in unread.matched + unread.legacy]
     return found
+
+
+def _unread_subfolders(folder: Path, skip_versions: bool) -> list[Path]:
+    """The entries of `folder`'s subfolders (not version folders, when those are read on
+    their own; not hidden ones) that are not folders."""
+    entries: list[Path] = []
+    with contextlib.suppress(OSError):
+        for sub in sorted(folder.iterdir()):
+            if not sub.is_dir() or never_counts(sub.name, is_folder=True):
+                continue
+            if skip_versions and _VERSION_DIR.match(sub.name):
+                continue
+            with contextlib.suppress(OSError):
+                entries += [entry for entry in sorted(sub.iterdir()) if not entry.is_dir()]
+    return entries
 
 
 def _superseded(found: _Found, version: str) -> list[Ignored]:

@@ -7,7 +7,9 @@ TOOLS := $(CURDIR)/.wdh/tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 VENV := $(CURDIR)/.venv
 RUN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/.wdh/dagster
+# the state folder (embedded Postgres, Dagster's instance) as the settings see it
+export WDH_HOME ?= $(CURDIR)/.wdh
+export DAGSTER_HOME := $(abspath $(WDH_HOME))/dagster
 # the demo's sample workbooks, unless the environment points at the operators' share
 export WDH_DATA_DIR ?= $(CURDIR)/data/sample
 export UV_PYTHON_DOWNLOADS := never

@@ -99,9 +99,10 @@ def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Pat
 def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_workbook(
     defs: dg.Definitions, tmp_path: Path
 ) -> None:
-    """A month whose raw asset was last materialised from the workbook there now (a
-    backfill before the sensor was turned on) is not requested; one materialised from
-    another workbook is, and so is the month once its workbook changes."""
+    """A month whose raw asset was last materialised from the workbook there now, and its
+    models since (a backfill before the sensor was turned on), is not requested. One whose
+    models were not built since (a run whose raw step failed after loading it), or loaded
+    from another workbook, is; and so is any month once its workbook changes."""
     from workdatahub.defs.resources import WarehouseResource
     from workdatahub.sources.discovery import sha256_of
 
@@ -109,8 +110,11 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
     trustee = next(s for s in samples if s.domain == "trustee_performance")
     annuity = next(s for s in samples if s.domain == "annuity_performance")
     sensor = defs.resolve_sensor_def("workbook_arrival")
+    graph = defs.resolve_asset_graph()
 
-    def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict[str, str], str]:
+    def tick(
+        instance: dg.DagsterInstance, cursor: str | None
+    ) -> tuple[dict[str, str], str, str | None]:
         context = dg.build_sensor_context(
             instance=instance,
             cursor=cursor,
@@ -119,20 +123,26 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
         )
         result = sensor.evaluate_tick(context)
         assert result.cursor is not None
-        return {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}, result.cursor
+        keys = {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}
+        return keys, result.cursor, result.skip_message
 
-    def materialised(instance: dg.DagsterInstance, domain: str, sha256: str) -> None:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key=dg.AssetKey(["raw", domain]), partition="2024-02",
-                metadata={"sha256": sha256},
-            )
-        )  # fmt: skip
+    def materialised(instance: dg.DagsterInstance, domain: str, sha256: str, built: bool) -> None:
+        """The month's raw asset materialised from `sha256`, then (`built`) its models."""
+        raw = dg.AssetKey(["raw", domain])
+        models = dg.AssetSelection.assets(raw).downstream(include_self=False).resolve(graph)
+        for key in [raw, *(sorted(models, key=str) if built else [])]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=key, partition="2024-02",
+                    metadata={"sha256": sha256} if key == raw else {},
+                )
+            )  # fmt: skip
 
     with dg.instance_for_test() as instance:
-        materialised(instance, "trustee_performance", sha256_of(trustee.path))
-        materialised(instance, "annuity_performance", "0" * 64)  # from another workbook
-        requested, cursor = tick(instance, None)
+        materialised(instance, "trustee_performance", sha256_of(trustee.path), built=True)
+        materialised(instance, "annuity_income", sha256_of(annuity.path), built=False)
+        materialised(instance, "annuity_performance", "0" * 64, built=True)  # another workbook
+        requested, cursor, _ = tick(instance, None)
         assert set(requested) == {"annuity_performance", "annuity_income"}
         assert tick(instance, cursor)[0] == requested  # (Dagster runs a run key once)
 
@@ -140,11 +150,20 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
         shutil.copy(
             next(s.path for s in changed if s.domain == "trustee_performance"), trustee.path
         )
-        again, _ = tick(instance, cursor)
+        again, _, _ = tick(instance, cursor)
         assert again["trustee_performance"].startswith("trustee_performance:2024-02:")
         assert again["trustee_performance"].endswith(":1")
         assert again["annuity_performance"] == requested["annuity_performance"]
-    assert annuity.path.exists()
+
+    # every month loaded and built: the tick says so, not that there is no workbook
+    with dg.instance_for_test() as instance:
+        for sample in samples:
+            materialised(instance, sample.domain, sha256_of(sample.path), built=True)
+        requested, _, skipped = tick(instance, None)
+        assert requested == {}
+        assert skipped == (
+            f"3 month(s) loaded from their workbooks already; nothing new under {tmp_path}"
+        )
 
 
 def test_a_month_folder_linked_out_of_the_data_folder_holds_back_no_other_month(

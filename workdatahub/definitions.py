@@ -69,8 +69,10 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
     refresh = {}
     for name, keys in downstream.items():
         built = set(keys) | (dg.AssetSelection.assets(*keys).upstream() - every_raw).resolve(graph)
+        raw = raw_asset_key(name)
         refresh[name] = Refresh(
             assets=sorted(built, key=lambda key: key.to_user_string()),
+            fed=[raw, *(key for key in keys if key != raw)],
             # (this graph has no freshness checks: they are made below)
             checks=sorted(
                 (check for check in graph.asset_check_keys if check.asset_key in built),

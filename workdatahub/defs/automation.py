@@ -20,7 +20,6 @@ from workdatahub.alerts import Alert, send_alert
 from workdatahub.defs.freshness import due_cron, schedule_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
-from workdatahub.defs.raw_assets import raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import WdhError
 from workdatahub.periods import period_key
@@ -44,6 +43,8 @@ class Refresh:
 
     assets: Sequence[dg.AssetKey]
     checks: Sequence[dg.AssetCheckKey]
+    # of `assets`, those the workbook feeds: its raw asset and every model downstream of it
+    fed: Sequence[dg.AssetKey] = ()
 
     def request(self, *, run_key: str, partition_key: str, tags: dict[str, str]) -> dg.RunRequest:
         return dg.RunRequest(
@@ -111,7 +112,7 @@ def month_fingerprint(folder: Path) -> str:
 def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
     """{"domain:YYYY-MM": [fingerprint, sha256, version, changes(, settled)]} of the previous
     tick (`changes` came later: an entry without it has seen none; `settled`, the run key of
-    a month found materialised from its workbook already, which is not requested)."""
+    a month found loaded from its workbook already, which is not requested)."""
     try:
         state = json.loads(cursor or "{}")
     except ValueError:
@@ -122,15 +123,28 @@ def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
     return months if isinstance(months, dict) else {}
 
 
-def _materialised_from(instance: dg.DagsterInstance, domain: str, key: str, sha256: str) -> bool:
-    """Whether the month's raw asset was last materialised from the workbook `sha256`."""
-    latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=raw_asset_key(domain), asset_partitions=[key]), limit=1
-    ).records
-    if not latest or latest[0].asset_materialization is None:
+def _loaded_from(instance: dg.DagsterInstance, refresh: Refresh, key: str, sha256: str) -> bool:
+    """Whether the month is loaded from the workbook `sha256` and built: its raw asset last
+    materialised from it, and every model downstream materialised for the month since (a run
+    whose raw step failed after loading some months built none of their models)."""
+
+    def latest(asset: dg.AssetKey) -> Any:
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1
+        ).records
+        return found[0] if found else None
+
+    raw = latest(refresh.fed[0]) if refresh.fed else None
+    if raw is None or raw.asset_materialization is None:
         return False
-    loaded_from = latest[0].asset_materialization.metadata.get("sha256")
-    return getattr(loaded_from, "value", loaded_from) == sha256
+    loaded_from = raw.asset_materialization.metadata.get("sha256")
+    if getattr(loaded_from, "value", loaded_from) != sha256:
+        return False
+    for model in refresh.fed[1:]:
+        built = latest(model)
+        if built is None or built.timestamp < raw.timestamp:
+            return False
+    return True
 
 
 def build_arrival_sensor(
@@ -145,8 +159,9 @@ def build_arrival_sensor(
     V2's correction by copying the original back is a new key, not the original's.
 
     A month first seen (the sensor just turned on, or its cursor was reset) whose raw asset
-    was last materialised from the same workbook is not loaded again: turned on over years
-    of months a backfill loaded, the sensor would otherwise load them all a second time.
+    was last materialised from the same workbook, and its models since, is not loaded again:
+    turned on over years of months a backfill loaded, the sensor would otherwise load them
+    all a second time.
 
     The cursor keeps, per (domain, month), a fingerprint of the month's folder
     (`month_fingerprint`) with the workbook found, its sha256 and the changes seen: while the
@@ -169,7 +184,7 @@ def build_arrival_sensor(
         partition_keys = set(monthly_partitions.get_partition_keys())
         known = _read_cursor(context.cursor)
         kept: dict[str, list[Any]] = dict(known)
-        requested = 0
+        requested = settled_months = 0
         for spec in sources.domains.values():
             for period in available_periods(spec, data_dir):
                 key = period_key(period)
@@ -200,10 +215,13 @@ def build_arrival_sensor(
                     changes += 1
                 run_key = f"{slot}:{sha256}" + (f":{changes}" if changes else "")
                 settled = cached is not None and len(cached) == 5 and cached[4] == run_key
-                if cached is None and _materialised_from(context.instance, spec.name, key, sha256):
+                loaded = cached is None and _loaded_from(
+                    context.instance, refresh[spec.name], key, sha256
+                )
+                if loaded:
                     # first seen (the sensor just turned on, its cursor reset): a month
-                    # loaded from this very workbook is not loaded again
-                    context.log.info(f"{slot}: materialised from this workbook already")
+                    # loaded from this very workbook, and built, is not loaded again
+                    context.log.info(f"{slot}: loaded from this workbook already")
                     settled = True
                 kept[slot] = [
                     fingerprint,
@@ -213,6 +231,7 @@ def build_arrival_sensor(
                     *([run_key] if settled else []),
                 ]
                 if settled:
+                    settled_months += 1
                     continue
                 requested += 1
                 yield refresh[spec.name].request(
@@ -227,7 +246,12 @@ def build_arrival_sensor(
         context.update_cursor(
             json.dumps({"v": ARRIVAL_CURSOR_VERSION, "months": kept}, separators=(",", ":"))
         )
-        if not requested:
+        if settled_months and not requested:
+            yield dg.SkipReason(
+                f"{settled_months} month(s) loaded from their workbooks already; nothing new "
+                f"under {data_dir}"
+            )
+        elif not requested:
             yield dg.SkipReason(f"no workbook found under {data_dir}")
 
     return workbook_arrival

@@ -383,6 +383,11 @@ def test_upsert_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
             ["--named-warehouse", "--data-dir", "/proc/nope", "--months", "2024-01"], {},
             "/proc/nope: cannot write it",
         ),
+        (  # dbt would build the demo's models in the warehouse it names
+            ["--months", "2024-02"], {"WDH_DBT_DATABASE_URL": "postgresql://t:secret@h:1/y"},
+            "wdh demo replaces 2024-02 of every domain with synthetic rows, and "
+            "WDH_DBT_DATABASE_URL names postgresql://t:***@h:1/y, not the embedded Postgres",
+        ),
     ],
 )  # fmt: skip
 def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(

@@ -19,7 +19,7 @@ import click
 
 from workdatahub.errors import ConfigError, InputError
 from workdatahub.periods import month_range, period_key
-from workdatahub.settings import PROJECT_ROOT, get_settings, one_line
+from workdatahub.settings import PROJECT_ROOT, get_settings, mask_url, one_line
 
 
 def _instance() -> Any:
@@ -40,9 +40,13 @@ def refuse_a_named_warehouse(periods: list[date], named_warehouse: bool) -> None
     from workdatahub.warehouse.db import masked_url
 
     settings = get_settings()
-    if settings.embedded:
+    if settings.dbt_database_url is not None:  # (dbt would build the demo's models there)
+        named = mask_url(settings.dbt_database_url.get_secret_value())
+        where = f"WDH_DBT_DATABASE_URL names {named}, not the embedded Postgres"
+    elif not settings.embedded:
+        where = f"WDH_DATABASE_URL names {masked_url()}, not the embedded Postgres"
+    else:
         return
-    where = f"WDH_DATABASE_URL names {masked_url()}, not the embedded Postgres"
     first, last = period_key(periods[0]), period_key(periods[-1])
     months = first if first == last else f"{first}…{last}"
     if settings.environment == "prod":

@@ -447,6 +447,29 @@ def test_a_month_that_fails_holds_back_no_month_after_it(
     assert {k: m["load_id"] for k, m in seen.items()} == logged
 
 
+def test_months_without_a_workbook_are_named_in_one_failure_and_no_data_folder_once(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """Seven months without a workbook: the failure gives the first five reasons and says
+    how many more there are; a data folder that is missing is said once, not once a month."""
+    from workdatahub.defs.raw_assets import REASONS_SHOWN
+
+    result = _raw_run(tmp_path, "2024-01", "2024-07")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert "7 months failed: trustee_performance 2024-01: no folder" in message
+    assert message.count(": no folder ") == REASONS_SHOWN == 5
+    assert "; and 2 more months (see the run's log)" in message
+    missing = _raw_run(tmp_path / "nowhere", "2024-01", "2024-07")
+    (failure,) = [e for e in missing.all_events if e.is_step_failure]
+    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert f"trustee_performance: no data folder {tmp_path / 'nowhere'} (set WDH_DATA_DIR" in (
+        message
+    )
+    assert message.count("no data folder") == 1
+
+
 @pytest.mark.parametrize(
     ("stop", "said"),
     [

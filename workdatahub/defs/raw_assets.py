@@ -12,6 +12,7 @@ from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import InputError, LoadBusyError, RejectThresholdExceeded, WdhError
 from workdatahub.periods import next_month, parse_period, period_key
 from workdatahub.pipeline import PartitionResult, run_partition
+from workdatahub.sources.discovery import missing_data_folder
 from workdatahub.sources.spec import DomainSpec, SourcesFile
 
 REJECT_RATE_CHECK = "reject_rate"
@@ -72,15 +73,26 @@ def _recorded(
         )
 
 
-def _so_far(done: dict[str, Any], failed: dict[str, Any], not_tried: list[str]) -> str:
-    """What else the run did, for its failure: ` (2024-01…2024-02 loaded; 2024-04 not
-    attempted)`."""
-    said = [
-        f"{compact(list(months))} {what}"
-        for months, what in ((done, "loaded"), (failed, "failed"), (not_tried, "not attempted"))
-        if months
-    ]
+def _so_far(done: dict[str, Any], failed: dict[str, WdhError], not_tried: list[str]) -> str:
+    """What else the run did, for its failure: ` (2024-01…2024-02 loaded; 2024-03 failed:
+    why; 2024-04 not attempted)`."""
+    said = [f"{compact(list(done))} loaded"] if done else []
+    if failed:
+        said.append(f"failed: {_reasons(failed)}")
+    if not_tried:
+        said.append(f"{compact(not_tried)} not attempted")
     return f" ({'; '.join(said)})" if said else ""
+
+
+# the reasons a failure names (the others are in the run's log, a line per month)
+REASONS_SHOWN = 5
+
+
+def _reasons(failed: dict[str, WdhError]) -> str:
+    """Each failed month's reason (they name their month), the first few of many."""
+    shown = "; ".join(error.message for error in list(failed.values())[:REASONS_SHOWN])
+    more = len(failed) - REASONS_SHOWN
+    return shown + (f"; and {more} more months (see the run's log)" if more > 0 else "")
 
 
 def compact(months: list[str]) -> str:
@@ -150,6 +162,9 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         way the months loaded are recorded as materialised (they are committed)."""
         url = warehouse.url()
         months = list(context.partition_keys)
+        missing = missing_data_folder(warehouse.data_path())
+        if missing:  # no month's own failure: said once, not once a month
+            raise dg.Failure(description=f"{spec.name}: {missing}", allow_retries=False)
         done: dict[str, dict[str, Any]] = {}  # each month loaded: its metadata
         failed: dict[str, WdhError] = {}  # each month that failed for a reason of its own
         for index, partition in enumerate(months):
@@ -174,10 +189,9 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
             context.add_asset_metadata(done[partition], partition_key=partition)
         if failed:
             yield from _recorded(key, done, failed)
-            reasons = "; ".join(error.message for error in failed.values())
             many = f"{len(failed)} months failed: " if len(failed) > 1 else ""
             raise dg.Failure(
-                description=many + reasons + _so_far(done, {}, []), allow_retries=False
+                description=many + _reasons(failed) + _so_far(done, {}, []), allow_retries=False
             )
         # the month with the most rejected rows (of equal ones, the latest)
         worst = max(reversed(done), key=lambda month: done[month]["reject_rate"])

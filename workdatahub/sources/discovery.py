@@ -280,17 +280,25 @@ def _superseded(found: _Found, version: str) -> list[Ignored]:
     ]
 
 
+def missing_data_folder(data_dir: Path) -> str | None:
+    """Why `data_dir` holds no month at all, or None when it is a folder."""
+    if data_dir.is_dir():
+        return None
+    return (
+        f"no data folder {printable(data_dir)} (set WDH_DATA_DIR, or give --data-dir, to the "
+        "folder that holds the YYYYMM folders)"
+    )
+
+
 def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     """Return the one workbook for (domain, month), or raise `InputError` saying why not."""
     root = data_dir.resolve()
     base = base_folder(spec, period, data_dir)
     result = DiscoveryResult(domain=spec.name, period=period, base=base)
     if not base.is_dir():
-        if not data_dir.is_dir():  # the whole share, not the month: where it is looked for
-            raise InputError(
-                f"{spec.name} {period:%Y-%m}: no data folder {printable(data_dir)} (set "
-                "WDH_DATA_DIR, or give --data-dir, to the folder that holds the YYYYMM folders)"
-            )
+        missing = missing_data_folder(data_dir)
+        if missing:  # the whole share, not the month: where it is looked for
+            raise InputError(f"{spec.name} {period:%Y-%m}: {missing}")
         hint = ""
         if _MONTH_DIR.match(data_dir.resolve().name):  # --data-dir given a month's folder
             hint = " (the data folder is the one that holds the YYYYMM folders, not a month's)"

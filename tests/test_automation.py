@@ -327,6 +327,29 @@ def test_schedule_runs_each_domain_on_its_due_day_before_its_deadline(
         assert getattr(policy, "deadline_cron", None) == due_cron(day) == f"0 9 {day} * *"
 
 
+def test_a_schedule_cron_no_clock_reaches_is_a_setting_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`60 25 12 * *` has the shape of a cron schedule; the code location refuses it in a
+    line that names the setting."""
+    from workdatahub.definitions import build_definitions
+    from workdatahub.errors import ConfigError
+    from workdatahub.settings import reset_settings
+    from workdatahub.sources.spec import load_sources
+
+    monkeypatch.setenv("WDH_SCHEDULE_CRON", "60 25 12 * *")
+    reset_settings()
+    try:
+        with pytest.raises(ConfigError) as refused:
+            build_definitions(load_sources())
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert refused.value.message.startswith(
+        "invalid setting WDH_SCHEDULE_CRON: '60 25 12 * *' is not a cron schedule Dagster runs"
+    )
+
+
 def test_an_explicit_schedule_cron_runs_every_domain(monkeypatch: pytest.MonkeyPatch) -> None:
     from workdatahub.definitions import build_definitions
     from workdatahub.settings import reset_settings

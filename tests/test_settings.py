@@ -97,6 +97,8 @@ def setting_error(monkeypatch: pytest.MonkeyPatch) -> str:
         ("WDH_HOME", __file__, "WDH_HOME: Value error, "),
         ("WDH_SCHEDULE_CRON", "every month", "WDH_SCHEDULE_CRON: Value error, not a cron"),
         ("WDH_SCHEDULE_CRON", "0 7 12 *", "WDH_SCHEDULE_CRON: Value error, not a cron"),
+        ("WDH_SCHEDULE_CRON", "@reboot", "WDH_SCHEDULE_CRON: Value error, not a cron"),
+        ("WDH_SCHEDULE_CRON", "a b c d e", "WDH_SCHEDULE_CRON: Value error, not a cron"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_its_variable(

@@ -35,8 +35,12 @@ def one_line(error: BaseException | str) -> str:
     return mask_url(lines[0] if lines else fallback)
 
 
-_CRON_FIELD = r"[0-9A-Za-z*?/,#-]+"
-_CRON = re.compile(rf"@\w+|{_CRON_FIELD}(?:\s+{_CRON_FIELD}){{4}}")
+# the shape of a cron schedule: five fields of numbers, ranges, steps, lists or names (JAN,
+# MON), or a nickname; the code location checks the values too (`60` is no minute)
+_CRON_FIELD = r"(?:[0-9*?LW#]|[A-Za-z]{3}|[/,-])+"
+_CRON = re.compile(
+    rf"@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(?:\s+{_CRON_FIELD}){{4}}"
+)
 
 
 class Settings(BaseSettings):

@@ -21,7 +21,7 @@ from workdatahub.defs.freshness import due_cron, schedule_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.errors import WdhError
+from workdatahub.errors import ConfigError, WdhError
 from workdatahub.periods import period_key
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import (
@@ -277,17 +277,6 @@ def build_monthly_schedule(
     crons = [explicit] if explicit else [schedule_cron(day) for day in due_days]
     when = explicit or "each domain's due day, 07:00 UTC"
 
-    @dg.schedule(
-        name="monthly_previous_month",
-        job_name=MONTHLY_REFRESH,
-        cron_schedule=crons if len(crons) > 1 else crons[0],
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=(
-            f"Materialises the previous month of each domain and the models downstream, one "
-            f"run per domain ({when})."
-        ),
-    )
     def monthly_schedule(
         context: dg.ScheduleEvaluationContext,
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
@@ -306,7 +295,27 @@ def build_monthly_schedule(
                 run_key=f"schedule:{name}:{key}", partition_key=key, tags={"wdh/domain": name}
             )
 
-    return monthly_schedule
+    try:
+        return dg.schedule(
+            name="monthly_previous_month",
+            job_name=MONTHLY_REFRESH,
+            cron_schedule=crons if len(crons) > 1 else crons[0],
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+            description=(
+                f"Materialises the previous month of each domain and the models downstream, "
+                f"one run per domain ({when})."
+            ),
+        )(monthly_schedule)
+    except dg.DagsterInvalidDefinitionError as error:
+        if not explicit:
+            raise
+        # a value of the right shape that no clock reaches (`60 25 12 * *`): one line that
+        # names the setting, not Dagster's traceback
+        raise ConfigError(
+            f"invalid setting WDH_SCHEDULE_CRON: {explicit!r} is not a cron schedule Dagster "
+            f"runs ({one_line(error)})"
+        ) from None
 
 
 # -- freshness --------------------------------------------------------------------------------

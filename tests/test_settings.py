@@ -175,7 +175,9 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
     from workdatahub.settings import reset_settings
     from workdatahub.warehouse import db
 
-    monkeypatch.setenv("WDH_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "home")  # pgserver names the folder resolved
+    monkeypatch.setenv("WDH_HOME", str(tmp_path / "link"))
     monkeypatch.setenv("WDH_DATABASE_NAME", "warehouse")
     monkeypatch.delenv("WDH_DBT_DATABASE_URL", raising=False)
     if external:
@@ -204,7 +206,7 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
         assert connection == expected
         assert connection["WDH_DBT_HOST"] == "db.internal"
     else:
-        pgdata = tmp_path / "home" / "pgdata"
+        pgdata = (tmp_path / "home" / "pgdata").resolve()
         assert connection == {
             "WDH_DBT_HOST": str(pgdata), "WDH_DBT_PORT": "5432", "WDH_DBT_USER": "postgres",
             "WDH_DBT_PASSWORD": "", "WDH_DBT_DBNAME": "warehouse",

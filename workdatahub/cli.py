@@ -511,7 +511,7 @@ def stop() -> None:
 @cli.command(name="dbt-parse")
 def dbt_parse() -> None:
     """Parse the dbt project as Dagster's dbt steps run it (their connection), so that they
-    reuse the parse; connects to nothing."""
+    reuse the parse; a stopped embedded Postgres stays stopped."""
     from workdatahub.settings import PROJECT_ROOT
     from workdatahub.warehouse.db import parse_dbt_project
 

@@ -270,13 +270,15 @@ def parse_dbt_project(project_dir: Path) -> None:
     the password): parsed with profiles.yml's defaults, every dbt step parsed the whole
     project again (~1-2 s a step). dbt parse does not connect, so a stopped embedded server
     is not started for it: it listens in its data folder (pgserver puts the socket elsewhere
-    only when that path is too long for a socket: then it is started and asked)."""
+    only when that path is too long for a socket: then it is started and asked, as a
+    running one is)."""
     settings = get_settings()
-    stopped = not (settings.pgdata / "postmaster.pid").exists()
+    pgdata = settings.pgdata.resolve()  # as pgserver names it (links resolved)
+    stopped = not (pgdata / "postmaster.pid").exists()
     # (a socket path holds 107 bytes on Linux; with one near that, the server is asked)
-    short = len(os.fsencode(settings.pgdata / ".s.PGSQL.5432")) <= 100
+    short = len(os.fsencode(pgdata / ".s.PGSQL.5432")) <= 100
     embedded = settings.embedded and settings.dbt_database_url is None
-    url = _embedded_url(settings, str(settings.pgdata)) if embedded and stopped and short else None
+    url = _embedded_url(settings, str(pgdata)) if embedded and stopped and short else None
     env = {**os.environ, **dbt_env(url)}
     done = subprocess.run(
         [dbt_executable(), "parse", "--quiet", "--profiles-dir", "."],

@@ -43,6 +43,7 @@ def test_prod_instance_uses_postgres_storage(
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert not instance.run_retries_retry_on_asset_or_op_failure
+        assert instance.run_monitoring_enabled  # a run lost with its worker is noticed
         concurrency: Any = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1
         assert concurrency.run_queue_config.max_concurrent_runs == 6
@@ -57,9 +58,9 @@ def test_prod_instance_uses_postgres_storage(
         assert runs == (1,)
 
 
-def test_the_local_instance_retries_a_lost_run_not_a_failed_step(tmp_path: Path) -> None:
+def test_the_local_instance_retries_no_failed_step(tmp_path: Path) -> None:
     """A refused or broken workbook fails its step: running it again would only log a second
-    refusal and send a second alert. A run whose process died is retried."""
+    refusal and send a second alert."""
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:

@@ -63,6 +63,12 @@ def test_two_candidates_is_an_error_naming_both(sources: SourcesFile, tmp_path: 
         discover(spec, NOV, tmp_path)
     assert str(a) in str(error.value) and str(b) in str(error.value)
     assert "2 candidate files" in str(error.value)
+    assert str(error.value).endswith("(keep one)")  # (in a version folder already)
+    # in the base folder, the other may be a correction: it has a folder of its own
+    for path in (a, b):
+        path.rename(annuity_folder(tmp_path, "202411", path.name))
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
     assert str(error.value).endswith("(keep one; a correction goes in a V<n> folder)")
 
 
@@ -349,7 +355,7 @@ def test_an_error_names_a_lower_case_version_folder_as_it_is_on_disk(
         discover(spec, NOV, tmp_path)
     assert str(error.value) == (
         f"annuity_performance 2024-11: 2 candidate files in {a.parent}, expected one: {a}; {b} "
-        "(keep one; a correction goes in a V<n> folder)"
+        "(keep one)"  # (in a version folder already)
     )
     assert "/V2" not in str(error.value)
 

@@ -378,7 +378,12 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         raise InputError(
             f"{spec.name} {period:%Y-%m}: {len(chosen.matched)} candidate files in "
             f"{printable(chosen_folder)}, expected one: {listed} (keep one"
-            + ("; a correction goes in a V<n> folder)" if spec.discovery.version_folders else ")")
+            # (in the base folder: the other may be a correction, which has a folder of its own)
+            + (
+                "; a correction goes in a V<n> folder)"
+                if spec.discovery.version_folders and chosen_version is None
+                else ")"
+            )
         )
     path = chosen.matched[0]
     try:

@@ -24,18 +24,34 @@ def defs() -> dg.Definitions:
     return defs
 
 
-def _arrival_requests(defs: dg.Definitions, data_dir: Path) -> list[dg.RunRequest]:
+def _arrival(
+    defs: dg.Definitions, data_dir: Path, instance: dg.DagsterInstance, cursor: str | None
+) -> Any:
+    """One tick of the arrival sensor over `data_dir`."""
     from workdatahub.defs.resources import WarehouseResource
 
-    sensor = defs.resolve_sensor_def("workbook_arrival")
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"warehouse": WarehouseResource(data_dir=str(data_dir))},
+        definitions=defs,
+    )
+    return defs.resolve_sensor_def("workbook_arrival").evaluate_tick(context)
+
+
+def _arrival_requests(defs: dg.Definitions, data_dir: Path) -> list[dg.RunRequest]:
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance,
-            resources={"warehouse": WarehouseResource(data_dir=str(data_dir))},
-            definitions=defs,
-        )
-        result = sensor.evaluate_tick(context)
-    return list(result.run_requests or [])
+        return list(_arrival(defs, data_dir, instance, None).run_requests or [])
+
+
+def arrival_tick(
+    defs: dg.Definitions, data_dir: Path, instance: dg.DagsterInstance, cursor: str | None
+) -> tuple[dict[str, str], str, str | None]:
+    """A tick's run key per domain, its cursor, and why it skipped (if it did)."""
+    result = _arrival(defs, data_dir, instance, cursor)
+    assert result.cursor is not None
+    keys = {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}
+    return keys, result.cursor, result.skip_message
 
 
 def test_arrival_sensor_keys_runs_by_content(defs: dg.Definitions, tmp_path: Path) -> None:
@@ -103,28 +119,17 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
     models since (a backfill before the sensor was turned on), is not requested. One whose
     models were not built since (a run whose raw step failed after loading it), or loaded
     from another workbook, is; and so is any month once its workbook changes."""
-    from workdatahub.defs.resources import WarehouseResource
     from workdatahub.sources.discovery import sha256_of
 
     samples = write_samples(tmp_path, [date(2024, 2, 1)], rows=20, seed=3)
     trustee = next(s for s in samples if s.domain == "trustee_performance")
     annuity = next(s for s in samples if s.domain == "annuity_performance")
-    sensor = defs.resolve_sensor_def("workbook_arrival")
     graph = defs.resolve_asset_graph()
 
     def tick(
         instance: dg.DagsterInstance, cursor: str | None
     ) -> tuple[dict[str, str], str, str | None]:
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            resources={"warehouse": WarehouseResource(data_dir=str(tmp_path))},
-            definitions=defs,
-        )
-        result = sensor.evaluate_tick(context)
-        assert result.cursor is not None
-        keys = {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}
-        return keys, result.cursor, result.skip_message
+        return arrival_tick(defs, tmp_path, instance, cursor)
 
     def materialised(instance: dg.DagsterInstance, domain: str, sha256: str, built: bool) -> None:
         """The month's raw asset materialised from `sha256`, then (`built`) its models."""
@@ -193,7 +198,6 @@ def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
     superseded one is hashed again, and only that one."""
     import os
 
-    from workdatahub.defs.resources import WarehouseResource
     from workdatahub.sources import discovery
 
     hashed: list[Path] = []
@@ -205,20 +209,11 @@ def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
 
     monkeypatch.setattr(discovery, "sha256_of", counting)
     samples = write_samples(tmp_path, [date(2024, 2, 1)], rows=30, seed=5)
-    sensor = defs.resolve_sensor_def("workbook_arrival")
 
     def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[dict[str, str], str]:
         hashed.clear()
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=cursor,
-            resources={"warehouse": WarehouseResource(data_dir=str(tmp_path))},
-            definitions=defs,
-        )
-        result = sensor.evaluate_tick(context)
-        assert result.cursor is not None
-        keys = {r.tags["wdh/domain"]: r.run_key for r in result.run_requests or []}
-        return keys, result.cursor
+        keys, cursor, _ = arrival_tick(defs, tmp_path, instance, cursor)
+        return keys, cursor
 
     with dg.instance_for_test() as instance:
         first, cursor = tick(instance, None)

@@ -309,6 +309,55 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
 
 
+def test_two_builds_of_one_month_of_a_mart_at_once_leave_it_once(
+    tmp_path: Path, pg: Any, pg_url: str, fresh_tables: None
+) -> None:
+    """Two builds of one month of a mart at once (the two annuity domains' runs of a month
+    both build the marts they share; a modeler's `dbt run` beside a scheduled run): the
+    second waits for the first to commit, then replaces what it wrote. It used to wait for
+    the rows the first deleted only, skip them, and add its rows to the first's."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psycopg
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR, WINDOW_ENV
+    from workdatahub.warehouse.db import dbt_env
+
+    write_samples(tmp_path, [FEB], rows=40, seed=5)
+    assert materialise(tmp_path, "2024-02").success
+    mart = "marts.fct_monthly_branch_product_line"
+    count = f"select count(*) from {mart} where period = %s"
+    rows = pg.execute(count, [FEB]).fetchone()[0]
+    assert rows > 0
+    window = {WINDOW_ENV["period_start"]: "2024-02-01", WINDOW_ENV["period_end"]: "2024-03-01"}
+    dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet", "run", "--profiles-dir", "."]
+    with psycopg.connect(pg_url) as first:  # the first build: the month replaced, not committed
+        first.execute(f"create temp table month as select * from {mart} where period = %s", [FEB])
+        first.execute(f"delete from {mart} where period = %s", [FEB])
+        first.execute(f"insert into {mart} select * from month")
+        second = subprocess.Popen(
+            [*dbt, "--select", "fct_monthly_branch_product_line"], cwd=DBT_PROJECT_DIR,
+            env={**os.environ, **dbt_env(pg_url), **window}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        waiting = None
+        while waiting is None and second.poll() is None and time.monotonic() < deadline:
+            waiting = pg.execute(
+                "select pid from pg_stat_activity where wait_event_type = 'Lock' "
+                "and datname = current_database() and pid <> pg_backend_pid()"
+            ).fetchone()
+            time.sleep(0.05)
+        assert waiting is not None, second.communicate()[0]  # the second build waits
+        first.commit()
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output
+    assert pg.execute(count, [FEB]).fetchone()[0] == rows
+
+
 def test_a_bad_row_in_one_month_fails_that_months_run_only(
     tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:

@@ -61,9 +61,17 @@
     Pre-hook for incremental marts: clear the window before the insert. Renders to
     nothing on the first build or a --full-refresh (the table is created from scratch),
     which dbt then skips.
+
+    One build of a mart at a time: the lock makes a second build (the two annuity domains'
+    runs of a month both build the marts they share; a modeler's `dbt run` beside a
+    scheduled run) wait until the first commits, so that its delete sees, and removes,
+    what the first inserted. Without it the second waited only for the rows the first
+    deleted, skipped them, and added its rows to the first's: the month twice. Readers
+    are not blocked (share row exclusive conflicts with writers only).
 -#}
 {% macro delete_partition_window(column) -%}
     {%- if is_incremental() -%}
+        lock table {{ this }} in share row exclusive mode;
         delete from {{ this }} where {{ in_partition_window(column) }}
     {%- endif -%}
 {%- endmacro %}

@@ -58,14 +58,21 @@ def test_prod_instance_uses_postgres_storage(
         assert runs == (1,)
 
 
-def test_the_local_instance_retries_no_failed_step(tmp_path: Path) -> None:
+def test_the_local_instance_retries_no_failed_step_and_runs_one_run_at_a_time(
+    tmp_path: Path,
+) -> None:
     """A refused or broken workbook fails its step: running it again would only log a second
-    refusal and send a second alert."""
+    refusal and send a second alert. The arrival sensor's runs of both annuity domains
+    build the dbt models they share: queued, not at once."""
     shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert not instance.run_retries_retry_on_asset_or_op_failure
+        # one run at a time: two builds of the same dbt models at once fail
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        concurrency: Any = instance.get_concurrency_config()
+        assert concurrency.run_queue_config.max_concurrent_runs == 1
     finally:
         instance.dispose()
 

@@ -145,7 +145,7 @@ def discover(domain: str, period: str, data_dir: Path | None, as_json: bool) -> 
     click.echo(f"{domain} {payload['period']}: {result.base}")
     for item in payload["files"]:
         click.echo(
-            f"  use     {item['path']}  version={item['version'] or '-'}  "
+            f"  use     {item['path']}  version={item['version'] or 'base'}  "
             f"sha256={item['sha256'][:16]}…"
         )
     for item in payload["ignored"]:

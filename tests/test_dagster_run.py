@@ -309,13 +309,12 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
 
 
-def test_two_builds_of_one_month_of_a_mart_at_once_leave_it_once(
-    tmp_path: Path, pg: Any, pg_url: str, fresh_tables: None
+def _second_build_beside_the_first(
+    pg: Any, pg_url: str, dbt_args: list[str], meanwhile: str
 ) -> None:
-    """Two builds of one month of a mart at once (the two annuity domains' runs of a month
-    both build the marts they share; a modeler's `dbt run` beside a scheduled run): the
-    second waits for the first to commit, then replaces what it wrote. It used to wait for
-    the rows the first deleted only, skip them, and add its rows to the first's."""
+    """A build of February of fct_annuity_performance (`dbt_args`), started while another
+    build of the month holds it (replaced, not committed); once it waits, `meanwhile` runs
+    (committed), then the first build commits, and the second finishes."""
     import os
     import subprocess
     import sys
@@ -326,20 +325,15 @@ def test_two_builds_of_one_month_of_a_mart_at_once_leave_it_once(
     from workdatahub.defs.dbt import DBT_PROJECT_DIR, WINDOW_ENV
     from workdatahub.warehouse.db import dbt_env
 
-    write_samples(tmp_path, [FEB], rows=40, seed=5)
-    assert materialise(tmp_path, "2024-02").success
-    mart = "marts.fct_monthly_branch_product_line"
-    count = f"select count(*) from {mart} where period = %s"
-    rows = pg.execute(count, [FEB]).fetchone()[0]
-    assert rows > 0
+    mart = "marts.fct_annuity_performance"
     window = {WINDOW_ENV["period_start"]: "2024-02-01", WINDOW_ENV["period_end"]: "2024-03-01"}
-    dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet", "run", "--profiles-dir", "."]
+    dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet", *dbt_args, "--profiles-dir", "."]
     with psycopg.connect(pg_url) as first:  # the first build: the month replaced, not committed
         first.execute(f"create temp table month as select * from {mart} where period = %s", [FEB])
         first.execute(f"delete from {mart} where period = %s", [FEB])
         first.execute(f"insert into {mart} select * from month")
         second = subprocess.Popen(
-            [*dbt, "--select", "fct_monthly_branch_product_line"], cwd=DBT_PROJECT_DIR,
+            [*dbt, "--select", "fct_annuity_performance"], cwd=DBT_PROJECT_DIR,
             env={**os.environ, **dbt_env(pg_url), **window}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -352,10 +346,36 @@ def test_two_builds_of_one_month_of_a_mart_at_once_leave_it_once(
             ).fetchone()
             time.sleep(0.05)
         assert waiting is not None, second.communicate()[0]  # the second build waits
+        pg.execute(meanwhile, [FEB])
         first.commit()
     output, _ = second.communicate(timeout=120)
     assert second.returncode == 0, output
-    assert pg.execute(count, [FEB]).fetchone()[0] == rows
+
+
+@pytest.mark.parametrize("second", [["run"], ["run", "--full-refresh"]], ids=" ".join)
+def test_a_second_build_of_a_mart_beside_a_first_waits_and_builds_from_what_raw_holds(
+    tmp_path: Path, pg: Any, pg_url: str, fresh_tables: None, second: list[str]
+) -> None:
+    """Two builds of a mart at once (the two annuity domains' runs of a month both build
+    the marts they share; a modeler's `dbt run`, or a `--full-refresh`, beside a scheduled
+    run): the second waits for the first to commit, then builds from what raw holds by
+    then. A month's second build used to wait only for the rows the first deleted, skip
+    them, and add its rows to the first's (the month twice); a full refresh read every month
+    at its start, then put its table in place of the mart (a month as raw no longer held
+    it)."""
+    write_samples(tmp_path, [FEB], rows=40, seed=5)
+    assert materialise(tmp_path, "2024-02").success
+    count = "select count(*) from {} where period = %s"
+    rows = pg.execute(count.format("raw.annuity_performance"), [FEB]).fetchone()[0]
+    assert pg.execute(count.format("marts.fct_annuity_performance"), [FEB]).fetchone()[0] == rows
+    # meanwhile a load takes a row out of the month
+    _second_build_beside_the_first(
+        pg, pg_url, second,
+        "delete from raw.annuity_performance where ctid = (select ctid from "
+        "raw.annuity_performance where period = %s limit 1)",
+    )  # fmt: skip
+    built = pg.execute(count.format("marts.fct_annuity_performance"), [FEB]).fetchone()[0]
+    assert built == rows - 1
 
 
 def test_a_bad_row_in_one_month_fails_that_months_run_only(

@@ -59,19 +59,24 @@
 
 {#-
     Pre-hook for incremental marts: clear the window before the insert. Renders to
-    nothing on the first build or a --full-refresh (the table is created from scratch),
-    which dbt then skips.
+    nothing on the first build (the table is created from scratch), and to the lock alone
+    on a --full-refresh (the table is created anew).
 
     One build of a mart at a time: the lock makes a second build (the two annuity domains'
     runs of a month both build the marts they share; a modeler's `dbt run` beside a
     scheduled run) wait until the first commits, so that its delete sees, and removes,
     what the first inserted. Without it the second waited only for the rows the first
-    deleted, skipped them, and added its rows to the first's: the month twice. Readers
-    are not blocked (share row exclusive conflicts with writers only).
+    deleted, skipped them, and added its rows to the first's: the month twice. A full
+    refresh of a mart that exists takes the lock too, before it reads staging: without it,
+    it read every month at its start and then put its table in place of the mart, over
+    what a month's build had committed meanwhile. Readers are not blocked (share row
+    exclusive conflicts with writers only).
 -#}
 {% macro delete_partition_window(column) -%}
     {%- if is_incremental() -%}
         lock table {{ this }} in share row exclusive mode;
         delete from {{ this }} where {{ in_partition_window(column) }}
+    {%- elif load_relation(this) is not none -%}
+        lock table {{ this }} in share row exclusive mode
     {%- endif -%}
 {%- endmacro %}

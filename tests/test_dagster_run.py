@@ -378,6 +378,40 @@ def test_a_second_build_of_a_mart_beside_a_first_waits_and_builds_from_what_raw_
     assert built == rows - 1
 
 
+def test_a_reference_name_the_pipeline_could_never_write_is_reported(pg: Any, pg_url: str) -> None:
+    """A company name in the reference data with half-width brackets, full-width letters
+    or a space never matches a customer name (the pipeline writes them normalised): a
+    warning names each, where those rows silently got temporary ids."""
+    import os
+    import subprocess
+    import sys
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+    from workdatahub.warehouse.db import dbt_env
+
+    dbt = [str(Path(sys.executable).parent / "dbt"), "--no-use-colors"]
+    env = {**os.environ, **dbt_env(pg_url)}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*dbt, *args, "--profiles-dir", "."], cwd=DBT_PROJECT_DIR, env=env,
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run("seed", "--select", "ref_company_names")
+    test = ["test", "--select", "test_name:written_as_a_normalised_name"]
+    assert "WARN=0" in run(*test)
+    bad = ["中联食品(重庆)股份有限公司", "Ａ公司", "中联 食品"]
+    for name in bad:
+        pg.execute("insert into reference.ref_company_names values (%s, 'X')", [name])
+    try:
+        assert f"WARN {len(bad)} written_as_a_normalised_name_ref_company_names" in run(*test)
+    finally:
+        pg.execute("delete from reference.ref_company_names where company_id = 'X'")
+
+
 def test_a_bad_row_in_one_month_fails_that_months_run_only(
     tmp_path: Path, pg: Any, fresh_tables: None
 ) -> None:

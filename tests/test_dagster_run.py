@@ -378,10 +378,8 @@ def test_a_second_build_of_a_mart_beside_a_first_waits_and_builds_from_what_raw_
     assert built == rows - 1
 
 
-def test_a_reference_name_the_pipeline_could_never_write_is_reported(pg: Any, pg_url: str) -> None:
-    """A company name in the reference data with half-width brackets, full-width letters
-    or a space never matches a customer name (the pipeline writes them normalised): a
-    warning names each, where those rows silently got temporary ids."""
+def _dbt(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """dbt on the test warehouse, as Dagster's steps run it."""
     import os
     import subprocess
     import sys
@@ -389,14 +387,38 @@ def test_a_reference_name_the_pipeline_could_never_write_is_reported(pg: Any, pg
     from workdatahub.defs.dbt import DBT_PROJECT_DIR
     from workdatahub.warehouse.db import dbt_env
 
-    dbt = [str(Path(sys.executable).parent / "dbt"), "--no-use-colors"]
-    env = {**os.environ, **dbt_env(pg_url)}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "--no-use-colors", *args, "--profiles-dir", "."],
+        cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
+        capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_a_mart_month_left_on_a_load_raw_no_longer_holds_fails_reconciliation(
+    tmp_path: Path, pg: Any, pg_url: str, fresh_tables: None
+) -> None:
+    """The same workbook loaded again gives raw a new load with the same counts and sums:
+    a mart month left on the earlier load (a build that lost a race) used to pass every
+    test; reconciliation now also checks that its rows come from a load raw holds."""
+    write_samples(tmp_path, [FEB], rows=40, seed=5)
+    assert materialise(tmp_path, "2024-02").success
+    window = {"WDH_PERIOD_START": "2024-02-01", "WDH_PERIOD_END": "2024-03-01"}
+    test = ["test", "--select", "reconciles_to_raw_annuity_performance"]
+    assert _dbt(pg_url, *test, env=window).returncode == 0
+    pg.execute("update marts.fct_annuity_performance set load_id = gen_random_uuid()")
+    failed = _dbt(pg_url, *test, env=window)
+    assert failed.returncode == 1 and "FAIL 1 reconciles_to_raw_annuity_performance" in (
+        failed.stdout
+    ), failed.stdout
+
+
+def test_a_reference_name_the_pipeline_could_never_write_is_reported(pg: Any, pg_url: str) -> None:
+    """A company name in the reference data with half-width brackets, full-width letters
+    or a space never matches a customer name (the pipeline writes them normalised): a
+    warning names each, where those rows silently got temporary ids."""
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [*dbt, *args, "--profiles-dir", "."], cwd=DBT_PROJECT_DIR, env=env,
-            capture_output=True, text=True,
-        )  # fmt: skip
+        done = _dbt(pg_url, *args)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

@@ -74,8 +74,8 @@ def _recorded(
 
 
 def _so_far(done: dict[str, Any], failed: dict[str, WdhError], not_tried: list[str]) -> str:
-    """What else the run did, for its failure: ` (2024-01…2024-02 loaded; 2024-03 failed:
-    why; 2024-04 not attempted)`."""
+    """What else the run did, for its failure: ` (2024-01, 2024-02 loaded; failed: <domain>
+    2024-03: why; 2024-04…2024-06 not attempted)`."""
     said = [f"{compact(list(done))} loaded"] if done else []
     if failed:
         said.append(f"failed: {_reasons(failed)}")

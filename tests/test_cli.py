@@ -154,6 +154,9 @@ def test_discover_json(month: Path) -> None:
     assert payload["files"][0]["path"] == "202411/收集数据/业务收集/受托部/2024年11月受托业绩.xlsx"
     assert payload["files"][0]["version"] is None and len(payload["files"][0]["sha256"]) == 64
     assert payload["ignored"] == []
+    # the text names a file of the base folder as `wdh history` and Dagster's metadata do
+    text = wdh("discover", "trustee_performance", "--period", "2024-11", "--data-dir", str(month))
+    assert "受托业绩.xlsx  version=base  sha256=" in text.stdout, text.stdout
 
 
 def test_plan_only_touches_no_database(month: Path) -> None:

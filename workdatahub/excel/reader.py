@@ -446,12 +446,12 @@ class _Scanner:
                 scan.merges.add((int(r1), _col_number(c1), int(r2), _col_number(c2)))
         # a formula cell with no result: `<f>…</f></c>`, `<f …/></c>`, `<v/></c>`, `<v></v></c>`
         cell, formula, value = b"<" + p + b"c ", b"<" + p + b"f", b"<" + p + b"v>"
-        for opener in (formula + b">", formula + b" ", formula + b"/"):
-            if scan.formulas and not self.every_formula:
-                break  # (whether there are any is all that is asked)
+        openers = (formula + b">", formula + b" ", formula + b"/")
+        if not scan.formulas and any(opener in data for opener in openers):
+            scan.formulas = True  # (False only once the whole sheet was seen: the feeder's)
+        for opener in openers if self.every_formula else ():
             hit = data.find(opener)
-            scan.formulas = scan.formulas or hit >= 0
-            while self.every_formula and hit >= 0:
+            while hit >= 0:
                 found_cell = _cell_at(data, hit, p)
                 if found_cell:
                     scan.stale_formulas.add(found_cell)

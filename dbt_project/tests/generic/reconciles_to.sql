@@ -24,7 +24,6 @@ with against_side as (
         {%- for measure in measures %},
         ({{ measure.against }})::numeric as {{ measure.name }}
         {%- endfor %}
-        {%- if lineage %}, 0::numeric as rows_of_other_loads{% endif %}
     from {{ against }}
     where {{ in_partition_window(against_period or period) }}
     group by 1

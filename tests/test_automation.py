@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -131,11 +132,18 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
     ) -> tuple[dict[str, str], str, str | None]:
         return arrival_tick(defs, tmp_path, instance, cursor)
 
-    def materialised(instance: dg.DagsterInstance, domain: str, sha256: str, built: bool) -> None:
-        """The month's raw asset materialised from `sha256`, then (`built`) its models."""
+    def materialised(
+        instance: dg.DagsterInstance, domain: str, sha256: str, models: str = "after"
+    ) -> None:
+        """The month's raw asset materialised from `sha256`, and its models `after` it,
+        `before` it (built from an earlier load) or `never`."""
         raw = dg.AssetKey(["raw", domain])
-        models = dg.AssetSelection.assets(raw).downstream(include_self=False).resolve(graph)
-        for key in [raw, *(sorted(models, key=str) if built else [])]:
+        built = sorted(
+            dg.AssetSelection.assets(raw).downstream(include_self=False).resolve(graph), key=str
+        )
+        order = {"after": [raw, *built], "before": [*built, raw], "never": [raw]}[models]
+        for key in order:
+            time.sleep(0.002)  # (each a later timestamp than the one before)
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
                     asset_key=key, partition="2024-02",
@@ -144,9 +152,9 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
             )  # fmt: skip
 
     with dg.instance_for_test() as instance:
-        materialised(instance, "trustee_performance", sha256_of(trustee.path), built=True)
-        materialised(instance, "annuity_income", sha256_of(annuity.path), built=False)
-        materialised(instance, "annuity_performance", "0" * 64, built=True)  # another workbook
+        materialised(instance, "trustee_performance", sha256_of(trustee.path))
+        materialised(instance, "annuity_income", sha256_of(annuity.path), models="before")
+        materialised(instance, "annuity_performance", "0" * 64)  # from another workbook
         requested, cursor, _ = tick(instance, None)
         assert set(requested) == {"annuity_performance", "annuity_income"}
         assert tick(instance, cursor)[0] == requested  # (Dagster runs a run key once)
@@ -160,10 +168,15 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
         assert again["trustee_performance"].endswith(":1")
         assert again["annuity_performance"] == requested["annuity_performance"]
 
+    # models never built since the raw load (a run whose raw step failed): asked for
+    with dg.instance_for_test() as instance:
+        materialised(instance, "trustee_performance", sha256_of(trustee.path), models="never")
+        assert "trustee_performance" in tick(instance, None)[0]
+
     # every month loaded and built: the tick says so, not that there is no workbook
     with dg.instance_for_test() as instance:
         for sample in samples:
-            materialised(instance, sample.domain, sha256_of(sample.path), built=True)
+            materialised(instance, sample.domain, sha256_of(sample.path))
         requested, _, skipped = tick(instance, None)
         assert requested == {}
         assert skipped == (
@@ -174,14 +187,15 @@ def test_turned_on_the_sensor_loads_no_month_again_that_was_loaded_from_its_work
 def test_a_month_folder_linked_out_of_the_data_folder_holds_back_no_other_month(
     defs: dg.Definitions, tmp_path: Path
 ) -> None:
-    """Discovery refuses a month whose folder is a link out of the data folder; the arrival
-    sensor skips that month (with a warning) and still asks for every other one."""
+    """A month whose folder is a link out of the data folder: discovery refuses what is
+    behind it (a real workbook here), and the arrival sensor skips that month with a warning
+    and still asks for every other one (the refusal used to fail the whole tick)."""
     data = tmp_path / "data"
     write_samples(data, [date(2024, 2, 1)], rows=20, seed=3)
-    outside = tmp_path / "outside" / "收集数据"
-    (outside / "业务收集").mkdir(parents=True)
+    # a real March behind the link: were nothing refused, it would be asked for
+    write_samples(tmp_path / "outside", [date(2024, 3, 1)], rows=20, seed=3)
     (data / "202403").mkdir()
-    (data / "202403" / "收集数据").symlink_to(outside)
+    (data / "202403" / "收集数据").symlink_to(tmp_path / "outside" / "202403" / "收集数据")
     requests = _arrival_requests(defs, data)
     assert sorted((r.tags["wdh/domain"], r.partition_key) for r in requests) == [
         ("annuity_income", "2024-02"),

@@ -394,16 +394,24 @@ def test_upsert_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(
-    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
 ) -> None:
     """The demo replaces its months with synthetic rows: in the embedded warehouse; in the
     one WDH_DATABASE_URL names only with --named-warehouse, and never in production. A
     refusal writes nothing."""
+    from workdatahub import samples
+
+    monkeypatch.setattr(samples, "SAMPLE_DIR", tmp_path / "sample")
     url = "postgresql://u:secret@localhost:1/x"
     done = wdh("demo", *args, env={"WDH_DATABASE_URL": url, **env})
     assert done.returncode == 2
     assert done.stderr.startswith(f"wdh: error: {message}") and done.stderr.count("\n") == 1
     assert "secret" not in done.stderr
+    assert not (tmp_path / "sample").exists()
 
 
 def test_sample_writes_beside_the_operators_folders_unless_told(
@@ -528,33 +536,33 @@ def test_output_cut_short_by_a_closed_pipe_is_no_refusal(tmp_path: Path) -> None
         trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"),
         {"S": [TRUSTEE_HEADER, *bad, [2024, 11, "P1", "C1", "5%", 1, 2]]},
     )
-    command = [sys.executable, "-m", "workdatahub.cli", "check", "trustee_performance"]
-    command += [str(path), "--max-reject-rate", "1", "--limit", "3000"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    code, stderr = _cut_short(
+        "check", "trustee_performance", str(path), "--max-reject-rate", "1", "--limit", "3000"
     )
-    assert process.stdout is not None and process.stderr is not None
-    assert process.stdout.readline()
-    process.stdout.close()
-    stderr = process.stderr.read()
-    assert process.wait(120) == 141, stderr
+    assert code == 141, stderr
     assert stderr == ""
 
 
-@pytest.mark.db
-def test_db_shell_cut_short_by_a_closed_pipe_exits_as_killed_by_sigpipe(pg_url: str) -> None:
-    """`wdh db shell -c … | head -1`: psql dies of SIGPIPE; 141, not 2 (a failed command)."""
-    command = [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c"]
-    command += ["select generate_series(1, 200000)"]
+def _cut_short(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`wdh ARGS | head -1`: its exit code and stderr once the reader went away after a
+    line."""
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "WDH_DATABASE_URL": pg_url},
+        [sys.executable, "-m", "workdatahub.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
     assert process.stdout.readline()
     process.stdout.close()
     stderr = process.stderr.read()
-    assert process.wait(120) == 141, stderr
+    return process.wait(120), stderr
+
+
+@pytest.mark.db
+def test_db_shell_cut_short_by_a_closed_pipe_exits_as_killed_by_sigpipe(pg_url: str) -> None:
+    """`wdh db shell -c … | head -1`: psql dies of SIGPIPE; 141, not 2 (a failed command)."""
+    select = "select generate_series(1, 200000)"
+    code, stderr = _cut_short("db", "shell", "-c", select, env={"WDH_DATABASE_URL": pg_url})
+    assert code == 141, stderr
 
 
 def test_a_small_sheets_rejects_show_the_digits_the_workbook_holds(tmp_path: Path) -> None:
@@ -616,20 +624,13 @@ def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str, m
 
 
 def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c", "select 'first' as a",
-         "-c", "select 'second' as b"],
-        cwd=ROOT, env={**os.environ, "WDH_DATABASE_URL": pg_url}, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+    env = {"WDH_DATABASE_URL": pg_url}
+    first, second = "select 'first' as a", "select 'second' as b"
+    done = wdh_process("db", "shell", "-c", first, "-c", second, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.index("first") < done.stdout.index("second")
     # a command that fails is the input's (2; psql says why), not "threshold exceeded" (1)
-    failed = subprocess.run(
-        [sys.executable, "-m", "workdatahub.cli", "db", "shell", "-c", "select nonsense"],
-        cwd=ROOT, env={**os.environ, "WDH_DATABASE_URL": pg_url}, capture_output=True,
-        text=True, timeout=120,
-    )  # fmt: skip
+    failed = wdh_process("db", "shell", "-c", "select nonsense", env=env)
     assert failed.returncode == 2 and 'column "nonsense" does not exist' in failed.stderr
 
 

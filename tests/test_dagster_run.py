@@ -63,6 +63,12 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
     return data, write_samples(data, [FEB], rows=300, seed=11)
 
 
+# the performance fact table and what it is built from (its raw asset, staging, the seeds)
+_PERFORMANCE_FACT = dg.AssetSelection.assets(
+    dg.AssetKey(["marts", "fct_annuity_performance"])
+).upstream()
+
+
 def materialise(
     data_dir: Path,
     partition: str = "2024-02",
@@ -196,8 +202,7 @@ def test_branch_code_is_looked_up_by_the_branch_name(
         sheet.cell(row=row, column=code_at).value = code
     book.save(sample.path)
 
-    fact = dg.AssetKey(["marts", "fct_annuity_performance"])
-    result = materialise(tmp_path, assets=dg.AssetSelection.assets(fact).upstream())
+    result = materialise(tmp_path, assets=_PERFORMANCE_FACT)
     assert result.success
     rows = pg.execute(
         "select f.source_row, f.branch_code, r.branch_code from marts.fct_annuity_performance f "
@@ -309,43 +314,53 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
 
 
+def _dbt_started(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """dbt on the test warehouse, as Dagster's steps run it, started (output merged)."""
+    import os
+    import subprocess
+    import sys
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+    from workdatahub.warehouse.db import dbt_env
+
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dbt"), "--no-use-colors", *args, "--profiles-dir", "."],
+        cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _dbt(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """dbt on the test warehouse, run to its end: returncode and stdout."""
+    import subprocess
+
+    process = _dbt_started(pg_url, *args, env=env)
+    output, _ = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+
+FEBRUARY_WINDOW = {"WDH_PERIOD_START": "2024-02-01", "WDH_PERIOD_END": "2024-03-01"}
+
+
 def _second_build_beside_the_first(
     pg: Any, pg_url: str, dbt_args: list[str], meanwhile: str
 ) -> None:
     """A build of February of fct_annuity_performance (`dbt_args`), started while another
     build of the month holds it (replaced, not committed); once it waits, `meanwhile` runs
     (committed), then the first build commits, and the second finishes."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     import psycopg
 
-    from workdatahub.defs.dbt import DBT_PROJECT_DIR, WINDOW_ENV
-    from workdatahub.warehouse.db import dbt_env
+    from tests.warehouse import wait_for_backend
 
     mart = "marts.fct_annuity_performance"
-    window = {WINDOW_ENV["period_start"]: "2024-02-01", WINDOW_ENV["period_end"]: "2024-03-01"}
-    dbt = [str(Path(sys.executable).parent / "dbt"), "--quiet", *dbt_args, "--profiles-dir", "."]
     with psycopg.connect(pg_url) as first:  # the first build: the month replaced, not committed
         first.execute(f"create temp table month as select * from {mart} where period = %s", [FEB])
         first.execute(f"delete from {mart} where period = %s", [FEB])
         first.execute(f"insert into {mart} select * from month")
-        second = subprocess.Popen(
-            [*dbt, "--select", "fct_annuity_performance"], cwd=DBT_PROJECT_DIR,
-            env={**os.environ, **dbt_env(pg_url), **window}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        waiting = None
-        while waiting is None and second.poll() is None and time.monotonic() < deadline:
-            waiting = pg.execute(
-                "select pid from pg_stat_activity where wait_event_type = 'Lock' "
-                "and datname = current_database() and pid <> pg_backend_pid()"
-            ).fetchone()
-            time.sleep(0.05)
-        assert waiting is not None, second.communicate()[0]  # the second build waits
+        second = _dbt_started(
+            pg_url, *dbt_args, "--select", "fct_annuity_performance", env=FEBRUARY_WINDOW
+        )
+        wait_for_backend(pg, "wait_event_type = 'Lock'")  # the second build waits
         pg.execute(meanwhile, [FEB])
         first.commit()
     output, _ = second.communicate(timeout=120)
@@ -363,8 +378,8 @@ def test_a_second_build_of_a_mart_beside_a_first_waits_and_builds_from_what_raw_
     them, and add its rows to the first's (the month twice); a full refresh read every month
     at its start, then put its table in place of the mart (a month as raw no longer held
     it)."""
-    write_samples(tmp_path, [FEB], rows=40, seed=5)
-    assert materialise(tmp_path, "2024-02").success
+    write_samples(tmp_path, [FEB], rows=40, seed=5, domains=("annuity_performance",))
+    assert materialise(tmp_path, assets=_PERFORMANCE_FACT).success
     count = "select count(*) from {} where period = %s"
     rows = pg.execute(count.format("raw.annuity_performance"), [FEB]).fetchone()[0]
     assert pg.execute(count.format("marts.fct_annuity_performance"), [FEB]).fetchone()[0] == rows
@@ -378,35 +393,18 @@ def test_a_second_build_of_a_mart_beside_a_first_waits_and_builds_from_what_raw_
     assert built == rows - 1
 
 
-def _dbt(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    """dbt on the test warehouse, as Dagster's steps run it."""
-    import os
-    import subprocess
-    import sys
-
-    from workdatahub.defs.dbt import DBT_PROJECT_DIR
-    from workdatahub.warehouse.db import dbt_env
-
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "dbt"), "--no-use-colors", *args, "--profiles-dir", "."],
-        cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
-        capture_output=True, text=True,
-    )  # fmt: skip
-
-
 def test_a_mart_month_left_on_a_load_raw_no_longer_holds_fails_reconciliation(
     tmp_path: Path, pg: Any, pg_url: str, fresh_tables: None
 ) -> None:
     """The same workbook loaded again gives raw a new load with the same counts and sums:
     a mart month left on the earlier load (a build that lost a race) used to pass every
     test; reconciliation now also checks that its rows come from a load raw holds."""
-    write_samples(tmp_path, [FEB], rows=40, seed=5)
-    assert materialise(tmp_path, "2024-02").success
-    window = {"WDH_PERIOD_START": "2024-02-01", "WDH_PERIOD_END": "2024-03-01"}
+    write_samples(tmp_path, [FEB], rows=40, seed=5, domains=("annuity_performance",))
+    assert materialise(tmp_path, assets=_PERFORMANCE_FACT).success
     test = ["test", "--select", "reconciles_to_raw_annuity_performance"]
-    assert _dbt(pg_url, *test, env=window).returncode == 0
+    assert _dbt(pg_url, *test, env=FEBRUARY_WINDOW).returncode == 0
     pg.execute("update marts.fct_annuity_performance set load_id = gen_random_uuid()")
-    failed = _dbt(pg_url, *test, env=window)
+    failed = _dbt(pg_url, *test, env=FEBRUARY_WINDOW)
     assert failed.returncode == 1 and "FAIL 1 reconciles_to_raw_annuity_performance" in (
         failed.stdout
     ), failed.stdout
@@ -473,8 +471,7 @@ def test_a_refused_month_fails_the_reject_check_for_that_month(
     assert february.expected_rejects > 0
     result = _raw_run(tmp_path, "2024-01", "2024-03", max_reject_rate=0.0)
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    message = _failure_message(result)
     assert "2024-02" in message and "> max_reject_rate 0" in message
     assert "(2024-01, 2024-03 loaded)" in message
     (check,) = result.get_asset_check_evaluations()
@@ -507,6 +504,12 @@ def _raw_run(
         },
         raise_on_error=False,
     )
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The one failed step's message."""
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    return str(failure.event_specific_data.error_display_string)  # type: ignore[union-attr]
 
 
 def _materialised(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
@@ -557,8 +560,7 @@ def test_a_month_that_fails_holds_back_no_month_after_it(
     )  # fmt: skip
     result = _raw_run(tmp_path, "2024-01", "2024-04")
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    message = _failure_message(result)
     assert "trustee_performance 2024-03: no folder" in message
     assert "(2024-01, 2024-02, 2024-04 loaded)" in message
     seen = _materialised(result)
@@ -581,14 +583,12 @@ def test_months_without_a_workbook_are_named_in_one_failure_and_no_data_folder_o
 
     result = _raw_run(tmp_path, "2024-01", "2024-07")
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    message = _failure_message(result)
     assert "7 months failed: trustee_performance 2024-01: no folder" in message
     assert message.count(": no folder ") == REASONS_SHOWN == 5
     assert "; and 2 more months (see the run's log)" in message
     missing = _raw_run(tmp_path / "nowhere", "2024-01", "2024-07")
-    (failure,) = [e for e in missing.all_events if e.is_step_failure]
-    message = failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    message = _failure_message(missing)
     assert f"trustee_performance: no data folder {tmp_path / 'nowhere'} (set WDH_DATA_DIR" in (
         message
     )
@@ -628,7 +628,6 @@ def test_a_failure_not_of_the_month_stops_the_run_with_the_months_before_it_reco
     monkeypatch.setattr(raw_assets, "run_partition", stop_in_february)
     result = _raw_run(tmp_path, "2024-01", "2024-03")
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    assert said in failure.event_specific_data.error_display_string  # type: ignore[union-attr]
+    assert said in _failure_message(result)
     assert list(_materialised(result)) == ["2024-01"]
     assert tried == months[:2]

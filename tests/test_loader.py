@@ -455,26 +455,36 @@ def test_the_month_is_deleted_while_the_workbook_is_read_and_kept_when_it_is_unr
     assert table_state(pg, NOV)[0] == 3
 
 
-def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (KeyboardInterrupt, "stopped while reading: KeyboardInterrupt"),  # or a stop from Dagster
+        (MemoryError, "failed while reading: MemoryError"),  # any failure, not only a workbook's
+    ],
+)
+def test_a_load_stopped_or_failing_while_reading_leaves_a_failed_row_and_the_month(
     sources: SourcesFile,
     tmp_path: Path,
     pg_url: str,
     pg: Any,
     fresh_tables: None,
     monkeypatch: pytest.MonkeyPatch,
+    error: type[BaseException],
+    message: str,
 ) -> None:
-    """Ctrl-C (or a stop from Dagster) while the workbook is read: the month stays as it
-    was, the load log shows the attempt as failed, and no session is left in the month."""
+    """Ctrl-C, or any failure, while the workbook is read: the month stays as it was, the
+    load's row (written before the read) says it failed and why, and no session is left in
+    the month."""
     spec = sources.domain("trustee_performance")
     before = month_loaded(spec, tmp_path, pg_url, pg)
 
     def stopped(*args: Any, **kwargs: Any) -> Any:
         wait_for_backend(pg, EARLY_DELETE)  # the month's delete has begun beside the read
         time.sleep(0.3)  # reading
-        raise KeyboardInterrupt
+        raise error
 
     monkeypatch.setattr(pipeline, "check_file", stopped)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(error):
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert table_state(pg) == before
     rows = pg.execute(
@@ -482,33 +492,8 @@ def test_a_load_stopped_while_reading_leaves_a_failed_row_and_the_month(
         "from wdh.load_log order by started_at"
     ).fetchall()
     assert rows[0][0] == "succeeded"
-    assert rows[1][:2] == ("failed", "stopped while reading: KeyboardInterrupt")
+    assert rows[1][:2] == ("failed", message)
     assert rows[1][2] >= 0.3  # how long it ran before it was stopped
-    assert not in_transaction(pg)
-
-
-def test_a_load_failing_while_reading_leaves_a_failed_row(
-    sources: SourcesFile,
-    tmp_path: Path,
-    pg_url: str,
-    pg: Any,
-    fresh_tables: None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Any failure while the workbook is read (here out of memory), not only an unreadable
-    workbook: the load's row, written before the read, says it failed and why."""
-    spec = sources.domain("trustee_performance")
-    before = month_loaded(spec, tmp_path, pg_url, pg)
-
-    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
-        raise MemoryError
-
-    monkeypatch.setattr(pipeline, "check_file", out_of_memory)
-    with pytest.raises(MemoryError):
-        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
-    assert table_state(pg) == before
-    rows = pg.execute("select status, message from wdh.load_log order by started_at").fetchall()
-    assert rows == [("succeeded", None), ("failed", "failed while reading: MemoryError")]
     assert not in_transaction(pg)
 
 

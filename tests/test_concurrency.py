@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from tests.warehouse import (
+    EARLY_DELETE,
     HELD_IN_COPY,
     NOV,
     Background,
@@ -29,6 +30,7 @@ from tests.warehouse import (
     load_log,
     month_rows,
     month_state,
+    running,
     wait_for_backend,
     write_month,
 )
@@ -106,7 +108,7 @@ def test_a_refused_load_is_never_taken_for_a_dead_one(
     monkeypatch.setattr(pipeline, "check_file", held)
     try:
         refused = Background(run_partition, trustee, NOV, data_dir=refused_dir, url=pg_url)
-        wait_for_backend(pg, "state = 'idle in transaction' and query ilike 'delete from %'")
+        wait_for_backend(pg, EARLY_DELETE)
         loaded = Background(run_partition, trustee, NOV, data_dir=loaded_dir, url=pg_url)
         wait_for_backend(pg, WAITING_FOR_THE_MONTH)
         go.set()
@@ -141,25 +143,22 @@ def test_ctrl_c_stops_a_load_waiting_for_the_month(
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     write_month(first_dir, NOV, 40, version=1)
     write_month(second_dir, NOV, 60, version=2)
-    root = Path(__file__).resolve().parent.parent
     command = [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance"]
     command += ["--period", "2024-11", "--data-dir", str(second_dir)]
     with hold_copy(pg_url, at_row=21) as gate:
         first = Background(run_partition, trustee, NOV, data_dir=first_dir, url=pg_url)
         wait_for_backend(pg, HELD_IN_COPY)
         env = {**os.environ, "WDH_DATABASE_URL": pg_url}
-        second = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
-        try:
+        with running(command, env=env, stderr=subprocess.PIPE, text=True) as second:
             wait_for_backend(pg, WAITING_FOR_THE_MONTH, count=2)  # (the first: at the gate)
-            time.sleep(2)  # its 60 rows read and validated: the process waits for its head
+            # best effort: its 60 rows read and validated, the process waits for its head (a
+            # slower read would make this a stop while reading, which test_loader covers)
+            time.sleep(2)
             second.send_signal(signal.SIGINT)
             try:
                 _, stderr = second.communicate(timeout=20)  # with the first load still held
             except subprocess.TimeoutExpired:
                 pytest.fail("Ctrl-C did not stop the load waiting for the month")
-        finally:
-            if second.poll() is None:
-                second.kill()
         # 130, or ended by the SIGINT itself once its message is out (as a shell sees it: 130)
         assert second.returncode in (130, -signal.SIGINT), stderr
         assert stderr.strip() == "wdh: error: aborted"

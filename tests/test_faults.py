@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from tests.warehouse import (
     hold_copy,
     load_log,
     month_state,
+    running,
     wait_for_backend,
     write_month,
 )
@@ -160,17 +161,6 @@ def test_connection_killed_mid_copy_is_retried_with_a_new_load_id(
 # --- 2. the loading process killed ---------------------------------------------------------
 
 
-@contextmanager
-def _running(command: list[str], **options: Any) -> Iterator[subprocess.Popen[Any]]:
-    """A process of the project (gone at the end, whatever happened)."""
-    process = subprocess.Popen(command, cwd=ROOT, **options)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
 def _kill_9(process: subprocess.Popen[Any]) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(30)
@@ -190,10 +180,10 @@ def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_aba
     command = [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance"]
     command += ["--period", "2024-11", "--data-dir", str(tmp_path), "--json"]
     with hold_copy(pg_url, at_row=31):
-        with _running(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        with running(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
             (pid,) = wait_for_backend(pg, HELD_IN_COPY)
-            running = load_log(pg, NOV)[-1]
-            assert running[1] == "running"
+            live = load_log(pg, NOV)[-1]
+            assert live[1] == "running"
             _kill_9(process)
         # the orphaned session ends on its own (the gate is still shut) and rolls back
         deadline = time.monotonic() + 30
@@ -202,12 +192,12 @@ def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_aba
             time.sleep(0.05)
         assert month_state(pg, NOV) == previous
     assert month_state(pg, NOV) == previous
-    assert load_log(pg, NOV)[-1] == running  # nobody was left to write 'failed'
+    assert load_log(pg, NOV)[-1] == live  # nobody was left to write 'failed'
 
     rerun = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
     assert month_state(pg, NOV) == expected_state(NOV, 60, version=2)
     log = {row[0]: row for row in load_log(pg, NOV)}
-    assert log[running[0]][1:3] == ("abandoned", "the process ended before the load finished")
+    assert log[live[0]][1:3] == ("abandoned", "the process ended before the load finished")
     assert log[str(rerun.plan.load_id)][1] == "succeeded"
     assert len(log) == 3
 
@@ -239,7 +229,7 @@ def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
     run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
     previous = month_state(pg, NOV)
     command = [sys.executable, "-c", _KILLED_WHILE_READING, str(tmp_path), pg_url]
-    with _running(command, stderr=subprocess.PIPE) as process:
+    with running(command, stderr=subprocess.PIPE) as process:
         deadline = time.monotonic() + 60
         while len(load_log(pg, NOV)) < 2:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""

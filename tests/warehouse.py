@@ -5,6 +5,7 @@ the table must hold after loading them, and ways to make a load stop where a tes
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -171,3 +172,15 @@ class Background:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+@contextmanager
+def running(command: list[str], **options: Any) -> Iterator[subprocess.Popen[Any]]:
+    """A process of the project, started in the project folder (killed at the end if it is
+    still running, whatever happened)."""
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()

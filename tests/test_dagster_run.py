@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import openpyxl
 import pytest
+from psycopg import sql
 
 from workdatahub.errors import WarehouseError
 from workdatahub.samples import write_samples
@@ -125,6 +126,23 @@ def test_month_through_dagster_matches_independent_totals(
     ).fetchone()[0]
     assert raw_rows == performance.rows - performance.expected_rejects
     assert raw_total == expected == mart_total == fact_total
+
+    # each mart's materialisation of the month carries the month's rows (not the table's)
+    counted = {
+        e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "marts"
+    }
+    assert set(counted) == {
+        "fct_annuity_performance", "fct_annuity_income", "fct_trustee_performance",
+        "fct_monthly_branch_product_line",
+    }  # fmt: skip
+    for mart, rows in counted.items():
+        column = "report_date" if mart == "fct_trustee_performance" else "period"
+        query = sql.SQL("select count(*) from {} where {} = %s").format(
+            sql.Identifier("marts", mart), sql.Identifier(column)
+        )
+        assert rows == pg.execute(query, [FEB]).fetchone()[0] > 0, mart
 
     income = next(s for s in samples if s.domain == "annuity_income")
     rejected_income = {

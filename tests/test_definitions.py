@@ -232,3 +232,34 @@ def test_a_failed_run_names_its_months_compactly() -> None:
     assert compact(["2024-03"]) == "2024-03"
     assert compact(["2024-01", "2024-02", "2024-04"]) == "2024-01, 2024-02, 2024-04"
     assert compact(["2023-11", "2023-12", "2024-01", "2024-03"]) == "2023-11…2024-01, 2024-03"
+
+
+@pytest.mark.db
+def test_a_marts_rows_are_counted_per_month_of_the_window(pg: object, pg_url: str) -> None:
+    """A mart's materialisation carries its rows per month of the run's window, a month it
+    lacks as 0: one month as Dagster's row count, a range as each month's count."""
+    from datetime import date
+
+    from workdatahub.defs.dbt import _month_metadata, partition_column, rows_by_month, window_months
+
+    months = window_months(date(2023, 12, 1), date(2024, 3, 1))
+    assert months == [date(2023, 12, 1), date(2024, 1, 1), date(2024, 2, 1)]
+    pg.execute("drop table if exists public.wdh_test_counted")  # type: ignore[attr-defined]
+    pg.execute("create table public.wdh_test_counted (period date)")  # type: ignore[attr-defined]
+    pg.execute(  # type: ignore[attr-defined]
+        "insert into public.wdh_test_counted values "
+        "('2023-11-01'), ('2023-12-01'), ('2023-12-01'), ('2024-02-01'), ('2024-03-01')"
+    )
+    try:
+        counts = rows_by_month(pg_url, "public", "wdh_test_counted", "period", months)
+    finally:
+        pg.execute("drop table public.wdh_test_counted")  # type: ignore[attr-defined]
+    assert counts == {"2023-12": 2, "2024-01": 0, "2024-02": 1}
+    assert _month_metadata(counts) == {"rows_by_month": dg.MetadataValue.json(counts)}
+    one = _month_metadata({"2024-01": 0})
+    assert one == {"dagster/row_count": dg.MetadataValue.int(0)}
+
+    # the month column is the one the mart's pre-hook deletes its window by
+    hook = "{{ delete_partition_window('report_date') }}"
+    assert partition_column({"config": {"pre-hook": [{"sql": hook}]}}) == "report_date"
+    assert partition_column({"config": {"materialized": "view", "pre-hook": []}}) is None

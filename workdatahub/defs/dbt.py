@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,96 @@ def prune_run_folders(
     return removed
 
 
-def _pruned_after(context: AssetExecutionContext, invocation: Any) -> Iterator[Any]:
-    """The events of a dbt step, then the older run folders removed (whether the step
-    succeeded or failed: the newest folders, its own among them, are kept)."""
+# a mart's rows per month of the window, on its materialisation: dagster-dbt's own row count
+# (`fetch_row_counts`) counts the whole table, which the UI would show as the month's. A
+# mart's month column is the one its pre-hook deletes the window by.
+WINDOW_HOOK = re.compile(r"""delete_partition_window\(\s*['"](\w+)['"]""")
+
+
+def partition_column(node: Mapping[str, Any]) -> str | None:
+    """The column a model's month window is deleted by (`delete_partition_window`), or None
+    for a model not built by month window (a view, a table rebuilt whole)."""
+    for hook in node.get("config", {}).get("pre-hook", []):
+        found = WINDOW_HOOK.search(hook.get("sql", "") if isinstance(hook, dict) else str(hook))
+        if found:
+            return found.group(1)
+    return None
+
+
+def window_months(start: date, end: date) -> list[date]:
+    """The first days of the months in [start, end)."""
+    months, month = [], start.replace(day=1)
+    while month < end:
+        months.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return months
+
+
+def rows_by_month(
+    url: str, schema: str, table: str, column: str, months: list[date]
+) -> dict[str, int]:
+    """The rows of each month of `months` in `schema.table`, whose month is `column` (0 for
+    a month it lacks)."""
+    import psycopg
+    from psycopg import sql
+
+    counts = dict.fromkeys((f"{m:%Y-%m}" for m in months), 0)
+    query = sql.SQL(
+        "select to_char({period}, 'YYYY-MM'), count(*) from {table} "
+        "where {period} >= %s and {period} < %s group by 1"
+    ).format(period=sql.Identifier(column), table=sql.Identifier(schema, table))
+    end = (months[-1] + timedelta(days=32)).replace(day=1)
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        for month, count in conn.execute(query, [months[0], end]).fetchall():
+            counts[month] = count
+    return counts
+
+
+def _month_metadata(counts: dict[str, int]) -> dict[str, Any]:
+    """One month: its row count, as Dagster plots it per partition; a range run records one
+    materialisation for every month it built, so each month's count is named in it."""
+    if len(counts) == 1:
+        return {"dagster/row_count": dg.MetadataValue.int(next(iter(counts.values())))}
+    return {"rows_by_month": dg.MetadataValue.json(counts)}
+
+
+def _with_month_rows(
+    context: AssetExecutionContext, invocation: Any, events: Iterator[Any], months: list[date]
+) -> Iterator[Any]:
+    """`events`, each mart's materialisation with its rows per month of the window (counted
+    through dbt's connection once dbt has built it). A count that fails is a warning: the
+    build stands."""
+    from workdatahub.warehouse.db import dbt_database_url
+
+    nodes = invocation.manifest.get("nodes", {})
+    url: str | None = None
+    for event in events:
+        if isinstance(event, dg.Output | dg.AssetMaterialization):
+            unique_id = event.metadata.get("unique_id")
+            node = nodes.get(getattr(unique_id, "value", unique_id), {})
+            column = partition_column(node)
+            if column is not None:
+                try:
+                    url = url or dbt_database_url()
+                    counts = rows_by_month(url, node["schema"], node["alias"], column, months)
+                except Exception as error:
+                    context.log.warning(f"{node['name']}: rows per month not counted: {error}")
+                else:
+                    event = event.with_metadata({**event.metadata, **_month_metadata(counts)})
+        yield event
+
+
+def _pruned_after(
+    context: AssetExecutionContext, invocation: Any, months: list[date] | None = None
+) -> Iterator[Any]:
+    """The events of a dbt step (with the marts' rows per month of `months`), then the older
+    run folders removed (whether the step succeeded or failed: the newest folders, its own
+    among them, are kept)."""
     try:
-        yield from invocation.stream()
+        events = invocation.stream()
+        if months:
+            events = _with_month_rows(context, invocation, events, months)
+        yield from events
     finally:
         folder = Path(invocation.target_path)
         if not folder.is_absolute():
@@ -211,7 +297,8 @@ def dbt_models(
     args = ["build", "--indirect-selection", "buildable"]
     with window_env(dbt_vars):  # (the dbt process starts in `cli`)
         invocation = dbt.cli(args, context=context)
-    yield from _pruned_after(context, invocation)
+    months = window_months(window.start.date(), window.end.date())
+    yield from _pruned_after(context, invocation, months)
 
 
 @dbt_assets(

@@ -7,8 +7,8 @@ rejects. It is deliberately naive: nothing is cached, nothing is vectorised. The
 naive stack (bench/naive.py) uses it as its row-wise cleansing step.
 
 Where the contract leaves a detail open, the choice the project made is spelt out here:
-- money keeps 4 decimals and rates 6, rounded half to even; a number beyond numeric(18,4) or
-  numeric(10,6) is a reject, "out of range" for the column's type;
+- money keeps 4 decimals and rates 6, rounded half away from zero (四舍五入); a number
+  beyond numeric(18,4) or numeric(10,6) is a reject, "out of range" for the column's type;
 - a comma is only a thousands separator: 1-3 digits (not starting with 0), then groups of
   exactly 3 digits, then optional decimals; any other comma (`1,5`, `1.234,5`) is no number;
 - a month cell also accepts an Excel date read as text (`2024-11-01 00:00:00`),
@@ -31,7 +31,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from workdatahub.sources.spec import ColumnSpec, DomainSpec
@@ -111,7 +111,7 @@ def _decimal(text: str | None) -> Decimal | None:
 def _fit(value: Decimal | None, places: Decimal, limit: Decimal) -> Decimal | None:
     if value is None or abs(value) >= limit:
         return None
-    rounded = value.quantize(places, rounding=ROUND_HALF_EVEN)
+    rounded = value.quantize(places, rounding=ROUND_HALF_UP)  # away from zero
     return rounded if abs(rounded) < limit else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from workdatahub.cleansing.values import (
+    FAST_PATHS,
     blank_to_null,
     parse_code,
     parse_integer,
@@ -19,6 +21,7 @@ from workdatahub.cleansing.values import (
     parse_rate,
     parse_text,
 )
+from workdatahub.excel.reader import PLAIN_NUMBER
 
 NULLS = ["", "-", "N/A", "null", "无", "暂无"]
 
@@ -137,6 +140,45 @@ def test_money_spellings(text: str, expected: Decimal) -> None:
     values, errors = run(parse_money, [text])
     assert values == [expected]
     assert errors == [None]
+
+
+# 四舍五入: half away from zero, as Excel's ROUND and Postgres' numeric round (polars rounds
+# half to even unless told), on the full parser and on the fast path for plain decimals
+@pytest.mark.parametrize(
+    ("parser", "text", "expected"),
+    [
+        (parse_money, "2.00005", "2.0001"),
+        (parse_money, "2.00015", "2.0002"),
+        (parse_money, "(0.00005)", "-0.0001"),
+        (parse_money, "-1234.56785", "-1234.5679"),
+        (parse_money, "1.234450", "1.2345"),
+        (parse_money, "0.0000499999999999", "0"),  # below half: rounded once, not twice
+        (parse_money, "12345678901234.99994", "12345678901234.9999"),
+        (parse_money, "5E-05", "0.0001"),  # the float route
+        (parse_rate, "0.0350005", "0.035001"),
+        (parse_rate, "-0.0000005", "-0.000001"),
+        (parse_rate, "3.50005", "0.035001"),  # a percent figure
+        (parse_rate, "3.50005%", "0.035001"),
+    ],
+)
+def test_money_and_rates_round_half_away_from_zero(
+    parser: Callable[[pl.Expr], Any], text: str, expected: str
+) -> None:
+    values, errors = run(parser, [text])
+    assert values == [Decimal(expected)] and errors == [None]
+    if re.fullmatch(PLAIN_NUMBER, text) and "e" not in text.lower():
+        fast = FAST_PATHS["money" if parser is parse_money else "rate"]
+        quick = pl.DataFrame({"v": [text]}).select(fast.value(pl.col("v")))
+        assert quick.to_series().to_list() == [Decimal(expected)]
+
+
+def test_money_that_rounds_beyond_the_column_is_out_of_range() -> None:
+    values, errors = run(parse_money, ["99999999999999.99995", "999999999999999.9"])
+    assert values == [None, None]
+    assert errors == [
+        "out of range for numeric(18,4): '99999999999999.99995'",
+        "out of range for numeric(18,4): '999999999999999.9'",
+    ]
 
 
 @pytest.mark.parametrize("text", ["abc", "12abc", "1,2,3x", "inf", "nan", "--1"])

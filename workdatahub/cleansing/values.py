@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import Final
 
 import polars as pl
 
@@ -19,6 +20,16 @@ from workdatahub.excel.reader import EXCEL_BOOLEAN_CELLS, EXCEL_DATE_CELL, PLAIN
 
 MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
+# Money keeps 4 decimals and rates 6, rounded half away from zero (四舍五入: `2.00005` ->
+# 2.0001, `(0.00005)` -> -0.0001), as Excel's ROUND, Postgres' numeric and the legacy
+# warehouse round; polars rounds half to even by default, in `round` and in a cast to
+# Decimal alike. Plain decimals are read with every digit a cell can hold (`_MONEY_DIGITS`:
+# 23 decimals, 14 integer digits, the most numeric(18,4) takes; a longer number is no
+# value, out of range) and rounded once: rounding them at a first scale and again at 4
+# could turn 0.000049999 into 0.0001. Widened by one digit before rounding, so that
+# 99999999999999.99995 rounds to a value that does not fit rather than failing the round.
+ROUNDING: Final = "half_away_from_zero"
+_MONEY_DIGITS = pl.Decimal(37, 23)
 EXCEL_EPOCH = date(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 1990, 2099
 # a currency sign (after NFKC, ￥ is ¥) and the spaces beside it, before the number (after
@@ -136,12 +147,20 @@ def _as_float(text: pl.Expr) -> pl.Expr:
     return pl.when(ok).then(text.cast(pl.Float64, strict=False)).otherwise(None)
 
 
+def _exact_money(number: pl.Expr) -> pl.Expr:
+    """Plain decimals (`-1234.56785`) as money, rounded once, half away from zero; null
+    for anything else (an exponent, too many digits)."""
+    digits = number.cast(_MONEY_DIGITS, strict=False)
+    widened = digits.cast(pl.Decimal(_MONEY_DIGITS.precision + 1, _MONEY_DIGITS.scale))
+    return widened.round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
+
+
 def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
-    exact = number.cast(MONEY, strict=False)
+    exact = _exact_money(number)
     # scientific notation (`1.5E-05`) does not cast straight to Decimal: go through float;
     # beyond numeric(18,4) the cast would raise, so such a value stays null (a reject)
     in_range = pl.when(as_float.abs() < 1e14).then(as_float)
-    return pl.coalesce(exact, in_range.round(4).cast(MONEY, strict=False))
+    return pl.coalesce(exact, in_range.round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False))
 
 
 def _number_error(
@@ -184,7 +203,10 @@ def parse_integer(text: pl.Expr) -> Parsed:
 
 def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
     as_rate = (
-        pl.when(has_percent | (figure.abs() > 1)).then(figure / 100).otherwise(figure).round(6)
+        pl.when(has_percent | (figure.abs() > 1))
+        .then(figure / 100)
+        .otherwise(figure)
+        .round(RATE.scale, mode=ROUNDING)
     )
     # numeric(10,6) holds |x| < 10,000; a larger figure is a reject, not a failed cast
     return pl.when(as_rate.abs() < 1e4).then(as_rate).cast(RATE, strict=False)
@@ -339,7 +361,7 @@ class FastPath:
 
 def _plain_money(raw: pl.Expr) -> pl.Expr:
     # where the exact cast fails (exponents, overflow) the full parser's float route decides
-    return raw.cast(MONEY, strict=False)
+    return _exact_money(raw)
 
 
 def _plain_rate(raw: pl.Expr) -> pl.Expr:

@@ -224,12 +224,16 @@ def test_append_and_upsert_modes(
     spec = sources.domain("trustee_performance")
     trustee_month(tmp_path, NOV, rows_for(NOV, 3))
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    first = pg.execute("select max(loaded_at) from raw.trustee_performance").fetchone()[0]
     trustee_month(tmp_path, NOV, rows_for(NOV, 5, scale=10))
     run_partition(spec, NOV, data_dir=tmp_path, url=pg_url, mode="upsert")
     values = pg.execute(
         "select plan_code, net_value from raw.trustee_performance order by 1"
     ).fetchall()
     assert [(p, int(v)) for p, v in values] == [(f"P{i:04d}", 10 * i) for i in range(5)]
+    # the rows it updated were loaded by the upsert, as those it added (source freshness)
+    loaded = pg.execute("select distinct loaded_at from raw.trustee_performance").fetchall()
+    assert len(loaded) == 1 and loaded[0][0] > first
     # append onto existing keys violates the key: refused as a whole, table unchanged (a
     # file of its own: the upsert's file appended again is refused before the database)
     state = table_state(pg)

@@ -64,6 +64,7 @@ from workdatahub.sources.spec import DomainSpec, RefreshMode
 from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, unmigrated_hint
 
 LINEAGE = ["load_id", "source_file", "source_sheet", "source_row"]
+LOADED_AT = "loaded_at"  # every raw table's, beside the lineage: the load's time by default
 REJECT_COLUMNS = [
     "load_id", "domain", "period", "source_file", "source_sheet", "source_row",
     "column_name", "value", "reason", "raw_row",
@@ -431,9 +432,15 @@ def build_plan(
         staging = _ident(f"_wdh_stage_{spec.table}")
         key = sql.SQL(", ").join(_ident(k) for k in spec.key)
         updates = sql.SQL(", ").join(
-            sql.SQL("{} = excluded.{}").format(_ident(c), _ident(c))
-            for c in columns
-            if c not in spec.key
+            [
+                *(
+                    sql.SQL("{} = excluded.{}").format(_ident(c), _ident(c))
+                    for c in columns
+                    if c not in spec.key
+                ),
+                # an updated row was loaded now, as a new one is (the column's default)
+                sql.SQL("{} = now()").format(_ident(LOADED_AT)),
+            ]
         )
         statements.append(
             Statement(

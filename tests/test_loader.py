@@ -258,6 +258,78 @@ def test_append_and_upsert_modes(
     assert logged == ("failed", error.value.message)
 
 
+@pytest.mark.parametrize("change", ["replaced", "saved again", "removed"])
+def test_a_workbook_changed_while_it_is_loaded_leaves_the_table_as_it_was(
+    change: str,
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A load records (and an append is checked by) the sha256 of the file as discovery
+    hashed it: a workbook replaced (Excel renames a new file over it), saved again in place
+    or removed while it is read is refused before anything commits, and the load log says
+    why, rather than recording one file's hash beside another file's rows."""
+    import os
+
+    spec = sources.domain("trustee_performance")
+    state = month_loaded(spec, tmp_path, pg_url, pg)
+    path = trustee_month(tmp_path, NOV, rows_for(NOV, 4, scale=3))
+    other = trustee_month(tmp_path / "other", NOV, rows_for(NOV, 2, scale=5))
+    real = pipeline.check_file
+
+    def changing(*args: Any, **kwargs: Any) -> Any:
+        checked = real(*args, **kwargs)  # read, cleansed, validated and COPYed (streamed)
+        if change == "replaced":
+            os.replace(other, path)
+        elif change == "saved again":
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        else:
+            path.unlink()
+        return checked
+
+    monkeypatch.setattr(pipeline, "check_file", changing)
+    with pytest.raises(InputError) as error:
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    assert error.value.message.endswith(
+        "受托业绩.xlsx: changed while it was being loaded (saved again, replaced or removed); "
+        "table unchanged, load it again"
+    ), error.value.message
+    assert table_state(pg) == state
+    assert not in_transaction(pg)
+    logged = pg.execute(
+        "select status, message from wdh.load_log order by started_at desc limit 1"
+    ).fetchone()
+    assert logged == ("failed", error.value.message)
+
+
+def test_a_workbook_changed_while_it_is_hashed_is_not_loaded(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from workdatahub.sources import discovery
+
+    spec = sources.domain("trustee_performance")
+    path = trustee_month(tmp_path, NOV, rows_for(NOV, 3))
+    real = discovery.sha256_of
+
+    def saving(file: Path) -> str:
+        digest = real(file)
+        stat = file.stat()
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        return digest
+
+    monkeypatch.setattr(discovery, "sha256_of", saving)
+    with pytest.raises(InputError, match="changed while it was being read"):
+        discovery.discover(spec, NOV, tmp_path)
+    monkeypatch.setattr(discovery, "sha256_of", real)
+    assert discovery.discover(spec, NOV, tmp_path).files[0].sha256 == real(path)
+
+
 def test_a_stale_running_row_is_marked_abandoned(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

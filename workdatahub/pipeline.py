@@ -269,6 +269,7 @@ def _run_partition(
                 on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period, on_valid)
+        source.check_unchanged()  # the rows read are the file hashed (before anything commits)
     except BaseException as error:  # (the cleanup closes the head: the month's old rows stay)
         # an unreadable workbook, or a run stopped while reading (Ctrl-C, a stop from Dagster
         # or `kill`): the load never began, and the load log says so; so it does for any

@@ -41,12 +41,37 @@ LEGACY_SUFFIX = ".xls"  # Excel 97-2003: named like the workbook, but not readab
 ALWAYS_EXCLUDED = ("~$*", ".*", "*.eml")
 
 
+# what tells a file saved again or replaced (Excel saves by writing a new file and renaming
+# it over the old one) from the one hashed: its size and modification time (not its inode,
+# which some network shares do not keep stable)
+Stamp = tuple[int, int]
+
+
+def stamp_of(path: Path) -> Stamp:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class SourceFile:
     path: Path
     version: str | None  # "V2", or None for the base folder
     sha256: str
     size: int
+    stamp: Stamp | None = None  # the file as hashed
+
+    def check_unchanged(self) -> None:
+        """Raise an InputError when the file is no longer the one hashed: its rows may not
+        be those the sha256 recorded with them (nor those an append checked against)."""
+        try:
+            now = stamp_of(self.path)
+        except OSError:
+            now = None
+        if self.stamp is not None and now != self.stamp:
+            raise InputError(
+                f"{printable(self.path)}: changed while it was being loaded (saved again, "
+                "replaced or removed); table unchanged, load it again"
+            )
 
     def to_json(self, data_dir: Path | None = None) -> dict[str, object]:
         path = self.path
@@ -387,10 +412,16 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         )
     path = chosen.matched[0]
     try:
-        digest, size = sha256_of(path), path.stat().st_size
+        before = stamp_of(path)
+        digest = sha256_of(path)
+        if stamp_of(path) != before:
+            raise InputError(
+                f"{printable(path)}: changed while it was being read (being saved?); "
+                "try again once it is saved"
+            )
     except OSError as error:
         raise InputError(f"{printable(path)}: cannot be read ({error.strerror})") from None
-    result.files.append(SourceFile(path, chosen_version, digest, size))
+    result.files.append(SourceFile(path, chosen_version, digest, before[0], before))
     result.ignored.sort(key=lambda i: str(i.path))
     return result
 

@@ -700,3 +700,19 @@ def test_text_tables_show_control_characters_escaped_and_long_values_cut() -> No
     assert len(lines) == 4  # header, rule, one line per row
     assert "\x1b" not in "".join(lines) and "a\\nb\\tc\\x1b[31mred" in lines[2]
     assert lines[3].endswith("…") and len(lines[3]) < 80
+
+
+def test_wdh_env_exports_the_data_folder_only_when_it_is_set(tmp_path: Path) -> None:
+    """`eval "$(wdh env)"` before `make dev` or `make demo` must not put the settings'
+    default data folder in place of theirs (data/sample, which the Makefile sets only when
+    WDH_DATA_DIR is unset)."""
+    url = {"WDH_DATABASE_URL": "postgresql://wdh@db.example:5432/workdatahub"}
+    unset = {k: v for k, v in os.environ.items() if k != "WDH_DATA_DIR"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", unset)
+        exported = wdh("env", env=url)
+    assert exported.returncode == 0, exported.stderr
+    assert "export WDH_DBT_HOST=db.example" in exported.stdout
+    assert "WDH_DATA_DIR" not in exported.stdout
+    given = wdh("env", env={**url, "WDH_DATA_DIR": str(tmp_path)})
+    assert f"export WDH_DATA_DIR={tmp_path}" in given.stdout

@@ -526,11 +526,11 @@ def env() -> None:
     from workdatahub.warehouse.db import dbt_env
 
     settings = get_settings()
-    exports = {
-        **dbt_env(),
-        "DAGSTER_HOME": str(settings.dagster_home),
-        "WDH_DATA_DIR": str(settings.data_dir),
-    }
+    exports = {**dbt_env(), "DAGSTER_HOME": str(settings.dagster_home)}  # (starts the embedded)
+    # the data folder only when it is set (the environment, .env): its default exported
+    # would win over the one make dev and make demo give (data/sample, `WDH_DATA_DIR ?=`)
+    if "data_dir" in settings.model_fields_set:
+        exports["WDH_DATA_DIR"] = str(settings.data_dir)
     # for `eval`: on a terminal (shown, not evaluated) the password stays out of sight
     shown = sys.stdout.isatty()
     for key, value in exports.items():

@@ -332,8 +332,11 @@ def test_a_month_through_dagster_rebuilds_only_that_month_of_the_marts(
     assert {name: os.environ.get(name) for name in WINDOW_ENV.values()} == environment
 
 
-def _dbt_started(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    """dbt on the test warehouse, as Dagster's steps run it, started (output merged)."""
+def _dbt_started(
+    pg_url: str, *args: str, env: dict[str, str] | None = None, project: Path | None = None
+) -> Any:
+    """dbt on the test warehouse, as Dagster's steps run it, started (output merged); in
+    the project's dbt folder, or a copy of it."""
     import os
     import subprocess
     import sys
@@ -343,21 +346,69 @@ def _dbt_started(pg_url: str, *args: str, env: dict[str, str] | None = None) -> 
 
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "dbt"), "--no-use-colors", *args, "--profiles-dir", "."],
-        cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
+        cwd=project or DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
-def _dbt(pg_url: str, *args: str, env: dict[str, str] | None = None) -> Any:
+def _dbt(
+    pg_url: str, *args: str, env: dict[str, str] | None = None, project: Path | None = None
+) -> Any:
     """dbt on the test warehouse, run to its end: returncode and stdout."""
     import subprocess
 
-    process = _dbt_started(pg_url, *args, env=env)
+    process = _dbt_started(pg_url, *args, env=env, project=project)
     output, _ = process.communicate(timeout=300)
     return subprocess.CompletedProcess(process.args, process.returncode, output, "")
 
 
 FEBRUARY_WINDOW = {"WDH_PERIOD_START": "2024-02-01", "WDH_PERIOD_END": "2024-03-01"}
+
+
+def test_a_mart_not_built_by_month_window_fails_before_it_writes(
+    tmp_path: Path, pg: Any, pg_url: str
+) -> None:
+    """A model added to marts/ as a plain select (the folder makes it an incremental table)
+    would insert every month again on each run after its first: it fails instead, naming
+    what it lacks; so does a windowed one whose tests would not be (no partition_columns
+    entry). A copy of the project, so that the models added stay out of the real one."""
+    import shutil
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+
+    project = tmp_path / "dbt"
+    shutil.copytree(
+        DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages")
+    )
+    marts = project / "models" / "marts"
+    source = "{{ ref('fct_annuity_performance') }}"
+    (marts / "fct_plain.sql").write_text(f"select period, count(*) as n from {source} group by 1")
+    (marts / "fct_windowed.sql").write_text(
+        "{{ config(pre_hook=\"{{ delete_partition_window('period') }}\") }}\n"
+        f"select period, count(*) as n from {source}\n"
+        "{% if is_incremental() %} where {{ in_partition_window('period') }} {% endif %}\n"
+        "group by 1"
+    )
+    built = _dbt(
+        pg_url, "run", "--select", "fct_plain", "fct_windowed", env=FEBRUARY_WINDOW,
+        project=project,
+    )  # fmt: skip
+    assert built.returncode == 1, built.stdout
+    output = " ".join(built.stdout.split())
+    assert (
+        "fct_plain is a mart (an incremental table built a window of months at a time) and "
+        "lacks pre_hook=\"{{ delete_partition_window('<column>') }}\" in its config; `where "
+        "{{ in_partition_window('<column>') }}` in its select, under is_incremental(); "
+        "`fct_plain: <column>` in dbt_project.yml's var partition_columns."
+    ) in output
+    assert (
+        "fct_windowed is a mart (an incremental table built a window of months at a time) and "
+        "lacks `fct_windowed: period` in dbt_project.yml's var partition_columns. Without "
+        "them each run after its first would insert every month again"
+    ) in output
+    exists = "select to_regclass(%s) is not null"
+    assert pg.execute(exists, ["marts.fct_plain"]).fetchone() == (False,)
+    assert pg.execute(exists, ["marts.fct_windowed"]).fetchone() == (False,)
 
 
 def _second_build_beside_the_first(

@@ -263,3 +263,66 @@ def test_a_marts_rows_are_counted_per_month_of_the_window(pg: object, pg_url: st
     hook = "{{ delete_partition_window('report_date') }}"
     assert partition_column({"config": {"pre-hook": [{"sql": hook}]}}) == "report_date"
     assert partition_column({"config": {"materialized": "view", "pre-hook": []}}) is None
+
+
+def test_the_manifest_is_parsed_again_once_the_project_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model, test or macro added, changed or removed after the manifest was parsed (a
+    modeler's new mart) makes it stale: the code location parses it again when it loads
+    (a run's process, the UI's reload), and keeps the one it has if that parse fails."""
+    import os
+    from types import SimpleNamespace
+
+    from workdatahub.defs import dbt
+    from workdatahub.errors import ConfigError
+
+    project = tmp_path / "dbt"
+    (project / "models" / "marts").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: x\n")
+    model = project / "models" / "marts" / "fct_a.sql"
+    model.write_text("select 1")
+    manifest = project / "target" / "manifest.json"
+
+    def age(path: Path, seconds: int) -> None:
+        stamp = path.stat().st_mtime_ns - seconds * 1_000_000_000
+        os.utime(path, ns=(stamp, stamp))
+
+    assert dbt.manifest_is_stale(project, manifest)  # none yet
+    manifest.parent.mkdir()
+    manifest.write_text("{}")
+    for path in (project / "dbt_project.yml", model, model.parent, model.parent.parent):
+        age(path, 10)
+    assert not dbt.manifest_is_stale(project, manifest)
+    (model.parent / "fct_b.sql").write_text("select 2")  # added
+    assert dbt.manifest_is_stale(project, manifest)
+    age(model.parent / "fct_b.sql", 10)
+    age(model.parent, 10)
+    assert not dbt.manifest_is_stale(project, manifest)
+    (model.parent / "fct_b.sql").unlink()  # removed: its folder changed
+    assert dbt.manifest_is_stale(project, manifest)
+
+    parsed: list[tuple[Path, Path | None]] = []
+    failing = False
+
+    def parse(folder: Path, target: Path | None = None) -> None:
+        parsed.append((folder, target))
+        if failing:
+            raise ConfigError(f"dbt parse failed in {folder} (exit 1)")
+        manifest.write_text("{}")
+
+    monkeypatch.setattr(dbt, "DBT_PROJECT_DIR", project)
+    monkeypatch.setattr(dbt, "dbt_project", SimpleNamespace(manifest_path=manifest))
+    monkeypatch.setattr(dbt, "parse_dbt_project", parse)
+    dbt.ensure_manifest()
+    assert parsed == [(project, manifest.parent)]
+    dbt.ensure_manifest()  # fresh now: not parsed again
+    assert len(parsed) == 1
+    failing = True
+    model.write_text("select broken")
+    age(manifest, 10)
+    dbt.ensure_manifest()  # a failed parse keeps the manifest there is
+    assert len(parsed) == 2 and manifest.exists()
+    manifest.unlink()
+    with pytest.raises(ConfigError):
+        dbt.ensure_manifest()

@@ -80,3 +80,42 @@
         lock table {{ this }} in share row exclusive mode
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+    Pre-hook of every mart (dbt_project.yml's marts folder). A mart is an incremental table
+    built a window of months at a time; a model in marts/ not written for that would, on
+    each run after its first, insert every month again (plus whatever it did not delete):
+    the months twice, silently. So a mart must delete its window (pre_hook
+    delete_partition_window('<column>')), select the window alone on an incremental run
+    (`where {{ in_partition_window('<column>') }}` under `is_incremental()`), and name the
+    same column in the var partition_columns (its tests then look at the window only). One
+    that does not fails, naming what is missing, before it writes anything.
+-#}
+{% macro require_partition_window() -%}
+    {%- if execute and model.config.materialized == 'incremental' -%}
+        {%- set found = [] -%}
+        {%- for hook in model.config.get('pre-hook', []) -%}
+            {%- set sql = hook.sql if hook is mapping else hook | string -%}
+            {%- set match = modules.re.search("delete_partition_window\\(\\s*['\"](\\w+)['\"]", sql) -%}
+            {%- if match -%}{%- do found.append(match.group(1)) -%}{%- endif -%}
+        {%- endfor -%}
+        {%- set column = found[0] if found else '<column>' -%}
+        {%- set missing = [] -%}
+        {%- if not found -%}
+            {%- do missing.append("pre_hook=\"{{ delete_partition_window('" ~ column ~ "') }}\" in its config") -%}
+        {%- endif -%}
+        {%- if not modules.re.search("in_partition_window\\(\\s*['\"]" ~ column ~ "['\"]", model.raw_code) -%}
+            {%- do missing.append("`where {{ in_partition_window('" ~ column ~ "') }}` in its select, under is_incremental()") -%}
+        {%- endif -%}
+        {%- if var('partition_columns', {}).get(model.name) != column -%}
+            {%- do missing.append("`" ~ model.name ~ ": " ~ column ~ "` in dbt_project.yml's var partition_columns") -%}
+        {%- endif -%}
+        {%- if missing -%}
+            {{ exceptions.raise_compiler_error(
+                model.name ~ " is a mart (an incremental table built a window of months at a time) "
+                ~ "and lacks " ~ missing | join('; ') ~ ". Without them each run after its first "
+                ~ "would insert every month again (see dbt_project/README.md, 'Adding a mart')") }}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}

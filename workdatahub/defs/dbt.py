@@ -20,6 +20,8 @@ from packaging import version
 from workdatahub.defs.freshness import DEFAULT_DUE_DAY, freshness_policy
 from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
+from workdatahub.errors import ConfigError
+from workdatahub.logs import get_logger
 from workdatahub.settings import PROJECT_ROOT, get_settings
 from workdatahub.warehouse.db import parse_dbt_project
 
@@ -48,12 +50,53 @@ class ProjectDbtResource(DbtCliResource):
         return super()._cli_version
 
 
+# what dbt parses into the manifest: a file added, changed or removed under these (a
+# modeler's new mart or test) makes the manifest stale
+PROJECT_SOURCES = ("models", "macros", "seeds", "tests", "snapshots", "analyses")
+
+
+def manifest_is_stale(project_dir: Path, manifest: Path) -> bool:
+    """Whether anything dbt parses changed after `manifest` was written (or it is missing):
+    the newest modification time of dbt_project.yml and the files and folders under
+    PROJECT_SOURCES (a folder's changes when a file is added or removed)."""
+    try:
+        parsed = manifest.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    newest = (project_dir / "dbt_project.yml").stat().st_mtime_ns
+    for name in PROJECT_SOURCES:
+        for folder, _, files in os.walk(project_dir / name):
+            for entry in (folder, *(os.path.join(folder, f) for f in files)):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.stat(entry).st_mtime_ns)
+    return newest > parsed
+
+
 def ensure_manifest() -> None:
-    """`dagster asset materialize` and tests do not run `dagster dev`'s preparation:
-    parse the project once when no manifest exists yet (`make setup` parses it)."""
-    if dbt_project.manifest_path.exists():
+    """The manifest the dbt assets are made from, parsed again when the project changed
+    since (or it is missing): `dagster asset materialize`, tests, a run's process and the
+    UI's "Reload definitions" then see a model added since `make setup` or `make dev`
+    parsed it. One process parses at a time (a lock file); a parse that fails keeps the
+    manifest there is, with a warning (the code location still loads), or raises when there
+    is none. In production the manifest comes with the deployment and is not parsed here."""
+    manifest = dbt_project.manifest_path
+    if get_settings().environment == "prod" and manifest.exists():
         return
-    parse_dbt_project(DBT_PROJECT_DIR)
+    if not manifest_is_stale(DBT_PROJECT_DIR, manifest):
+        return
+    import fcntl
+
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest.parent / ".wdh-parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest_is_stale(DBT_PROJECT_DIR, manifest):  # parsed meanwhile
+            return
+        try:
+            parse_dbt_project(DBT_PROJECT_DIR, manifest.parent)
+        except ConfigError as error:
+            if not manifest.exists():
+                raise
+            get_logger().warning("dbt project changed; its manifest kept", error=error.message)
 
 
 class WorkDataHubTranslator(DagsterDbtTranslator):

@@ -262,7 +262,7 @@ def dbt_executable() -> str:
     return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
-def parse_dbt_project(project_dir: Path) -> None:
+def parse_dbt_project(project_dir: Path, target: Path | None = None) -> None:
     """`dbt parse` with the connection Dagster's dbt steps give dbt (`dbt_env`).
 
     dbt reuses its last parse (target/partial_parse.msgpack, which each dbt step of a run
@@ -271,7 +271,8 @@ def parse_dbt_project(project_dir: Path) -> None:
     project again (~1-2 s a step). dbt parse does not connect, so a stopped embedded server
     is not started for it: it listens in its data folder (pgserver puts the socket elsewhere
     only when that path is too long for a socket: then it is started and asked, as a
-    running one is)."""
+    running one is). `target`: the folder for the manifest (else DBT_TARGET_PATH's, or the
+    project's target folder)."""
     settings = get_settings()
     pgdata = settings.pgdata.resolve()  # as pgserver names it (links resolved)
     stopped = not (pgdata / "postmaster.pid").exists()
@@ -280,6 +281,8 @@ def parse_dbt_project(project_dir: Path) -> None:
     embedded = settings.embedded and settings.dbt_database_url is None
     url = _embedded_url(settings, str(pgdata)) if embedded and stopped and short else None
     env = {**os.environ, **dbt_env(url)}
+    if target is not None:
+        env["DBT_TARGET_PATH"] = str(target)
     done = subprocess.run(
         [dbt_executable(), "parse", "--quiet", "--profiles-dir", "."],
         cwd=project_dir,

@@ -443,6 +443,34 @@ def test_sample_says_which_files_it_kept(tmp_path: Path) -> None:
 
 
 @pytest.mark.db
+def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
+    month: Path, pg_url: str, fresh_tables: None
+) -> None:
+    """`wdh rejects --load-id` of a load whose rows a later load replaced says so (they
+    are not the month's current rejects); a list cut by --limit says how many it left out."""
+    common = ["--period", "2024-11", "--data-dir", str(month), "--max-reject-rate", "0.5"]
+    first = json.loads(wdh("load", "trustee_performance", *common, "--json").stdout)
+    args = ["rejects", "trustee_performance", "-p", "2024-11"]
+    current = wdh(*args, "--load-id", first["load_id"])
+    assert f"load {first['load_id']} (succeeded), 1 rejects in 1 rows" in current.stdout
+    second = json.loads(wdh("load", "trustee_performance", *common, "--json").stdout)
+    replaced = wdh(*args, "--load-id", first["load_id"])
+    assert replaced.returncode == 0, replaced.stderr
+    assert (
+        f"load {first['load_id']} (succeeded; replaced since: its rows are no longer in the "
+        "table), 1 rejects in 1 rows"
+    ) in replaced.stdout
+    as_json = json.loads(wdh(*args, "--load-id", first["load_id"], "--json").stdout)
+    assert as_json["status"] == "succeeded" and as_json["replaced"] is True
+    latest = wdh(*args)
+    assert f"load {second['load_id']} (succeeded), 1 rejects" in latest.stdout
+    assert "more" not in latest.stdout
+    cut = wdh(*args, "--limit", "0")
+    assert "… 1 more (--limit N, or --out FILE / --json for all)" in cut.stdout
+    assert "not a rate" not in cut.stdout and "abc" not in cut.stdout
+
+
+@pytest.mark.db
 def test_refusals_show_in_json_and_in_the_dry_run(
     month: Path, pg_url: str, fresh_tables: None
 ) -> None:

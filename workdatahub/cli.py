@@ -358,6 +358,17 @@ def _short_message(message: str) -> str:
     return short if len(short) <= MESSAGE_SHOWN else short[: MESSAGE_SHOWN - 1] + "…"
 
 
+def _rows_in_table(conn: Any, spec: Any, month: Any, load_id: str) -> bool:
+    """Whether the domain's table holds rows of this load (a later load may have replaced
+    them)."""
+    from psycopg import sql
+
+    query = sql.SQL("select exists (select 1 from {} where {} = %s and load_id = %s)").format(
+        sql.Identifier(spec.schema_name, spec.table), sql.Identifier(spec.partition_column)
+    )
+    return bool(conn.execute(query, [month, load_id]).fetchone()[0])
+
+
 @cli.command()
 @click.argument("domain")
 @period_option
@@ -379,7 +390,7 @@ def rejects(
     from workdatahub.periods import parse_period
     from workdatahub.warehouse.db import connect
 
-    _spec(domain)
+    spec = _spec(domain)
     month = parse_period(period)
     if load_id is not None:
         try:
@@ -412,6 +423,13 @@ def rejects(
             _fail(f"load {load_id} is {other[2]}: only a finished load has rejects to show")
         if latest is None:
             _fail(f"{domain} {month:%Y-%m}: no finished load recorded")
+        status = latest[1]
+        if (
+            status == "succeeded"
+            and load_id is not None
+            and not _rows_in_table(conn, spec, month, load_id)
+        ):
+            status = "succeeded; replaced since: its rows are no longer in the table"
         rows = conn.execute(
             """
             select source_file, source_sheet, source_row, column_name, value, reason, raw_row
@@ -434,16 +452,19 @@ def rejects(
                 )
     if as_json:
         _emit_json({"domain": domain, "period": f"{month:%Y-%m}", "load_id": latest[0],
-                    "status": latest[1], "rejects": records})  # fmt: skip
+                    "status": latest[1], "replaced": status != latest[1],
+                    "rejects": records})  # fmt: skip
         return
     in_rows = len({r["row"] for r in records})  # `wdh load` counts rows; a row may fail twice
     click.echo(
-        f"{domain} {month:%Y-%m}: load {latest[0]} ({latest[1]}), {len(records)} rejects "
+        f"{domain} {month:%Y-%m}: load {latest[0]} ({status}), {len(records)} rejects "
         f"in {in_rows} rows"
     )
-    if records:
+    if records[:limit]:
         shown = [[r["row"], r["column"], r["value"], r["reason"]] for r in records[:limit]]
         click.echo(_table(shown, ["row", "column", "value", "reason"]))
+    if len(records) > limit:
+        click.echo(f"… {len(records) - limit} more (--limit N, or --out FILE / --json for all)")
     if out is not None:
         click.echo(f"wrote {len(records)} rejects to {out}")
 

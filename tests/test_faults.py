@@ -51,6 +51,7 @@ from workdatahub.errors import InputError, WarehouseError
 from workdatahub.pipeline import run_partition
 from workdatahub.settings import get_settings, reset_settings
 from workdatahub.sources.spec import DomainSpec
+from workdatahub.warehouse.loader import ABANDONED
 
 pytestmark = pytest.mark.db
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,7 +198,7 @@ def test_sigkill_mid_load_leaves_the_previous_month_and_a_running_row_marked_aba
     rerun = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
     assert month_state(pg, NOV) == expected_state(NOV, 60, version=2)
     log = {row[0]: row for row in load_log(pg, NOV)}
-    assert log[live[0]][1:3] == ("abandoned", "the process ended before the load finished")
+    assert log[live[0]][1:3] == ("abandoned", ABANDONED)
     assert log[str(rerun.plan.load_id)][1] == "succeeded"
     assert len(log) == 3
 
@@ -220,7 +221,12 @@ run_partition(spec, date(2024, 11, 1), data_dir=Path(sys.argv[1]), url=sys.argv[
 
 
 def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
-    trustee: DomainSpec, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+    trustee: DomainSpec,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A load killed before its rows were even read (out of memory on a huge workbook, a
     `kill -9`) shows in the load log: its 'running' row is written before the read, and
@@ -240,10 +246,14 @@ def test_sigkill_while_reading_leaves_a_running_row_marked_abandoned(
         _kill_9(process)
     assert month_state(pg, NOV) == previous
 
+    capsys.readouterr()
     rerun = run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)  # (waits for the
     # killed load's session to end: it held the month's lock, rolled back when it ends)
     log = {row[0]: row for row in load_log(pg, NOV)}
-    assert log[killed[0]][1:3] == ("abandoned", "the process ended before the load finished")
+    assert log[killed[0]][1:3] == ("abandoned", ABANDONED)
+    # and says so, naming the load it marked
+    said = capsys.readouterr().err
+    assert "an earlier load of this month marked abandoned" in said and killed[0] in said
     assert log[str(rerun.plan.load_id)][1] == "succeeded"
 
 

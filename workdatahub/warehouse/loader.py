@@ -82,6 +82,9 @@ RECORD_PURPOSE = "record the load"
 REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the same file"
 OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
 LIVE_PURPOSE = "hold the load's own lock while it runs (a load whose process ended lets it go)"
+ABANDON_PURPOSE = "earlier loads of this period whose process ended (their own lock is free)"
+# (its process killed, or cut from the warehouse, which then could not record why)
+ABANDONED = "the process ended, or lost the warehouse, before the load finished"
 
 
 @dataclass(frozen=True)
@@ -288,14 +291,15 @@ def opening_statements(
             # on its own, not in the load's transaction: the rows it marks are not held
             # locked while this load runs (a load that lost its connection records its
             # failure at once); the lock it tries, per row, is the only guard needed
-            "earlier loads of this period whose process ended (their own lock is free)",
+            ABANDON_PURPOSE,
             sql.SQL(
                 "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
-                "message = 'the process ended before the load finished' "
+                "message = %(abandoned)s "
                 "where domain = %(domain)s and period = %(period)s and status = 'running' "
-                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({})"
+                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({}) "
+                "returning load_id::text, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ')"
             ).format(_live_key(sql.SQL("load_id::text"))),
-            {"domain": domain, "period": period, "load_id": load_id},
+            {"domain": domain, "period": period, "load_id": load_id, "abandoned": ABANDONED},
         ),
     ]
 
@@ -1236,9 +1240,23 @@ def _own_log(
 
 
 def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: float) -> None:
-    """Run a load's `opening_statements` on `conn` (autocommit)."""
+    """Run a load's `opening_statements` on `conn` (autocommit); an earlier load of the
+    month it marks abandoned is a warning (the operator may be about to look for it)."""
     for statement in opening:
-        conn.execute(statement.query, statement.bound(started_ago=max(started_ago, 0.0)) or None)
+        bound = statement.bound(started_ago=max(started_ago, 0.0)) or None
+        done = conn.execute(statement.query, bound)
+        if statement.purpose == ABANDON_PURPOSE and bound is not None:
+            for earlier, started in done.fetchall():
+                log = get_logger(
+                    domain=bound["domain"],
+                    partition=f"{bound['period']:%Y-%m}",
+                    load_id=str(bound["load_id"]),
+                )
+                log.warning(
+                    f"an earlier load of this month marked abandoned: {ABANDONED}",
+                    abandoned_load_id=earlier,
+                    abandoned_started_at=started,
+                )
 
 
 def _execute(

@@ -265,7 +265,9 @@ def _with_month_rows(
 ) -> Iterator[Any]:
     """`events`, each mart's materialisation with its rows per month of the window (counted
     through dbt's connection once dbt has built it). A count that fails is a warning: the
-    build stands."""
+    build stands. A mart month built empty (its raw month not loaded: a mart selected
+    alone) is not recorded as materialised, with a warning: its freshness check would
+    otherwise call the month in. In a range run, the months built empty are named."""
     from workdatahub.warehouse.db import dbt_database_url
 
     nodes = invocation.manifest.get("nodes", {})
@@ -282,6 +284,18 @@ def _with_month_rows(
                 except Exception as error:
                     context.log.warning(f"{node['name']}: rows per month not counted: {error}")
                 else:
+                    empty = [month for month, rows in counts.items() if not rows]
+                    if empty and len(counts) == 1:
+                        context.log.warning(
+                            f"{node['name']} {empty[0]}: built with no rows (is the month's "
+                            "raw data loaded?); not recorded as materialised"
+                        )
+                        continue
+                    if empty:
+                        context.log.warning(
+                            f"{node['name']}: no rows for {', '.join(empty)} (is their raw "
+                            "data loaded?)"
+                        )
                     event = event.with_metadata({**event.metadata, **_month_metadata(counts)})
         yield event
 

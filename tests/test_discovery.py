@@ -72,6 +72,24 @@ def test_two_candidates_is_an_error_naming_both(sources: SourcesFile, tmp_path: 
     assert str(error.value).endswith("(keep one; a correction goes in a V<n> folder)")
 
 
+def test_a_correction_in_a_version_folder_further_down_is_told_where_it_goes(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Trustee workbooks sit in subfolders of the base folder (受托部/); a correction put in
+    a V2 folder beside the file it corrects is not in a version folder discovery reads as
+    one: the two-candidates error says where it goes."""
+    spec = sources.domain("trustee_performance")
+    book(trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"))
+    nested = trustee_folder(tmp_path, "202411", "受托部", "V2")
+    book(nested / "2024年11月受托业绩.xlsx")
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    base = trustee_folder(tmp_path, "202411")
+    assert str(error.value).endswith(
+        f"(keep one; a correction goes in a V<n> folder directly in {base}, not in {nested})"
+    )
+
+
 def test_no_folder_and_no_file_are_clear_errors(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("annuity_performance")
     with pytest.raises(InputError, match="no folder"):

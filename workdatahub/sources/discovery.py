@@ -305,6 +305,11 @@ def _superseded(found: _Found, version: str) -> list[Ignored]:
     ]
 
 
+def _in_version_folder(path: Path, base: Path) -> bool:
+    """Whether a folder between `base` and the file `path` is named like a version."""
+    return any(_VERSION_DIR.match(part) for part in path.relative_to(base).parts[:-1])
+
+
 def missing_data_folder(data_dir: Path) -> str | None:
     """Why `data_dir` holds no month at all, or None when it is a folder."""
     if data_dir.is_dir():
@@ -400,15 +405,20 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         )
     if len(chosen.matched) > 1:
         listed = "; ".join(printable(p) for p in sorted(chosen.matched))
+        # (in the base folder: the other may be a correction, which has a folder of its own;
+        # one in a V<n> folder further down, beside the file it corrects, is not in it)
+        hint = ")"
+        if spec.discovery.version_folders and chosen_version is None:
+            nested = [p.parent for p in sorted(chosen.matched) if _in_version_folder(p, base)]
+            hint = (
+                f"; a correction goes in a V<n> folder directly in {printable(base)}, not in "
+                f"{printable(nested[0])})"
+                if nested
+                else "; a correction goes in a V<n> folder)"
+            )
         raise InputError(
             f"{spec.name} {period:%Y-%m}: {len(chosen.matched)} candidate files in "
-            f"{printable(chosen_folder)}, expected one: {listed} (keep one"
-            # (in the base folder: the other may be a correction, which has a folder of its own)
-            + (
-                "; a correction goes in a V<n> folder)"
-                if spec.discovery.version_folders and chosen_version is None
-                else ")"
-            )
+            f"{printable(chosen_folder)}, expected one: {listed} (keep one{hint}"
         )
     path = chosen.matched[0]
     try:

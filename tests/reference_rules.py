@@ -16,6 +16,8 @@ Where the contract leaves a detail open, the choice the project made is spelt ou
   a day must be a real day of its month (`2024-02-30` is a reject); the period drops it;
   `YYYY.1` is a reject, as ambiguous (Excel keeps the number 2024.10 as 2024.1);
 - a null placeholder matches however it is typed: full width (`－`, `Ｎ/Ａ`), other capitals;
+- codes and company names lose characters that show as nothing (a zero-width space pasted
+  in with them); other text keeps them;
 - a code cell that is an Excel date or boolean cell (as the reader writes them:
   `2024-01-01 00:00:00`, `true`, `false`) is a reject, not a code;
 - 年 below 100 means 20YY;
@@ -35,6 +37,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from workdatahub.sources.spec import ColumnSpec, DomainSpec
+
+# zero-width space and joiners, word joiner, byte order mark, soft hyphen
+INVISIBLE = "[\u00ad\u200b-\u200d\u2060\ufeff]"
 
 ROW = "_row"
 EXCEL_EPOCH = date(1899, 12, 30)
@@ -127,7 +132,7 @@ def parse_code(text: str | None) -> Cell:
         return None, f"{reason}: {quoted(text)}"
     if text in ("true", "false"):
         return None, f"a TRUE/FALSE cell, not a code: {quoted(text)}"
-    code = unicodedata.normalize("NFKC", text).strip()
+    code = re.sub(INVISIBLE, "", unicodedata.normalize("NFKC", text)).strip()
     whole = re.fullmatch(r"(\d+)\.0+", code)
     return (whole[1] if whole else code), None
 
@@ -231,7 +236,7 @@ _STATUS = "|".join(sorted(STATUS_WORDS, key=len, reverse=True))
 def company_name(value: str | None) -> str | None:
     if value is None:
         return None
-    name = re.sub(r"\s+", "", unicodedata.normalize("NFKC", value))
+    name = re.sub(rf"(?:\s|{INVISIBLE})+", "", unicodedata.normalize("NFKC", value))
     name = name.replace("(", "（").replace(")", "）").replace("及下属子企业", "")
     for _ in range(2):  # a suffix can hide a status word behind it, and the other way round
         name = re.sub(rf"[-_]?（?(?:{_STATUS})）?$", "", name, count=1)

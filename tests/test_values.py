@@ -221,6 +221,11 @@ def test_rate_that_is_not_a_number_rejects() -> None:
         ("12345", "12345"),
         ("12345.0", "12345"),
         ("Ｐ０２９０", "P0290"),
+        # pasted with a zero-width space, a byte order mark, a soft hyphen: shown the same
+        ("P0290\u200b", "P0290"),
+        ("\ufeffP0290", "P0290"),
+        ("P02\u00ad90", "P0290"),
+        (" P0290\u2060 ", "P0290"),
     ],
 )
 def test_codes_are_trimmed_text_without_dot_zero(text: str, expected: str) -> None:

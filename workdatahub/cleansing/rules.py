@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from workdatahub.cleansing.values import INVISIBLE
+
 
 @dataclass(frozen=True)
 class RuleOutput:
@@ -141,11 +143,12 @@ _TRAILING_SUFFIX = r"(?:（团托）|-养老|-福利)$"
 def company_name(value: pl.Expr) -> RuleOutput:
     """Normalise a customer's company name so the same company always reads the same.
 
-    Remove all whitespace; full-width -> half-width (NFKC) and then brackets written
-    full-width; drop 及下属子企业; drop a trailing (团托), -养老 or -福利; drop status words
-    (已转出, 存量, 本部 …) at the start or end, bracketed or not.
+    Remove all whitespace and invisible characters (a zero-width space); full-width ->
+    half-width (NFKC) and then brackets written full-width; drop 及下属子企业; drop a
+    trailing (团托), -养老 or -福利; drop status words (已转出, 存量, 本部 …) at the start or
+    end, bracketed or not.
     """
-    name = value.str.normalize("NFKC").str.replace_all(r"\s+", "")
+    name = value.str.normalize("NFKC").str.replace_all(rf"(?:\s|{INVISIBLE})+", "")
     name = name.str.replace_all("(", "（", literal=True).str.replace_all(")", "）", literal=True)
     name = name.str.replace_all("及下属子企业", "", literal=True)
     status_end = rf"[-_]?（?(?:{_STATUS})）?$"

@@ -42,6 +42,11 @@ _CURRENCY_LAST = r"\s*[¥$€£]\s*(\)?)$"
 # or `0,5` are no number: read as thousands they would be silently wrong amounts
 _GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
 _EXCEL_CELL = f"^(?:{EXCEL_DATE_CELL[1:-1]}|{'|'.join(EXCEL_BOOLEAN_CELLS)})$"  # either
+# characters that show as nothing (zero-width space, joiners, word joiner, byte order mark,
+# soft hyphen), pasted in with a code or a name from a web page or a chat: NFKC keeps them,
+# and a key holding one silently differs from the same key without it. Removed from codes
+# and company names (rules.company_name); other text keeps what it holds.
+INVISIBLE = "[\u00ad\u200b-\u200d\u2060\ufeff]"
 
 
 @dataclass(frozen=True)
@@ -94,14 +99,15 @@ def parse_text(text: pl.Expr) -> Parsed:
 
 
 def parse_code(text: pl.Expr) -> Parsed:
-    """Codes: NFKC (full-width -> half-width), and a number keeps no `.0`.
+    """Codes: NFKC (full-width -> half-width), no invisible characters, and a number keeps
+    no `.0`.
 
     An Excel date or boolean cell is no code (Excel turns a code typed as `2024-01` or
     `1-2` into a date): it is rejected, not kept as the code. Only the reader's exact
     spellings of such cells (`2024-01-01 00:00:00`, `true`, `false`) are caught.
     """
     is_cell = text.str.contains(_EXCEL_CELL)  # (one regex: a tenth of a code's parsing)
-    normal = text.str.normalize("NFKC").str.strip_chars()
+    normal = text.str.normalize("NFKC").str.replace_all(INVISIBLE, "").str.strip_chars()
     code = normal.str.replace(r"^(\d+)\.0+$", "${1}")
     why = (
         pl.when(text.str.len_bytes() > max(map(len, EXCEL_BOOLEAN_CELLS)))

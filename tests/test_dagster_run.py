@@ -143,6 +143,24 @@ def test_month_through_dagster_matches_independent_totals(
             sql.Identifier("marts", mart), sql.Identifier(column)
         )
         assert rows == pg.execute(query, [FEB]).fetchone()[0] > 0, mart
+    # every column a model builds is documented in its YAML (dbt docs, the UI's columns)
+    import yaml
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+
+    documented = {
+        model["name"]: {column["name"] for column in model.get("columns", [])}
+        for path in (DBT_PROJECT_DIR / "models").rglob("_*.yml")
+        for model in yaml.safe_load(path.read_text(encoding="utf-8")).get("models", [])
+    }
+    built = pg.execute(
+        "select table_name, array_agg(column_name::text) from information_schema.columns "
+        "where table_schema in ('staging', 'marts') group by 1"
+    ).fetchall()
+    assert {name for name, _ in built} == set(documented)
+    for name, columns in built:
+        assert set(columns) - documented[name] == set(), name
+
     # a month whose raw data was never loaded, its marts selected alone: built empty, and
     # not recorded as materialised (their freshness checks would call the month in)
     marts = dg.AssetSelection.key_prefixes(["marts"])

@@ -650,3 +650,36 @@ def test_compiled_copy_rows_never_write_past_the_buffer() -> None:
     )  # fmt: skip
     assert written == need
     assert out.tobytes() == b"".join(b"\x00\x01" + int(v).to_bytes(8, "big") for v in records)
+
+
+def _ties(rng: random.Random) -> dict[str, list[str]]:
+    """Numbers whose next digit after the kept ones is a 5 (a half, or just above or below
+    it), as a cell may hold them: money at its 5th decimal, rates at their 7th, percent
+    figures (bare above 1, or with %) at their 5th; a float cannot hold most of them."""
+    money, rates = [], []
+    for _ in range(3000):
+        sign = rng.choice(["", "-"])
+        whole = str(rng.randint(0, 10 ** rng.randint(0, 13)))
+        tail = rng.choice(["5", "50", "5000001", "4999999", "49", "51"])
+        money.append(f"{sign}{whole}.{rng.randint(0, 9999):04d}{tail}")
+        rates.append(f"{sign}0.{rng.randint(0, 999999):06d}{tail}")
+        figure = f"{sign}{rng.randint(1, 999)}.{rng.randint(0, 9999):04d}{tail}"
+        rates += [figure, f"{figure}%"]
+    return {"money": money, "rate": rates}
+
+
+@pytest.mark.parametrize("kind", ["money", "rate"])
+def test_halves_round_as_the_reference_rounds_them(kind: str) -> None:
+    """Money and rates are rounded half away from zero from the digits the cell holds, by
+    the full parsers and the fast paths alike, as the reference rounds them with Python's
+    Decimal (a float route rounded about one percent-figure half in thirteen the other way)."""
+    cells = _ties(random.Random(11))[kind]
+    reference = getattr(reference_rules, f"parse_{kind}")
+    expected = [reference(cell)[0] for cell in cells]
+    parsed = PARSERS[kind](blank_to_null(pl.col("v"), NULLS))
+    out = parsed.prepare(pl.LazyFrame({"v": cells})).select(parsed.value).collect()
+    assert out.to_series().to_list() == expected
+    fast = FAST_PATHS[kind]
+    plain = [cell for cell in cells if not cell.endswith("%")]
+    quick = pl.DataFrame({"v": plain}).select(fast.value(pl.col("v"))).to_series().to_list()
+    assert quick == [reference(cell)[0] for cell in plain]

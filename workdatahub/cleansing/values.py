@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Final
 
 import polars as pl
@@ -21,15 +22,18 @@ from workdatahub.excel.reader import EXCEL_BOOLEAN_CELLS, EXCEL_DATE_CELL, PLAIN
 MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
 # Money keeps 4 decimals and rates 6, rounded half away from zero (四舍五入: `2.00005` ->
-# 2.0001, `(0.00005)` -> -0.0001), as Excel's ROUND, Postgres' numeric and the legacy
-# warehouse round; polars rounds half to even by default, in `round` and in a cast to
-# Decimal alike. Plain decimals are read with every digit a cell can hold (`_MONEY_DIGITS`:
-# 23 decimals, 14 integer digits, the most numeric(18,4) takes; a longer number is no
-# value, out of range) and rounded once: rounding them at a first scale and again at 4
-# could turn 0.000049999 into 0.0001. Widened by one digit before rounding, so that
-# 99999999999999.99995 rounds to a value that does not fit rather than failing the round.
+# 2.0001, `(0.00005)` -> -0.0001, `16.47095%` -> 0.164710), as Excel's ROUND, Postgres'
+# numeric and the legacy warehouse round; polars rounds half to even by default, in `round`
+# and in a cast to Decimal alike, and a float cannot hold the half (0.5195015 is stored a
+# little below it). A number's text is read as an exact decimal with every digit a cell
+# can hold (`_DIGITS`: 23 decimals, 14 integer digits, the most numeric(18,4) takes; a
+# longer number is no value, out of range) and rounded once: rounding it at a first scale
+# and again at 4 could turn 0.000049999 into 0.0001. Widened by one digit before rounding,
+# so that 99999999999999.99995 rounds to a value that does not fit rather than failing the
+# round. (A number Excel wrote with 17 digits, `2.0000499999999999` for a typed 2.00005,
+# is rounded as written, down.)
 ROUNDING: Final = "half_away_from_zero"
-_MONEY_DIGITS = pl.Decimal(37, 23)
+_DIGITS = pl.Decimal(37, 23)
 EXCEL_EPOCH = date(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 1990, 2099
 # a currency sign (after NFKC, ￥ is ¥) and the spaces beside it, before the number (after
@@ -153,12 +157,32 @@ def _as_float(text: pl.Expr) -> pl.Expr:
     return pl.when(ok).then(text.cast(pl.Float64, strict=False)).otherwise(None)
 
 
+def _digits(number: pl.Expr) -> pl.Expr:
+    """A number's text (`-1234.56785`, `1.5E-05`) as an exact decimal, widened by one
+    integer digit (see _DIGITS); null where it does not fit."""
+    exact = number.cast(_DIGITS, strict=False)
+    return exact.cast(pl.Decimal(_DIGITS.precision + 1, _DIGITS.scale))
+
+
 def _exact_money(number: pl.Expr) -> pl.Expr:
-    """Plain decimals (`-1234.56785`) as money, rounded once, half away from zero; null
-    for anything else (an exponent, too many digits)."""
-    digits = number.cast(_MONEY_DIGITS, strict=False)
-    widened = digits.cast(pl.Decimal(_MONEY_DIGITS.precision + 1, _MONEY_DIGITS.scale))
-    return widened.round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
+    """A number's text as money, rounded once, half away from zero; null where the exact
+    decimal does not fit (too many digits, an exponent beyond it)."""
+    return _digits(number).round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
+
+
+def _exact_rate(number: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+    """A number's text (without its %) as a rate, rounded once, half away from zero: a
+    percent figure (`5%`; a bare number above 1, `3.5`) is rounded to 4 decimals and then
+    divided by 100, exactly (the same as rounding the rate to 6); null where the exact
+    decimal does not fit, and beyond numeric(10,6)."""
+    figure = _digits(number)
+    shifted = figure.round(RATE.scale - 2, mode=ROUNDING) * pl.lit(Decimal("0.01"))
+    as_rate = (
+        pl.when(has_percent | (figure.abs() > 1))
+        .then(shifted)
+        .otherwise(figure.round(RATE.scale, mode=ROUNDING))
+    )
+    return as_rate.cast(RATE, strict=False)
 
 
 def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
@@ -207,7 +231,9 @@ def parse_integer(text: pl.Expr) -> Parsed:
     return Parsed(value, error, steps)
 
 
-def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+def _rate_value(number: pl.Expr, figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+    """The exact rate; where the text's exact decimal does not fit (`1E-300`), its float
+    (`figure`), as money does."""
     as_rate = (
         pl.when(has_percent | (figure.abs() > 1))
         .then(figure / 100)
@@ -215,7 +241,8 @@ def _rate_value(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
         .round(RATE.scale, mode=ROUNDING)
     )
     # numeric(10,6) holds |x| < 10,000; a larger figure is a reject, not a failed cast
-    return pl.when(as_rate.abs() < 1e4).then(as_rate).cast(RATE, strict=False)
+    inexact = pl.when(as_rate.abs() < 1e4).then(as_rate).cast(RATE, strict=False)
+    return pl.coalesce(_exact_rate(number, has_percent), inexact)
 
 
 def parse_rate(text: pl.Expr) -> Parsed:
@@ -227,7 +254,11 @@ def parse_rate(text: pl.Expr) -> Parsed:
             _NUMBER + "percent": number.str.ends_with("%"),
             _NUMBER + "float": _as_float(number.str.strip_suffix("%")),
         },
-        {_NUMBER + "value": _rate_value(_number("float"), _number("percent"))},
+        {
+            _NUMBER + "value": _rate_value(
+                number.str.strip_suffix("%"), _number("float"), _number("percent")
+            )
+        },
     )
     error = _number_error(text, value, _number("float"), "a rate or percentage", RATE)
     return Parsed(value, error, steps)
@@ -371,7 +402,8 @@ def _plain_money(raw: pl.Expr) -> pl.Expr:
 
 
 def _plain_rate(raw: pl.Expr) -> pl.Expr:
-    return _rate_value(raw.cast(pl.Float64, strict=False), pl.lit(False))
+    # where the exact cast fails (an exponent beyond it) the full parser's float route decides
+    return _exact_rate(raw, pl.lit(False))
 
 
 FAST_PATHS = {

@@ -38,8 +38,8 @@ from typing import Any
 
 from workdatahub.sources.spec import ColumnSpec, DomainSpec
 
-# zero-width space and joiners, word joiner, byte order mark, soft hyphen
-INVISIBLE = "[\u00ad\u200b-\u200d\u2060\ufeff]"
+# zero-width space and joiners, direction marks, word joiner, byte order mark, soft hyphen
+INVISIBLE = "[\u00ad\u200b-\u200f\u2060\ufeff]"
 
 ROW = "_row"
 EXCEL_EPOCH = date(1899, 12, 30)
@@ -134,7 +134,7 @@ def parse_code(text: str | None) -> Cell:
         return None, f"a TRUE/FALSE cell, not a code: {quoted(text)}"
     code = re.sub(INVISIBLE, "", unicodedata.normalize("NFKC", text)).strip()
     whole = re.fullmatch(r"(\d+)\.0+", code)
-    return (whole[1] if whole else code), None
+    return (whole[1] if whole else code) or None, None
 
 
 def parse_money(text: str | None) -> Cell:

@@ -226,9 +226,12 @@ def test_rate_that_is_not_a_number_rejects() -> None:
         ("\ufeffP0290", "P0290"),
         ("P02\u00ad90", "P0290"),
         (" P0290\u2060 ", "P0290"),
+        ("\u200eP0290\u200f", "P0290"),
+        ("\u200b", None),  # nothing else: no code (a required one is missing)
+        (" \ufeff ", None),
     ],
 )
-def test_codes_are_trimmed_text_without_dot_zero(text: str, expected: str) -> None:
+def test_codes_are_trimmed_text_without_dot_zero(text: str, expected: str | None) -> None:
     values, _ = run(parse_code, [text])
     assert values == [expected]
 

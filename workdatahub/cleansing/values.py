@@ -46,11 +46,11 @@ _CURRENCY_LAST = r"\s*[¥$€£]\s*(\)?)$"
 # or `0,5` are no number: read as thousands they would be silently wrong amounts
 _GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
 _EXCEL_CELL = f"^(?:{EXCEL_DATE_CELL[1:-1]}|{'|'.join(EXCEL_BOOLEAN_CELLS)})$"  # either
-# characters that show as nothing (zero-width space, joiners, word joiner, byte order mark,
-# soft hyphen), pasted in with a code or a name from a web page or a chat: NFKC keeps them,
-# and a key holding one silently differs from the same key without it. Removed from codes
-# and company names (rules.company_name); other text keeps what it holds.
-INVISIBLE = "[\u00ad\u200b-\u200d\u2060\ufeff]"
+# characters that show as nothing (zero-width space, joiners, direction marks, word joiner,
+# byte order mark, soft hyphen), pasted in with a code or a name from a web page or a chat:
+# NFKC keeps them, and a key holding one silently differs from the same key without it.
+# Removed from codes and company names (rules.company_name); other text keeps them.
+INVISIBLE = "[\u00ad\u200b-\u200f\u2060\ufeff]"
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ def parse_code(text: pl.Expr) -> Parsed:
     is_cell = text.str.contains(_EXCEL_CELL)  # (one regex: a tenth of a code's parsing)
     normal = text.str.normalize("NFKC").str.replace_all(INVISIBLE, "").str.strip_chars()
     code = normal.str.replace(r"^(\d+)\.0+$", "${1}")
+    code = pl.when(code != "").then(code)  # (a cell of invisible characters alone: none)
     why = (
         pl.when(text.str.len_bytes() > max(map(len, EXCEL_BOOLEAN_CELLS)))
         .then(pl.lit("a date, not a code (Excel may have turned the code into a date): "))

@@ -10,7 +10,7 @@
 
 select {{ column_name }}
 from {{ model }}
-where {{ column_name }} ~ '[[:space:]()\u00AD\u200B-\u200D\u2060\uFEFF]'
+where {{ column_name }} ~ '[[:space:]()\u00AD\u200B-\u200F\u2060\uFEFF]'
     or normalize(translate({{ column_name }}, '（）', '()'), NFKC)
         <> translate({{ column_name }}, '（）', '()')
 

@@ -309,20 +309,29 @@ def test_the_manifest_is_parsed_again_once_the_project_changed(
         parsed.append((folder, target))
         if failing:
             raise ConfigError(f"dbt parse failed in {folder} (exit 1)")
-        manifest.write_text("{}")
+        assert target is not None
+        (target / "manifest.json").write_text(f'{{"parsed": {len(parsed)}}}')
 
     monkeypatch.setattr(dbt, "DBT_PROJECT_DIR", project)
     monkeypatch.setattr(dbt, "dbt_project", SimpleNamespace(manifest_path=manifest))
     monkeypatch.setattr(dbt, "parse_dbt_project", parse)
-    dbt.ensure_manifest()
-    assert parsed == [(project, manifest.parent)]
+    dbt.ensure_manifest()  # parsed into a folder of its own, then put in place whole
+    assert parsed == [(project, manifest.parent / ".wdh-parse")]
+    assert manifest.read_text() == '{"parsed": 1}'
     dbt.ensure_manifest()  # fresh now: not parsed again
     assert len(parsed) == 1
     failing = True
     model.write_text("select broken")
     age(manifest, 10)
     dbt.ensure_manifest()  # a failed parse keeps the manifest there is
-    assert len(parsed) == 2 and manifest.exists()
+    assert len(parsed) == 2 and manifest.read_text() == '{"parsed": 1}'
+    dbt.ensure_manifest()  # and is not tried again for the same project
+    assert len(parsed) == 2
+    model.write_text("select fixed")  # until it changes again
+    failing = False
+    dbt.ensure_manifest()
+    assert len(parsed) == 3 and manifest.read_text() == '{"parsed": 3}'
     manifest.unlink()
+    failing = True
     with pytest.raises(ConfigError):
         dbt.ensure_manifest()

@@ -53,32 +53,39 @@ class ProjectDbtResource(DbtCliResource):
 # what dbt parses into the manifest: a file added, changed or removed under these (a
 # modeler's new mart or test) makes the manifest stale
 PROJECT_SOURCES = ("models", "macros", "seeds", "tests", "snapshots", "analyses")
+PARSE_FAILED = ".wdh-parse-failed"  # in the target folder: the project's stamp that did not parse
 
 
-def manifest_is_stale(project_dir: Path, manifest: Path) -> bool:
-    """Whether anything dbt parses changed after `manifest` was written (or it is missing):
-    the newest modification time of dbt_project.yml and the files and folders under
-    PROJECT_SOURCES (a folder's changes when a file is added or removed)."""
-    try:
-        parsed = manifest.stat().st_mtime_ns
-    except FileNotFoundError:
-        return True
+def project_stamp(project_dir: Path) -> int:
+    """The newest modification time (ns) of dbt_project.yml and of the files and folders
+    under PROJECT_SOURCES (a folder's changes when a file is added or removed)."""
     newest = (project_dir / "dbt_project.yml").stat().st_mtime_ns
     for name in PROJECT_SOURCES:
         for folder, _, files in os.walk(project_dir / name):
             for entry in (folder, *(os.path.join(folder, f) for f in files)):
                 with contextlib.suppress(OSError):
                     newest = max(newest, os.stat(entry).st_mtime_ns)
-    return newest > parsed
+    return newest
+
+
+def manifest_is_stale(project_dir: Path, manifest: Path) -> bool:
+    """Whether anything dbt parses changed after `manifest` was written (or it is missing)."""
+    try:
+        parsed = manifest.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
+    return project_stamp(project_dir) > parsed
 
 
 def ensure_manifest() -> None:
     """The manifest the dbt assets are made from, parsed again when the project changed
-    since (or it is missing): `dagster asset materialize`, tests, a run's process and the
-    UI's "Reload definitions" then see a model added since `make setup` or `make dev`
-    parsed it. One process parses at a time (a lock file); a parse that fails keeps the
-    manifest there is, with a warning (the code location still loads), or raises when there
-    is none. In production the manifest comes with the deployment and is not parsed here."""
+    since (or it is missing): `dagster asset materialize`, tests, the UI's "Reload
+    definitions" and a run's process then see a model added since `make setup` or
+    `make dev` parsed it. One process parses at a time (a lock file), into a folder of its
+    own, and the result replaces the manifest whole: a process reading it meanwhile reads
+    the old one or the new one. A parse that fails keeps the manifest there is, with a
+    warning, and is not tried again until the project changes again (or raises, when there
+    is no manifest). In production the manifest comes with the deployment."""
     manifest = dbt_project.manifest_path
     if get_settings().environment == "prod" and manifest.exists():
         return
@@ -86,17 +93,41 @@ def ensure_manifest() -> None:
         return
     import fcntl
 
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest.parent / ".wdh-parse.lock", "w") as lock:
+    target = manifest.parent
+    target.mkdir(parents=True, exist_ok=True)
+    failed = target / PARSE_FAILED
+    with open(target / ".wdh-parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not manifest_is_stale(DBT_PROJECT_DIR, manifest):  # parsed meanwhile
             return
+        stamp = str(project_stamp(DBT_PROJECT_DIR))
+        with contextlib.suppress(OSError):
+            if manifest.exists() and failed.read_text() == stamp:
+                get_logger().warning(_KEPT, why="it did not parse when last tried")
+                return
+        scratch = target / ".wdh-parse"
+        scratch.mkdir(exist_ok=True)
+        partial = target / "partial_parse.msgpack"  # (dbt then parses only what changed)
+        if partial.exists():
+            shutil.copy2(partial, scratch / partial.name)
         try:
-            parse_dbt_project(DBT_PROJECT_DIR, manifest.parent)
+            parse_dbt_project(DBT_PROJECT_DIR, scratch)
         except ConfigError as error:
             if not manifest.exists():
                 raise
-            get_logger().warning("dbt project changed; its manifest kept", error=error.message)
+            failed.write_text(stamp)
+            get_logger().warning(_KEPT, why=error.message)
+            return
+        for name in (partial.name, manifest.name):
+            if (scratch / name).exists():
+                os.replace(scratch / name, target / name)
+        failed.unlink(missing_ok=True)
+
+
+_KEPT = (
+    "the dbt project changed and its manifest was kept: run `dbt parse --profiles-dir .` in "
+    "dbt_project to see why it does not parse"
+)
 
 
 class WorkDataHubTranslator(DagsterDbtTranslator):

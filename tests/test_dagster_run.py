@@ -415,9 +415,22 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
         "{% if is_incremental() %} where {{ in_partition_window('period') }} {% endif %}\n"
         "group by 1"
     )
+    # the hook given by keyword, the month column named; its filter only in a Jinja comment
+    (marts / "fct_commented.sql").write_text(
+        "{{ config(pre_hook=\"{{ delete_partition_window(column='period') }}\") }}\n"
+        f"select period, count(*) as n from {source}\n"
+        "{# where {{ in_partition_window('period') }} #}\n"
+        "group by 1"
+    )
+    settings = project / "dbt_project.yml"
+    settings.write_text(
+        settings.read_text().replace(
+            "  partition_columns:\n", "  partition_columns:\n    fct_commented: period\n"
+        )
+    )
     built = _dbt(
-        pg_url, "run", "--select", "fct_plain", "fct_windowed", env=FEBRUARY_WINDOW,
-        project=project,
+        pg_url, "run", "--select", "fct_plain", "fct_windowed", "fct_commented",
+        env=FEBRUARY_WINDOW, project=project,
     )  # fmt: skip
     assert built.returncode == 1, built.stdout
     output = " ".join(built.stdout.split())
@@ -432,9 +445,14 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
         "lacks `fct_windowed: period` in dbt_project.yml's var partition_columns. Without "
         "them each run after its first would insert every month again"
     ) in output
+    assert (
+        "fct_commented is a mart (an incremental table built a window of months at a time) "
+        "and lacks `where {{ in_partition_window('period') }}` in its select, under "
+        "is_incremental(). Without"
+    ) in output
     exists = "select to_regclass(%s) is not null"
-    assert pg.execute(exists, ["marts.fct_plain"]).fetchone() == (False,)
-    assert pg.execute(exists, ["marts.fct_windowed"]).fetchone() == (False,)
+    for mart in ("fct_plain", "fct_windowed", "fct_commented"):
+        assert pg.execute(exists, [f"marts.{mart}"]).fetchone() == (False,), mart
 
 
 def _second_build_beside_the_first(

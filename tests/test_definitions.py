@@ -263,6 +263,8 @@ def test_a_marts_rows_are_counted_per_month_of_the_window(pg: object, pg_url: st
     hook = "{{ delete_partition_window('report_date') }}"
     assert partition_column({"config": {"pre-hook": [{"sql": hook}]}}) == "report_date"
     assert partition_column({"config": {"materialized": "view", "pre-hook": []}}) is None
+    keyword = "{{ delete_partition_window(column='period') }}"
+    assert partition_column({"config": {"pre-hook": [{"sql": keyword}]}}) == "period"
 
 
 def test_the_manifest_is_parsed_again_once_the_project_changed(

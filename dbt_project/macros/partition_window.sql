@@ -97,7 +97,7 @@
         {%- set found = [] -%}
         {%- for hook in model.config.get('pre-hook', []) -%}
             {%- set sql = hook.sql if hook is mapping else hook | string -%}
-            {%- set match = modules.re.search("delete_partition_window\\(\\s*['\"](\\w+)['\"]", sql) -%}
+            {%- set match = modules.re.search("delete_partition_window\\(\\s*(?:column\\s*=\\s*)?['\"](\\w+)['\"]", sql) -%}
             {%- if match -%}{%- do found.append(match.group(1)) -%}{%- endif -%}
         {%- endfor -%}
         {%- set column = found[0] if found else '<column>' -%}
@@ -105,7 +105,9 @@
         {%- if not found -%}
             {%- do missing.append("pre_hook=\"{{ delete_partition_window('" ~ column ~ "') }}\" in its config") -%}
         {%- endif -%}
-        {%- if not modules.re.search("in_partition_window\\(\\s*['\"]" ~ column ~ "['\"]", model.raw_code) -%}
+        {#- (what a Jinja comment holds is no filter) -#}
+        {%- set code = modules.re.sub("(?s){#.*?#}", "", model.raw_code) -%}
+        {%- if not modules.re.search("in_partition_window\\(\\s*(?:column\\s*=\\s*)?['\"]" ~ column ~ "['\"]", code) -%}
             {%- do missing.append("`where {{ in_partition_window('" ~ column ~ "') }}` in its select, under is_incremental()") -%}
         {%- endif -%}
         {%- if var('partition_columns', {}).get(model.name) != column -%}

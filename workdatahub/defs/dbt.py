@@ -241,7 +241,7 @@ def prune_run_folders(
 # a mart's rows per month of the window, on its materialisation: dagster-dbt's own row count
 # (`fetch_row_counts`) counts the whole table, which the UI would show as the month's. A
 # mart's month column is the one its pre-hook deletes the window by.
-WINDOW_HOOK = re.compile(r"""delete_partition_window\(\s*['"](\w+)['"]""")
+WINDOW_HOOK = re.compile(r"""delete_partition_window\(\s*(?:column\s*=\s*)?['"](\w+)['"]""")
 
 
 def partition_column(node: Mapping[str, Any]) -> str | None:

@@ -400,7 +400,7 @@ def rejects(
     with connect() as conn:
         latest = conn.execute(
             """
-            select load_id::text, status from wdh.load_log
+            select load_id::text, status, rows_loaded from wdh.load_log
             where domain = %s and period = %s and (%s::uuid is null or load_id = %s::uuid)
               and status in ('succeeded', 'refused')
             order by finished_at desc limit 1
@@ -427,6 +427,7 @@ def rejects(
         if (
             status == "succeeded"
             and load_id is not None
+            and latest[2]  # (a load of no rows replaced nothing of its own)
             and not _rows_in_table(conn, spec, month, load_id)
         ):
             status = "succeeded; replaced since: its rows are no longer in the table"

@@ -62,12 +62,17 @@ class SourceFile:
 
     def check_unchanged(self) -> None:
         """Raise an InputError when the file is no longer the one hashed: its rows may not
-        be those the sha256 recorded with them (nor those an append checked against)."""
+        be those the sha256 recorded with them (nor those an append checked against). A
+        file whose size or time changed is hashed again: one only touched (a sync client, a
+        virus scanner) passes. (A replacement that keeps both, as a copy keeping times may,
+        goes unseen.)"""
+        if self.stamp is None:
+            return
         try:
-            now = stamp_of(self.path)
+            unchanged = stamp_of(self.path) == self.stamp or sha256_of(self.path) == self.sha256
         except OSError:
-            now = None
-        if self.stamp is not None and now != self.stamp:
+            unchanged = False
+        if not unchanged:
             raise InputError(
                 f"{printable(self.path)}: changed while it was being loaded (saved again, "
                 "replaced or removed); table unchanged, load it again"

@@ -16,8 +16,9 @@ Where the contract leaves a detail open, the choice the project made is spelt ou
   a day must be a real day of its month (`2024-02-30` is a reject); the period drops it;
   `YYYY.1` is a reject, as ambiguous (Excel keeps the number 2024.10 as 2024.1);
 - a null placeholder matches however it is typed: full width (`－`, `Ｎ/Ａ`), other capitals;
-- codes and company names lose characters that show as nothing (a zero-width space pasted
-  in with them); other text keeps them;
+- codes and company names lose characters that show as nothing (Unicode's format
+  characters: a zero-width space pasted in with them); other text keeps them;
+- a number's decimals beyond the 23rd are dropped before it is rounded;
 - a code cell that is an Excel date or boolean cell (as the reader writes them:
   `2024-01-01 00:00:00`, `true`, `false`) is a reject, not a code;
 - 年 below 100 means 20YY;
@@ -38,8 +39,12 @@ from typing import Any
 
 from workdatahub.sources.spec import ColumnSpec, DomainSpec
 
-# zero-width space and joiners, direction marks, word joiner, byte order mark, soft hyphen
-INVISIBLE = "[\u00ad\u200b-\u200f\u2060\ufeff]"
+
+def _visible(text: str) -> str:
+    """`text` without Unicode's format characters (Cf: a zero-width space, a byte order
+    mark, direction marks, a soft hyphen)."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
 
 ROW = "_row"
 EXCEL_EPOCH = date(1899, 12, 30)
@@ -107,6 +112,9 @@ def _number_text(text: str) -> str | None:
 def _decimal(text: str | None) -> Decimal | None:
     if text is None or not _ASCII_NUMBER.fullmatch(text):
         return None
+    whole, dot, decimals = text.partition(".")
+    if dot and len(decimals) > 23 and decimals.isdigit():  # no cell needs more: dropped
+        text = f"{whole}.{decimals[:23]}"
     try:
         return Decimal(text)
     except InvalidOperation:
@@ -132,7 +140,7 @@ def parse_code(text: str | None) -> Cell:
         return None, f"{reason}: {quoted(text)}"
     if text in ("true", "false"):
         return None, f"a TRUE/FALSE cell, not a code: {quoted(text)}"
-    code = re.sub(INVISIBLE, "", unicodedata.normalize("NFKC", text)).strip()
+    code = _visible(unicodedata.normalize("NFKC", text)).strip()
     whole = re.fullmatch(r"(\d+)\.0+", code)
     return (whole[1] if whole else code) or None, None
 
@@ -236,7 +244,7 @@ _STATUS = "|".join(sorted(STATUS_WORDS, key=len, reverse=True))
 def company_name(value: str | None) -> str | None:
     if value is None:
         return None
-    name = re.sub(rf"(?:\s|{INVISIBLE})+", "", unicodedata.normalize("NFKC", value))
+    name = re.sub(r"\s+", "", _visible(unicodedata.normalize("NFKC", value)))
     name = name.replace("(", "（").replace(")", "）").replace("及下属子企业", "")
     for _ in range(2):  # a suffix can hide a status word behind it, and the other way round
         name = re.sub(rf"[-_]?（?(?:{_STATUS})）?$", "", name, count=1)

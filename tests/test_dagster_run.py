@@ -422,14 +422,30 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
         "{# where {{ in_partition_window('period') }} #}\n"
         "group by 1"
     )
-    settings = project / "dbt_project.yml"
-    settings.write_text(
-        settings.read_text().replace(
-            "  partition_columns:\n", "  partition_columns:\n    fct_commented: period\n"
+    # or in an SQL comment, where it still renders (as a comment)
+    for name, comment in (("fct_dashed", "-- {}"), ("fct_starred", "/* {} */")):
+        (marts / f"{name}.sql").write_text(
+            "{{ config(pre_hook=\"{{ delete_partition_window('period') }}\") }}\n"
+            f"select period, count(*) as n from {source}\n{{% if is_incremental() %}}\n"
+            + comment.format("where {{ in_partition_window('period') }}")
+            + "\n{% endif %}\ngroup by 1"
         )
+    # all three, the hook by keyword, the filter in double quotes: built
+    (marts / "fct_keyword.sql").write_text(
+        "{{ config(pre_hook=[\"{{ delete_partition_window(column='period') }}\"]) }}\n"
+        f"select period, count(*) as n from {source}\n"
+        '{% if is_incremental() %} where {{ in_partition_window("period") }} {% endif %}\n'
+        "group by 1"
     )
+    settings = project / "dbt_project.yml"
+    marked = ("fct_commented", "fct_dashed", "fct_starred", "fct_keyword")
+    entries = "".join(f"    {m}: period\n" for m in marked)
+    settings.write_text(
+        settings.read_text().replace("  partition_columns:\n", "  partition_columns:\n" + entries)
+    )
+    commented = ["fct_commented", "fct_dashed", "fct_starred"]
     built = _dbt(
-        pg_url, "run", "--select", "fct_plain", "fct_windowed", "fct_commented",
+        pg_url, "run", "--select", "fct_plain", "fct_windowed", *commented, "fct_keyword",
         env=FEBRUARY_WINDOW, project=project,
     )  # fmt: skip
     assert built.returncode == 1, built.stdout
@@ -445,14 +461,18 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
         "lacks `fct_windowed: period` in dbt_project.yml's var partition_columns. Without "
         "them each run after its first would insert every month again"
     ) in output
-    assert (
-        "fct_commented is a mart (an incremental table built a window of months at a time) "
-        "and lacks `where {{ in_partition_window('period') }}` in its select, under "
-        "is_incremental(). Without"
-    ) in output
+    for mart in commented:
+        assert (
+            f"{mart} is a mart (an incremental table built a window of months at a time) "
+            "and lacks `where {{ in_partition_window('period') }}` in its select, under "
+            "is_incremental(). Without"
+        ) in output, mart
     exists = "select to_regclass(%s) is not null"
-    for mart in ("fct_plain", "fct_windowed", "fct_commented"):
+    for mart in ("fct_plain", "fct_windowed", *commented):
         assert pg.execute(exists, [f"marts.{mart}"]).fetchone() == (False,), mart
+    assert "fct_keyword is a mart" not in output
+    assert pg.execute(exists, ["marts.fct_keyword"]).fetchone() == (True,)
+    pg.execute("drop table marts.fct_keyword")
 
 
 def _second_build_beside_the_first(

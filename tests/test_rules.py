@@ -117,6 +117,7 @@ def test_month_from_year_and_month() -> None:
         ("中国石化及下属子企业(团托)", "中国石化"),
         ("中国原子能", "中国原子能"),  # a status word inside the name stays
         ("中国\u200b石化\ufeff", "中国石化"),  # invisible characters, pasted in with it
+        ("\u202a中国石化\u202c", "中国石化"),
         (None, None),
     ],
 )

@@ -105,8 +105,8 @@
         {%- if not found -%}
             {%- do missing.append("pre_hook=\"{{ delete_partition_window('" ~ column ~ "') }}\" in its config") -%}
         {%- endif -%}
-        {#- (what a Jinja comment holds is no filter) -#}
-        {%- set code = modules.re.sub("(?s){#.*?#}", "", model.raw_code) -%}
+        {#- (what a comment holds is no filter: Jinja's, or SQL's, where it still renders) -#}
+        {%- set code = modules.re.sub("(?s){#.*?#}|/\\*.*?\\*/|--[^\\n]*", "", model.raw_code) -%}
         {%- if not modules.re.search("in_partition_window\\(\\s*(?:column\\s*=\\s*)?['\"]" ~ column ~ "['\"]", code) -%}
             {%- do missing.append("`where {{ in_partition_window('" ~ column ~ "') }}` in its select, under is_incremental()") -%}
         {%- endif -%}

@@ -17,7 +17,7 @@ from typing import Final
 
 import polars as pl
 
-from workdatahub.excel.reader import EXCEL_BOOLEAN_CELLS, EXCEL_DATE_CELL, PLAIN_NUMBER
+from workdatahub.excel.reader import EXCEL_BOOLEAN_CELLS, EXCEL_DATE_CELL
 
 MONEY = pl.Decimal(18, 4)
 RATE = pl.Decimal(10, 6)
@@ -25,15 +25,20 @@ RATE = pl.Decimal(10, 6)
 # 2.0001, `(0.00005)` -> -0.0001, `16.47095%` -> 0.164710), as Excel's ROUND, Postgres'
 # numeric and the legacy warehouse round; polars rounds half to even by default, in `round`
 # and in a cast to Decimal alike, and a float cannot hold the half (0.5195015 is stored a
-# little below it). A number's text is read as an exact decimal with every digit a cell
-# can hold (`_DIGITS`: 23 decimals, 14 integer digits, the most numeric(18,4) takes; a
-# longer number is no value, out of range) and rounded once: rounding it at a first scale
-# and again at 4 could turn 0.000049999 into 0.0001. Widened by one digit before rounding,
-# so that 99999999999999.99995 rounds to a value that does not fit rather than failing the
+# little below it). A number's text is read as an exact decimal (`_DIGITS`: 23 decimals,
+# 14 integer digits, the most numeric(18,4) takes; more integer digits are out of range;
+# decimals beyond the 23rd are dropped first, `_CUT`: no cell needs them, and polars'
+# cast would round them half to even) and rounded once: rounding it at a first scale and
+# again at 4 could turn 0.000049999 into 0.0001. Widened by one digit before rounding, so
+# that 99999999999999.99995 rounds to a value that does not fit rather than failing the
 # round. (A number Excel wrote with 17 digits, `2.0000499999999999` for a typed 2.00005,
 # is rounded as written, down.)
 ROUNDING: Final = "half_away_from_zero"
 _DIGITS = pl.Decimal(37, 23)
+_CUT = r"^([+-]?[0-9]*\.[0-9]{23})[0-9]+$"  # decimals beyond the 23rd (plain decimals only)
+# the fast paths' cells: plain decimals (or exponent form) with at most 23 decimals; a
+# longer one goes to the full parser, which cuts it first
+_FAST_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]{0,23}|\.[0-9]{1,23})(?:[eE][+-]?[0-9]+)?$"
 EXCEL_EPOCH = date(1899, 12, 30)
 MIN_YEAR, MAX_YEAR = 1990, 2099
 # a currency sign (after NFKC, ￥ is ¥) and the spaces beside it, before the number (after
@@ -46,11 +51,12 @@ _CURRENCY_LAST = r"\s*[¥$€£]\s*(\)?)$"
 # or `0,5` are no number: read as thousands they would be silently wrong amounts
 _GROUPED = r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]*)?%?$"
 _EXCEL_CELL = f"^(?:{EXCEL_DATE_CELL[1:-1]}|{'|'.join(EXCEL_BOOLEAN_CELLS)})$"  # either
-# characters that show as nothing (zero-width space, joiners, direction marks, word joiner,
-# byte order mark, soft hyphen), pasted in with a code or a name from a web page or a chat:
-# NFKC keeps them, and a key holding one silently differs from the same key without it.
-# Removed from codes and company names (rules.company_name); other text keeps them.
-INVISIBLE = "[\u00ad\u200b-\u200f\u2060\ufeff]"
+# characters that show as nothing, Unicode's format characters (Cf: zero-width space and
+# joiners, direction marks and embeddings as Windows copies them, word joiner, byte order
+# mark, soft hyphen), pasted in with a code or a name from a web page or a chat: NFKC keeps
+# them, and a key holding one silently differs from the same key without it. Removed from
+# codes and company names (rules.company_name); other text keeps them.
+INVISIBLE = r"\p{Cf}"
 
 
 @dataclass(frozen=True)
@@ -158,25 +164,26 @@ def _as_float(text: pl.Expr) -> pl.Expr:
     return pl.when(ok).then(text.cast(pl.Float64, strict=False)).otherwise(None)
 
 
-def _digits(number: pl.Expr) -> pl.Expr:
+def _digits(number: pl.Expr, cut: bool = True) -> pl.Expr:
     """A number's text (`-1234.56785`, `1.5E-05`) as an exact decimal, widened by one
-    integer digit (see _DIGITS); null where it does not fit."""
-    exact = number.cast(_DIGITS, strict=False)
+    integer digit (see _DIGITS); null where it does not fit. `cut`: drop the decimals
+    beyond the 23rd first (the fast paths' cells have none)."""
+    exact = (number.str.replace(_CUT, "${1}") if cut else number).cast(_DIGITS, strict=False)
     return exact.cast(pl.Decimal(_DIGITS.precision + 1, _DIGITS.scale))
 
 
-def _exact_money(number: pl.Expr) -> pl.Expr:
+def _exact_money(number: pl.Expr, cut: bool = True) -> pl.Expr:
     """A number's text as money, rounded once, half away from zero; null where the exact
     decimal does not fit (too many digits, an exponent beyond it)."""
-    return _digits(number).round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
+    return _digits(number, cut).round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
 
 
-def _exact_rate(number: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+def _exact_rate(number: pl.Expr, has_percent: pl.Expr, cut: bool = True) -> pl.Expr:
     """A number's text (without its %) as a rate, rounded once, half away from zero: a
     percent figure (`5%`; a bare number above 1, `3.5`) is rounded to 4 decimals and then
     divided by 100, exactly (the same as rounding the rate to 6); null where the exact
     decimal does not fit, and beyond numeric(10,6)."""
-    figure = _digits(number)
+    figure = _digits(number, cut)
     shifted = figure.round(RATE.scale - 2, mode=ROUNDING) * pl.lit(Decimal("0.01"))
     as_rate = (
         pl.when(has_percent | (figure.abs() > 1))
@@ -399,17 +406,17 @@ class FastPath:
 
 def _plain_money(raw: pl.Expr) -> pl.Expr:
     # where the exact cast fails (exponents, overflow) the full parser's float route decides
-    return _exact_money(raw)
+    return _exact_money(raw, cut=False)
 
 
 def _plain_rate(raw: pl.Expr) -> pl.Expr:
     # where the exact cast fails (an exponent beyond it) the full parser's float route decides
-    return _exact_rate(raw, pl.lit(False))
+    return _exact_rate(raw, pl.lit(False), cut=False)
 
 
 FAST_PATHS = {
-    "money": FastPath(PLAIN_NUMBER, _plain_money),
-    "rate": FastPath(PLAIN_NUMBER, _plain_rate),
+    "money": FastPath(_FAST_NUMBER, _plain_money),
+    "rate": FastPath(_FAST_NUMBER, _plain_rate),
 }
 
 DTYPES: dict[str, pl.DataType] = {

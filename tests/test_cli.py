@@ -457,8 +457,7 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     replaced = wdh(*args, "--load-id", first["load_id"])
     assert replaced.returncode == 0, replaced.stderr
     assert (
-        f"load {first['load_id']} (succeeded; replaced since: its rows are no longer in the "
-        "table), 1 rejects in 1 rows"
+        f"load {first['load_id']} (succeeded; replaced since by a later load), 1 rejects in 1 rows"
     ) in replaced.stdout
     as_json = json.loads(wdh(*args, "--load-id", first["load_id"], "--json").stdout)
     assert as_json["status"] == "succeeded" and as_json["replaced"] is True
@@ -468,6 +467,27 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     cut = wdh(*args, "--limit", "0")
     assert "… 1 more (--limit N, or --out FILE / --json for all)" in cut.stdout
     assert "not a rate" not in cut.stdout and "abc" not in cut.stdout
+
+
+@pytest.mark.db
+def test_rejects_of_a_load_of_no_rows_are_replaced_by_a_later_load(
+    tmp_path: Path, pg_url: str, fresh_tables: None
+) -> None:
+    """A load whose every row was rejected (allowed by --max-reject-rate 1) left no rows to
+    look for: it is replaced once a later load replaces the month."""
+    path = trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx")
+    bad = [[2024, 11, f"P{i}", "C1", "5%", "abc", 1] for i in range(2)]
+    write_workbook(path, {"S": [TRUSTEE_HEADER, *bad]})
+    common = ["--period", "2024-11", "--data-dir", str(tmp_path), "--json"]
+    empty = json.loads(wdh("load", "trustee_performance", *common, "--max-reject-rate", "1").stdout)
+    assert empty["status"] == "succeeded" and empty["rows_loaded"] == 0
+    args = ["rejects", "trustee_performance", "-p", "2024-11", "--load-id", empty["load_id"]]
+    assert f"load {empty['load_id']} (succeeded), 2 rejects" in wdh(*args).stdout
+    good = [[2024, 11, f"P{i}", "C1", "5%", "1", 1] for i in range(2)]
+    write_workbook(path, {"S": [TRUSTEE_HEADER, *good]})
+    assert json.loads(wdh("load", "trustee_performance", *common).stdout)["rows_loaded"] == 2
+    replaced = wdh(*args)
+    assert f"load {empty['load_id']} (succeeded; replaced since by a later load)" in replaced.stdout
 
 
 @pytest.mark.db

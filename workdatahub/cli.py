@@ -358,15 +358,24 @@ def _short_message(message: str) -> str:
     return short if len(short) <= MESSAGE_SHOWN else short[: MESSAGE_SHOWN - 1] + "…"
 
 
-def _rows_in_table(conn: Any, spec: Any, month: Any, load_id: str) -> bool:
-    """Whether the domain's table holds rows of this load (a later load may have replaced
-    them)."""
+def _replaced(conn: Any, spec: Any, month: Any, load: tuple[Any, ...]) -> bool:
+    """Whether a later load replaced this succeeded one (load id, status, rows loaded,
+    finished at): the domain's table holds none of its rows, or, for a load of no rows,
+    a later load of the month replaced the month (not an append)."""
     from psycopg import sql
 
+    load_id, _, rows_loaded, finished_at = load
+    if not rows_loaded:
+        later = conn.execute(
+            "select exists (select 1 from wdh.load_log where domain = %s and period = %s "
+            "and status = 'succeeded' and mode <> 'append' and finished_at > %s)",
+            [spec.name, month, finished_at],
+        )
+        return bool(later.fetchone()[0])
     query = sql.SQL("select exists (select 1 from {} where {} = %s and load_id = %s)").format(
         sql.Identifier(spec.schema_name, spec.table), sql.Identifier(spec.partition_column)
     )
-    return bool(conn.execute(query, [month, load_id]).fetchone()[0])
+    return not conn.execute(query, [month, load_id]).fetchone()[0]
 
 
 @cli.command()
@@ -400,7 +409,7 @@ def rejects(
     with connect() as conn:
         latest = conn.execute(
             """
-            select load_id::text, status, rows_loaded from wdh.load_log
+            select load_id::text, status, rows_loaded, finished_at from wdh.load_log
             where domain = %s and period = %s and (%s::uuid is null or load_id = %s::uuid)
               and status in ('succeeded', 'refused')
             order by finished_at desc limit 1
@@ -424,13 +433,8 @@ def rejects(
         if latest is None:
             _fail(f"{domain} {month:%Y-%m}: no finished load recorded")
         status = latest[1]
-        if (
-            status == "succeeded"
-            and load_id is not None
-            and latest[2]  # (a load of no rows replaced nothing of its own)
-            and not _rows_in_table(conn, spec, month, load_id)
-        ):
-            status = "succeeded; replaced since: its rows are no longer in the table"
+        if status == "succeeded" and load_id is not None and _replaced(conn, spec, month, latest):
+            status = "succeeded; replaced since by a later load"
         rows = conn.execute(
             """
             select source_file, source_sheet, source_row, column_name, value, reason, raw_row

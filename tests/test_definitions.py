@@ -327,6 +327,7 @@ def test_the_manifest_is_parsed_again_once_the_project_changed(
     age(manifest, 10)
     dbt.ensure_manifest()  # a failed parse keeps the manifest there is
     assert len(parsed) == 2 and manifest.read_text() == '{"parsed": 1}'
+    assert (manifest.parent / dbt.PARSE_FAILED).read_text().endswith("(exit 1)")  # dbt's why
     dbt.ensure_manifest()  # and is not tried again for the same project
     assert len(parsed) == 2
     model.write_text("select fixed")  # until it changes again
@@ -337,3 +338,21 @@ def test_the_manifest_is_parsed_again_once_the_project_changed(
     failing = True
     with pytest.raises(ConfigError):
         dbt.ensure_manifest()
+
+
+def test_a_dbt_parse_that_fails_says_what_dbt_found(tmp_path: Path) -> None:
+    """`wdh dbt-parse` and the code location's parse say dbt's error on one line, not just
+    its exit code."""
+    import shutil
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+    from workdatahub.errors import ConfigError
+    from workdatahub.warehouse.db import parse_dbt_project
+
+    project = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    (project / "models" / "marts" / "fct_broken.sql").write_text("select {{ broken(")
+    with pytest.raises(ConfigError) as error:
+        parse_dbt_project(project, tmp_path / "target")
+    assert "(exit 2): Compilation Error in model fct_broken" in error.value.message
+    assert "\n" not in error.value.message

@@ -95,38 +95,42 @@ def ensure_manifest() -> None:
 
     target = manifest.parent
     target.mkdir(parents=True, exist_ok=True)
-    failed = target / PARSE_FAILED
+    failed = target / PARSE_FAILED  # the stamp that did not parse, then dbt's reason
     with open(target / ".wdh-parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not manifest_is_stale(DBT_PROJECT_DIR, manifest):  # parsed meanwhile
             return
         stamp = str(project_stamp(DBT_PROJECT_DIR))
         with contextlib.suppress(OSError):
-            if manifest.exists() and failed.read_text() == stamp:
-                get_logger().warning(_KEPT, why="it did not parse when last tried")
+            tried, _, reason = failed.read_text().partition("\n")
+            if manifest.exists() and tried == stamp:
+                get_logger().warning(_KEPT, error=reason)
                 return
         scratch = target / ".wdh-parse"
-        scratch.mkdir(exist_ok=True)
         partial = target / "partial_parse.msgpack"  # (dbt then parses only what changed)
-        if partial.exists():
-            shutil.copy2(partial, scratch / partial.name)
         try:
+            scratch.mkdir(exist_ok=True)
+            if partial.exists():
+                shutil.copy2(partial, scratch / partial.name)
             parse_dbt_project(DBT_PROJECT_DIR, scratch)
-        except ConfigError as error:
+            for name in (partial.name, manifest.name):
+                if (scratch / name).exists():
+                    os.replace(scratch / name, target / name)
+            failed.unlink(missing_ok=True)
+        except (ConfigError, OSError) as error:
             if not manifest.exists():
                 raise
-            failed.write_text(stamp)
-            get_logger().warning(_KEPT, why=error.message)
-            return
-        for name in (partial.name, manifest.name):
-            if (scratch / name).exists():
-                os.replace(scratch / name, target / name)
-        failed.unlink(missing_ok=True)
+            reason = error.message if isinstance(error, ConfigError) else str(error)
+            with contextlib.suppress(OSError):
+                failed.write_text(f"{stamp}\n{reason}")
+            get_logger().warning(_KEPT, error=reason)
 
 
+# (`wdh dbt-parse` parses with Dagster's connection: `dbt parse` with profiles.yml's
+# defaults would leave a partial parse every later dbt step of a run parses again)
 _KEPT = (
-    "the dbt project changed and its manifest was kept: run `dbt parse --profiles-dir .` in "
-    "dbt_project to see why it does not parse"
+    "the dbt project changed and does not parse: the code location keeps its last manifest "
+    "until it does (`wdh dbt-parse` or `make manifest` parses it again)"
 )
 
 

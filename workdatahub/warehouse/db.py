@@ -284,13 +284,29 @@ def parse_dbt_project(project_dir: Path, target: Path | None = None) -> None:
     if target is not None:
         env["DBT_TARGET_PATH"] = str(target)
     done = subprocess.run(
-        [dbt_executable(), "parse", "--quiet", "--profiles-dir", "."],
+        [dbt_executable(), "--no-use-colors", "parse", "--quiet", "--profiles-dir", "."],
         cwd=project_dir,
         env=env,
         check=False,
+        capture_output=True,
+        text=True,
     )
     if done.returncode:
-        raise ConfigError(f"dbt parse failed in {project_dir} (exit {done.returncode})")
+        raise ConfigError(
+            f"dbt parse failed in {project_dir} (exit {done.returncode}): "
+            + _dbt_error(done.stdout + done.stderr)
+        )
+
+
+def _dbt_error(output: str) -> str:
+    """What dbt says went wrong, on one line: the lines after its "Encountered an error:"
+    (else its last lines), without their timestamps."""
+    lines = [re.sub(r"^\d\d:\d\d:\d\d\s+", "", line).strip() for line in output.splitlines()]
+    lines = [line for line in lines if line]
+    marker = next((i for i, line in enumerate(lines) if line.startswith("Encountered an")), None)
+    shown = lines[marker + 1 : marker + 4] if marker is not None else lines[-3:]
+    text = " ".join(shown) or "no output"
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def psql_env(url: str | None = None) -> dict[str, str]:

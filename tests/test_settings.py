@@ -188,9 +188,9 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
     reset_settings()
     ran: list[tuple[list[str], Path, dict[str, str]]] = []
 
-    def run(args: list[str], cwd: Path, env: dict[str, str], check: bool) -> Any:
+    def run(args: list[str], cwd: Path, env: dict[str, str], check: bool, **_: Any) -> Any:
         ran.append((args, cwd, env))
-        return subprocess.CompletedProcess(args, 0)
+        return subprocess.CompletedProcess(args, 0, "", "")
 
     monkeypatch.setattr(db.subprocess, "run", run)
     try:
@@ -198,7 +198,7 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
     finally:
         reset_settings()
     ((args, cwd, env),) = ran
-    assert args[1:] == ["parse", "--quiet", "--profiles-dir", "."]
+    assert args[1:] == ["--no-use-colors", "parse", "--quiet", "--profiles-dir", "."]
     assert cwd == tmp_path / "dbt_project"
     connection = {k: v for k, v in env.items() if k.startswith("WDH_DBT_")}
     if external:

@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from datetime import date, timedelta
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import ConfigError
 from workdatahub.logs import get_logger
+from workdatahub.periods import next_month
 from workdatahub.settings import PROJECT_ROOT, get_settings
 from workdatahub.warehouse.db import parse_dbt_project
 
@@ -263,7 +264,7 @@ def window_months(start: date, end: date) -> list[date]:
     months, month = [], start.replace(day=1)
     while month < end:
         months.append(month)
-        month = (month + timedelta(days=32)).replace(day=1)
+        month = next_month(month)
     return months
 
 
@@ -280,7 +281,7 @@ def rows_by_month(
         "select to_char({period}, 'YYYY-MM'), count(*) from {table} "
         "where {period} >= %s and {period} < %s group by 1"
     ).format(period=sql.Identifier(column), table=sql.Identifier(schema, table))
-    end = (months[-1] + timedelta(days=32)).replace(day=1)
+    end = next_month(months[-1])
     with psycopg.connect(url, connect_timeout=10) as conn:
         for month, count in conn.execute(query, [months[0], end]).fetchall():
             counts[month] = count

@@ -195,8 +195,8 @@ def _exact_rate(number: pl.Expr, has_percent: pl.Expr, cut: bool = True) -> pl.E
 
 def _money_value(number: pl.Expr, as_float: pl.Expr) -> pl.Expr:
     exact = _exact_money(number)
-    # scientific notation (`1.5E-05`) does not cast straight to Decimal: go through float;
-    # beyond numeric(18,4) the cast would raise, so such a value stays null (a reject)
+    # an exponent form beyond the exact decimal (`1E-30`) goes through float; beyond
+    # numeric(18,4) the cast would raise, so such a value stays null (a reject)
     in_range = pl.when(as_float.abs() < 1e14).then(as_float)
     return pl.coalesce(exact, in_range.round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False))
 

@@ -44,6 +44,8 @@ def test_prod_instance_uses_postgres_storage(
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert not instance.run_retries_retry_on_asset_or_op_failure
         assert instance.run_monitoring_enabled  # a run lost with its worker is noticed
+        # and the pool slots it held are freed (its retry would wait for them forever)
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
         concurrency: Any = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1
         assert concurrency.run_queue_config.max_concurrent_runs == 6

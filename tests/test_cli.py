@@ -750,7 +750,9 @@ def test_text_tables_show_control_characters_escaped_and_long_values_cut() -> No
     assert lines[3].endswith("…") and len(lines[3]) < 80
 
 
-def test_wdh_env_exports_the_data_folder_only_when_it_is_set(tmp_path: Path) -> None:
+def test_wdh_env_exports_the_data_folder_only_when_it_is_set_and_keeps_dagster_home(
+    tmp_path: Path,
+) -> None:
     """`eval "$(wdh env)"` before `make dev` or `make demo` must not put the settings'
     default data folder in place of theirs (data/sample, which the Makefile sets only when
     WDH_DATA_DIR is unset)."""
@@ -764,3 +766,7 @@ def test_wdh_env_exports_the_data_folder_only_when_it_is_set(tmp_path: Path) -> 
     assert "WDH_DATA_DIR" not in exported.stdout
     given = wdh("env", env={**url, "WDH_DATA_DIR": str(tmp_path)})
     assert f"export WDH_DATA_DIR={tmp_path}" in given.stdout
+    # nor a DAGSTER_HOME set already (a production box's instance) by the local clone's
+    instance = tmp_path / "dagster-home"
+    kept = wdh("env", env={**url, "DAGSTER_HOME": str(instance)})
+    assert f"export DAGSTER_HOME={instance}\n" in kept.stdout

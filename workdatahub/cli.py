@@ -552,7 +552,10 @@ def env() -> None:
     from workdatahub.warehouse.db import dbt_env
 
     settings = get_settings()
-    exports = {**dbt_env(), "DAGSTER_HOME": str(settings.dagster_home)}  # (starts the embedded)
+    # (dbt_env starts the embedded warehouse); a DAGSTER_HOME set already (a production
+    # box's instance) stays: the one under WDH_HOME is a local clone's
+    dagster_home = os.environ.get("DAGSTER_HOME") or str(settings.dagster_home)
+    exports = {**dbt_env(), "DAGSTER_HOME": dagster_home}
     # the data folder only when it is set (the environment, .env): its default exported
     # would win over the one make dev and make demo give (data/sample, `WDH_DATA_DIR ?=`)
     if "data_dir" in settings.model_fields_set:

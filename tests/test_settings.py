@@ -110,6 +110,20 @@ def test_a_wrong_setting_is_one_line_naming_its_variable(
     assert "\n" not in message
 
 
+def test_a_webhook_url_without_its_scheme_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent as it is, its error (logged) held the whole URL, and the token in it."""
+    monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", "hooks.slack.com/services/T000/B000/Tok3n")
+    message = setting_error(monkeypatch)
+    assert message == (
+        "invalid setting WDH_ALERT_WEBHOOK_URL: Value error, not a webhook URL: it starts "
+        "with https:// (or http://)"
+    )
+    monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x")
+    assert Settings().alert_webhook_url is not None
+
+
 def test_the_settings_whose_values_a_setting_error_leaves_out_are_the_secrets() -> None:
     from workdatahub import settings
 

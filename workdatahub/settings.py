@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     alert_email_from: str = "workdatahub@localhost"
     alert_email_to: str = Field(default="", description="comma-separated recipients")
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        # a URL without its scheme fails when the first alert is sent, and the error then
+        # logged holds the whole URL, its token with it: refused here, the value not shown
+        if value is not None and not re.match(r"https?://", value.get_secret_value(), re.I):
+            raise ValueError("not a webhook URL: it starts with https:// (or http://)")
+        return value
+
     @field_validator("schedule_cron")
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -195,7 +195,7 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
     monkeypatch.setenv("WDH_DATABASE_NAME", "warehouse")
     monkeypatch.delenv("WDH_DBT_DATABASE_URL", raising=False)
     if external:
-        url = "postgresql://wdh_transformer:pw-not-shown@db.internal:6543/warehouse"
+        url = "postgresql://wdh_transformer:pw-not-shown@db.internal:6543/warehouse?sslmode=verify-full"
         monkeypatch.setenv("WDH_DATABASE_URL", url)
     else:
         monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
@@ -219,12 +219,37 @@ def test_the_dbt_parse_gets_the_connection_of_dagsters_dbt_steps(
         assert connection == {
             "WDH_DBT_HOST": "db.internal", "WDH_DBT_PORT": "6543",
             "WDH_DBT_USER": "wdh_transformer", "WDH_DBT_PASSWORD": "pw-not-shown",
-            "WDH_DBT_DBNAME": "warehouse",
+            "WDH_DBT_DBNAME": "warehouse", "WDH_DBT_SSLMODE": "verify-full",
         }  # fmt: skip
     else:
         pgdata = (tmp_path / "home" / "pgdata").resolve()
         assert connection == {
             "WDH_DBT_HOST": str(pgdata), "WDH_DBT_PORT": "5432", "WDH_DBT_USER": "postgres",
-            "WDH_DBT_PASSWORD": "", "WDH_DBT_DBNAME": "warehouse",
+            "WDH_DBT_PASSWORD": "", "WDH_DBT_DBNAME": "warehouse", "WDH_DBT_SSLMODE": "",
         }  # fmt: skip
         assert not pgdata.exists()  # no server started for it
+
+
+@pytest.mark.db
+def test_the_urls_sslmode_reaches_dbt_and_psql(pg_url: str) -> None:
+    """`?sslmode=verify-full` holds for dbt and `wdh db shell` as for the loader: dropped,
+    the transformer's password went unencrypted to a server without TLS. (The embedded
+    server listens on a socket, where libpq uses no TLS whatever the sslmode: dbt's own
+    report of its profile shows what it was given.)"""
+    import os
+    import subprocess
+    import sys
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+    from workdatahub.warehouse.db import dbt_env, psql_env
+
+    required = pg_url + ("&" if "?" in pg_url else "?") + "sslmode=require"
+    assert psql_env(required)["PGSSLMODE"] == "require"
+    assert "PGSSLMODE" not in psql_env(pg_url)
+    debug = [str(Path(sys.executable).parent / "dbt"), "debug", "--profiles-dir", "."]
+    env = {**os.environ, **dbt_env(required)}
+    done = subprocess.run(
+        debug, cwd=DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "sslmode: require" in done.stdout

@@ -226,8 +226,21 @@ def is_transient(error: BaseException | None) -> bool:
     return False
 
 
+# the URL's other libpq parameters psql takes from the environment (`?sslmode=verify-full`
+# must reach every client: dropped, a password went unencrypted to a server without TLS)
+_LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL", "sslcompression": "PGSSLCOMPRESSION",
+    "sslnegotiation": "PGSSLNEGOTIATION", "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE", "requiressl": "PGREQUIRESSL", "options": "PGOPTIONS",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "application_name": "PGAPPNAME", "passfile": "PGPASSFILE", "service": "PGSERVICE",
+}  # fmt: skip
+
+
 def connection_parts(url: str | None = None) -> dict[str, str]:
-    """host, port, user, password, dbname of the warehouse URL (for dbt and psql)."""
+    """host, port, user, password, dbname and sslmode ("" when the URL has none) of the
+    warehouse URL (for dbt and psql)."""
     info = conninfo.conninfo_to_dict(url or database_url())
     return {
         "host": str(info.get("host") or "localhost"),
@@ -235,6 +248,7 @@ def connection_parts(url: str | None = None) -> dict[str, str]:
         "user": str(info.get("user") or os.environ.get("USER", "postgres")),
         "password": str(info.get("password") or ""),
         "dbname": str(info.get("dbname") or "postgres"),
+        "sslmode": str(info.get("sslmode") or ""),
     }
 
 
@@ -253,6 +267,7 @@ def dbt_env(url: str | None = None) -> dict[str, str]:
         "WDH_DBT_USER": parts["user"],
         "WDH_DBT_PASSWORD": parts["password"],
         "WDH_DBT_DBNAME": parts["dbname"],
+        "WDH_DBT_SSLMODE": parts["sslmode"],  # (profiles.yml: empty is libpq's default)
     }
 
 
@@ -310,6 +325,9 @@ def _dbt_error(output: str) -> str:
 
 
 def psql_env(url: str | None = None) -> dict[str, str]:
+    """The URL as libpq's environment variables, for psql (whose command line the password
+    stays off)."""
+    url = url or database_url()
     parts = connection_parts(url)
     env = {
         "PGHOST": parts["host"],
@@ -319,6 +337,9 @@ def psql_env(url: str | None = None) -> dict[str, str]:
     }
     if parts["password"]:
         env["PGPASSWORD"] = parts["password"]
+    for name, value in conninfo.conninfo_to_dict(url).items():
+        if name in _LIBPQ_ENV and value is not None:
+            env[_LIBPQ_ENV[name]] = str(value)
     return env
 
 

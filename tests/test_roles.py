@@ -75,6 +75,34 @@ def probe(owner_url: str) -> str:
     return "marts.role_probe"
 
 
+def test_an_owner_with_createrole_that_is_no_superuser_migrates(owner_url: str) -> None:
+    """deploy.md's owner on a managed server is no superuser but may create roles. On
+    Postgres 16 and later a role it creates is handed to it with the admin option but
+    without INHERIT or SET, and 0003's default privileges for wdh_transformer need them:
+    the migration failed there. (The roles exist on this server already, made by the
+    superuser: the owner gets them as Postgres 16 hands a role to its creator.)"""
+    from workdatahub.warehouse.db import database_url
+    from workdatahub.warehouse.migrate import upgrade
+
+    name, owner = "workdatahub_owner", "wdh_test_owner"
+    with psycopg.connect(owner_url, autocommit=True) as su:
+        if su.info.server_version < 160000:
+            pytest.skip("Postgres 16's membership options")
+        su.execute(f"drop database if exists {name}")
+        su.execute(f"drop role if exists {owner}")
+        su.execute(f"create role {owner} login createrole")
+        for role in ROLES:
+            su.execute(f"grant {role} to {owner} with admin true, inherit false, set false")
+        su.execute(f"create database {name} owner {owner}")
+    try:
+        url = role_url(database_url(Settings(database_name=name)), owner)
+        assert upgrade(url) == upgrade(owner_url)  # the head, as the superuser's database
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as su:
+            su.execute(f"drop database if exists {name} with (force)")
+            su.execute(f"drop role if exists {owner}")
+
+
 def test_migration_creates_three_login_roles_without_a_password_or_powers(
     owner_url: str, owner: psycopg.Connection[Any]
 ) -> None:

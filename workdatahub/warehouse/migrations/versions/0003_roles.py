@@ -15,8 +15,9 @@ drops a role only when no other database still grants it anything. Privileges, b
 contrast, are per database and are granted here for this one, including default
 privileges so that tables made later (by migrations, or by dbt) are covered too.
 
-Migrations run as the warehouse owner (a superuser, or a role with CREATEROLE that is
-a member of wdh_transformer: it hands dbt's existing relations over to that role).
+Migrations run as the warehouse owner (a superuser, or a role with CREATEROLE that owns the
+database: it makes itself a member of wdh_transformer, able to act for it, and hands dbt's
+existing relations over to that role).
 
 Revision ID: 0003
 Revises: 0002
@@ -90,7 +91,18 @@ def upgrade() -> None:
         declare
             relation record;
         begin
-            if not pg_has_role(current_user, 'wdh_transformer', 'MEMBER') then
+            -- Postgres 16 and later hand a role its creator (a CREATEROLE owner that is no
+            -- superuser) without INHERIT or SET (createrole_self_grant): a member all the
+            -- same, but one that may neither act for it (default privileges) nor give it
+            -- what it owns; both are granted here, by the admin option the creator holds
+            if current_setting('server_version_num')::int >= 160000 then
+                if not (pg_has_role(current_user, 'wdh_transformer', 'USAGE')
+                        and pg_has_role(current_user, 'wdh_transformer', 'SET')) then
+                    execute format(
+                        'grant wdh_transformer to %I with inherit true, set true', current_user
+                    );
+                end if;
+            elsif not pg_has_role(current_user, 'wdh_transformer', 'MEMBER') then
                 execute format('grant wdh_transformer to %I', current_user);
             end if;
             for relation in

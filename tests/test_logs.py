@@ -43,6 +43,28 @@ def test_prod_logs_are_json_with_domain_partition_and_load_id(tmp_path: Path) ->
     assert "pa55word" not in done.stderr + done.stdout
 
 
+def test_a_failure_in_production_is_a_json_line_at_level_error(tmp_path: Path) -> None:
+    """A log collector in production reads one JSON object per line: the one-line reason
+    of a failure is one too, with its exit code (in development it is text)."""
+
+    def missing_month(environment: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance",
+             "-p", "2024-12", "--data-dir", str(tmp_path), "--plan-only"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "WDH_DATABASE_URL": "postgresql://wdh:pa55word@db.invalid/wh",
+                 "WDH_ENVIRONMENT": environment, "WDH_LOG_FORMAT": "auto"},
+        )  # fmt: skip
+
+    done = missing_month("prod")
+    assert done.returncode == 2, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1]["level"] == "error" and lines[-1]["exit_code"] == 2
+    assert "no folder" in lines[-1]["event"] and "pa55word" not in done.stderr
+    text = missing_month("dev")
+    assert text.returncode == 2 and text.stderr.splitlines()[-1].startswith("wdh: error: ")
+
+
 def test_dev_logs_are_readable_text(tmp_path: Path) -> None:
     done = _plan(tmp_path, WDH_ENVIRONMENT="dev", WDH_LOG_FORMAT="auto")
     assert done.returncode == 0, done.stderr
@@ -68,6 +90,8 @@ def test_an_unreadable_months_log_row_has_the_load_id_its_log_lines_carry(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert lines[-1]["level"] == "error" and lines[-1]["exit_code"] == 2  # the reason
+    lines = lines[:-1]
     ids = {line["load_id"] for line in lines}
     assert len(ids) == 1 and lines, done.stderr
     (load_id,) = ids

@@ -105,7 +105,7 @@ def test_cli_output_logs_and_errors_never_show_the_password(
         '"status": "succeeded"',
         "cannot start the load",
         "appending it again would duplicate them",
-        'database "no_such_database" does not exist',
+        'database \\"no_such_database\\" does not exist',  # (in a JSON line, as in production)
         '"event": "load retried"',
         "wdh_loader:***@",
         "password=***",

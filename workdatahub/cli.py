@@ -43,8 +43,25 @@ _RATE = _Rate(0, 1)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"wdh: error: {mask_url(message)}", err=True)
+    """The one-line reason, and the exit code: a line of text, or with JSON logs (as in
+    production) a JSON line like the others, at level error, that a log collector reads."""
+    message = mask_url(message)
+    if _json_logs():
+        from datetime import UTC, datetime
+
+        line = {"event": message, "exit_code": code, "level": "error", "logger": "wdh",
+                "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}  # fmt: skip
+        click.echo(json.dumps(line, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"wdh: error: {message}", err=True)
     sys.exit(code)
+
+
+def _json_logs() -> bool:
+    try:
+        return get_settings().json_logs
+    except Exception:  # (a wrong setting: the line that says so is text)
+        return False
 
 
 @contextlib.contextmanager

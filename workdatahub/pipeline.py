@@ -327,7 +327,7 @@ def _run_partition(
     with timed(timings, "load"):
         result.plan, result.outcome = execute_with_retry(plan, spec, url, head=head)
     log = log.bind(load_id=str(result.plan.load_id))
-    log.info(
+    (log.info if not refuse else log.warning)(
         "loaded" if not refuse else "refused",
         rows_loaded=result.outcome.rows_loaded,
         rows_deleted=result.outcome.rows_deleted,

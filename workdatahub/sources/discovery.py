@@ -57,8 +57,11 @@ class SourceFile:
     path: Path
     version: str | None  # "V2", or None for the base folder
     sha256: str
-    size: int
-    stamp: Stamp | None = None  # the file as hashed
+    stamp: Stamp  # the file as hashed: its size and modification time
+
+    @property
+    def size(self) -> int:
+        return self.stamp[0]
 
     def check_unchanged(self) -> None:
         """Raise an InputError when the file is no longer the one hashed: its rows may not
@@ -66,8 +69,6 @@ class SourceFile:
         file whose size or time changed is hashed again: one only touched (a sync client, a
         virus scanner) passes. (A replacement that keeps both, as a copy keeping times may,
         goes unseen.)"""
-        if self.stamp is None:
-            return
         try:
             unchanged = stamp_of(self.path) == self.stamp or sha256_of(self.path) == self.sha256
         except OSError:
@@ -436,7 +437,7 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
             )
     except OSError as error:
         raise InputError(f"{printable(path)}: cannot be read ({error.strerror})") from None
-    result.files.append(SourceFile(path, chosen_version, digest, before[0], before))
+    result.files.append(SourceFile(path, chosen_version, digest, before))
     result.ignored.sort(key=lambda i: str(i.path))
     return result
 

@@ -251,7 +251,7 @@ def test_a_marts_rows_are_counted_per_month_of_the_window(pg: object, pg_url: st
         "('2023-11-01'), ('2023-12-01'), ('2023-12-01'), ('2024-02-01'), ('2024-03-01')"
     )
     try:
-        counts = rows_by_month(pg_url, "public", "wdh_test_counted", "period", months)
+        counts = rows_by_month(pg, "public", "wdh_test_counted", "period", months)
     finally:
         pg.execute("drop table public.wdh_test_counted")  # type: ignore[attr-defined]
     assert counts == {"2023-12": 2, "2024-01": 0, "2024-02": 1}

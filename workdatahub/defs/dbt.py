@@ -269,11 +269,10 @@ def window_months(start: date, end: date) -> list[date]:
 
 
 def rows_by_month(
-    url: str, schema: str, table: str, column: str, months: list[date]
+    conn: Any, schema: str, table: str, column: str, months: list[date]
 ) -> dict[str, int]:
     """The rows of each month of `months` in `schema.table`, whose month is `column` (0 for
-    a month it lacks)."""
-    import psycopg
+    a month it lacks), on `conn` (a psycopg connection)."""
     from psycopg import sql
 
     counts = dict.fromkeys((f"{m:%Y-%m}" for m in months), 0)
@@ -281,10 +280,8 @@ def rows_by_month(
         "select to_char({period}, 'YYYY-MM'), count(*) from {table} "
         "where {period} >= %s and {period} < %s group by 1"
     ).format(period=sql.Identifier(column), table=sql.Identifier(schema, table))
-    end = next_month(months[-1])
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        for month, count in conn.execute(query, [months[0], end]).fetchall():
-            counts[month] = count
+    for month, count in conn.execute(query, [months[0], next_month(months[-1])]).fetchall():
+        counts[month] = count
     return counts
 
 
@@ -304,36 +301,47 @@ def _with_month_rows(
     build stands. A mart month built empty (its raw month not loaded: a mart selected
     alone) is not recorded as materialised, with a warning: its freshness check would
     otherwise call the month in. In a range run, the months built empty are named."""
+    import psycopg
+
     from workdatahub.warehouse.db import dbt_database_url
 
     nodes = invocation.manifest.get("nodes", {})
-    url: str | None = None
-    for event in events:
-        if isinstance(event, dg.Output | dg.AssetMaterialization):
-            unique_id = event.metadata.get("unique_id")
-            node = nodes.get(getattr(unique_id, "value", unique_id), {})
+    with contextlib.ExitStack() as stack:
+        opened: list[Any] = []  # one connection for the step's counts, at the first mart
+
+        def counted(node: Mapping[str, Any], column: str) -> dict[str, int]:
+            if not opened:
+                url = dbt_database_url()
+                opened.append(stack.enter_context(psycopg.connect(url, autocommit=True)))
+            return rows_by_month(opened[0], node["schema"], node["alias"], column, months)
+
+        for event in events:
+            node: Mapping[str, Any] = {}
+            if isinstance(event, dg.Output | dg.AssetMaterialization):
+                unique_id = event.metadata.get("unique_id")
+                node = nodes.get(getattr(unique_id, "value", unique_id), {})
             column = partition_column(node)
-            if column is not None:
-                try:
-                    url = url or dbt_database_url()
-                    counts = rows_by_month(url, node["schema"], node["alias"], column, months)
-                except Exception as error:
-                    context.log.warning(f"{node['name']}: rows per month not counted: {error}")
-                else:
-                    empty = [month for month, rows in counts.items() if not rows]
-                    if empty and len(counts) == 1:
-                        context.log.warning(
-                            f"{node['name']} {empty[0]}: built with no rows (is the month's "
-                            "raw data loaded?); not recorded as materialised"
-                        )
-                        continue
-                    if empty:
-                        context.log.warning(
-                            f"{node['name']}: no rows for {', '.join(empty)} (is their raw "
-                            "data loaded?)"
-                        )
-                    event = event.with_metadata({**event.metadata, **_month_metadata(counts)})
-        yield event
+            if column is None:  # (not a mart's materialisation)
+                yield event
+                continue
+            try:
+                counts = counted(node, column)
+            except Exception as error:
+                context.log.warning(f"{node['name']}: rows per month not counted: {error}")
+                yield event
+                continue
+            empty = [month for month, rows in counts.items() if not rows]
+            if empty and len(counts) == 1:
+                context.log.warning(
+                    f"{node['name']} {empty[0]}: built with no rows (is the month's raw data "
+                    "loaded?); not recorded as materialised"
+                )
+                continue
+            if empty:
+                context.log.warning(
+                    f"{node['name']}: no rows for {', '.join(empty)} (is their raw data loaded?)"
+                )
+            yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
 
 
 def _pruned_after(

@@ -1245,18 +1245,16 @@ def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: f
     for statement in opening:
         bound = statement.bound(started_ago=max(started_ago, 0.0)) or None
         done = conn.execute(statement.query, bound)
-        if statement.purpose == ABANDON_PURPOSE and bound is not None:
-            for earlier, started in done.fetchall():
-                log = get_logger(
-                    domain=bound["domain"],
-                    partition=f"{bound['period']:%Y-%m}",
-                    load_id=str(bound["load_id"]),
-                )
-                log.warning(
-                    f"an earlier load of this month marked abandoned: {ABANDONED}",
-                    abandoned_load_id=earlier,
-                    abandoned_started_at=started,
-                )
+        marked = done.fetchall() if statement.purpose == ABANDON_PURPOSE and bound else []
+        for earlier, started in marked:
+            assert bound is not None
+            get_logger(
+                domain=bound["domain"], partition=f"{bound['period']:%Y-%m}",
+                load_id=str(bound["load_id"]),
+            ).warning(
+                f"an earlier load of this month marked abandoned: {ABANDONED}",
+                abandoned_load_id=earlier, abandoned_started_at=started,
+            )  # fmt: skip
 
 
 def _execute(

@@ -226,7 +226,7 @@ def test_older_dbt_run_folders_are_removed_newest_kept(tmp_path: Path) -> None:
 
 
 def test_a_failed_run_names_its_months_compactly() -> None:
-    from workdatahub.defs.raw_assets import compact
+    from workdatahub.periods import compact
 
     assert compact([]) == ""
     assert compact(["2024-03"]) == "2024-03"
@@ -240,9 +240,10 @@ def test_a_marts_rows_are_counted_per_month_of_the_window(pg: object, pg_url: st
     lacks as 0: one month as Dagster's row count, a range as each month's count."""
     from datetime import date
 
-    from workdatahub.defs.dbt import _month_metadata, partition_column, rows_by_month, window_months
+    from workdatahub.defs.dbt import _month_metadata, partition_column, rows_by_month
+    from workdatahub.periods import months_between
 
-    months = window_months(date(2023, 12, 1), date(2024, 3, 1))
+    months = months_between(date(2023, 12, 1), date(2024, 3, 1))
     assert months == [date(2023, 12, 1), date(2024, 1, 1), date(2024, 2, 1)]
     pg.execute("drop table if exists public.wdh_test_counted")  # type: ignore[attr-defined]
     pg.execute("create table public.wdh_test_counted (period date)")  # type: ignore[attr-defined]

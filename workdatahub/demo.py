@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from workdatahub.errors import ConfigError, InputError
-from workdatahub.periods import month_range, period_key
+from workdatahub.periods import compact, month_range, period_key
 from workdatahub.settings import PROJECT_ROOT, get_settings, mask_url, one_line
 
 
@@ -47,8 +47,7 @@ def refuse_a_named_warehouse(periods: list[date], named_warehouse: bool) -> None
         where = f"WDH_DATABASE_URL names {masked_url()}, not the embedded Postgres"
     else:
         return
-    first, last = period_key(periods[0]), period_key(periods[-1])
-    months = first if first == last else f"{first}…{last}"
+    months = compact([period_key(period) for period in periods])
     if settings.environment == "prod":
         raise ConfigError(f"wdh demo never runs in production (WDH_ENVIRONMENT=prod): {where}")
     if not named_warehouse:

@@ -42,7 +42,25 @@ def month_range(spec: str) -> list[date]:
     end = parse_period(last) if last else start
     if end < start:
         raise PeriodError(f"month range {spec!r} ends before it starts")
-    months = [start]
-    while months[-1] < end:
-        months.append(next_month(months[-1]))
+    return months_between(start, next_month(end))
+
+
+def months_between(start: date, end: date) -> list[date]:
+    """The first days of the months from `start`'s to `end` (not included)."""
+    months, month = [], start.replace(day=1)
+    while month < end:
+        months.append(month)
+        month = next_month(month)
     return months
+
+
+def compact(months: list[str]) -> str:
+    """Partition keys, runs of consecutive months shortened: `2024-01…2024-03, 2024-05`."""
+    runs: list[list[str]] = []
+    for month in months:
+        if runs and period_key(next_month(parse_period(runs[-1][-1]))) == month:
+            runs[-1].append(month)
+        else:
+            runs.append([month])
+    shown = {1: "{0}", 2: "{0}, {1}"}
+    return ", ".join(shown.get(len(run), "{0}…{last}").format(*run, last=run[-1]) for run in runs)

@@ -22,7 +22,7 @@ from workdatahub.defs.partitions import dbt_vars_for_window, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import ConfigError
 from workdatahub.logs import get_logger
-from workdatahub.periods import next_month
+from workdatahub.periods import months_between, next_month
 from workdatahub.settings import PROJECT_ROOT, get_settings
 from workdatahub.warehouse.db import parse_dbt_project
 
@@ -259,15 +259,6 @@ def partition_column(node: Mapping[str, Any]) -> str | None:
     return None
 
 
-def window_months(start: date, end: date) -> list[date]:
-    """The first days of the months in [start, end)."""
-    months, month = [], start.replace(day=1)
-    while month < end:
-        months.append(month)
-        month = next_month(month)
-    return months
-
-
 def rows_by_month(
     conn: Any, schema: str, table: str, column: str, months: list[date]
 ) -> dict[str, int]:
@@ -398,7 +389,7 @@ def dbt_models(
     args = ["build", "--indirect-selection", "buildable"]
     with window_env(dbt_vars):  # (the dbt process starts in `cli`)
         invocation = dbt.cli(args, context=context)
-    months = window_months(window.start.date(), window.end.date())
+    months = months_between(window.start.date(), window.end.date())
     yield from _pruned_after(context, invocation, months)
 
 

@@ -10,7 +10,7 @@ from workdatahub.defs.freshness import freshness_policy
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import InputError, LoadBusyError, RejectThresholdExceeded, WdhError
-from workdatahub.periods import next_month, parse_period, period_key
+from workdatahub.periods import compact
 from workdatahub.pipeline import PartitionResult, run_partition
 from workdatahub.sources.discovery import missing_data_folder
 from workdatahub.sources.spec import DomainSpec, SourcesFile
@@ -93,25 +93,6 @@ def _reasons(failed: dict[str, WdhError]) -> str:
     shown = "; ".join(error.message for error in list(failed.values())[:REASONS_SHOWN])
     more = len(failed) - REASONS_SHOWN
     return shown + (f"; and {more} more months (see the run's log)" if more > 0 else "")
-
-
-def compact(months: list[str]) -> str:
-    """Partition keys, runs of consecutive months shortened: `2024-01…2024-03, 2024-05`."""
-    runs: list[list[str]] = []
-    for month in months:
-        follows = runs and period_key(next_month(parse_period(runs[-1][-1]))) == month
-        if follows:
-            runs[-1].append(month)
-        else:
-            runs.append([month])
-    return ", ".join(
-        run[0]
-        if len(run) == 1
-        else f"{run[0]}, {run[1]}"
-        if len(run) == 2
-        else f"{run[0]}…{run[-1]}"
-        for run in runs
-    )
 
 
 def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:

@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -241,7 +242,10 @@ _LIBPQ_ENV = {
 def connection_parts(url: str | None = None) -> dict[str, str]:
     """host, port, user, password, dbname and sslmode ("" when the URL has none) of the
     warehouse URL (for dbt and psql)."""
-    info = conninfo.conninfo_to_dict(url or database_url())
+    return _parts(conninfo.conninfo_to_dict(url or database_url()))
+
+
+def _parts(info: dict[str, Any]) -> dict[str, str]:
     return {
         "host": str(info.get("host") or "localhost"),
         "port": str(info.get("port") or "5432"),
@@ -327,8 +331,8 @@ def _dbt_error(output: str) -> str:
 def psql_env(url: str | None = None) -> dict[str, str]:
     """The URL as libpq's environment variables, for psql (whose command line the password
     stays off)."""
-    url = url or database_url()
-    parts = connection_parts(url)
+    info = conninfo.conninfo_to_dict(url or database_url())
+    parts = _parts(info)
     env = {
         "PGHOST": parts["host"],
         "PGPORT": parts["port"],
@@ -337,7 +341,7 @@ def psql_env(url: str | None = None) -> dict[str, str]:
     }
     if parts["password"]:
         env["PGPASSWORD"] = parts["password"]
-    for name, value in conninfo.conninfo_to_dict(url).items():
+    for name, value in info.items():
         if name in _LIBPQ_ENV and value is not None:
             env[_LIBPQ_ENV[name]] = str(value)
     return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -355,5 +356,5 @@ def test_a_dbt_parse_that_fails_says_what_dbt_found(tmp_path: Path) -> None:
     (project / "models" / "marts" / "fct_broken.sql").write_text("select {{ broken(")
     with pytest.raises(ConfigError) as error:
         parse_dbt_project(project, tmp_path / "target")
-    assert "(exit 2): Compilation Error in model fct_broken" in error.value.message
+    assert re.search(r"\(exit \d+\): Compilation Error in model fct_broken", error.value.message)
     assert "\n" not in error.value.message

@@ -13,13 +13,14 @@ from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _plan(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _plan(tmp_path: Path, period: str = "2024-11", **env: str) -> subprocess.CompletedProcess[str]:
+    """The dry run of November (whose workbook it writes) or of `period`."""
     rows = [[2024, 11, "P1", "C1", "5%", 1, 1], [2024, 11, "P2", "C1", "x", 1, 1]]
     write_workbook(
         trustee_folder(tmp_path, "202411", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]}
     )
     return subprocess.run(
-        [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance", "-p", "2024-11",
+        [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance", "-p", period,
          "--data-dir", str(tmp_path), "--plan-only"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env={**os.environ, "WDH_DATABASE_URL": "postgresql://wdh:pa55word@db.invalid/wh",
@@ -46,22 +47,12 @@ def test_prod_logs_are_json_with_domain_partition_and_load_id(tmp_path: Path) ->
 def test_a_failure_in_production_is_a_json_line_at_level_error(tmp_path: Path) -> None:
     """A log collector in production reads one JSON object per line: the one-line reason
     of a failure is one too, with its exit code (in development it is text)."""
-
-    def missing_month(environment: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workdatahub.cli", "load", "trustee_performance",
-             "-p", "2024-12", "--data-dir", str(tmp_path), "--plan-only"],
-            capture_output=True, text=True, cwd=ROOT, timeout=120,
-            env={**os.environ, "WDH_DATABASE_URL": "postgresql://wdh:pa55word@db.invalid/wh",
-                 "WDH_ENVIRONMENT": environment, "WDH_LOG_FORMAT": "auto"},
-        )  # fmt: skip
-
-    done = missing_month("prod")
+    done = _plan(tmp_path, "2024-12", WDH_ENVIRONMENT="prod", WDH_LOG_FORMAT="auto")
     assert done.returncode == 2, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1]["level"] == "error" and lines[-1]["exit_code"] == 2
     assert "no folder" in lines[-1]["event"] and "pa55word" not in done.stderr
-    text = missing_month("dev")
+    text = _plan(tmp_path, "2024-12", WDH_ENVIRONMENT="dev", WDH_LOG_FORMAT="auto")
     assert text.returncode == 2 and text.stderr.splitlines()[-1].startswith("wdh: error: ")
 
 

@@ -236,20 +236,12 @@ def test_the_urls_sslmode_reaches_dbt_and_psql(pg_url: str) -> None:
     the transformer's password went unencrypted to a server without TLS. (The embedded
     server listens on a socket, where libpq uses no TLS whatever the sslmode: dbt's own
     report of its profile shows what it was given.)"""
-    import os
-    import subprocess
-    import sys
-
-    from workdatahub.defs.dbt import DBT_PROJECT_DIR
-    from workdatahub.warehouse.db import dbt_env, psql_env
+    from tests.warehouse import dbt
+    from workdatahub.warehouse.db import psql_env
 
     required = pg_url + ("&" if "?" in pg_url else "?") + "sslmode=require"
     assert psql_env(required)["PGSSLMODE"] == "require"
     assert "PGSSLMODE" not in psql_env(pg_url)
-    debug = [str(Path(sys.executable).parent / "dbt"), "debug", "--profiles-dir", "."]
-    env = {**os.environ, **dbt_env(required)}
-    done = subprocess.run(
-        debug, cwd=DBT_PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120
-    )
+    done = dbt(required, "debug")
     assert done.returncode == 0, done.stdout[-2000:]
     assert "sslmode: require" in done.stdout

@@ -184,3 +184,30 @@ def running(command: list[str], **options: Any) -> Iterator[subprocess.Popen[Any
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def dbt_started(
+    pg_url: str, *args: str, env: dict[str, str] | None = None, project: Path | None = None
+) -> Any:
+    """dbt on the test warehouse, as Dagster's steps run it, started (output merged); in
+    the project's dbt folder, or a copy of it."""
+    import os
+    import sys
+
+    from workdatahub.defs.dbt import DBT_PROJECT_DIR
+    from workdatahub.warehouse.db import dbt_env
+
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "dbt"), "--no-use-colors", *args, "--profiles-dir", "."],
+        cwd=project or DBT_PROJECT_DIR, env={**os.environ, **dbt_env(pg_url), **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def dbt(
+    pg_url: str, *args: str, env: dict[str, str] | None = None, project: Path | None = None
+) -> Any:
+    """dbt on the test warehouse, run to its end: returncode and stdout."""
+    process = dbt_started(pg_url, *args, env=env, project=project)
+    output, _ = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")

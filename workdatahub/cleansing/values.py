@@ -178,6 +178,11 @@ def _exact_money(number: pl.Expr, cut: bool = True) -> pl.Expr:
     return _digits(number, cut).round(MONEY.scale, mode=ROUNDING).cast(MONEY, strict=False)
 
 
+def _percent_figure(figure: pl.Expr, has_percent: pl.Expr) -> pl.Expr:
+    """`5%`, or a bare number above 1 in absolute value (3.5): a figure in percent."""
+    return has_percent | (figure.abs() > 1)
+
+
 def _exact_rate(number: pl.Expr, has_percent: pl.Expr, cut: bool = True) -> pl.Expr:
     """A number's text (without its %) as a rate, rounded once, half away from zero: a
     percent figure (`5%`; a bare number above 1, `3.5`) is rounded to 4 decimals and then
@@ -186,7 +191,7 @@ def _exact_rate(number: pl.Expr, has_percent: pl.Expr, cut: bool = True) -> pl.E
     figure = _digits(number, cut)
     shifted = figure.round(RATE.scale - 2, mode=ROUNDING) * pl.lit(Decimal("0.01"))
     as_rate = (
-        pl.when(has_percent | (figure.abs() > 1))
+        pl.when(_percent_figure(figure, has_percent))
         .then(shifted)
         .otherwise(figure.round(RATE.scale, mode=ROUNDING))
     )
@@ -243,7 +248,7 @@ def _rate_value(number: pl.Expr, figure: pl.Expr, has_percent: pl.Expr) -> pl.Ex
     """The exact rate; where the text's exact decimal does not fit (`1E-300`), its float
     (`figure`), as money does."""
     as_rate = (
-        pl.when(has_percent | (figure.abs() > 1))
+        pl.when(_percent_figure(figure, has_percent))
         .then(figure / 100)
         .otherwise(figure)
         .round(RATE.scale, mode=ROUNDING)

@@ -23,7 +23,8 @@ static inline int is_digit(uint8_t byte) { return byte >= 48 && byte <= 57; }
  * spelling, the way Excel writes it and shows it, which is a prefix of it: zeros at the end
  * of the decimals dropped (`202411.0` -> `202411`, `1.50` -> `1.5`, as other programs
  * write some numbers). 0: another spelling (an exponent, a leading zero as in `007`, `.5`),
- * left to the slower path, which spells it as fastexcel shows it. */
+ * or decimals of more than 15 significant digits (`2.0000499999999999`, the 17 digits Excel
+ * writes for a typed 2.00005), left to the slower path, which spells it as Excel shows it. */
 static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     int64_t i = start, digits = 0, fraction = 0;
     if (i < stop && buf[i] == 45) i++;
@@ -36,6 +37,11 @@ static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     while (i < stop && is_digit(buf[i])) { i++; fraction++; }
     if (fraction == 0 || i != stop) return 0;
     while (i > dot + 1 && buf[i - 1] == 48) i--;
+    if (i > dot + 1) { /* decimals: more than 15 significant digits is a double's artefact */
+        int64_t first = lead;
+        while (first < i && (buf[first] == 48 || buf[first] == 46)) first++;
+        if (i - first - (first < dot ? 1 : 0) > 15) return 0;
+    }
     return (i == dot + 1 ? dot : i) - start;
 }
 

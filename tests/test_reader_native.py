@@ -18,7 +18,7 @@ import weakref
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +61,15 @@ def fastexcel_spelling(text: str) -> str:
     return printed.rstrip("0").rstrip(".")
 
 
-def excel_digits(text: str) -> str:
-    """The number `text` spells to Excel's 15 significant digits, as the scan shows a
-    number of more (rounded half away from zero)."""
-    return str(Context(prec=15, rounding=ROUND_HALF_UP).plus(Decimal(text)))
-
-
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def same_cells(scanned: pl.Series, whole: pl.Series) -> None:
-    """The same cells; a number the same double printed as fastexcel prints it (the scan's
-    digits, and fastexcel's where they are beyond Excel's 15, see native.py)."""
     assert scanned.null_count() == whole.null_count(), scanned.name
     assert (scanned.is_null() == whole.is_null()).all(), scanned.name
     differ = (scanned != whole).fill_null(False)
     for mine, theirs in zip(scanned.filter(differ), whole.filter(differ), strict=True):
-        assert _NUMBER.fullmatch(mine), (mine, theirs)
-        shown = fastexcel_spelling(mine)
-        assert shown == theirs or shown == fastexcel_spelling(excel_digits(theirs)), (mine, theirs)
+        assert _NUMBER.fullmatch(mine) and fastexcel_spelling(mine) == theirs, (mine, theirs)
 
 
 def _fastexcel(book: reader.Workbook, sheet: reader.SheetPart) -> reader.Parsed:
@@ -180,39 +170,37 @@ def test_every_kind_of_cell_reads_as_fastexcel_reads_it(tmp_path: Path) -> None:
     assert sum("Error(" in p.detail for p in problems) == 2
     assert frame[0, 0] == "0"
     assert frame[19, 0] == "0.0000000000000039984"  # fastexcel: "0"
-    # doubles written with 16 or 17 digits (xlsxwriter writes 123456789012345678 as
-    # `1.2345678901234568E+17`), shown to 15 as Excel shows them
-    assert frame[5, 0] == "0.3" and frame[16, 0] == "3"
-    assert frame[18, 0] == "12345.6789012346" and frame[15, 0] == "45597.5452199074"
-    assert frame[8, 0] == "123456789012346000000" and frame[9, 0] == "123456789012346000"
 
 
-def test_a_double_excel_writes_with_17_digits_reads_as_excel_shows_it(tmp_path: Path) -> None:
-    """Excel writes a typed 2.00005 as the double's 17 digits, `2.0000499999999999`: read
-    as written, the money would round down to 2.0000 where Excel's ROUND (and the cell as
-    it shows) gives 2.0001. Both readers give Excel's 15 digits; a text cell keeps its
-    digits, and an integer written out (no decimals, no exponent) keeps every digit."""
+def test_a_double_written_in_full_reads_as_the_number_typed(tmp_path: Path) -> None:
+    """Excel writes a typed 2.00005 as its double's 17 digits, `2.0000499999999999`: read
+    as written, the money would round down to 2.0000 where Excel's ROUND gives 2.0001. The
+    scan spells such a number in the fewest digits that give the same double (what was
+    typed), as fastexcel's double is; a computed double keeps the digits that make it that
+    double; a text cell keeps its digits, and so does an integer written out."""
     base = _every_kind_of_cell(tmp_path / "kinds.xlsx")
-    written = [
-        "2.0000499999999999", "-2.0000499999999999", "0.16470999999999999",
-        "1234567.0000499999", "4.9999999999999996E-5", "0.30000000000000004",
-        "123456789012.34567", "1.0000000000000002", "12345678901234567", "2.00005",
-    ]  # fmt: skip
+    written = {  # as Excel writes the double (`%.17G`) -> as read
+        "2.0000499999999999": "2.00005",
+        "-2.0000499999999999": "-2.00005",
+        "1.0001500000000001": "1.00015",
+        "1234567.0000499999": "1234567.00005",
+        "0.00012344999999999999": "0.00012345",
+        "5.0000000000000002E-05": "0.00005",
+        "0.30000000000000004": "0.30000000000000004",  # =0.1+0.2: not 0.3's double
+        "123456789012.34567": "123456789012.34567",
+        "12345678901234567": "12345678901234567",  # an integer keeps its digits
+        "2.00005": "2.00005",
+    }
     cells = [f'<c r="@"><v>{v}</v></c>' for v in written]
-    path = _raw_cells(
-        base,
-        tmp_path / "raw.xlsx",
-        [*cells, '<c r="@" t="inlineStr"><is><t>2.0000499999999999</t></is></c>'],
-    )
-    frame, _, _ = same_parse(path)
-    shown = [
-        "2.00005", "-2.00005", "0.16471", "1234567.00005", "0.00005", "0.3",
-        "123456789012.346", "1", "12345678901234567", "2.00005", "2.0000499999999999",
-    ]  # fmt: skip
-    assert frame.to_series(0).to_list() == shown
-    money, _ = run(parse_money, shown[:4] + shown[-1:])
-    assert money == [Decimal(v) for v in ("2.0001", "-2.0001", "0.1647", "1234567.0001", "2")]
-    assert run(parse_rate, shown[2:3]) == ([Decimal("0.16471")], [None])
+    text = '<c r="@" t="inlineStr"><is><t>2.0000499999999999</t></is></c>'
+    frame, _, _ = same_parse(_raw_cells(base, tmp_path / "raw.xlsx", [*cells, text]))
+    assert frame.to_series(0).to_list() == [*written.values(), "2.0000499999999999"]
+    shown = [*written.values()][:5]
+    money, _ = run(parse_money, [*shown, "2.0000499999999999"])
+    assert money == [
+        Decimal(v) for v in ("2.0001", "-2.0001", "1.0002", "1234567.0001", "0.0001", "2")
+    ]
+    assert run(parse_rate, ["0.16470999999999999"]) == ([Decimal("0.164710")], [None])
 
 
 def _raw_cells(path: Path, out: Path, cells: list[str]) -> Path:
@@ -352,7 +340,7 @@ def test_dates_and_odd_numbers_repeated_down_a_column(tmp_path: Path) -> None:
     column = frame.to_series(0)
     assert column[:206].n_unique() == 1 and column[206] != column[0]
     assert column[312] == column[313] == column[0]  # the long value: the same day
-    assert column[-54] == column[-53] == "45.597"  # its 15 significant digits, as Excel's
+    assert column[-54] == column[-53] == "45.597"  # the double it gives, as Excel shows it
     assert column[-3] == "0.001" and column[-1] == "7"
     assert sorted(p.position[0] for p in problems) == list(range(306, 312))  # each cell's
 

@@ -27,11 +27,12 @@ workbook holds (`233923503.2924`, `0.0000000000000039984`), where fastexcel prin
 to nine decimals (`233923503.292400002`, `0`); a number in exponent form, or with zeros
 Excel would not write (`202411.0`, `1.50`, `007`), is spelled out in plain decimals without
 them (`1.5E-05` -> `0.000015`, `202411.0` -> `202411`), as Excel shows it; and a number
-with decimals (or an exponent) of more than 15 significant digits is shown, as Excel shows
-it, to 15 (`2.0000499999999999`, the double Excel writes for a typed 2.00005, -> `2.00005`:
-rounded as written it would be money 2.0000, not 2.0001). Cleansing parses both readers'
-text to the same value (money has four decimals, rates six); tests/test_reader_native.py
-compares the two readers cell by cell with fastexcel's rounding applied to these digits.
+with decimals (or an exponent) of more than 15 significant digits, a double written in full,
+is spelled in the fewest digits that give the same double (`2.0000499999999999`, the 17
+digits Excel writes for a typed 2.00005, -> `2.00005`: as written it would round to money
+2.0000, not 2.0001). Cleansing parses both readers' text to the same value (money has four
+decimals, rates six); tests/test_reader_native.py compares the two readers cell by cell
+with fastexcel's rounding applied to these digits.
 
 Anything the scanner does not expect (rows or cells without `r=`, a namespace prefix, other
 elements between the rows, a cell error calamine cannot read) gives up and the caller reads
@@ -44,6 +45,7 @@ import ctypes
 import functools
 import hashlib
 import itertools
+import math
 import os
 import platform
 import re
@@ -55,7 +57,7 @@ import tempfile
 import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -601,10 +603,10 @@ def _values(
     return (data, starts, ends), problems
 
 
-# Excel keeps and shows 15 significant digits; it writes a double with up to 17
-# (`2.0000499999999999` for a typed 2.00005, `0.30000000000000004` for =0.1+0.2), which
-# rounded as written would round a half the wrong way
-_EXCEL_DIGITS = Context(prec=15, rounding=ROUND_HALF_UP)
+# Excel takes 15 significant digits from what is typed and writes a double with up to 17
+# (`2.0000499999999999` for a typed 2.00005): rounded as written, such a half would round
+# the wrong way (see _plain_text)
+_EXCEL_DIGITS = 15
 _R_PATTERN = r'[ \t\n\r\x0c\x0b]r="[A-Z]{1,3}[0-9]{1,8}"'  # _R_ATTRIBUTE, for polars
 
 
@@ -702,18 +704,22 @@ def _grouped_one_by_one(
 
 
 def _plain_text(raw: bytes) -> str | None:
-    """A number spelled otherwise (exponent, sign, leading dot or zeros, more than 15
-    significant digits) in plain decimals, as Excel shows it: `1.5E-05` -> `0.000015`; a
-    number written with decimals or an exponent to 15 significant digits, rounded half away
-    from zero (`2.0000499999999999`, the double of a typed 2.00005, -> `2.00005`; `1E+16`
-    keeps its zeros); None when it is no number. An integer written out keeps every digit."""
+    """A number spelled otherwise (exponent, sign, leading dot or zeros, decimals of more
+    than 15 significant digits) in plain decimals: `1.5E-05` -> `0.000015`; None when it is
+    no number. Decimals (or an exponent) of more than 15 significant digits are a double
+    written in full, as Excel writes one (17 digits: `2.0000499999999999` for a typed
+    2.00005): they are spelled in the fewest digits that give the same double (`2.00005`,
+    what was typed; `0.30000000000000004` keeps its). An integer written out keeps every
+    digit."""
     try:
         number = Decimal(raw.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
         return None
     if not number.is_finite():
         return None
-    if len(number.as_tuple().digits) > _EXCEL_DIGITS.prec and re.search(rb"[.eE]", raw):
-        number = _EXCEL_DIGITS.plus(number)
+    if len(number.as_tuple().digits) > _EXCEL_DIGITS and re.search(rb"[.eE]", raw):
+        double = float(number)
+        if math.isfinite(double) and (double != 0 or number == 0):
+            number = Decimal(repr(double))  # Python's repr: the shortest that round-trips
     text = format(number, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text

@@ -24,7 +24,8 @@ static inline int is_digit(uint8_t byte) { return byte >= 48 && byte <= 57; }
  * of the decimals dropped (`202411.0` -> `202411`, `1.50` -> `1.5`, as other programs
  * write some numbers). 0: another spelling (an exponent, a leading zero as in `007`, `.5`),
  * or decimals of more than 15 significant digits (`2.0000499999999999`, the 17 digits Excel
- * writes for a typed 2.00005), left to the slower path, which spells it as Excel shows it. */
+ * writes for a typed 2.00005), left to the slower path, which spells it as Excel shows it
+ * (the fewest digits that give the same double: `2.00005`). */
 static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     int64_t i = start, digits = 0, fraction = 0;
     if (i < stop && buf[i] == 45) i++;

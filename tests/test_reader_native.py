@@ -18,7 +18,7 @@ import weakref
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,28 @@ def test_a_double_written_in_full_reads_as_the_number_typed(tmp_path: Path) -> N
         Decimal(v) for v in ("2.0001", "-2.0001", "1.0002", "1234567.0001", "0.0001", "2")
     ]
     assert run(parse_rate, ["0.16470999999999999"]) == ([Decimal("0.164710")], [None])
+
+
+def test_typed_halves_written_in_full_round_as_typed(tmp_path: Path) -> None:
+    """A sweep: amounts typed with a half at the fifth decimal (up to 10 integer digits:
+    Excel takes 15 significant digits from what is typed), written as Excel writes their
+    doubles (`%.17G`), read by the scan and cleansed, round half away from zero as typed."""
+    rng = np.random.default_rng(11)
+    typed = [
+        f"{'-' if k % 3 == 0 else ''}{int(whole)}.{int(frac):04d}5"
+        for k, (whole, frac) in enumerate(
+            zip(10 ** rng.uniform(0, 10, 2000), rng.integers(0, 10_000, 2000), strict=True)
+        )
+    ]
+    written = [f"{float(t):.17G}" for t in typed]
+    assert sum(len(w.lstrip("-")) == 18 for w in written) > 1000  # most in 17 digits
+    cells = [f'<c r="@"><v>{w}</v></c>' for w in written]
+    frame, _, _ = same_parse(_raw_cells(_every_kind_of_cell(tmp_path / "kinds.xlsx"),
+                                        tmp_path / "raw.xlsx", cells))  # fmt: skip
+    money, errors = run(parse_money, frame.to_series(0).to_list())
+    expected = [Decimal(t).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP) for t in typed]
+    assert errors == [None] * len(typed)
+    assert money == expected
 
 
 def _raw_cells(path: Path, out: Path, cells: list[str]) -> Path:

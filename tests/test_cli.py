@@ -687,6 +687,18 @@ def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
     assert failed.returncode == 2 and 'column "nonsense" does not exist' in failed.stderr
 
 
+def test_db_shell_as_the_reader_sees_what_analysts_see(pg_url: str) -> None:
+    env = {"WDH_DATABASE_URL": pg_url}
+    done = wdh_process("db", "shell", "--as", "wdh_reader", "-c", "select current_user", env=env)
+    assert done.returncode == 0 and "wdh_reader" in done.stdout, done.stderr
+    seen = wdh_process("db", "shell", "--as", "wdh_reader", "-c", "table audit.loads", env=env)
+    assert seen.returncode == 0, seen.stderr
+    refused = wdh_process(
+        "db", "shell", "--as", "wdh_reader", "-c", "select * from wdh.load_log", env=env
+    )
+    assert refused.returncode == 2 and "permission denied for schema wdh" in refused.stderr
+
+
 def test_a_terminated_command_says_so_in_one_line(tmp_path: Path) -> None:
     """SIGTERM (`kill`, `timeout`, a supervisor) stops a command as Ctrl-C does: cleanup
     runs, one line, exit 143."""

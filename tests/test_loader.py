@@ -218,6 +218,34 @@ def test_reject_threshold_refuses_the_load_but_keeps_the_rejects(
     assert len(quarantined) == 5
 
 
+def test_audit_loads_shows_analysts_each_load_its_headers_and_rejects_without_values(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    spec = sources.domain("trustee_performance")
+    bad = [[2024, 11, "Q1", "C01", "abc", 1, 1]]
+    path = trustee_month(tmp_path, NOV, rows_for(NOV, 9) + bad)
+    first = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 3))
+    second = run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    loads = pg.execute(
+        "select load_id, status, mode, source_file, sha256, source_sheet, headers, rows_read, "
+        "rows_loaded, rows_rejected, rejected_by_column, replaced_at, finished_at "
+        "from audit.loads order by started_at"
+    ).fetchall()
+    assert [load[0] for load in loads] == [first.plan.load_id, second.plan.load_id]
+    sha256 = first.discovery.files[0].sha256 if first.discovery else None
+    where = str(path.relative_to(tmp_path))
+    assert loads[0][1:6] == ("succeeded", "delete_insert", where, sha256, "Sheet1")
+    headers = loads[0][6]
+    assert headers["return_rate"] == "收益率" and headers["plan_code"] == "计划代码"
+    assert loads[0][7:11] == (10, 9, 1, {"return_rate": 1})
+    assert loads[0][11] == loads[1][12]  # replaced when the second load ended
+    assert loads[1][7:12] == (3, 3, 0, None, None)  # its rows are the table's
+    # no cell's value: the view has no column that could hold one
+    columns = [d.name for d in pg.execute("select * from audit.loads limit 0").description]
+    assert not {"message", "files", "value", "reason", "raw_row"} & set(columns)
+
+
 def test_append_and_upsert_modes(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

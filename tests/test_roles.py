@@ -145,6 +145,10 @@ CASES = [
     ("wdh_loader", "delete from raw.trustee_performance", True),
     ("wdh_loader", INSERT_LOG, True),
     ("wdh_loader", "update wdh.load_log set status = 'abandoned'", True),
+    ("wdh_loader", "delete from wdh.load_log", False),  # the audit trail stays
+    ("wdh_loader", "delete from wdh.rejected_rows", False),
+    ("wdh_loader", "update wdh.rejected_rows set reason = 'x'", False),
+    ("wdh_loader", "delete from wdh.data_quality_metrics", False),
     ("wdh_loader", "create temporary table t (like raw.trustee_performance)", True),  # upsert
     ("wdh_loader", "create table raw.extra (i int)", False),
     ("wdh_loader", "drop table raw.trustee_performance", False),
@@ -177,6 +181,10 @@ CASES = [
     ("wdh_reader", INSERT_RAW, False),
     ("wdh_reader", "select * from wdh.load_log", False),
     ("wdh_reader", "select * from wdh.rejected_rows", False),
+    ("wdh_reader", "select * from audit.loads", True),  # the load log, without cell values
+    ("wdh_reader", "create view audit.v as select 1 as i", False),
+    ("wdh_loader", "select * from audit.loads", False),
+    ("wdh_transformer", "select * from audit.loads", False),
 ]
 
 
@@ -314,3 +322,28 @@ def owner_user(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("select current_user").fetchone()
     assert row is not None
     return str(row[0])
+
+
+def test_a_built_summary_mart_gets_its_outflow_column_renamed(
+    owner_url: str, owner: psycopg.Connection[Any]
+) -> None:
+    """Migration 0005 renames the summary mart's `outflow` where dbt built it before, so
+    that its next incremental build (on_schema_change: fail) does not fail; and back."""
+    from decimal import Decimal
+
+    from workdatahub.warehouse.migrate import upgrade
+
+    mart = "marts.fct_monthly_branch_product_line"
+    _downgrade(owner_url, "0004")
+    try:
+        owner.execute(f"create table {mart} (period date, outflow numeric)")
+        owner.execute(f"insert into {mart} values ('2024-11-01', 5)")
+        upgrade(owner_url)
+        assert owner.execute(f"select period, outflow_incl_benefits from {mart}").fetchall() == [
+            (NOV, Decimal(5))
+        ]
+        _downgrade(owner_url, "0004")
+        assert owner.execute(f"select outflow from {mart}").fetchall() == [(Decimal(5),)]
+    finally:
+        owner.execute(f"drop table if exists {mart}")
+        upgrade(owner_url)

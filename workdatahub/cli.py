@@ -508,13 +508,22 @@ def upgrade() -> None:
 
 @db.command()
 @click.option("-c", "commands", multiple=True, help="run this SQL command (repeatable) and exit")
-def shell(commands: tuple[str, ...]) -> None:
+@click.option(
+    "--as", "role", metavar="ROLE",
+    help="connect as ROLE (wdh_reader: what analysts see), with its password from "
+    "PGPASSWORD or ~/.pgpass, not the warehouse URL's",
+)  # fmt: skip
+def shell(commands: tuple[str, ...], role: str | None) -> None:
     """psql on the warehouse."""
     import shutil
 
     from workdatahub.warehouse.db import psql_env
 
-    env = {**os.environ, **psql_env()}
+    own = psql_env()
+    if role:
+        own.pop("PGPASSWORD", None)  # the URL's password is its user's, not the role's
+        own["PGUSER"] = role
+    env = {**os.environ, **own}
     psql = shutil.which("psql") or _bundled_psql()
     if psql is None:
         _fail("psql not found (install the postgresql-client package)")

@@ -316,6 +316,7 @@ def _run_partition(
             load_id=load_id,
             started=started,
             refuse=refuse,
+            headers=dict(check.sheet.columns),
         )
     exceeded = refuse is not None
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
@@ -442,6 +443,7 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
         rejects=plan.rejects,
         rejected_rows=plan.rejected_rows,
         refuse=plan.refused,
+        headers=plan.headers,
     )  # (its log row starts when the try does: the tries of a run stay in order)
 
 

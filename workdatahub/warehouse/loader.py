@@ -158,6 +158,7 @@ class LoadPlan:
     refused: str | None = None
     # what runs after the commit, on its own (the load's metrics; set by the pipeline)
     closing: Statement | None = None
+    headers: dict[str, str] | None = None  # loaded column -> the header it was read from
 
     @property
     def opening(self) -> list[Statement]:
@@ -169,7 +170,7 @@ class LoadPlan:
 
     @property
     def counts(self) -> dict[str, Any]:
-        return _log_counts(self.source_sheet, self.rows_read, self.rows_rejected)
+        return _log_counts(self.source_sheet, self.rows_read, self.rows_rejected, self.headers)
 
     @property
     def shown(self) -> list[Statement]:
@@ -232,11 +233,14 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
-def _log_counts(sheet: str, rows_read: int, rows_rejected: int) -> dict[str, Any]:
+def _log_counts(
+    sheet: str, rows_read: int, rows_rejected: int, headers: dict[str, str] | None
+) -> dict[str, Any]:
     """The load-log columns known once the workbook is validated."""
     rate = round(rows_rejected / rows_read, 6) if rows_read else 0
     return {
         "sheet": sheet,
+        "headers": None if headers is None else json.dumps(headers, ensure_ascii=False),
         "rows_read": rows_read,
         "rows_rejected": rows_rejected,
         "reject_rate": rate,
@@ -423,6 +427,7 @@ def build_plan(
     load_id: uuid.UUID | None = None,
     started: float | None = None,
     refuse: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LoadPlan:
     load_id = load_id or uuid.uuid4()
     table = _ident(spec.schema_name, spec.table)
@@ -464,9 +469,10 @@ def build_plan(
             rows=rejects.height,
         )
     )
-    counts = _log_counts(source_sheet, rows_read, rejected_rows.height)
+    counts = _log_counts(source_sheet, rows_read, rejected_rows.height, headers)
     counted = (
-        "sheet = %(sheet)s, rows_read = %(rows_read)s, rows_rejected = %(rows_rejected)s, "
+        "sheet = %(sheet)s, headers = %(headers)s::jsonb, rows_read = %(rows_read)s, "
+        "rows_rejected = %(rows_rejected)s, "
         "reject_rate = %(reject_rate)s, finished_at = clock_timestamp() "
         "where load_id = %(load_id)s"
     )
@@ -514,6 +520,7 @@ def build_plan(
         statements=statements,
         started=started,
         refused=refuse,
+        headers=headers,
     )
 
 
@@ -951,7 +958,7 @@ def mark_failed(conn: psycopg.Connection, plan: LoadPlan, message: str) -> None:
     otherwise: succeeded, refused)."""
     conn.execute(
         "update wdh.load_log set status = 'failed', message = %(message)s, "
-        "sheet = %(sheet)s, rows_read = %(rows_read)s, "
+        "sheet = %(sheet)s, headers = %(headers)s::jsonb, rows_read = %(rows_read)s, "
         "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
         "finished_at = clock_timestamp() "
         "where load_id = %(load_id)s and status in ('running', 'abandoned')",

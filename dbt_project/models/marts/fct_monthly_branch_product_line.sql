@@ -83,7 +83,7 @@ select
     coalesce(sum(opening_assets), 0) as opening_assets,
     coalesce(sum(closing_assets), 0) as closing_assets,
     coalesce(sum(contributions), 0) as contributions,
-    coalesce(sum(outflow_incl_benefits), 0) as outflow,
+    coalesce(sum(outflow_incl_benefits), 0) as outflow_incl_benefits,
     (coalesce(sum(contributions), 0) - coalesce(sum(outflow_incl_benefits), 0)) as net_flow,
     coalesce(sum(investment_income), 0) as investment_income,
     coalesce(sum(fixed_fee), 0) as fixed_fee,

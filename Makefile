@@ -39,6 +39,8 @@ manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Da
 	$(RUN)/wdh dbt-parse
 
 setup: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml manifest ## uv, venv, dependencies, dbt manifest, sheet scanner
+	@# the state (the warehouse's data, Dagster's runs and logs) is this user's alone
+	@chmod go-rwx $(WDH_HOME)
 	@# the sheet scanner (C) compiled now rather than by the first load; without a compiler
 	@# this says so once, and sheets are read with fastexcel
 	@$(RUN)/python -c "from workdatahub.excel import native; native.library()"
@@ -49,11 +51,14 @@ demo: setup ## sample workbooks → embedded Postgres → Dagster (raw + dbt), t
 test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
 	$(RUN)/pytest -q -p no:cacheprovider
 
+# the UI has no login: this machine only, unless DEV_HOST says otherwise (docs/deploy.md)
+DEV_HOST ?= 127.0.0.1
+
 dev: setup ## Dagster UI on http://localhost:3000 (the embedded warehouse migrated first)
 	@# (the settings decide, .env included: an external warehouse is migrated by its owner)
 	@if $(RUN)/python -c "from workdatahub.settings import get_settings as s; raise SystemExit(not s().embedded)" 2>/dev/null; \
 	  then $(RUN)/wdh db upgrade; fi
-	$(RUN)/dagster dev -m workdatahub.definitions -h 0.0.0.0 -p 3000
+	$(RUN)/dagster dev -m workdatahub.definitions -h $(DEV_HOST) -p 3000
 
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)
 	$(RUN)/python bench/run.py

@@ -161,18 +161,44 @@ def test_folder_links_outside_or_in_a_loop_are_not_walked(
 
 
 def test_version_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: Path) -> None:
+    """The newest version refused: the base workbook is not loaded in its place unseen."""
     spec = sources.domain("trustee_performance")
     data, outside = tmp_path / "data", tmp_path / "elsewhere"
     _trustee(outside, "V9", WORKBOOK)
-    wanted = _trustee(data, WORKBOOK)
+    _trustee(data, WORKBOOK)
     (trustee_folder(data, "202411") / "V9").symlink_to(
         trustee_folder(outside, "202411", "V9"), target_is_directory=True
     )
-    result = discover(spec, NOV, data)
-    assert [(f.path, f.version) for f in result.files] == [(wanted, None)]
-    assert [(i.path.name, i.reason) for i in result.ignored] == [
-        ("V9", "folder link points outside the data directory")
-    ]
+    with pytest.raises(InputError) as refused:
+        discover(spec, NOV, data)
+    assert "V9 in V9, the newest version, is refused (folder link points outside the data " in (
+        refused.value.message
+    )
+    assert "not loaded from an older version" in refused.value.message
+
+
+@pytest.mark.parametrize("kind", ["outside", "broken", "pipe"])
+def test_a_refused_workbook_in_the_newest_version_is_an_error_not_the_older_one(
+    sources: SourcesFile, tmp_path: Path, kind: str
+) -> None:
+    import os
+
+    spec = sources.domain("trustee_performance")
+    data = tmp_path / "data"
+    _trustee(data, "V1", WORKBOOK)
+    newest = trustee_folder(data, "202411", "V2", WORKBOOK)
+    newest.parent.mkdir(parents=True)
+    if kind == "pipe":
+        os.mkfifo(newest)
+    else:
+        target = _trustee(tmp_path / "elsewhere", WORKBOOK) if kind == "outside" else data / "x"
+        newest.symlink_to(target)
+    reason = {"outside": "links outside the data directory", "broken": "broken link",
+              "pipe": "not a regular file"}[kind]  # fmt: skip
+    with pytest.raises(InputError, match=f"in V2, the newest version, is refused \\({reason}\\)"):
+        discover(spec, NOV, data)
+    os.remove(newest)  # without it, V1 is the newest
+    assert discover(spec, NOV, data).files[0].version == "V1"
 
 
 def test_month_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: Path) -> None:

@@ -603,6 +603,30 @@ def test_a_compiler_that_fails_is_reported_with_its_first_line(
     assert "the sheet scanner is not available" in said and "header.h" in said
 
 
+@pytest.mark.parametrize("how", ["writable by others", "a link", "a folder others write"])
+def test_a_library_others_could_have_planted_is_not_loaded(
+    fresh_library: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    """The compiled scanner's name is predictable: one found where someone else could have
+    written it (a file or folder writable by others, a link) is not loaded."""
+    assert native.library() is not None  # compiled into the fresh folder, and trusted
+    (built,) = fresh_library.iterdir()
+    native.library.cache_clear()
+    if how == "writable by others":
+        built.chmod(0o777)
+        said = "is writable by others"
+    elif how == "a link":
+        real = built.rename(fresh_library / "elsewhere.so")
+        built.symlink_to(real)
+        said = "is a link"
+    else:
+        fresh_library.chmod(0o777)
+        said = f"{fresh_library} is writable by others"
+    assert native.library() is None
+    err = capsys.readouterr().err
+    assert "the sheet scanner is not available" in err and said in err
+
+
 def test_the_scanner_compiles_into_an_empty_cache(
     fresh_library: Path, tmp_path: Path, sources: SourcesFile
 ) -> None:

@@ -245,3 +245,19 @@ def test_the_urls_sslmode_reaches_dbt_and_psql(pg_url: str) -> None:
     done = dbt(required, "debug")
     assert done.returncode == 0, done.stdout[-2000:]
     assert "sslmode: require" in done.stdout
+
+
+def test_a_dotenv_in_the_working_folder_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the project's .env: one planted in a shared folder an operator runs `wdh` from
+    could send the loads, or the alerts, to someone else's server."""
+    monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
+    (tmp_path / ".env").write_text(
+        "WDH_DATABASE_URL=postgresql://wdh_loader@attacker.example/exfil\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert (
+        settings.database_url is None or "attacker" not in settings.database_url.get_secret_value()
+    )

@@ -46,7 +46,9 @@ _CRON = re.compile(
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",
-        env_file=(PROJECT_ROOT / ".env", ".env"),
+        # the project's .env only: one in whatever folder a command runs from (a shared
+        # folder) could point the loads, or the alerts, at someone else's server
+        env_file=PROJECT_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
     )

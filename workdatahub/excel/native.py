@@ -51,6 +51,7 @@ import platform
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,23 @@ def _compile(target: Path) -> str | None:
         partial.unlink(missing_ok=True)
 
 
+def _untrusted(path: Path) -> str | None:
+    """Why the library file or folder `path` must not be loaded from: a link, someone
+    else's (other than root's), or writable by others, who could have put their own code
+    there under the name this one looks for; None when it is safe."""
+    try:
+        st = path.lstat()
+    except OSError as error:
+        return f"{path}: {error.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a link"
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        return f"{path} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by others"
+    return None
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled scanner (and the loader's COPY row join), compiled on first use (~0.3 s,
@@ -136,12 +154,17 @@ def library() -> ctypes.CDLL | None:
     for folder in _cache_folders():
         target = folder / f"wdh_scanner-{key}.so"
         try:
-            if not target.exists():
-                folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            untrusted = _untrusted(folder)
+            if untrusted is None and not target.exists():
                 failed = _compile(target)
                 if failed is not None:
                     reason = failed
                     continue
+            untrusted = untrusted or _untrusted(target)
+            if untrusted is not None:
+                reason = f"not loaded: {untrusted}"
+                continue
             lib = ctypes.CDLL(str(target))
         except OSError as error:
             reason = f"{target}: {error}"

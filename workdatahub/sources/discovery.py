@@ -90,6 +90,9 @@ class SourceFile:
 class Ignored:
     path: Path
     reason: str
+    # a file or folder that would count (named like a workbook, a version folder) but
+    # cannot be read safely: a link outside the data directory, a broken link, a pipe
+    refused: bool = False
 
 
 @dataclass
@@ -218,7 +221,8 @@ def _walk(
             continue
         real = _resolved(entry)
         if real is None or not real.is_relative_to(root):
-            refused.append(Ignored(entry, "folder link points outside the data directory"))
+            reason = "folder link points outside the data directory"
+            refused.append(Ignored(entry, reason, refused=True))
             continue
         if real in seen:
             continue  # a link back to a folder already walked
@@ -266,7 +270,7 @@ def _classify(spec: DomainSpec, files: list[Path], root: Path) -> _Found:
         if excluded_by:
             found.ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
         elif problem:
-            found.ignored.append(Ignored(path, problem))
+            found.ignored.append(Ignored(path, problem, refused=True))
         elif suffix == LEGACY_SUFFIX:
             found.legacy.append(path)
         elif suffix not in WORKBOOK_SUFFIXES:  # a pattern without an extension (`*受托业绩*`)
@@ -341,6 +345,7 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}{hint}")
 
     versions: dict[int, list[Path]] = {}
+    refused_versions: dict[int, Ignored] = {}  # version folders that link outside
     if spec.discovery.version_folders:
         for entry in sorted(base.iterdir()):
             match = _VERSION_DIR.match(entry.name)
@@ -348,7 +353,8 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
                 real = _resolved(entry)
                 if real is None or not real.is_relative_to(root):
                     reason = "folder link points outside the data directory"
-                    result.ignored.append(Ignored(entry, reason))
+                    refused_versions.setdefault(int(match[1]), Ignored(entry, reason, True))
+                    result.ignored.append(Ignored(entry, reason, refused=True))
                     continue
                 versions.setdefault(int(match[1]), []).append(entry)
 
@@ -356,14 +362,24 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     chosen: _Found | None = None
     chosen_folder = base
     chosen_version: str | None = None
-    for number in sorted(versions, reverse=True):
+    for number in sorted({*versions, *refused_versions}, reverse=True):
         label = f"V{number}"
         holding: list[tuple[Path, _Found]] = []
-        for folder in versions[number]:
+        refused = [refused_versions[number]] if number in refused_versions else []
+        for folder in versions.get(number, []):
             found = _folder(spec, folder, False, root)
             result.ignored.extend(found.ignored)
+            refused += [i for i in found.ignored if i.refused]
             if found.holds_one:
                 holding.append((folder, found))
+        if chosen is None and refused:
+            # the newest version cannot be read safely: an older one is not loaded in its
+            # place unseen (the operator put a correction there)
+            raise InputError(
+                f"{spec.name} {period:%Y-%m}: {printable(refused[0].path)} in {label}, the "
+                f"newest version, is refused ({refused[0].reason}); the month is not loaded "
+                "from an older version: put the workbook itself there, or remove it"
+            )
         if chosen is not None:
             for _, found in holding:
                 result.ignored.extend(_superseded(found, chosen_version or ""))

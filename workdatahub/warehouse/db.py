@@ -50,7 +50,7 @@ def _embedded_socket_dir(settings: Settings) -> str:
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         import pgserver  # heavy, and only needed without WDH_DATABASE_URL
 
-        settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        settings.pgdata.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # (its data)
         # one starter at a time: CLI, Dagster and dbt may all ask at once
         with _file_lock(settings.home / "pgserver.lock"):
             server = pgserver.get_server(settings.pgdata, cleanup_mode=None)

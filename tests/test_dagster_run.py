@@ -162,6 +162,14 @@ def test_month_through_dagster_matches_independent_totals(
     assert {name for name, _ in built} == set(documented)
     for name, columns in built:
         assert set(columns) - documented[name] == set(), name
+    # and written to the database, where psql and BI tools show them (persist_docs)
+    uncommented = pg.execute(
+        "select c.table_schema || '.' || c.table_name || '.' || c.column_name "
+        "from information_schema.columns c where c.table_schema in ('staging', 'marts') and "
+        "col_description(format('%I.%I', c.table_schema, c.table_name)::regclass, "
+        "c.ordinal_position) is null"
+    ).fetchall()
+    assert uncommented == []
 
     # a month whose raw data was never loaded, its marts selected alone: built empty, and
     # not recorded as materialised (their freshness checks would call the month in)

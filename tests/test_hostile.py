@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import tracemalloc
 import zipfile
 from collections.abc import Callable
 from datetime import date
@@ -705,6 +706,46 @@ def test_a_sheet_of_1048576_rows(sources: SourcesFile, tmp_path: Path) -> None:
     assert time.perf_counter() - start < 15
     assert sheet.frame[ROW].to_list() == [2, 3, 4, 1_048_576]
     assert sheet.skipped_blank == 1_048_576 - 5
+
+
+def test_a_sheet_larger_than_a_read_may_hold_is_refused_before_it_is_unzipped(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zip member may inflate a thousand-fold: the sheet's declared size is checked before
+    any reader unzips it (here with the limit lowered to a small sheet's)."""
+    from workdatahub.excel import reader
+
+    path = corpus.sheet_book(tmp_path / "t.xlsx", [H, *trustee_rows(50)])
+    monkeypatch.setattr(reader, "MAX_SHEET_BYTES", 2**20 // 4)  # 0.25 MB
+    read_sheet(path, sources.domain("trustee_performance"))  # this one is smaller
+    monkeypatch.setattr(reader, "MAX_SHEET_BYTES", 1024)
+    with pytest.raises(InputError, match=r"MB of XML once unzipped, more than the 0 MB a sheet"):
+        read_sheet(path, sources.domain("trustee_performance"))
+
+
+def test_a_sheet_that_unzips_to_more_than_its_zip_declares_is_cut_off(tmp_path: Path) -> None:
+    """The inflation stops at the size the zip declares (plus a byte to see it lied)."""
+    from workdatahub.excel import reader
+
+    stored = corpus.sheet_book(tmp_path / "t.xlsx", [H, *trustee_rows(2000)])
+    path = tmp_path / "deflated.xlsx"  # as Excel writes it (the corpus stores its parts)
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            target.writestr(item.filename, source.read(item), zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as archive:
+        part = "xl/worksheets/sheet1.xml"
+        assert archive.getinfo(part).compress_type == zipfile.ZIP_DEFLATED
+        whole = reader.inflate(archive, part)
+        archive.getinfo(part).file_size = 1000  # as a lying header would say
+        tracemalloc.start()
+        try:
+            with pytest.raises(zipfile.BadZipFile, match="bad CRC or size"):
+                reader.inflate(archive, part)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    # the compressed bytes, and no more than the declared size: not the whole sheet first
+    assert len(whole) > 200_000 and peak < len(whole)
 
 
 # --------------------------------------------------------------------------- the warehouse

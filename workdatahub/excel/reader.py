@@ -91,6 +91,9 @@ EXCEL_BOOLEAN_CELLS = ("true", "false")
 _UNREAD = "__unread__"  # a column of the sheet the spec does not read (for the totals test)
 # calamine holds the used range as rows × columns cells of ~32 bytes: about 2 GB here
 MAX_CELLS = 64_000_000
+# the sheet XML a read holds whole: ~11 times a 500,000-row month's, beyond what MAX_CELLS'
+# cells take (a zip member may inflate 1,000-fold: a small file can claim gigabytes)
+MAX_SHEET_BYTES = 4 * 2**30
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _PART_LIMIT = 16 << 20  # workbook.xml and its relations are a few kB; more is not a workbook
 _SCAN_CHUNK = 8 << 20
@@ -530,6 +533,12 @@ def _load_and_scan(
     cores it costs next to nothing. Otherwise the cells are measured first, serially."""
     if sheet.part is None:
         return (*_load(book, sheet, where), None)
+    size = book.archive.getinfo(sheet.part).file_size
+    if size > MAX_SHEET_BYTES:  # (before any reader inflates it: it is held whole)
+        raise InputError(
+            f"{where}: the sheet is {size / 2**20:,.1f} MB of XML once unzipped, more than the "
+            f"{MAX_SHEET_BYTES / 2**20:,.0f} MB a sheet may be (a damaged or hostile file?)"
+        )
     errors = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
     try:
         declared = sheet_dimension(book.archive, sheet.part)
@@ -874,8 +883,10 @@ def inflate(archive: zipfile.ZipFile, part: str) -> bytes:
         if signature != b"PK\x03\x04":
             return archive.read(part)
         file.seek(info.header_offset + _LOCAL_HEADER.size + name + extra)
-        data = isal_zlib.decompress(file.read(info.compress_size), wbits=-15)
-    if len(data) != info.file_size or isal_zlib.crc32(data) != info.CRC:
+        inflater = isal_zlib.decompressobj(wbits=-15)
+        # never more than the size the zip declares (and one byte to tell it lied)
+        data = inflater.decompress(file.read(info.compress_size), info.file_size + 1)
+    if not inflater.eof or len(data) != info.file_size or isal_zlib.crc32(data) != info.CRC:
         raise zipfile.BadZipFile(f"bad CRC or size of {part}")
     return data
 

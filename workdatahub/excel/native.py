@@ -28,11 +28,14 @@ to nine decimals (`233923503.292400002`, `0`); a number in exponent form, or wit
 Excel would not write (`202411.0`, `1.50`, `007`), is spelled out in plain decimals without
 them (`1.5E-05` -> `0.000015`, `202411.0` -> `202411`), as Excel shows it; and a number
 with decimals (or an exponent) of more than 15 significant digits, a double written in full,
-is spelled in the fewest digits that give the same double (`2.0000499999999999`, the 17
-digits Excel writes for a typed 2.00005, -> `2.00005`: as written it would round to money
-2.0000, not 2.0001). Cleansing parses both readers' text to the same value (money has four
-decimals, rates six); tests/test_reader_native.py compares the two readers cell by cell
-with fastexcel's rounding applied to these digits.
+is shown to 15, rounded half away from zero, as Excel shows it and as its ROUND sees it
+(`2.0000499999999999`, the 17 digits Excel writes for a typed 2.00005, -> `2.00005`; the
+computed `393.77004999999997` -> `393.77005`: as written they would round to money 2.0000
+and 393.7700, not 2.0001 and 393.7701). The scanner does that as it assembles the column
+(LONG), in C. Cleansing parses both readers' text to the same value (money has four
+decimals, rates six: fastexcel's nine decimals round such a number the same way);
+tests/test_reader_native.py compares the two readers cell by cell with fastexcel's rounding
+applied to these digits.
 
 Anything the scanner does not expect (rows or cells without `r=`, a namespace prefix, other
 elements between the rows, a cell error calamine cannot read) gives up and the caller reads
@@ -45,7 +48,6 @@ import ctypes
 import functools
 import hashlib
 import itertools
-import math
 import os
 import platform
 import re
@@ -58,7 +60,7 @@ import tempfile
 import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +81,7 @@ NUMBER = 3  # a number in another spelling (exponent, sign, spare zeros); a, b: 
 OTHER = 4  # anything else; a, b: the whole `<c>…</c>` element
 ERROR = 5  # a cell fastexcel reports a problem for and reads as null: there, but null
 INLINE = 6  # an inline string of the plain shape; a, b: its `<t…>text` (still escaped)
+LONG = 7  # a PLAIN number of more than 15 significant digits: assembled as Excel shows it
 
 
 # ------------------------------------------------------------------- the compiled scanner
@@ -115,6 +118,7 @@ def _compile(target: Path) -> str | None:
         if done.returncode != 0:
             said = (done.stderr.strip().splitlines() or ["no message"])[0]
             return f"{compiler} failed on {_SOURCE.name}: {said}"
+        partial.chmod(0o755)  # whatever the umask: no one else writes code this loads
         os.replace(partial, target)  # whole or not at all, for processes compiling at once
         return None
     except (OSError, subprocess.SubprocessError) as error:
@@ -125,8 +129,10 @@ def _compile(target: Path) -> str | None:
 
 def _untrusted(path: Path) -> str | None:
     """Why the library file or folder `path` must not be loaded from: a link, someone
-    else's (other than root's), or writable by others, who could have put their own code
-    there under the name this one looks for; None when it is safe."""
+    else's (other than root's), or writable by every user, who could have put their own
+    code there under the name this one looks for; None when it is safe. (Writable by the
+    group is allowed: with umask 002, as Debian gives each user a group of their own, and
+    in containers running under a random uid, everything is.)"""
     try:
         st = path.lstat()
     except OSError as error:
@@ -135,8 +141,8 @@ def _untrusted(path: Path) -> str | None:
         return f"{path} is a link"
     if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to another user"
-    if st.st_mode & 0o022:
-        return f"{path} is writable by others"
+    if st.st_mode & 0o002:
+        return f"{path} is writable by every user"
     return None
 
 
@@ -176,7 +182,7 @@ def library() -> ctypes.CDLL | None:
         lib.wdh_owners.restype = None
         lib.wdh_owners.argtypes = [_P, _I, _P, _P, _P, _I, _I, _P]
         lib.wdh_measure.restype = None
-        lib.wdh_measure.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P]
+        lib.wdh_measure.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P]
         lib.wdh_fill.restype = None
         lib.wdh_fill.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P]
         lib.wdh_group.restype = _I
@@ -242,7 +248,7 @@ def _assemble(
     offsets = np.empty((width, height + 1), np.int64)
     valid = np.empty((width, height), np.bool_)
     head = (_at(owner), height, first, last, *map(_at, cells))
-    lib.wdh_measure(*head, _at(starts), _at(ends), _at(offsets), _at(valid))
+    lib.wdh_measure(*head, _at(starts), _at(ends), _at(offsets), _at(valid), _at(buf))
     bases = np.zeros(width + 1, np.int64)
     np.cumsum(offsets[:, height], out=bases[1:])
     data = np.empty(int(bases[width]), np.uint8)
@@ -558,7 +564,7 @@ def _values(
     others = _other_parts(book, sheet)  # read once: both questions to fastexcel use them
     if shared > _shared_strings(others):
         return None  # an entry the table does not have: fastexcel says what that means
-    numbers = (kinds == PLAIN) | (kinds == NUMBER)
+    numbers = (kinds == PLAIN) | (kinds == NUMBER) | (kinds == LONG)
     used_styles = np.unique(styles[numbers]).tolist()
     other = np.flatnonzero(kinds == OTHER)
     first, other_group = _elements(buf, a, b, other)
@@ -626,10 +632,10 @@ def _values(
     return (data, starts, ends), problems
 
 
-# Excel takes 15 significant digits from what is typed and writes a double with up to 17
-# (`2.0000499999999999` for a typed 2.00005): rounded as written, such a half would round
-# the wrong way (see _plain_text)
-_EXCEL_DIGITS = 15
+# Excel keeps and shows 15 significant digits of a number, and writes a double with up to
+# 17 (`2.0000499999999999` for a typed 2.00005): rounded as written, such a half would round
+# the wrong way (see _plain_text, and `shown` in scanner.c)
+_EXCEL = Context(prec=15, rounding=ROUND_HALF_UP)
 _R_PATTERN = r'[ \t\n\r\x0c\x0b]r="[A-Z]{1,3}[0-9]{1,8}"'  # _R_ATTRIBUTE, for polars
 
 
@@ -727,22 +733,18 @@ def _grouped_one_by_one(
 
 
 def _plain_text(raw: bytes) -> str | None:
-    """A number spelled otherwise (exponent, sign, leading dot or zeros, decimals of more
-    than 15 significant digits) in plain decimals: `1.5E-05` -> `0.000015`; None when it is
-    no number. Decimals (or an exponent) of more than 15 significant digits are a double
-    written in full, as Excel writes one (17 digits: `2.0000499999999999` for a typed
-    2.00005): they are spelled in the fewest digits that give the same double (`2.00005`,
-    what was typed; `0.30000000000000004` keeps its). An integer written out keeps every
-    digit."""
+    """A number spelled otherwise (exponent, sign, leading dot or zeros) in plain decimals:
+    `1.5E-05` -> `0.000015`; None when it is no number. Written with decimals or an exponent
+    and more than 15 significant digits (a double in full), it is shown to 15 as Excel shows
+    it, as the scanner shows a plain one (LONG): `2.0000499999999999E-3` -> `0.00200005`. An
+    integer written out keeps every digit."""
     try:
         number = Decimal(raw.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
         return None
     if not number.is_finite():
         return None
-    if len(number.as_tuple().digits) > _EXCEL_DIGITS and re.search(rb"[.eE]", raw):
-        double = float(number)
-        if math.isfinite(double) and (double != 0 or number == 0):
-            number = Decimal(repr(double))  # Python's repr: the shortest that round-trips
+    if len(number.as_tuple().digits) > _EXCEL.prec and re.search(rb"[.eE]", raw):
+        number = _EXCEL.plus(number)
     text = format(number, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text

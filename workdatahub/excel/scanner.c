@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4, ERROR = 5, INLINE = 6 };
+enum { EMPTY = 0, STRING = 1, PLAIN = 2, NUMBER = 3, OTHER = 4, ERROR = 5, INLINE = 6, LONG = 7 };
 enum { LT = 60, GT = 62, SLASH = 47, QUOTE = 34, EQUALS = 61, SPACE = 32 };
 
 static inline int is_space(uint8_t byte) {
@@ -23,9 +23,7 @@ static inline int is_digit(uint8_t byte) { return byte >= 48 && byte <= 57; }
  * spelling, the way Excel writes it and shows it, which is a prefix of it: zeros at the end
  * of the decimals dropped (`202411.0` -> `202411`, `1.50` -> `1.5`, as other programs
  * write some numbers). 0: another spelling (an exponent, a leading zero as in `007`, `.5`),
- * or decimals of more than 15 significant digits (`2.0000499999999999`, the 17 digits Excel
- * writes for a typed 2.00005), left to the slower path, which spells it as Excel shows it
- * (the fewest digits that give the same double: `2.00005`). */
+ * left to the slower path, which spells it as fastexcel shows it. */
 static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     int64_t i = start, digits = 0, fraction = 0;
     if (i < stop && buf[i] == 45) i++;
@@ -38,12 +36,69 @@ static int64_t plain_number(const uint8_t *buf, int64_t start, int64_t stop) {
     while (i < stop && is_digit(buf[i])) { i++; fraction++; }
     if (fraction == 0 || i != stop) return 0;
     while (i > dot + 1 && buf[i - 1] == 48) i--;
-    if (i > dot + 1) { /* decimals: more than 15 significant digits is a double's artefact */
-        int64_t first = lead;
-        while (first < i && (buf[first] == 48 || buf[first] == 46)) first++;
-        if (i - first - (first < dot ? 1 : 0) > 15) return 0;
-    }
     return (i == dot + 1 ? dot : i) - start;
+}
+
+/* Significant digits of the plain decimal buf[start:stop] (no spare zeros). */
+static int64_t significant(const uint8_t *buf, int64_t start, int64_t stop) {
+    int64_t count = 0, seen = 0;
+    for (int64_t k = start; k < stop; k++) {
+        if (!is_digit(buf[k])) continue;
+        if (buf[k] != 48) seen = 1;
+        if (seen) count++;
+    }
+    return count;
+}
+
+#define SHOWN_DIGITS 15 /* what Excel keeps of a number, and shows */
+#define LONG_MAX_BYTES 64
+
+/* The plain decimal src[0:len] (a sign, digits, a dot, digits; more than 15 significant
+ * digits, at most LONG_MAX_BYTES) rounded half away from zero to 15 significant digits, as
+ * Excel shows it, zeros at the end of its decimals dropped, written to out (NULL: only
+ * measured); returns its length, which is never more than len. */
+static int64_t shown(const uint8_t *src, int64_t len, uint8_t *out) {
+    uint8_t digits[LONG_MAX_BYTES + 1];
+    int64_t n = 0, whole = -1, k = 0;
+    int negative = len > 0 && src[0] == 45;
+    for (k = negative; k < len; k++) {
+        if (src[k] == 46) whole = n;
+        else digits[n++] = src[k];
+    }
+    if (whole < 0) whole = n;
+    int64_t first = 0;
+    while (first < n && digits[first] == 48) first++;
+    int64_t cut = first + SHOWN_DIGITS; /* the first digit dropped */
+    if (cut < n) {
+        int up = digits[cut] >= 53;
+        n = cut;
+        for (k = n - 1; up && k >= 0; k--) {
+            if (digits[k] == 57) digits[k] = 48;
+            else { digits[k]++; up = 0; }
+        }
+        if (up) { /* 9.99…9 -> 10: one more whole digit */
+            memmove(digits + 1, digits, (size_t)n);
+            digits[0] = 49;
+            n++;
+            whole++;
+        }
+    }
+    while (n < whole) digits[n++] = 48; /* whole digits the cut dropped are zeros */
+    int64_t end = n;
+    while (end > whole && digits[end - 1] == 48) end--;
+    int64_t lead = 0; /* a leading zero only for a number below 1 (its whole part) */
+    while (lead < whole - 1 && digits[lead] == 48) lead++;
+    int64_t size = negative + (whole - lead) + (end > whole ? 1 + end - whole : 0);
+    if (out != NULL) {
+        int64_t at = 0;
+        if (negative) out[at++] = 45;
+        for (k = lead; k < whole; k++) out[at++] = digits[k];
+        if (end > whole) {
+            out[at++] = 46;
+            for (k = whole; k < end; k++) out[at++] = digits[k];
+        }
+    }
+    return size;
 }
 
 /* Scan buf[start:stop], a run of whole `<row>` elements, into the cell arrays (one entry
@@ -161,6 +216,14 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                     kinds[n] = shortest ? PLAIN : NUMBER;
                     a[n] = first;
                     b[n] = (uint32_t)(shortest ? shortest : last - first);
+                    /* a double written in full (`2.0000499999999999` for a typed 2.00005):
+                     * shown to 15 digits as it is assembled */
+                    /* (16 bytes hold at most 15 digits and a dot: most numbers stop here) */
+                    if (shortest - (buf[first] == 45) > SHOWN_DIGITS + 1
+                        && shortest <= LONG_MAX_BYTES
+                        && memchr(buf + first, 46, (size_t)shortest) != NULL
+                        && significant(buf, first, first + shortest) > SHOWN_DIGITS)
+                        kinds[n] = LONG; /* (an integer written out keeps its digits) */
                 }
                 n++;
                 i = last + 8;
@@ -289,7 +352,8 @@ void wdh_owners(const int64_t *spans, int64_t nspans, const int32_t *rows, const
  * null). */
 void wdh_measure(const int32_t *owner, int64_t height, int64_t first, int64_t last,
                  const int8_t *kinds, const int64_t *a, const uint32_t *b,
-                 const int64_t *starts, const int64_t *ends, int64_t *offsets, uint8_t *valid) {
+                 const int64_t *starts, const int64_t *ends, int64_t *offsets, uint8_t *valid,
+                 const uint8_t *buf) {
     for (int64_t j = 0; j < last - first; j++) {
         const int32_t *column = owner + (first + j) * height;
         int64_t *offset = offsets + j * (height + 1);
@@ -300,6 +364,9 @@ void wdh_measure(const int32_t *owner, int64_t height, int64_t first, int64_t la
             ok[r] = 0;
             if (n >= 0 && kinds[n] == PLAIN) {
                 size = b[n];
+                ok[r] = 1;
+            } else if (n >= 0 && kinds[n] == LONG) {
+                size = shown(buf + a[n], b[n], NULL);
                 ok[r] = 1;
             } else if (n >= 0 && kinds[n] == STRING) {
                 size = ends[a[n]] - starts[a[n]];
@@ -322,6 +389,10 @@ void wdh_fill(const int32_t *owner, int64_t height, int64_t first, int64_t last,
         for (int64_t r = 0; r < height; r++) {
             if (!ok[r]) continue;
             int64_t n = column[r];
+            if (kinds[n] == LONG) {
+                shown(buf + a[n], b[n], to + offset[r]);
+                continue;
+            }
             const uint8_t *from = kinds[n] == PLAIN ? buf + a[n] : strings + starts[a[n]];
             memcpy(to + offset[r], from, (size_t)(offset[r + 1] - offset[r]));
         }

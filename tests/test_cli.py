@@ -92,6 +92,17 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
         "rejects": [
             {"row": 3, "column": "net_value", "value": "abc", "reason": "not a number: 'abc'"}
         ],
+        "totals": {  # the sheet's 合计 row states 10; the rows loaded hold 10 and (5)
+            "fund_scale": {
+                "header": "规模",
+                "stated": "10.0000",
+                "loaded": "5.0000",
+                "rejected": "0.0000",
+                "rejected_not_numbers": 0,
+                "difference": "5.0000",
+                "tolerance": "0.01",
+            }
+        },
         "reject_rate": 0.333333,
         "max_reject_rate": 0.5,
         "threshold_exceeded": False,
@@ -286,6 +297,30 @@ def test_unreadable_workbook_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.db
+def test_a_totals_row_that_does_not_add_up_is_a_warning_and_kept_in_the_load_log(
+    month: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """The sheet's 合计 states 10 for 规模; the rows loaded hold 10 and (5), the rejected
+    row nothing: the load goes on, says so, and audit.loads keeps the numbers."""
+    done = wdh(
+        "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month), "--json",
+        "--max-reject-rate", "0.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = (
+        "the sheet's totals row does not add up: 规模 states 10.00, the rows loaded sum to 5.00 "
+        "and the rejected rows to 0.00: off by 5.00"
+    )
+    assert said in done.stderr
+    assert json.loads(done.stdout)["totals_off"] == [said.split(": ", 1)[1]]
+    (totals,) = pg.execute("select totals from audit.loads").fetchone()
+    assert totals["fund_scale"]["difference"] == "5.0000"
+    workbook = next(month.rglob("*.xlsx"))
+    checked = wdh("check", "trustee_performance", str(workbook), "--max-reject-rate", "0.5")
+    assert said in checked.stdout, checked.stdout
+
+
+@pytest.mark.db
 def test_load_exit_codes(month: Path, pg_url: str, fresh_tables: None) -> None:
     done = wdh(
         "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month), "--json",
@@ -467,10 +502,11 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     latest = wdh(*args)
     assert f"load {second['load_id']} (succeeded), 1 rejects" in latest.stdout
     assert "more" not in latest.stdout
-    reject_line = next(line for line in latest.stdout.splitlines() if "abc" in line)
+    # the cell's value as a reject quotes it (a load id may hold the letters `abc`)
+    reject_line = next(line for line in latest.stdout.splitlines() if "'abc'" in line)
     cut = wdh(*args, "--limit", "0")
     assert "… 1 more (--limit N, or --out FILE / --json for all)" in cut.stdout
-    assert reject_line not in cut.stdout and "abc" not in cut.stdout
+    assert reject_line not in cut.stdout and "'abc'" not in cut.stdout
 
 
 @pytest.mark.db

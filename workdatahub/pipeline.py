@@ -30,6 +30,7 @@ from workdatahub.errors import (
 )
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
+from workdatahub.reconcile import differences, totals_check
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
@@ -66,6 +67,8 @@ class CheckResult:
     sheet: SheetData
     validated: Validated
     timings: dict[str, float] = field(default_factory=dict)
+    # the sheet's totals row against the rows read (reconcile.totals_check), when it has one
+    totals: dict[str, dict[str, Any]] | None = None
 
     @property
     def rows_read(self) -> int:
@@ -94,6 +97,7 @@ class CheckResult:
                 {"row": r["row"], "column": r["column"], "value": r["value"], "reason": r["reason"]}
                 for r in self.validated.rejects.iter_rows(named=True)
             ],
+            "totals": self.totals,
         }
 
 
@@ -130,6 +134,7 @@ class PartitionResult:
             "reject_rate": round(self.check.reject_rate, 6),
             "max_reject_rate": self.max_reject_rate,
             "threshold_exceeded": self.threshold_exceeded,
+            "totals_off": differences(self.check.totals),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -198,7 +203,10 @@ def check_file(
         parts.append(validated)
         if on_valid is not None:
             on_valid(validated.valid, sheet)
-    return CheckResult(spec.name, path, sheet, Validated.concat(parts), timings)
+    whole = Validated.concat(parts)
+    with timed(timings, "validate"):
+        totals = totals_check(spec, sheet, whole.valid, whole.rejected_rows)
+    return CheckResult(spec.name, path, sheet, whole, timings, totals)
 
 
 def cleaned_frame(result: CheckResult, spec: DomainSpec) -> pl.DataFrame:
@@ -294,6 +302,11 @@ def _run_partition(
         blank_rows=check.sheet.skipped_blank,
         totals_rows=check.sheet.skipped_totals,
     )
+    off = differences(check.totals)
+    if off:  # the load goes on: the rows are what the sheet holds; its own sum disagrees
+        log.warning(
+            f"{spec.name} {period:%Y-%m}: the sheet's totals row does not add up: " + "; ".join(off)
+        )
     why = check.refused_by(limit)
     refuse = (
         f"{spec.name} {period:%Y-%m}: {why}; table unchanged, rejects quarantined "
@@ -317,6 +330,7 @@ def _run_partition(
             started=started,
             refuse=refuse,
             headers=dict(check.sheet.columns),
+            totals=check.totals,
         )
     exceeded = refuse is not None
     result = PartitionResult(spec.name, period, found, check, plan, None, exceeded, limit, timings)
@@ -444,6 +458,7 @@ def _next_try(plan: LoadPlan, spec: DomainSpec) -> LoadPlan:
         rejected_rows=plan.rejected_rows,
         refuse=plan.refused,
         headers=plan.headers,
+        totals=plan.totals,
     )  # (its log row starts when the try does: the tries of a run stay in order)
 
 

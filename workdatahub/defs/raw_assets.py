@@ -40,6 +40,8 @@ def _metadata(result: PartitionResult) -> dict[str, Any]:
         "reject_rate": float(summary["reject_rate"]),
         "duration_s": round(sum(result.timings.values()), 3),
         "timings_s": dg.MetadataValue.json(summary["timings_s"]),
+        # the sheet's own 合计 row against the rows read: the columns that do not add up
+        "totals_off": dg.MetadataValue.json(summary["totals_off"]),
         # plotted over partitions in the UI
         **{
             f"null_rate/{column}": rate

@@ -147,6 +147,7 @@ class SheetData:
     skipped_totals: int = 0
     hidden: bool = False  # the sheet is hidden in the workbook (read because it was named)
     cell_issues: int = 0  # cells flagged in CELL_ISSUE columns
+    totals: pl.DataFrame | None = None  # the totals rows skipped (合计/总计), as `frame`
 
 
 @dataclass(frozen=True)
@@ -1155,6 +1156,7 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())
+    totals = body.filter(pl.col("_totals")).drop("_blank", "_totals") if skipped_totals else None
     if skipped_blank or skipped_totals:
         body = body.filter(~pl.col("_blank") & ~pl.col("_totals"))
     frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)
@@ -1181,4 +1183,5 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
         skipped_totals=skipped_totals,
         hidden=sheet.state != "visible",
         cell_issues=cell_issues,
+        totals=totals,
     )

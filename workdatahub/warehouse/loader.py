@@ -159,6 +159,7 @@ class LoadPlan:
     # what runs after the commit, on its own (the load's metrics; set by the pipeline)
     closing: Statement | None = None
     headers: dict[str, str] | None = None  # loaded column -> the header it was read from
+    totals: dict[str, Any] | None = None  # the sheet's totals row checked (reconcile.py)
 
     @property
     def opening(self) -> list[Statement]:
@@ -170,7 +171,9 @@ class LoadPlan:
 
     @property
     def counts(self) -> dict[str, Any]:
-        return _log_counts(self.source_sheet, self.rows_read, self.rows_rejected, self.headers)
+        return _log_counts(
+            self.source_sheet, self.rows_read, self.rows_rejected, self.headers, self.totals
+        )
 
     @property
     def shown(self) -> list[Statement]:
@@ -234,13 +237,18 @@ def _ident(*parts: str) -> sql.Identifier:
 
 
 def _log_counts(
-    sheet: str, rows_read: int, rows_rejected: int, headers: dict[str, str] | None
+    sheet: str,
+    rows_read: int,
+    rows_rejected: int,
+    headers: dict[str, str] | None,
+    totals: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The load-log columns known once the workbook is validated."""
     rate = round(rows_rejected / rows_read, 6) if rows_read else 0
     return {
         "sheet": sheet,
         "headers": None if headers is None else json.dumps(headers, ensure_ascii=False),
+        "totals": None if totals is None else json.dumps(totals, ensure_ascii=False),
         "rows_read": rows_read,
         "rows_rejected": rows_rejected,
         "reject_rate": rate,
@@ -428,6 +436,7 @@ def build_plan(
     started: float | None = None,
     refuse: str | None = None,
     headers: dict[str, str] | None = None,
+    totals: dict[str, Any] | None = None,
 ) -> LoadPlan:
     load_id = load_id or uuid.uuid4()
     table = _ident(spec.schema_name, spec.table)
@@ -469,9 +478,10 @@ def build_plan(
             rows=rejects.height,
         )
     )
-    counts = _log_counts(source_sheet, rows_read, rejected_rows.height, headers)
+    counts = _log_counts(source_sheet, rows_read, rejected_rows.height, headers, totals)
     counted = (
-        "sheet = %(sheet)s, headers = %(headers)s::jsonb, rows_read = %(rows_read)s, "
+        "sheet = %(sheet)s, headers = %(headers)s::jsonb, totals = %(totals)s::jsonb, "
+        "rows_read = %(rows_read)s, "
         "rows_rejected = %(rows_rejected)s, "
         "reject_rate = %(reject_rate)s, finished_at = clock_timestamp() "
         "where load_id = %(load_id)s"
@@ -521,6 +531,7 @@ def build_plan(
         started=started,
         refused=refuse,
         headers=headers,
+        totals=totals,
     )
 
 
@@ -958,7 +969,8 @@ def mark_failed(conn: psycopg.Connection, plan: LoadPlan, message: str) -> None:
     otherwise: succeeded, refused)."""
     conn.execute(
         "update wdh.load_log set status = 'failed', message = %(message)s, "
-        "sheet = %(sheet)s, headers = %(headers)s::jsonb, rows_read = %(rows_read)s, "
+        "sheet = %(sheet)s, headers = %(headers)s::jsonb, totals = %(totals)s::jsonb, "
+        "rows_read = %(rows_read)s, "
         "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
         "finished_at = clock_timestamp() "
         "where load_id = %(load_id)s and status in ('running', 'abandoned')",

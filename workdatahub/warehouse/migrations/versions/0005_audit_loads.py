@@ -1,7 +1,8 @@
 """audit.loads: what analysts may know of each load, and the headers a load read.
 
 wdh.load_log gets `headers` (each loaded column -> the header it was read from, as the
-workbook wrote it: a month whose 当期收益率 column was headed 年化收益率 says so).
+workbook wrote it: a month whose 当期收益率 column was headed 年化收益率 says so) and
+`totals` (the sheet's own 合计 row against the rows read, workdatahub/reconcile.py).
 
 Analysts (wdh_reader) have no access to schema wdh, whose quarantine holds raw customer rows
 and whose messages may quote cells. The view audit.loads shows them, per load, what a month
@@ -46,14 +47,19 @@ COMMENTS = {
     "source_sheet": "The sheet read.",
     "headers": "Each loaded column and the header it was read from, as the workbook wrote "
     "it (e.g. period_return: 年化收益率 where the month's column was headed so).",
+    "totals": "The sheet's own totals row (合计) checked, per money column: the header, "
+    "what the row states, the rows loaded, the rejected rows' amounts (and how many of "
+    "their cells were no number), and the difference; null without one totals row.",
     "rows_read": "Data rows read (blank and 合计/总计 rows not counted).",
     "rows_loaded": "Rows the load wrote.",
     "rows_rejected": "Rows rejected (kept in quarantine with their reasons; not in the "
     "marts): a month's totals are short of the workbook's own 合计 by their amounts.",
     "reject_rate": "rows_rejected / rows_read.",
     "rejected_by_column": "Rejected cells counted per column (a row can have several).",
-    "replaced_at": "When a later load of the month replaced this load's rows (its end); "
-    "null while they are in the table.",
+    "replaced_at": "When a later load that replaces the whole month (delete_insert) "
+    "ended, and with it this load's rows; null until one does. An upsert replaces only the "
+    "rows of its keys and is not counted here: the marts' load_id says which load each row "
+    "is from.",
     "started_at": "When the load began.",
     "finished_at": "When it ended.",
 }
@@ -78,6 +84,7 @@ def _rename_summary_column(old: str, new: str) -> None:
 def upgrade() -> None:
     _rename_summary_column("outflow", "outflow_incl_benefits")
     op.execute("alter table wdh.load_log add column headers jsonb")
+    op.execute("alter table wdh.load_log add column totals jsonb")
     op.execute("create schema if not exists audit")
     op.execute(
         """
@@ -93,6 +100,7 @@ def upgrade() -> None:
             l.files -> 0 ->> 'sha256' as sha256,
             l.sheet as source_sheet,
             l.headers,
+            l.totals,
             l.rows_read,
             l.rows_loaded,
             l.rows_rejected,
@@ -155,3 +163,4 @@ def downgrade() -> None:
     op.execute("drop view if exists audit.loads")
     op.execute("drop schema if exists audit")
     op.execute("alter table wdh.load_log drop column if exists headers")
+    op.execute("alter table wdh.load_log drop column if exists totals")

@@ -201,6 +201,33 @@ def test_a_refused_workbook_in_the_newest_version_is_an_error_not_the_older_one(
     assert discover(spec, NOV, data).files[0].version == "V1"
 
 
+def test_beside_a_readable_workbook_a_refused_one_is_only_listed(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    data = tmp_path / "data"
+    _trustee(data, "V1", WORKBOOK)
+    wanted = _trustee(data, "V2", WORKBOOK)
+    (wanted.parent / "旧受托业绩.xlsx").symlink_to(tmp_path / "gone.xlsx")
+    result = discover(spec, NOV, data)
+    assert [(f.path, f.version) for f in result.files] == [(wanted, "V2")]
+    assert ("旧受托业绩.xlsx", "broken link") in [(i.path.name, i.reason) for i in result.ignored]
+
+
+def test_a_broken_link_named_like_a_version_folder_is_the_newest_refused(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """An unmounted share's V3: V2 is not loaded in its place unseen."""
+    spec = sources.domain("trustee_performance")
+    data = tmp_path / "data"
+    _trustee(data, "V2", WORKBOOK)
+    (trustee_folder(data, "202411") / "V3").symlink_to(tmp_path / "unmounted" / "V3")
+    with pytest.raises(
+        InputError, match=r"V3 in V3, the newest version, is refused \(broken folder link\)"
+    ):
+        discover(spec, NOV, data)
+
+
 def test_month_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     data, outside = tmp_path / "data", tmp_path / "elsewhere"

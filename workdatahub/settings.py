@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -46,9 +47,10 @@ _CRON = re.compile(
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",
-        # the project's .env only: one in whatever folder a command runs from (a shared
-        # folder) could point the loads, or the alerts, at someone else's server
-        env_file=PROJECT_ROOT / ".env",
+        # the project's .env (or WDH_ENV_FILE's, for an installed package) only: one in
+        # whatever folder a command runs from (a shared folder) could point the loads, or
+        # the alerts, at someone else's server
+        env_file=os.environ.get("WDH_ENV_FILE") or PROJECT_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
     )

@@ -349,14 +349,21 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     if spec.discovery.version_folders:
         for entry in sorted(base.iterdir()):
             match = _VERSION_DIR.match(entry.name)
-            if match and entry.is_dir():
+            # (a link named like a version folder counts even when broken: an unmounted
+            # share's V3 must not let V2 load unseen)
+            if match and (entry.is_dir() or entry.is_symlink()):
                 real = _resolved(entry)
-                if real is None or not real.is_relative_to(root):
+                reason = None
+                if real is None or not real.exists():
+                    reason = "broken folder link"
+                elif not real.is_relative_to(root):
                     reason = "folder link points outside the data directory"
+                if reason is not None:
                     refused_versions.setdefault(int(match[1]), Ignored(entry, reason, True))
                     result.ignored.append(Ignored(entry, reason, refused=True))
                     continue
-                versions.setdefault(int(match[1]), []).append(entry)
+                if real is not None and real.is_dir():
+                    versions.setdefault(int(match[1]), []).append(entry)
 
     # newest first: each version number's folders (`V1`, `V01`), then the base folder
     chosen: _Found | None = None
@@ -372,9 +379,10 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
             refused += [i for i in found.ignored if i.refused]
             if found.holds_one:
                 holding.append((folder, found))
-        if chosen is None and refused:
-            # the newest version cannot be read safely: an older one is not loaded in its
-            # place unseen (the operator put a correction there)
+        if chosen is None and refused and not holding:
+            # the newest version holds nothing readable, only what cannot be read safely:
+            # an older one is not loaded in its place unseen (the operator put a correction
+            # there); beside a readable workbook, what is refused is only listed
             raise InputError(
                 f"{spec.name} {period:%Y-%m}: {printable(refused[0].path)} in {label}, the "
                 f"newest version, is refused ({refused[0].reason}); the month is not loaded "

@@ -1156,7 +1156,12 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())
-    totals = body.filter(pl.col("_totals")).drop("_blank", "_totals") if skipped_totals else None
+    totals = None
+    if skipped_totals:
+        kept = body.filter(pl.col("_totals")).drop("_blank", "_totals")
+        # built again from its values: a filtered text column is views into the sheet's
+        # buffers, which it would keep alive (hundreds of MB) after the rows are cleansed
+        totals = pl.DataFrame(kept.rows(), schema=kept.schema, orient="row")
     if skipped_blank or skipped_totals:
         body = body.filter(~pl.col("_blank") & ~pl.col("_totals"))
     frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)

@@ -127,23 +127,37 @@ def _compile(target: Path) -> str | None:
         partial.unlink(missing_ok=True)
 
 
-def _untrusted(path: Path) -> str | None:
+def _untrusted(path: Path, tighten: bool = False) -> str | None:
     """Why the library file or folder `path` must not be loaded from: a link, someone
-    else's (other than root's), or writable by every user, who could have put their own
-    code there under the name this one looks for; None when it is safe. (Writable by the
-    group is allowed: with umask 002, as Debian gives each user a group of their own, and
-    in containers running under a random uid, everything is.)"""
+    else's (other than root's), or writable by others, who could have put their own code
+    there under the name this one looks for; None when it is safe. `tighten` (a folder):
+    this user's own folder that others may write (umask 002, as Debian gives each user a
+    group of their own) is first made this user's alone; a file found in it that is not
+    this user's is refused all the same."""
     try:
         st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            return f"{path} is a link"
+        if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+            return f"{path} belongs to another user"
+        if tighten and st.st_mode & 0o022 and st.st_uid == getattr(os, "getuid", lambda: 0)():
+            path.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
+            st = path.lstat()
     except OSError as error:
         return f"{path}: {error.strerror}"
-    if stat.S_ISLNK(st.st_mode):
-        return f"{path} is a link"
-    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
-        return f"{path} belongs to another user"
-    if st.st_mode & 0o002:
-        return f"{path} is writable by every user"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by others"
     return None
+
+
+def _writable_by_others(path: Path) -> bool:
+    """This user's file that others may have written: compiled again rather than loaded."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    mine = st.st_uid == getattr(os, "getuid", lambda: -1)()
+    return mine and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o022)
 
 
 @functools.cache
@@ -161,7 +175,9 @@ def library() -> ctypes.CDLL | None:
         target = folder / f"wdh_scanner-{key}.so"
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            untrusted = _untrusted(folder)
+            untrusted = _untrusted(folder, tighten=True)
+            if untrusted is None and _writable_by_others(target):
+                target.unlink()  # (its code may not be what was compiled)
             if untrusted is None and not target.exists():
                 failed = _compile(target)
                 if failed is not None:
@@ -744,7 +760,16 @@ def _plain_text(raw: bytes) -> str | None:
         return None
     if not number.is_finite():
         return None
-    if len(number.as_tuple().digits) > _EXCEL.prec and re.search(rb"[.eE]", raw):
-        number = _EXCEL.plus(number)
+    text = _plain(number)
+    # (`+69404598994780006.0` is an integer written out, as the scanner reads
+    # `69404598994780006.0`: its digits are kept)
+    written_as_double = re.search(rb"[eE]", raw) or "." in text
+    if written_as_double and len(text.lstrip("-").replace(".", "").lstrip("0")) > _EXCEL.prec:
+        return _plain(_EXCEL.plus(number))
+    return text
+
+
+def _plain(number: Decimal) -> str:
+    """In plain decimals, without zeros at the end of its decimals."""
     text = format(number, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text

@@ -218,12 +218,15 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                     b[n] = (uint32_t)(shortest ? shortest : last - first);
                     /* a double written in full (`2.0000499999999999` for a typed 2.00005):
                      * shown to 15 digits as it is assembled */
-                    /* (16 bytes hold at most 15 digits and a dot: most numbers stop here) */
+                    /* (16 bytes hold at most 15 digits and a dot: most numbers stop here;
+                     * a longer one than `shown` takes is left to the slower path, NUMBER,
+                     * which shows it to 15 digits too) */
                     if (shortest - (buf[first] == 45) > SHOWN_DIGITS + 1
-                        && shortest <= LONG_MAX_BYTES
                         && memchr(buf + first, 46, (size_t)shortest) != NULL
-                        && significant(buf, first, first + shortest) > SHOWN_DIGITS)
-                        kinds[n] = LONG; /* (an integer written out keeps its digits) */
+                        && significant(buf, first, first + shortest) > SHOWN_DIGITS) {
+                        kinds[n] = shortest <= LONG_MAX_BYTES ? LONG : NUMBER;
+                        if (kinds[n] == NUMBER) b[n] = (uint32_t)(last - first);
+                    } /* (an integer written out keeps its digits) */
                 }
                 n++;
                 i = last + 8;

@@ -100,7 +100,7 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
                 "rejected": "0.0000",
                 "rejected_not_numbers": 0,
                 "difference": "5.0000",
-                "tolerance": "0.01",
+                "tolerance": "0.02",
             }
         },
         "reject_rate": 0.333333,
@@ -318,6 +318,20 @@ def test_a_totals_row_that_does_not_add_up_is_a_warning_and_kept_in_the_load_log
     workbook = next(month.rglob("*.xlsx"))
     checked = wdh("check", "trustee_performance", str(workbook), "--max-reject-rate", "0.5")
     assert said in checked.stdout, checked.stdout
+
+
+@pytest.mark.db
+def test_a_load_says_which_files_it_refused_to_read(
+    month: Path, pg_url: str, fresh_tables: None
+) -> None:
+    workbook = next(month.rglob("*.xlsx"))
+    (workbook.parent / "2024年11月受托业绩_旧.xlsx").symlink_to(month / "gone.xlsx")
+    done = wdh(
+        "load", "trustee_performance", "--period", "2024-11", "--data-dir", str(month),
+        "--max-reject-rate", "0.5",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "not read: " in done.stderr and "2024年11月受托业绩_旧.xlsx (broken link)" in done.stderr
 
 
 @pytest.mark.db

@@ -36,7 +36,7 @@ def test_a_totals_row_that_adds_up_to_the_cent_is_no_warning(
     assert checked.totals == {
         "fund_scale": {
             "header": "规模", "stated": "600.7500", "loaded": "600.7501", "rejected": "0.0000",
-            "rejected_not_numbers": 0, "difference": "-0.0001", "tolerance": "0.01",
+            "rejected_not_numbers": 0, "difference": "-0.0001", "tolerance": "0.02",
         }
     }  # fmt: skip
     assert differences(checked.totals) == []
@@ -88,8 +88,46 @@ def test_without_one_stated_total_nothing_is_checked(
     assert _checked(sources, tmp_path, [*ROWS, *totals]).totals is None
 
 
-def test_the_tolerance_grows_with_the_rows_as_a_spreadsheets_float_sum_does() -> None:
-    from workdatahub.reconcile import _float_error
+def test_amounts_with_more_decimals_than_four_do_not_make_a_false_alarm(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """1,000 amounts of 100/12: the workbook sums them to 8,333.33, the load's rounded ones
+    to 8,333.30; the rounding is within the tolerance, a missing row is not."""
+    rows = [[2024, 11, f"P{i:04d}", "C01", "5%", 1.5, 100 / 12] for i in range(1000)]
+    stated = round(sum(100 / 12 for _ in range(1000)), 2)
+    checked = _checked(sources, tmp_path, [*rows, _totals(stated)])
+    assert checked.totals["fund_scale"]["difference"] == "0.0300"
+    assert differences(checked.totals) == []
+    short = _checked(sources, tmp_path / "short", [*rows[:-1], _totals(stated)])
+    assert differences(short.totals)[0].endswith("off by 8.36")
 
-    assert _float_error(Decimal("14854610769.11"), 300) == Decimal("0.01")
-    assert Decimal("1") < _float_error(Decimal("44832748687269.54"), 500_000) < Decimal("50")
+
+def test_the_tolerance_grows_with_the_rows_as_a_spreadsheets_float_sum_does() -> None:
+    import polars as pl
+
+    from workdatahub.reconcile import _tolerance
+
+    small = pl.Series([Decimal("49515369.2304")] * 300)
+    assert _tolerance(small) == Decimal("0.03")  # a cent and 300 half-units of rounding
+    large = pl.Series([Decimal("89665497.3745")] * 500_000)
+    assert Decimal("25") < _tolerance(large) < Decimal("60")
+
+
+def test_every_sample_sheets_totals_row_adds_up(sources: SourcesFile, tmp_path: Path) -> None:
+    """The sample workbooks' 合计 rows (sums of the amounts as written, text spellings
+    included, a rejected row's junk left out, as a SUM leaves text out) against what the
+    pipeline reads: every amount parsed, rejected or loaded, is accounted for."""
+    from datetime import date
+
+    from workdatahub.samples import write_samples
+
+    files = write_samples(tmp_path, months=[date(2024, 2, 1), date(2024, 3, 1)], rows=400, seed=9)
+    checked = 0
+    for sample in files:
+        result = check_file(sources.domains[sample.domain], sample.path)
+        if result.totals is None:
+            continue
+        assert differences(result.totals) == [], (sample.domain, sample.path.name)
+        assert result.validated.rows_rejected > 0  # (rejected rows were accounted for)
+        checked += 1
+    assert checked >= 4

@@ -6,11 +6,12 @@ against the sum of the rows loaded plus the amounts of the rows rejected (those 
 numbers). A rejected row whose amount is no number, a row hidden from the sum, a formula
 summing the wrong range, a sheet cut short: each leaves a difference, which the load log
 keeps (`audit.loads.totals`) and the load reports as a warning. Amounts agree to the cent
-(a workbook shows its totals to two decimals, its amounts may have four), or within what a
-spreadsheet's own sum of doubles is off by, each addition rounding by up to 2^-53 of the
-total: four times the square root of the rows times 2^-52 of it (0.01 for 300 rows summing
-to 15 billion; 28 for 500,000 rows summing to 45 trillion, where the sample's own sum was
-off by 0.95).
+(a workbook shows its totals to two decimals), give or take what the load's rounding of
+each amount to four decimals may add up to (half of 0.0001 a row: a sheet of 1,000 amounts
+of 100/12 sums to 8,333.33 in the workbook and 8,333.30 once rounded) and what a
+spreadsheet's own sum of doubles is off by (each addition rounds by up to 2^-53 of the sum
+so far: four times the square root of the rows times 2^-52 of the amounts' absolute sum;
+28 for 500,000 rows summing to 45 trillion, where the sample's own sum was off by 0.95).
 """
 
 from __future__ import annotations
@@ -39,10 +40,18 @@ def _money(frame: pl.DataFrame, name: str, null_values: list[str]) -> pl.DataFra
     )
 
 
-def _float_error(total: Decimal, rows: int) -> Decimal:
-    """How far a sum of `rows` doubles is off at `total` (its rounding errors adding up as a
-    random walk, four deviations), to the cent above."""
-    bound = 4 * abs(total) * Decimal(rows).sqrt() * Decimal(2) ** -52
+def _float_error(magnitude: Decimal, rows: int) -> Decimal:
+    """How far a sum of `rows` doubles whose absolute values sum to `magnitude` is off (its
+    rounding errors adding up as a random walk, four deviations)."""
+    return 4 * magnitude * Decimal(rows).sqrt() * Decimal(2) ** -52
+
+
+def _tolerance(*amounts: pl.Series) -> Decimal:
+    """The difference a correct totals row may show against these amounts: a cent, the
+    amounts' rounding to four decimals, a spreadsheet's float sum; to the cent above."""
+    rows = sum(column.count() for column in amounts)
+    magnitude = sum((_sum(column.abs()) for column in amounts), Decimal(0))
+    bound = CENT + rows * Decimal("0.00005") + _float_error(magnitude, rows)
     return bound.quantize(CENT, rounding="ROUND_CEILING")
 
 
@@ -78,7 +87,7 @@ def totals_check(
             "rejected": str(other),
             "rejected_not_numbers": int(rejected["unparsed"].sum()),
             "difference": str(stated - rows - other),
-            "tolerance": str(max(CENT, _float_error(stated, loaded.height + rejected.height))),
+            "tolerance": str(_tolerance(loaded[name], rejected["value"])),
         }
     return checked or None
 

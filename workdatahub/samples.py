@@ -52,8 +52,9 @@ SEEDS_DIR = Path(__file__).parent.parent / "dbt_project" / "seeds"
 # where `wdh sample` and `wdh demo` write by default: beside the operators' folders, never
 # in them (a sample's V2 folder would supersede a real workbook)
 SAMPLE_DIR = Path(__file__).parent.parent / "data" / "sample"
-# bumped whenever the bytes written change for the same arguments (2: shared strings)
-SAMPLE_FORMAT = 2
+# bumped whenever the bytes written change for the same arguments (2: shared strings; 3: the
+# 合计 row leaves out the amounts a reject replaced with text, as a SUM does)
+SAMPLE_FORMAT = 3
 DOMAINS = ("trustee_performance", "annuity_performance", "annuity_income")
 ANNUITY_DOMAINS = ("annuity_performance", "annuity_income")
 
@@ -572,6 +573,8 @@ def _performance_rows(
             kind = rejects.get(i)
             if kind is not None:
                 _performance_reject(cells, kind, period, previous)
+        if cells[P_CLOSING] == "abc":  # the 合计 row, a SUM, leaves text out
+            sums[1] -= closing
         yield [cells[c] for c in order]
 
 
@@ -660,6 +663,8 @@ def _income_rows(
             kind = rejects.get(i)
             if kind is not None:
                 _income_reject(cells, kind, period, previous)
+        if cells[I_FIXED] == "abc":  # the 合计 row, a SUM, leaves text out
+            sums[0] -= fixed
         yield [cells[c] for c in order]
 
 
@@ -769,6 +774,8 @@ def _trustee_rows(
                 cells[T_YEAR], cells[T_MONTH] = previous.year, previous.month
             elif kind == "month_13":
                 cells[T_MONTH] = 13
+        if cells[T_SCALE] == "abc":  # the 合计 row, a SUM, leaves text out
+            sums[0] -= scale
         yield [cells[c] for c in order]
 
 

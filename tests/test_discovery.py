@@ -171,7 +171,7 @@ def test_version_folder_link_outside_is_refused(sources: SourcesFile, tmp_path: 
     )
     with pytest.raises(InputError) as refused:
         discover(spec, NOV, data)
-    assert "V9 in V9, the newest version, is refused (folder link points outside the data " in (
+    assert "V9, the newest version folder, is refused (folder link points outside the data " in (
         refused.value.message
     )
     assert "not loaded from an older version" in refused.value.message
@@ -201,17 +201,33 @@ def test_a_refused_workbook_in_the_newest_version_is_an_error_not_the_older_one(
     assert discover(spec, NOV, data).files[0].version == "V1"
 
 
-def test_beside_a_readable_workbook_a_refused_one_is_only_listed(
+def test_beside_a_readable_workbook_a_refused_one_named_like_it_is_two_candidates(
     sources: SourcesFile, tmp_path: Path
 ) -> None:
+    """Which of the two is the correction is not known: as with two readable workbooks."""
     spec = sources.domain("trustee_performance")
     data = tmp_path / "data"
     _trustee(data, "V1", WORKBOOK)
     wanted = _trustee(data, "V2", WORKBOOK)
-    (wanted.parent / "旧受托业绩.xlsx").symlink_to(tmp_path / "gone.xlsx")
+    (wanted.parent / "受托业绩_更正.xlsx").symlink_to(tmp_path / "gone.xlsx")
+    with pytest.raises(InputError, match=r"V2 holds .* and .*受托业绩_更正.xlsx \(broken link\), "):
+        discover(spec, NOV, data)
+
+
+def test_beside_a_readable_workbook_a_refused_folder_link_is_only_listed(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")  # (its folders are read recursively)
+    data = tmp_path / "data"
+    _trustee(data, "V1", WORKBOOK)
+    wanted = _trustee(data, "V2", WORKBOOK)
+    (wanted.parent / "参考").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
     result = discover(spec, NOV, data)
     assert [(f.path, f.version) for f in result.files] == [(wanted, "V2")]
-    assert ("旧受托业绩.xlsx", "broken link") in [(i.path.name, i.reason) for i in result.ignored]
+    assert ("参考", "folder link points outside the data directory") in [
+        (i.path.name, i.reason) for i in result.ignored
+    ]
 
 
 def test_a_broken_link_named_like_a_version_folder_is_the_newest_refused(
@@ -223,7 +239,7 @@ def test_a_broken_link_named_like_a_version_folder_is_the_newest_refused(
     _trustee(data, "V2", WORKBOOK)
     (trustee_folder(data, "202411") / "V3").symlink_to(tmp_path / "unmounted" / "V3")
     with pytest.raises(
-        InputError, match=r"V3 in V3, the newest version, is refused \(broken folder link\)"
+        InputError, match=r"V3, the newest version folder, is refused \(broken folder link\)"
     ):
         discover(spec, NOV, data)
 

@@ -275,3 +275,19 @@ def test_wdh_env_file_names_the_dotenv_of_an_installed_package(tmp_path: Path) -
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.stdout.strip() == "from_env_file", done.stderr
+
+
+@pytest.mark.parametrize("named", [".env", "/no/such/file.env"])
+def test_wdh_env_file_must_be_an_absolute_path_to_a_file(
+    named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workdatahub.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("WDH_ENV_FILE", named)
+    reset_settings()
+    try:
+        with pytest.raises(ConfigError, match="WDH_ENV_FILE: an absolute path to an existing"):
+            get_settings()
+    finally:
+        monkeypatch.delenv("WDH_ENV_FILE")
+        reset_settings()

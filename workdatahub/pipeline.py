@@ -261,6 +261,8 @@ def _run_partition(
         log.info(
             "discovered", file=str(source.path), version=source.version, sha256=source.sha256[:12]
         )
+        for refused in (i for i in found.ignored if i.refused):  # (not what the rules leave)
+            log.warning(f"not read: {refused.path} ({refused.reason})")
         try:
             source_file = str(source.path.relative_to(data_dir))
         except ValueError:

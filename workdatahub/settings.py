@@ -44,13 +44,20 @@ _CRON = re.compile(
 )
 
 
+def _env_file() -> Path:
+    """WDH_ENV_FILE when it is an absolute path (get_settings refuses any other), else the
+    project's .env."""
+    named = os.environ.get("WDH_ENV_FILE")
+    return Path(named) if named and Path(named).is_absolute() else PROJECT_ROOT / ".env"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",
         # the project's .env (or WDH_ENV_FILE's, for an installed package) only: one in
         # whatever folder a command runs from (a shared folder) could point the loads, or
         # the alerts, at someone else's server
-        env_file=os.environ.get("WDH_ENV_FILE") or PROJECT_ROOT / ".env",
+        env_file=_env_file(),
         env_file_encoding="utf-8",
         extra="ignore",
     )
@@ -176,6 +183,12 @@ def get_settings() -> Settings:
     value is not shown)."""
     from workdatahub.errors import ConfigError, printable
 
+    named = os.environ.get("WDH_ENV_FILE")
+    if named and not (Path(named).is_absolute() and Path(named).is_file()):
+        # relative, it would be read from whatever folder a command runs in
+        raise ConfigError(
+            f"WDH_ENV_FILE: an absolute path to an existing file (got {printable(named)})"
+        )
     try:
         return Settings()
     except ValidationError as error:

@@ -93,6 +93,7 @@ class Ignored:
     # a file or folder that would count (named like a workbook, a version folder) but
     # cannot be read safely: a link outside the data directory, a broken link, a pipe
     refused: bool = False
+    candidate: bool = False  # refused, and named like the month's workbook
 
 
 @dataclass
@@ -270,7 +271,7 @@ def _classify(spec: DomainSpec, files: list[Path], root: Path) -> _Found:
         if excluded_by:
             found.ignored.append(Ignored(path, f"excluded by {excluded_by!r}"))
         elif problem:
-            found.ignored.append(Ignored(path, problem, refused=True))
+            found.ignored.append(Ignored(path, problem, refused=True, candidate=True))
         elif suffix == LEGACY_SUFFIX:
             found.legacy.append(path)
         elif suffix not in WORKBOOK_SUFFIXES:  # a pattern without an extension (`*受托业绩*`)
@@ -382,11 +383,26 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         if chosen is None and refused and not holding:
             # the newest version holds nothing readable, only what cannot be read safely:
             # an older one is not loaded in its place unseen (the operator put a correction
-            # there); beside a readable workbook, what is refused is only listed
+            # there)
+            first = refused[0]
+            itself = first is refused_versions.get(number)
+            where = (
+                ", the newest version folder," if itself else f" in {label}, the newest version,"
+            )
             raise InputError(
-                f"{spec.name} {period:%Y-%m}: {printable(refused[0].path)} in {label}, the "
-                f"newest version, is refused ({refused[0].reason}); the month is not loaded "
-                "from an older version: put the workbook itself there, or remove it"
+                f"{spec.name} {period:%Y-%m}: {printable(first.path)}{where} is refused "
+                f"({first.reason}); the month is not loaded from an older version: put the "
+                "workbook itself there, or remove it"
+            )
+        candidates = [i for i in refused if i.candidate]
+        if chosen is None and holding and candidates:
+            # beside a readable workbook, one named like it that cannot be read: which of
+            # the two is the correction is not known (as with two readable ones)
+            (_, found), other = holding[0], candidates[0]
+            raise InputError(
+                f"{spec.name} {period:%Y-%m}: {label} holds {printable(found.matched[0])} "
+                f"and {printable(other.path)} ({other.reason}), expected one workbook: "
+                "remove the one that is not the month's"
             )
         if chosen is not None:
             for _, found in holding:

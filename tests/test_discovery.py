@@ -214,6 +214,19 @@ def test_beside_a_readable_workbook_a_refused_one_named_like_it_is_two_candidate
         discover(spec, NOV, data)
 
 
+def test_beside_an_old_xls_a_refused_workbook_is_two_candidates_too(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    data = tmp_path / "data"
+    old = _trustee(data, "V2", WORKBOOK).rename(
+        trustee_folder(data, "202411", "V2", "受托业绩.xls")
+    )
+    (old.parent / "受托业绩_更正.xlsx").symlink_to(tmp_path / "gone.xlsx")
+    with pytest.raises(InputError, match=r"V2 holds .*受托业绩.xls and .*受托业绩_更正.xlsx"):
+        discover(spec, NOV, data)
+
+
 def test_beside_a_readable_workbook_a_refused_folder_link_is_only_listed(
     sources: SourcesFile, tmp_path: Path
 ) -> None:

@@ -346,7 +346,7 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         raise InputError(f"{spec.name} {period:%Y-%m}: no folder {printable(base)}{hint}")
 
     versions: dict[int, list[Path]] = {}
-    refused_versions: dict[int, Ignored] = {}  # version folders that link outside
+    refused_versions: dict[int, Ignored] = {}  # version folder links: outside, or broken
     if spec.discovery.version_folders:
         for entry in sorted(base.iterdir()):
             match = _VERSION_DIR.match(entry.name)
@@ -399,8 +399,9 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
             # beside a readable workbook, one named like it that cannot be read: which of
             # the two is the correction is not known (as with two readable ones)
             (_, found), other = holding[0], candidates[0]
+            readable = (found.matched or found.legacy)[0]
             raise InputError(
-                f"{spec.name} {period:%Y-%m}: {label} holds {printable(found.matched[0])} "
+                f"{spec.name} {period:%Y-%m}: {label} holds {printable(readable)} "
                 f"and {printable(other.path)} ({other.reason}), expected one workbook: "
                 "remove the one that is not the month's"
             )

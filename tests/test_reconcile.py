@@ -10,7 +10,7 @@ import pytest
 
 from tests.workbooks import TRUSTEE_HEADER, write_workbook
 from workdatahub.pipeline import check_file
-from workdatahub.reconcile import differences
+from workdatahub.reconcile import differences, unchecked
 from workdatahub.sources.spec import SourcesFile
 
 ROWS = [
@@ -78,14 +78,23 @@ def test_rejected_rows_count_with_their_amounts_and_cells_that_are_no_number(
     "totals",
     [
         [],  # no totals row: nothing to check
-        [_totals(300), _totals(600.75)],  # subtotals: which one is the total is not known
         [_totals(None)],  # the row states nothing for the column
     ],
 )
-def test_without_one_stated_total_nothing_is_checked(
+def test_without_a_stated_total_nothing_is_checked(
     sources: SourcesFile, tmp_path: Path, totals: list[list[object]]
 ) -> None:
     assert _checked(sources, tmp_path, [*ROWS, *totals]).totals is None
+
+
+def test_what_cannot_be_checked_says_why(sources: SourcesFile, tmp_path: Path) -> None:
+    subtotals = _checked(sources, tmp_path, [*ROWS, _totals(300), _totals(600.75)])
+    assert unchecked(subtotals.totals) == [
+        "the sheet: 2 totals rows: which one is the total is not known"
+    ]
+    assert differences(subtotals.totals) == []
+    worded = _checked(sources, tmp_path / "worded", [*ROWS, _totals("600.75元")])
+    assert unchecked(worded.totals) == ["规模: its total '600.75元' is no number"]
 
 
 def test_amounts_with_more_decimals_than_four_do_not_make_a_false_alarm(

@@ -298,10 +298,12 @@ def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -
         f"{result.validated.rows_rejected} rejected"
         f" (skipped {result.sheet.skipped_blank} blank, {result.sheet.skipped_totals} totals)"
     )
-    from workdatahub.reconcile import differences
+    from workdatahub.reconcile import differences, unchecked
 
     for off in differences(result.totals):
         click.echo(f"the sheet's totals row does not add up: {off}")
+    for why in unchecked(result.totals):
+        click.echo(f"the sheet's totals row is not checked: {why}")
     rejects = result.validated.rejects
     if rejects.height:
         shown = [list(r) for r in rejects.head(limit).iter_rows()]

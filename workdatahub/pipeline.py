@@ -30,7 +30,7 @@ from workdatahub.errors import (
 )
 from workdatahub.excel.reader import SheetData, read_sheet
 from workdatahub.logs import get_logger
-from workdatahub.reconcile import differences, totals_check
+from workdatahub.reconcile import differences, totals_check, unchecked
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
@@ -309,6 +309,8 @@ def _run_partition(
         log.warning(
             f"{spec.name} {period:%Y-%m}: the sheet's totals row does not add up: " + "; ".join(off)
         )
+    for reason in unchecked(check.totals):
+        log.info(f"{spec.name} {period:%Y-%m}: the sheet's totals row is not checked: {reason}")
     why = check.refused_by(limit)
     refuse = (
         f"{spec.name} {period:%Y-%m}: {why}; table unchanged, rejects quarantined "

@@ -26,6 +26,7 @@ from workdatahub.excel.reader import SheetData
 from workdatahub.sources.spec import DomainSpec
 
 CENT = Decimal("0.01")
+SHEET = "(sheet)"  # the key of what is said of the whole sheet (no column is named so)
 
 
 def _money(frame: pl.DataFrame, name: str, null_values: list[str]) -> pl.LazyFrame:
@@ -61,12 +62,16 @@ def totals_check(
 ) -> dict[str, dict[str, Any]] | None:
     """Per money column of the sheet's one totals row: the header, what the row states, the
     rows loaded, the rejected rows' amounts (and how many of their cells were no number),
-    the difference and the tolerance; None when the sheet has no totals row, or more than
-    one (subtotals: which is the total is not known). One query per column (the totals row
-    and the rejected rows parsed together, all columns at once) and one pass over the rows
-    loaded: a fixed cost of every load."""
-    if sheet.totals is None or sheet.totals.height != 1:
+    the difference and the tolerance; a column whose total is no number, and a sheet with
+    several totals rows (subtotals: which is the total is not known), say why they are not
+    checked (`not_checked`, the sheet's under SHEET); None without a totals row. One query
+    per column (the totals row and the rejected rows parsed together, all columns at once)
+    and one pass over the rows loaded: a fixed cost of every load."""
+    if sheet.totals is None:
         return None
+    if sheet.totals.height != 1:
+        why = f"{sheet.totals.height} totals rows: which one is the total is not known"
+        return {SHEET: {"not_checked": why}}
     names = [
         column.name
         for column in spec.source_columns
@@ -86,7 +91,13 @@ def totals_check(
     checked: dict[str, dict[str, Any]] = {}
     for k, (name, got) in enumerate(zip(names, parsed, strict=True)):
         if got["value"][0] is None:
-            continue  # the totals row leaves this column empty (or holds no number there)
+            if got["unparsed"][0]:  # (else the totals row leaves this column empty)
+                shown = str(sheet.totals[name][0])[:40]
+                checked[name] = {
+                    "header": sheet.columns.get(name, name),
+                    "not_checked": f"its total {shown!r} is no number",
+                }
+            continue
         rejected = got.slice(1)
         stated, rows = _decimal(got["value"][0]), _decimal(sums[f"sum{k}"])
         other = _decimal(rejected["value"].sum())
@@ -104,10 +115,21 @@ def totals_check(
     return checked or None
 
 
+def unchecked(checked: dict[str, dict[str, Any]] | None) -> list[str]:
+    """One phrase per column (or the sheet) the totals row could not be checked for."""
+    return [
+        f"{entry.get('header', 'the sheet')}: {entry['not_checked']}"
+        for entry in (checked or {}).values()
+        if "not_checked" in entry
+    ]
+
+
 def differences(checked: dict[str, dict[str, Any]] | None) -> list[str]:
-    """One phrase per column whose total is off by a cent or more."""
+    """One phrase per column whose total is off by more than its tolerance."""
     found = []
     for entry in (checked or {}).values():
+        if "difference" not in entry:
+            continue
         difference = Decimal(entry["difference"])
         if abs(difference) <= Decimal(entry["tolerance"]):
             continue

@@ -49,7 +49,8 @@ COMMENTS = {
     "it (e.g. period_return: 年化收益率 where the month's column was headed so).",
     "totals": "The sheet's own totals row (合计) checked, per money column: the header, "
     "what the row states, the rows loaded, the rejected rows' amounts (and how many of "
-    "their cells were no number), and the difference; null without one totals row.",
+    "their cells were no number), the difference and its tolerance; why a column (or, under "
+    "(sheet), the sheet: several totals rows) is not checked; null without a totals row.",
     "rows_read": "Data rows read (blank and 合计/总计 rows not counted).",
     "rows_loaded": "Rows the load wrote.",
     "rows_rejected": "Rows rejected (kept in quarantine with their reasons; not in the "

@@ -236,6 +236,14 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
+# the load log's columns `_log_counts` gives, set when a load ends (and its end)
+_COUNTED = (
+    "sheet = %(sheet)s, headers = %(headers)s::jsonb, totals = %(totals)s::jsonb, "
+    "rows_read = %(rows_read)s, rows_rejected = %(rows_rejected)s, "
+    "reject_rate = %(reject_rate)s, finished_at = clock_timestamp()"
+)
+
+
 def _log_counts(
     sheet: str,
     rows_read: int,
@@ -479,13 +487,7 @@ def build_plan(
         )
     )
     counts = _log_counts(source_sheet, rows_read, rejected_rows.height, headers, totals)
-    counted = (
-        "sheet = %(sheet)s, headers = %(headers)s::jsonb, totals = %(totals)s::jsonb, "
-        "rows_read = %(rows_read)s, "
-        "rows_rejected = %(rows_rejected)s, "
-        "reject_rate = %(reject_rate)s, finished_at = clock_timestamp() "
-        "where load_id = %(load_id)s"
-    )
+    counted = f"{_COUNTED} where load_id = %(load_id)s"
     if refuse:
         record = Statement(
             RECORD_PURPOSE,
@@ -968,11 +970,7 @@ def mark_failed(conn: psycopg.Connection, plan: LoadPlan, message: str) -> None:
     """The try's row of the load log: failed, with why and its counts (unless it ended
     otherwise: succeeded, refused)."""
     conn.execute(
-        "update wdh.load_log set status = 'failed', message = %(message)s, "
-        "sheet = %(sheet)s, headers = %(headers)s::jsonb, totals = %(totals)s::jsonb, "
-        "rows_read = %(rows_read)s, "
-        "rows_rejected = %(rows_rejected)s, reject_rate = %(reject_rate)s, "
-        "finished_at = clock_timestamp() "
+        f"update wdh.load_log set status = 'failed', message = %(message)s, {_COUNTED} "
         "where load_id = %(load_id)s and status in ('running', 'abandoned')",
         {"message": message[:2000], **plan.counts, "load_id": plan.load_id},
     )

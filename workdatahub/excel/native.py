@@ -138,9 +138,9 @@ def _untrusted(path: Path, tighten: bool = False) -> str | None:
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
             return f"{path} is a link"
-        if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        if st.st_uid not in (os.getuid(), 0):
             return f"{path} belongs to another user"
-        if tighten and st.st_mode & 0o022 and st.st_uid == getattr(os, "getuid", lambda: 0)():
+        if tighten and st.st_mode & 0o022 and st.st_uid == os.getuid():
             path.chmod(stat.S_IMODE(st.st_mode) & ~0o022)
             st = path.lstat()
     except OSError as error:
@@ -156,8 +156,7 @@ def _writable_by_others(path: Path) -> bool:
         st = path.lstat()
     except OSError:
         return False
-    mine = st.st_uid == getattr(os, "getuid", lambda: -1)()
-    return mine and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o022)
+    return st.st_uid == os.getuid() and stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o022)
 
 
 @functools.cache

@@ -217,10 +217,9 @@ int64_t wdh_cells(const uint8_t *buf, int64_t start, int64_t stop, int32_t *rows
                     a[n] = first;
                     b[n] = (uint32_t)(shortest ? shortest : last - first);
                     /* a double written in full (`2.0000499999999999` for a typed 2.00005):
-                     * shown to 15 digits as it is assembled */
-                    /* (16 bytes hold at most 15 digits and a dot: most numbers stop here;
-                     * a longer one than `shown` takes is left to the slower path, NUMBER,
-                     * which shows it to 15 digits too) */
+                     * shown to 15 digits as it is assembled (LONG), or, longer than `shown`
+                     * takes, on the slower path (NUMBER), which does the same. 16 bytes hold
+                     * at most 15 digits and a dot: most numbers stop at the first test. */
                     if (shortest - (buf[first] == 45) > SHOWN_DIGITS + 1
                         && memchr(buf + first, 46, (size_t)shortest) != NULL
                         && significant(buf, first, first + shortest) > SHOWN_DIGITS) {

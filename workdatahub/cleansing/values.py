@@ -32,8 +32,8 @@ RATE = pl.Decimal(10, 6)
 # again at 4 could turn 0.000049999 into 0.0001. Widened by one digit before rounding, so
 # that 99999999999999.99995 rounds to a value that does not fit rather than failing the
 # round. (A number Excel wrote with 17 digits, `2.0000499999999999` for a typed 2.00005,
-# comes from the reader in the fewest digits that give the same double, `2.00005`; only a
-# text cell holding such digits is rounded as written, down.)
+# comes from the reader to 15, as Excel shows it, `2.00005`; only a text cell holding such
+# digits is rounded as written, down.)
 ROUNDING: Final = "half_away_from_zero"
 _DIGITS = pl.Decimal(37, 23)
 _CUT = r"^([+-]?[0-9]*\.[0-9]{23})[0-9]+$"  # decimals beyond the 23rd (plain decimals only)

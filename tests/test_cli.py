@@ -726,6 +726,7 @@ def test_history_on_a_database_without_the_migrations_is_one_line(pg_url: str, m
             conn.execute(f'drop database "{name}"')
 
 
+@pytest.mark.db
 def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
     env = {"WDH_DATABASE_URL": pg_url}
     first, second = "select 'first' as a", "select 'second' as b"
@@ -737,6 +738,7 @@ def test_db_shell_runs_every_c_command_in_order(pg_url: str) -> None:
     assert failed.returncode == 2 and 'column "nonsense" does not exist' in failed.stderr
 
 
+@pytest.mark.db
 def test_db_shell_as_the_reader_sees_what_analysts_see(pg_url: str) -> None:
     env = {"WDH_DATABASE_URL": pg_url}
     done = wdh_process("db", "shell", "--as", "wdh_reader", "-c", "select current_user", env=env)

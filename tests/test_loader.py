@@ -233,7 +233,8 @@ def test_audit_loads_shows_analysts_each_load_its_headers_and_rejects_without_va
         "from audit.loads order by started_at"
     ).fetchall()
     assert [load[0] for load in loads] == [first.plan.load_id, second.plan.load_id]
-    sha256 = first.discovery.files[0].sha256 if first.discovery else None
+    assert first.discovery is not None
+    sha256 = first.discovery.files[0].sha256
     where = str(path.relative_to(tmp_path))
     assert loads[0][1:6] == ("succeeded", "delete_insert", where, sha256, "Sheet1")
     headers = loads[0][6]

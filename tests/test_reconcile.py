@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.workbooks import TRUSTEE_HEADER, write_workbook
+from tests import hostile_corpus as corpus
 from workdatahub.pipeline import check_file
 from workdatahub.reconcile import differences, unchecked
 from workdatahub.sources.spec import SourcesFile
@@ -21,7 +21,7 @@ ROWS = [
 
 
 def _checked(sources: SourcesFile, tmp_path: Path, rows: list[list[Any]]) -> Any:
-    path = write_workbook(tmp_path / "受托业绩.xlsx", {"Sheet1": [TRUSTEE_HEADER, *rows]})
+    path = corpus.trustee_book(tmp_path / "受托业绩.xlsx", rows)
     return check_file(sources.domain("trustee_performance"), path)
 
 

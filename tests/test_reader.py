@@ -165,6 +165,22 @@ def test_missing_required_column_names_it(sources: SourcesFile, tmp_path: Path) 
         read_sheet(path, spec)
 
 
+def test_missing_required_column_names_the_headers_nobody_claims(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    # the usual cause: a header renamed this month; the message points at it (and at an
+    # unknown extra column), not at the headers the contract knows
+    spec = sources.domain("trustee_performance")
+    header = [" 公司编码 " if h == "公司代码" else h for h in TRUSTEE_HEADER] + ["经办人"]
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [["标题"], header, [2024, 11, "P1"]]})
+    with pytest.raises(InputError) as caught:
+        read_sheet(path, spec)
+    assert str(caught.value).endswith(
+        "required column missing: 公司代码 (header row 2; headers not in the contract "
+        "there: 公司编码, 经办人)"
+    )
+
+
 def test_no_header_row_at_all(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     path = write_workbook(tmp_path / "t.xlsx", {"S": [["a", "b"], [1, 2]]})

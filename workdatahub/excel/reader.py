@@ -599,14 +599,19 @@ def _find_header(
     """Return (index in `rows`, frame column index -> spec column, name -> header found).
     `rows[i]` is Excel row i + 1; `letters[j]` is the Excel column of frame column j."""
     required = spec.required_headers
-    best: tuple[int, int, list[str]] = (-1, -1, [c.header or c.name for c in required])
+    best: tuple[int, int, list[str], list[str]] = (
+        -1,
+        -1,
+        [c.header or c.name for c in required],
+        [],
+    )
     for index, row in enumerate(rows):
         normalized = [normalize_header(cell) if cell is not None else "" for cell in row]
         present = set(normalized)
         missing = [c.header or c.name for c in required if not present.intersection(c.headers)]
         found = len(required) - len(missing)
         if found > best[1]:
-            best = (index, found, missing)
+            best = (index, found, missing, _unknown_headers(row, normalized, spec))
         if missing:
             continue
         mapping: dict[int, ColumnSpec] = {}
@@ -635,9 +640,24 @@ def _find_header(
             f"{where}: no header row found in the first {len(rows)} rows "
             f"(expected headers: {wanted})"
         )
+    # a renamed header is the usual cause: the row's headers no column claims are named
+    others = f"; headers not in the contract there: {', '.join(best[3])}" if best[3] else ""
     raise InputError(
-        f"{where}: required column missing: {', '.join(best[2])} (header row {best[0] + 1})"
+        f"{where}: required column missing: {', '.join(best[2])} (header row {best[0] + 1}{others})"
     )
+
+
+def _unknown_headers(
+    row: tuple[str | None, ...], normalized: list[str], spec: DomainSpec
+) -> list[str]:
+    """The texts of `row` that name no column of `spec`, in sheet order, each once."""
+    known = {header for column in spec.source_columns for header in column.headers}
+    out: list[str] = []
+    for cell, header in zip(row, normalized, strict=True):
+        text = "" if cell is None else str(cell).strip()
+        if header and header not in known and text not in out:
+            out.append(text)
+    return out
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,12 @@ FILE_ERRORS: dict[str, tuple[Callable[[Path, Path], Path], str, str]] = {
         "trustee_performance",
         "sheet 'Sheet1': required column missing: 公司代码 (header row 1)",
     ),
+    "amounts_in_wan_yuan": (
+        lambda p, t: corpus.sheet_book(p, [["单位：万元"], H, *trustee_rows(1)]),
+        "trustee_performance",
+        "sheet 'Sheet1': row 1: the sheet states '单位：万元'; amounts load as 元, as the "
+        "contract has them: convert the sheet to 元 (or correct that line) and load it again",
+    ),
     "duplicate_header_off_origin": (
         lambda p, t: write_workbook(
             p,

@@ -181,6 +181,35 @@ def test_missing_required_column_names_the_headers_nobody_claims(
     )
 
 
+@pytest.mark.parametrize(
+    ("title", "refused"),
+    [
+        ("单位：元", False),
+        ("金额单位: 人民币元", False),
+        ("单位：元/万份", False),
+        ("单位：万元", True),
+        ("（金额单位：千元）", True),
+        ("2024年11月规模明细表　单位：人民币万元", True),
+    ],
+)
+def test_a_sheet_stating_its_amounts_in_a_multiple_of_yuan_is_refused(
+    sources: SourcesFile, tmp_path: Path, title: str, refused: bool
+) -> None:
+    # the contract's amounts are 元: 万元 figures loaded as they stand would be 10,000× short
+    spec = sources.domain("trustee_performance")
+    rows = [["规模明细"], [None, None, None, title], TRUSTEE_HEADER, *trustee_rows(2)]
+    path = write_workbook(tmp_path / "t.xlsx", {"S": rows})
+    if not refused:
+        assert read_sheet(path, spec).frame.height == 2
+        return
+    with pytest.raises(InputError) as caught:
+        read_sheet(path, spec)
+    assert str(caught.value).endswith(
+        f"sheet 'S': row 2: the sheet states {title!r}; amounts load as 元, as the contract "
+        "has them: convert the sheet to 元 (or correct that line) and load it again"
+    )
+
+
 def test_no_header_row_at_all(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     path = write_workbook(tmp_path / "t.xlsx", {"S": [["a", "b"], [1, 2]]})

@@ -647,6 +647,29 @@ def _find_header(
     )
 
 
+# a title row's unit, `单位：元`, `（金额单位: 万元）` or at the end of a title (after NFKC and
+# without spaces: the colon half-width); a multiple of 元 is what matters (not `元/万份`)
+_UNIT_LINE = re.compile(r"单位:(?P<unit>[^,;()\[\]、，；]+)")
+_SCALED_UNIT = re.compile(r"^(?:人民币)?[十百千万亿]+元")
+
+
+def _check_unit(rows: list[tuple[str | None, ...]], spec: DomainSpec, where: str) -> None:
+    """Refuse a sheet whose title rows state its amounts in a multiple of 元 (`单位：万元`):
+    the contract's amounts are 元, and loading 万元 figures as they stand would be 10,000
+    times short. `rows[i]` is Excel row i + 1, the rows above the header."""
+    if not any(c.type == "money" for c in spec.columns):
+        return
+    for index, row in enumerate(rows):
+        for cell in row:
+            line = _UNIT_LINE.search(normalize_header(cell)) if cell else None
+            if line and _SCALED_UNIT.search(line["unit"]):
+                raise InputError(
+                    f"{where}: row {index + 1}: the sheet states {cell.strip()!r}; amounts "
+                    "load as 元, as the contract has them: convert the sheet to 元 (or "
+                    "correct that line) and load it again"
+                )
+
+
 def _unknown_headers(
     row: tuple[str | None, ...], normalized: list[str], spec: DomainSpec
 ) -> list[str]:
@@ -1130,6 +1153,7 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     header_index, mapping, found = _find_header(
         whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters
     )
+    _check_unit(whole.head(header_index).rows(), spec, where)
     positions = sorted(mapping)
     names = [mapping[p].name for p in positions]
     first_data_row = header_index + 2  # Excel row number of the row below the header

@@ -661,7 +661,9 @@ def _check_unit(rows: list[tuple[str | None, ...]], spec: DomainSpec, where: str
         return
     for index, row in enumerate(rows):
         for cell in row:
-            line = _UNIT_LINE.search(normalize_header(cell)) if cell else None
+            if not cell:
+                continue
+            line = _UNIT_LINE.search(normalize_header(cell))
             if line and _SCALED_UNIT.search(line["unit"]):
                 raise InputError(
                     f"{where}: row {index + 1}: the sheet states {cell.strip()!r}; amounts "

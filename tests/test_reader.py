@@ -65,6 +65,22 @@ def test_blank_and_totals_rows_are_skipped_not_rejected(
     assert sheet.rows_read == 2
 
 
+@pytest.mark.parametrize("marker", ["合 计", "合计：", " 总　计 ", "合  计:"])
+def test_totals_markers_spaced_out_or_written_as_a_label(
+    sources: SourcesFile, tmp_path: Path, marker: str
+) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = trustee_rows(2, start=0)
+    totals = [marker, None, None, None, None, None, 200]
+    past_a_number = [2024, marker, None, None, None, None, 200]  # found past the year too
+    path = write_workbook(
+        tmp_path / "t.xlsx", {"S": [TRUSTEE_HEADER, rows[0], totals, rows[1], past_a_number]}
+    )
+    sheet = read_sheet(path, spec)
+    assert sheet.frame[ROW].to_list() == [2, 4]
+    assert sheet.skipped_totals == 2 and sheet.rows_read == 2
+
+
 def test_totals_rows_are_read_in_the_sheets_order_past_numbers_and_dates(
     sources: SourcesFile, tmp_path: Path
 ) -> None:

@@ -77,7 +77,14 @@ from workdatahub.sources.spec import ColumnSpec, DomainSpec, normalize_header
 ROW = "_row"
 CELL_ISSUE = "__cell__"  # + column name: why the reader cannot vouch for that cell
 HEADER_SEARCH_ROWS = 50
-TOTALS_MARKERS = ("合计", "总计")
+# 合计 or 总计, as sheets write them: spaced out to align with a longer label (`合 计`,
+# `合　计`) or as a label (`合计：`)
+TOTALS_MARKERS = tuple(
+    word[0] + gap + word[1] + colon
+    for word in ("合计", "总计")
+    for gap in ("", " ", "  ", "   ", "\u3000", "\u3000\u3000")
+    for colon in ("", ":", "：")
+)
 # a cell that may be a totals marker past a number (`202411 | 合计 `), as sheets hold one: a
 # marker with up to two spaces, a tab or a full-width space either side; looked up, as a
 # regex over every cell costs ~0.5 s at 500,000 rows (the rows found are then trimmed)

@@ -107,7 +107,8 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
         "max_reject_rate": 0.5,
         "threshold_exceeded": False,
     }
-    with out.open(encoding="utf-8") as handle:
+    assert out.read_bytes().startswith(b"\xef\xbb\xbfreport_date,")  # Excel reads it as UTF-8
+    with out.open(encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == [
         "report_date",
@@ -152,7 +153,7 @@ def test_check_exits_1_when_a_load_would_be_refused(
         assert payload["threshold_exceeded"] is True
     else:
         assert "3 rows read, 2 valid, 1 rejected" in done.stdout
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 3  # header + 2 valid rows
+    assert len(out.read_text(encoding="utf-8-sig").splitlines()) == 3  # header + 2 valid rows
 
 
 def test_discover_json(month: Path) -> None:
@@ -383,7 +384,7 @@ def test_operator_views_on_annuity_samples(tmp_path: Path) -> None:
     assert payload["sheet"] == "规模明细"
     assert payload["rows_read"] == performance.rows
     assert payload["rows_rejected"] == performance.expected_rejects
-    with out.open(encoding="utf-8") as handle:
+    with out.open(encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle))
     assert header[:4] == ["period", "business_type", "plan_type", "plan_code"]
     assert "annuity_account_no" in header and "备注" not in header
@@ -496,7 +497,7 @@ def test_sample_says_which_files_it_kept(tmp_path: Path) -> None:
 
 @pytest.mark.db
 def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
-    month: Path, pg_url: str, fresh_tables: None
+    month: Path, tmp_path: Path, pg_url: str, fresh_tables: None
 ) -> None:
     """`wdh rejects --load-id` of a load whose rows a later load replaced says so (they
     are not the month's current rejects); a list cut by --limit says how many it left out."""
@@ -513,8 +514,13 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     ) in replaced.stdout
     as_json = json.loads(wdh(*args, "--load-id", first["load_id"], "--json").stdout)
     assert as_json["status"] == "succeeded" and as_json["replaced"] is True
-    latest = wdh(*args)
+    latest = wdh(*args, "--out", str(tmp_path / "rejects.csv"))
     assert f"load {second['load_id']} (succeeded), 1 rejects" in latest.stdout
+    written = (tmp_path / "rejects.csv").read_bytes()
+    assert written.startswith("\ufefffile,sheet,row,column,value,reason,raw_row\r\n".encode())
+    rows = list(csv.reader(written.decode("utf-8-sig").splitlines()))
+    assert rows[1][2:6] == ["3", "net_value", "abc", "not a number: 'abc'"]
+    assert json.loads(rows[1][6])["net_value"] == "abc"
     assert "more" not in latest.stdout
     # the cell's value as a reject quotes it (a load id may hold the letters `abc`)
     reject_line = next(line for line in latest.stdout.splitlines() if "'abc'" in line)

@@ -273,7 +273,9 @@ def check(
     result = check_file(spec, file, month)
     if out is not None:
         with _writing(out):
-            cleaned_frame(result, spec).write_csv(out, null_value="", date_format="%Y-%m-%d")
+            cleaned_frame(result, spec).write_csv(
+                out, null_value="", date_format="%Y-%m-%d", include_bom=True
+            )
     threshold = spec.max_reject_rate if max_reject_rate is None else max_reject_rate
     why = result.refused_by(threshold)
     if as_json:
@@ -471,7 +473,8 @@ def rejects(
         for r in rows
     ]  # fmt: skip
     if out is not None:
-        with _writing(out), out.open("w", newline="", encoding="utf-8") as handle:
+        # with a byte-order mark, as `wdh check --out`: Excel then opens it as UTF-8
+        with _writing(out), out.open("w", newline="", encoding="utf-8-sig") as handle:
             writer = csv.writer(handle)
             writer.writerow(["file", "sheet", "row", "column", "value", "reason", "raw_row"])
             for record in records:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests import hostile_corpus as corpus
+from tests.workbooks import TRUSTEE_HEADER
 from workdatahub.pipeline import check_file
 from workdatahub.reconcile import differences, unchecked
 from workdatahub.sources.spec import SourcesFile
@@ -95,6 +96,33 @@ def test_what_cannot_be_checked_says_why(sources: SourcesFile, tmp_path: Path) -
     assert differences(subtotals.totals) == []
     worded = _checked(sources, tmp_path / "worded", [*ROWS, _totals("600.75元")])
     assert unchecked(worded.totals) == ["规模: its total '600.75元' is no number"]
+
+
+def test_a_total_the_reader_cannot_vouch_for_is_not_checked(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """A workbook that asks for its formulas to be recomputed (as programs write them) has
+    its data formulas rejected; its 合计 formula's saved value is no more to be trusted."""
+
+    def total(book: Any, sheet: Any) -> None:
+        sheet.write_formula(4, 6, "=SUM(G2:G4)", None, 999999)
+
+    rows = [TRUSTEE_HEADER, *ROWS, _totals(None)]
+    saved = corpus.sheet_book(tmp_path / "saved.xlsx", rows, edit=total)
+    asks = corpus.patch_zip(
+        saved,
+        tmp_path / "asks.xlsx",
+        {"xl/workbook.xml": lambda xml: xml.replace(b"<calcPr ", b'<calcPr fullCalcOnLoad="1" ')},
+    )
+    checked = check_file(sources.domain("trustee_performance"), asks)
+    assert differences(checked.totals) == []
+    assert unchecked(checked.totals) == [
+        "规模: its total is a formula whose saved value the workbook says to recompute "
+        "(written by a program)"
+    ]
+    # once saved by Excel, the same total is checked (and 999999 is off)
+    trusted = check_file(sources.domain("trustee_performance"), saved)
+    assert differences(trusted.totals)[0].startswith("规模 states 999,999.00")
 
 
 def test_amounts_with_more_decimals_than_four_do_not_make_a_false_alarm(

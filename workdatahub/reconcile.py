@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from workdatahub.cleansing.values import blank_to_null, parse_money
-from workdatahub.excel.reader import SheetData
+from workdatahub.excel.reader import CELL_ISSUE, SheetData
 from workdatahub.sources.spec import DomainSpec
 
 CENT = Decimal("0.01")
@@ -90,6 +90,15 @@ def totals_check(
     ).row(0, named=True)
     checked: dict[str, dict[str, Any]] = {}
     for k, (name, got) in enumerate(zip(names, parsed, strict=True)):
+        # a total the reader cannot vouch for (a formula the workbook says to recompute, an
+        # unsaved one, a merged cell) is no figure to set the rows against
+        issue = sheet.totals[CELL_ISSUE + name][0] if CELL_ISSUE + name in sheet.totals else None
+        if issue is not None:
+            checked[name] = {
+                "header": sheet.columns.get(name, name),
+                "not_checked": f"its total is a {issue.split(';')[0]}",
+            }
+            continue
         if got["value"][0] is None:
             if got["unparsed"][0]:  # (else the totals row leaves this column empty)
                 shown = str(sheet.totals[name][0])[:40]

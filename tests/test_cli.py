@@ -467,6 +467,20 @@ def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(
     assert not (tmp_path / "sample").exists()
 
 
+@pytest.mark.parametrize("period", ["2024-11", "2029-01"])  # a month there, one not there
+def test_a_production_load_without_a_warehouse_says_so_before_reading(
+    month: Path, monkeypatch: pytest.MonkeyPatch, period: str
+) -> None:
+    monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
+    env = {"WDH_ENVIRONMENT": "prod", "WDH_LOG_LEVEL": "INFO"}
+    done = wdh("load", "trustee_performance", "--period", period, "--data-dir", str(month), env=env)
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "WDH_ENVIRONMENT=prod needs WDH_DATABASE_URL (no embedded Postgres)"
+    ]  # nothing read, discovered, or recorded first
+
+
 def test_sample_writes_beside_the_operators_folders_unless_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,10 +54,18 @@ def month_loaded(spec: Any, data_dir: Path, url: str, pg: Any) -> tuple[int, str
     return table_state(pg)
 
 
-def in_transaction(pg: Any) -> bool:
-    """Whether some session is left idle in a transaction (a load not rolled back)."""
-    found = pg.execute("select 1 from pg_stat_activity where state like 'idle in transaction%%'")
-    return found.fetchone() is not None
+def in_transaction(pg: Any, within: float = 2.0) -> bool:
+    """Whether some session is left idle in a transaction (a load not rolled back) after
+    `within` seconds: a connection the load closed leaves its server process a moment
+    later, showing meanwhile as it was (the server rolls it back as it goes)."""
+    deadline = time.monotonic() + within
+    while True:
+        found = pg.execute(
+            "select 1 from pg_stat_activity where state like 'idle in transaction%%'"
+        ).fetchone()
+        if found is None or time.monotonic() > deadline:
+            return found is not None
+        time.sleep(0.02)
 
 
 def slow_reads(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

@@ -254,6 +254,10 @@ def _run_partition(
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
     head: Head | None = None
+    if not plan_only:
+        # the warehouse's settings before anything is read: a production run without
+        # WDH_DATABASE_URL says so at once, not after reading the month
+        url = url or database_url()
     try:
         with timed(timings, "discover"):
             found = discover(spec, period, data_dir)
@@ -268,15 +272,13 @@ def _run_partition(
         except ValueError:
             source_file = str(source.path)
         on_valid = None
-        if mode == "append" and not plan_only:
-            url = url or database_url()
+        if url is not None and mode == "append":
             refuse_appending_twice(url, spec, period, source.path.name, source.sha256, load_id)
         files = [{**source.to_json(data_dir), "size": source.size}]
-        if not plan_only:
-            url, head = _start_head(spec, period, mode, load_id, url, files, started)
-            if head is not None:
-                cleanup.callback(head.close)
-                on_valid = _streamed(head, spec, mode, load_id, source_file)
+        if url is not None:  # (not a plan) the load's log row and transaction, beside the read
+            head = Head(spec, period, mode, load_id, url, files, started)
+            cleanup.callback(head.close)
+            on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
         check = check_file(spec, source.path, period, on_valid)
         source.check_unchanged()  # the rows read are the file hashed (before anything commits)
@@ -373,25 +375,6 @@ def _streamed(
         feed.put(rows_for_copy(valid, spec, load_id, source_file, sheet.sheet))
 
     return send
-
-
-def _start_head(
-    spec: DomainSpec,
-    period: date,
-    mode: RefreshMode,
-    load_id: uuid.UUID,
-    url: str | None,
-    files: list[dict[str, Any]],
-    started: float,
-) -> tuple[str | None, Head | None]:
-    """Open the load's row of the load log and begin its transaction while the workbook is
-    read (see `loader.Head`). Without a reachable warehouse nothing is begun: the load after
-    the read reports that, as before."""
-    try:
-        url = url or database_url()
-    except Exception:
-        return url, None
-    return url, Head(spec, period, mode, load_id, url, files, started)
 
 
 def execute_with_retry(

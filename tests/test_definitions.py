@@ -120,6 +120,20 @@ def test_each_asset_has_one_freshness_check_on_its_policy_day() -> None:
     assert _freshness_deadlines(defs)["marts/fct_trustee_performance"] == ["0 9 10 * *"]
 
 
+def test_a_model_added_renames_no_other_assets_freshness_check() -> None:
+    """A run launched from a UI not yet reloaded names the steps it knew; the run's own
+    definitions, with a model added since, must still have them."""
+    from workdatahub.defs.automation import build_freshness_checks
+
+    def names(keys: list[str]) -> dict[str, str]:
+        checks = build_freshness_checks({15: [dg.AssetKey.from_user_string(k) for k in keys]})
+        return {c.node_def.name: "/".join(next(iter(c.check_keys)).asset_key.path) for c in checks}
+
+    before = names(["raw/annuity_income", "marts/fct_annuity_income"])
+    after = names(["raw/annuity_income", "marts/fct_annuity_income", "marts/fct_new"])
+    assert len(before) == 2 and before.items() <= after.items()
+
+
 def test_a_mart_of_two_domains_is_due_on_the_later_day(sources: SourcesFile) -> None:
     """fct_monthly_branch_product_line reads annuity_performance and annuity_income: with
     different due days it gets one freshness check (two would be a duplicate check key),

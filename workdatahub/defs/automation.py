@@ -328,6 +328,10 @@ def build_freshness_checks(
 
     (A `FreshnessPolicy` alone only looks at the newest materialisation of any partition,
     so a back-filled old month would look fresh while the current one is missing.)
+
+    One check definition per asset: Dagster names a definition after the set of assets it
+    checks, so one for several would be renamed by any model added, and a run launched from
+    a UI not yet reloaded would name a step the run's own definitions no longer have.
     """
     checks: list[dg.AssetChecksDefinition] = []
     with warnings.catch_warnings():
@@ -335,11 +339,10 @@ def build_freshness_checks(
         # the assets carry both: the policy for the UI, these checks for "month M by day N"
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         for due_day, keys in sorted(assets_by_due_day.items()):
-            checks += list(
-                dg.build_time_partition_freshness_checks(
-                    assets=list(keys), deadline_cron=due_cron(due_day), timezone="UTC"
+            for key in keys:
+                checks += dg.build_time_partition_freshness_checks(
+                    assets=[key], deadline_cron=due_cron(due_day), timezone="UTC"
                 )
-            )
     return checks
 
 

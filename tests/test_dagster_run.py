@@ -422,6 +422,12 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
         '{% if is_incremental() %} where {{ in_partition_window("period") }} {% endif %}\n'
         "group by 1"
     )
+    # an incremental model outside marts/ (it lands in the marts schema all the same)
+    (project / "models" / "reporting").mkdir()
+    (project / "models" / "reporting" / "rpt_plain.sql").write_text(
+        "{{ config(materialized='incremental') }}\n"
+        f"select period, count(*) as n from {source} group by 1"
+    )
     settings = project / "dbt_project.yml"
     marked = ("fct_commented", "fct_dashed", "fct_starred", "fct_keyword")
     entries = "".join(f"    {m}: period\n" for m in marked)
@@ -432,10 +438,10 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
     try:
         built = dbt(
             pg_url, "run", "--select", "fct_plain", "fct_windowed", *commented, "fct_keyword",
-            env=FEBRUARY_WINDOW, project=project,
+            "rpt_plain", env=FEBRUARY_WINDOW, project=project,
         )  # fmt: skip
     finally:  # (whichever a regression built: none is left behind for the other tests)
-        for name in ("fct_plain", "fct_windowed", *commented, "fct_keyword"):
+        for name in ("fct_plain", "fct_windowed", *commented, "fct_keyword", "rpt_plain"):
             pg.execute(f"drop table if exists marts.{name}")
     assert built.returncode == 1, built.stdout
     output = " ".join(built.stdout.split())
@@ -456,8 +462,12 @@ def test_a_mart_not_built_by_month_window_fails_before_it_writes(
             "and lacks `where {{ in_partition_window('period') }}` in its select, under "
             "is_incremental(). Without"
         ) in output, mart
+    assert (
+        "rpt_plain is a mart (an incremental table built a window of months at a time) and "
+        "lacks pre_hook" in output
+    )
     exists = "select to_regclass(%s) is not null"
-    for mart in ("fct_plain", "fct_windowed", *commented):
+    for mart in ("fct_plain", "fct_windowed", *commented, "rpt_plain"):
         assert pg.execute(exists, [f"marts.{mart}"]).fetchone() == (False,), mart
     assert "fct_keyword is a mart" not in output
     assert "OK created sql incremental model marts.fct_keyword" in output and "PASS=1 " in output

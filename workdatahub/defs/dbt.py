@@ -290,8 +290,9 @@ def _with_month_rows(
     """`events`, each mart's materialisation with its rows per month of the window (counted
     through dbt's connection once dbt has built it). A count that fails is a warning: the
     build stands. A mart month built empty (its raw month not loaded: a mart selected
-    alone) is not recorded as materialised, with a warning: its freshness check would
-    otherwise call the month in. In a range run, the months built empty are named."""
+    alone) is not recorded as materialised, with a warning naming it: its freshness check
+    would otherwise call the month in; in a range run the other months are recorded, each
+    on its own."""
     import psycopg
 
     from workdatahub.warehouse.db import dbt_database_url
@@ -322,17 +323,30 @@ def _with_month_rows(
                 yield event
                 continue
             empty = [month for month, rows in counts.items() if not rows]
-            if empty and len(counts) == 1:
+            if not empty:
+                yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
+                continue
+            if len(empty) == len(counts):
                 context.log.warning(
-                    f"{node['name']} {empty[0]}: built with no rows (is the month's raw data "
+                    f"{node['name']} {', '.join(empty)}: built with no rows (is the raw data "
                     "loaded?); not recorded as materialised"
                 )
                 continue
-            if empty:
-                context.log.warning(
-                    f"{node['name']}: no rows for {', '.join(empty)} (is their raw data loaded?)"
-                )
-            yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
+            # a range with months built empty: the other months alone are recorded, each on
+            # its own (one materialisation would record the whole range)
+            context.log.warning(
+                f"{node['name']}: no rows for {', '.join(empty)} (is their raw data loaded?); "
+                "recorded as materialised for the other months only"
+            )
+            key = (
+                context.asset_key_for_output(event.output_name)
+                if isinstance(event, dg.Output)
+                else event.asset_key
+            )
+            for month, rows in counts.items():
+                if rows:
+                    metadata = {**event.metadata, "dagster/row_count": dg.MetadataValue.int(rows)}
+                    yield dg.AssetMaterialization(asset_key=key, partition=month, metadata=metadata)
 
 
 def _pruned_after(

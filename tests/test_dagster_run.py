@@ -306,6 +306,32 @@ def test_branch_code_is_looked_up_by_the_branch_name(
     assert "reconciles_to_raw_annuity_performance" in {c.check_name for c in checks if c.passed}
 
 
+def test_a_summary_built_without_one_of_its_domains_is_not_recorded(
+    tmp_path: Path, pg: Any, fresh_tables: None
+) -> None:
+    """The month's performance loaded, its income not (late): the summary of both is built
+    with rows (no fees), but is not recorded as materialised, so its freshness check does
+    not call an incomplete month in; the performance fact is recorded."""
+    write_samples(tmp_path, [FEB], rows=20, seed=5, domains=("annuity_performance",))
+    others = dg.AssetSelection.assets(
+        dg.AssetKey(["raw", "annuity_income"]), dg.AssetKey(["raw", "trustee_performance"])
+    )
+    result = materialise(tmp_path, assets=dg.AssetSelection.all() - others)
+    assert result.success
+    recorded = {
+        e.asset_key.path[-1]: e.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[0] == "marts"
+    }
+    assert recorded == {"fct_annuity_performance": "2024-02"}
+    built = pg.execute(
+        "select count(*), sum(fee_income) from marts.fct_monthly_branch_product_line "
+        "where period = %s",
+        [FEB],
+    ).fetchone()
+    assert built[0] > 0 and built[1] == 0  # built all the same, without the month's fees
+
+
 def test_one_domains_run_reconciles_what_it_built_to_raw(
     month: tuple[Path, list[Any]], pg: Any, fresh_tables: None
 ) -> None:

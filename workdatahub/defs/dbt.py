@@ -290,9 +290,10 @@ def _with_month_rows(
     """`events`, each mart's materialisation with its rows per month of the window (counted
     through dbt's connection once dbt has built it). A count that fails is a warning: the
     build stands. A mart month built empty (its raw month not loaded: a mart selected
-    alone) is not recorded as materialised, with a warning naming it: its freshness check
-    would otherwise call the month in; in a range run the other months are recorded, each
-    on its own."""
+    alone), or built from a mart that has no rows for it (a summary of two domains, one of
+    them not loaded), is not recorded as materialised, with a warning naming it: its
+    freshness check would otherwise call the month in. In a range run the other months are
+    recorded, each on its own."""
     import psycopg
 
     from workdatahub.warehouse.db import dbt_database_url
@@ -307,6 +308,19 @@ def _with_month_rows(
                 opened.append(stack.enter_context(psycopg.connect(url, autocommit=True)))
             return rows_by_month(opened[0], node["schema"], node["alias"], column, months)
 
+        def missing(node: Mapping[str, Any], counts: dict[str, int]) -> dict[str, str]:
+            """Each month not to record, and why."""
+            why = {month: "built with no rows" for month, rows in counts.items() if not rows}
+            for parent_id in node.get("depends_on", {}).get("nodes", []):
+                parent = nodes.get(parent_id, {})
+                parent_column = partition_column(parent)
+                if parent_column is None:  # (a view, a seed: no months of its own)
+                    continue
+                for month, rows in counted(parent, parent_column).items():
+                    if not rows:
+                        why.setdefault(month, f"built without {parent['name']}'s rows")
+            return why
+
         for event in events:
             node: Mapping[str, Any] = {}
             if isinstance(event, dg.Output | dg.AssetMaterialization):
@@ -318,25 +332,26 @@ def _with_month_rows(
                 continue
             try:
                 counts = counted(node, column)
+                skipped = missing(node, counts)
             except Exception as error:
                 context.log.warning(f"{node['name']}: rows per month not counted: {error}")
                 yield event
                 continue
-            empty = [month for month, rows in counts.items() if not rows]
-            if not empty:
+            if not skipped:
                 yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
                 continue
-            if len(empty) == len(counts):
+            reasons = "; ".join(f"{month} {why}" for month, why in sorted(skipped.items()))
+            if len(skipped) == len(counts):
                 context.log.warning(
-                    f"{node['name']} {', '.join(empty)}: built with no rows (is the raw data "
-                    "loaded?); not recorded as materialised"
+                    f"{node['name']}: {reasons} (is the raw data loaded?); not recorded as "
+                    "materialised"
                 )
                 continue
-            # a range with months built empty: the other months alone are recorded, each on
+            # a range with months not to record: the other months alone are recorded, each on
             # its own (one materialisation would record the whole range)
             context.log.warning(
-                f"{node['name']}: no rows for {', '.join(empty)} (is their raw data loaded?); "
-                "recorded as materialised for the other months only"
+                f"{node['name']}: {reasons} (is the raw data loaded?); recorded as "
+                "materialised for the other months only"
             )
             key = (
                 context.asset_key_for_output(event.output_name)
@@ -344,7 +359,7 @@ def _with_month_rows(
                 else event.asset_key
             )
             for month, rows in counts.items():
-                if rows:
+                if month not in skipped:
                     metadata = {**event.metadata, "dagster/row_count": dg.MetadataValue.int(rows)}
                     yield dg.AssetMaterialization(asset_key=key, partition=month, metadata=metadata)
 

@@ -81,6 +81,31 @@ def test_totals_markers_spaced_out_or_written_as_a_label(
     assert sheet.skipped_totals == 2 and sheet.rows_read == 2
 
 
+def test_signature_lines_below_the_totals_row_are_a_footer_not_data(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = trustee_rows(2, start=0)
+    totals = ["合计", None, None, None, None, None, 200]
+    signed = ["制表人：张三", None, "审核: 李四", None, None, "复核：", None]
+    path = write_workbook(
+        tmp_path / "t.xlsx",
+        {"S": [TRUSTEE_HEADER, *rows, totals, signed, None, [None, "注：规模单位为元"]]},
+    )
+    sheet = read_sheet(path, spec)
+    assert sheet.frame[ROW].to_list() == [2, 3]
+    assert (sheet.skipped_footer, sheet.skipped_totals, sheet.skipped_blank) == (2, 1, 1)
+    # only at the sheet's end: lines with data after them are data (and rejected); so is a
+    # line with a number; without a totals row there is no footer
+    for name, table in {
+        "later.xlsx": [TRUSTEE_HEADER, rows[0], totals, signed, rows[1]],
+        "number.xlsx": [TRUSTEE_HEADER, *rows, totals, ["制表日期：", 20241205]],
+        "bare.xlsx": [TRUSTEE_HEADER, *rows, signed],
+    }.items():
+        read = read_sheet(write_workbook(tmp_path / name, {"S": table}), spec)
+        assert read.skipped_footer == 0 and read.rows_read == 3, name
+
+
 def test_totals_rows_are_read_in_the_sheets_order_past_numbers_and_dates(
     sources: SourcesFile, tmp_path: Path
 ) -> None:

@@ -298,7 +298,9 @@ def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -
         f"{file} [{result.sheet.sheet}] header row {result.sheet.header_row}: "
         f"{result.rows_read} rows read, {result.validated.rows_valid} valid, "
         f"{result.validated.rows_rejected} rejected"
-        f" (skipped {result.sheet.skipped_blank} blank, {result.sheet.skipped_totals} totals)"
+        f" (skipped {result.sheet.skipped_blank} blank, {result.sheet.skipped_totals} totals"
+        + (f", {result.sheet.skipped_footer} footer" if result.sheet.skipped_footer else "")
+        + ")"
     )
     from workdatahub.reconcile import differences, unchecked
 

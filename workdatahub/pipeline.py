@@ -305,6 +305,7 @@ def _run_partition(
         rows_rejected=check.validated.rows_rejected,
         blank_rows=check.sheet.skipped_blank,
         totals_rows=check.sheet.skipped_totals,
+        footer_rows=check.sheet.skipped_footer,
     )
     off = differences(check.totals)
     if off:  # the load goes on: the rows are what the sheet holds; its own sum disagrees

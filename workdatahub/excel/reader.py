@@ -152,6 +152,7 @@ class SheetData:
     rows_read: int = 0
     skipped_blank: int = 0
     skipped_totals: int = 0
+    skipped_footer: int = 0  # signature lines below the totals row (制表人：…), not data
     hidden: bool = False  # the sheet is hidden in the workbook (read because it was named)
     cell_issues: int = 0  # cells flagged in CELL_ISSUE columns
     totals: pl.DataFrame | None = None  # the totals rows skipped (合计/总计), as `frame`
@@ -1132,6 +1133,40 @@ def _row_marks(
     return marks.drop("_later")
 
 
+# a footer cell: a label and its colon first (`制表人：张三`, `审核:`, `注：…`); a number, a
+# date or a code has no such label
+_FOOTER_CELL = r"^\s*[^\d\s:：]{1,10}\s*[:：]"
+FOOTER_ROWS = 20  # the most rows a sheet's footer is looked for in, at its end
+
+
+def _footer_rows(body: pl.DataFrame, cells: list[pl.Series]) -> pl.Series:
+    """The rows that sign the sheet off below its last totals row, as a mask over `body`'s
+    rows: among its last FOOTER_ROWS rows, those at the end (blank ones between them) whose
+    every non-empty cell is a label with its colon (`制表人：张三 | 审核：李四`). `cells` are
+    every column of the sheet that holds something, read or not."""
+    mask = pl.Series("_footer", [False] * body.height)
+    start = max(int(pl.arg_where(body["_totals"], eager=True)[-1]) + 1, body.height - FOOTER_ROWS)
+    if start >= body.height:
+        return mask
+    tail = pl.DataFrame([c.slice(start).alias(f"c{k}") for k, c in enumerate(cells)])
+    empty = [pl.col(c).is_null() | ~pl.col(c).str.contains(r"\S") for c in tail.columns]
+    labelled = [
+        e | pl.col(c).str.contains(_FOOTER_CELL) for e, c in zip(empty, tail.columns, strict=True)
+    ]
+    marks = tail.select(
+        footer=pl.all_horizontal(labelled) & ~pl.all_horizontal(empty),
+        blank=pl.all_horizontal(empty),
+    ).with_columns(blank=pl.col("blank") | body["_blank"].slice(start))
+    footer, blank = marks["footer"].to_list(), marks["blank"].to_list()
+    at = []
+    for k in reversed(range(len(footer))):  # from the sheet's last row up
+        if not (footer[k] or blank[k]):
+            break
+        if footer[k]:
+            at.append(start + k)
+    return mask.scatter(at, True) if at else mask
+
+
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
     book = open_workbook(path)
     try:
@@ -1209,12 +1244,17 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     body = body.with_columns(marks["_blank"], marks["_totals"])
     skipped_blank = int(body["_blank"].sum())
     skipped_totals = int(body["_totals"].sum())
+    skipped_footer = 0
     totals = None
     if skipped_totals:
         kept = body.filter(pl.col("_totals")).drop("_blank", "_totals")
         # built again from its values: a filtered text column is views into the sheet's
         # buffers, which it would keep alive (hundreds of MB) after the rows are cleansed
         totals = pl.DataFrame(kept.rows(), schema=kept.schema, orient="row")
+        footer = _footer_rows(body, [body[n] for n in names] + list(unread.values()))
+        skipped_footer = int(footer.sum())
+        if skipped_footer:
+            body = body.with_columns(pl.col("_blank") | footer)
     if skipped_blank or skipped_totals:
         body = body.filter(~pl.col("_blank") & ~pl.col("_totals"))
     frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)
@@ -1239,6 +1279,7 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
         rows_read=frame.height,
         skipped_blank=skipped_blank,
         skipped_totals=skipped_totals,
+        skipped_footer=skipped_footer,
         hidden=sheet.state != "visible",
         cell_issues=cell_issues,
         totals=totals,

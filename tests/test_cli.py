@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -479,6 +480,27 @@ def test_a_production_load_without_a_warehouse_says_so_before_reading(
     assert [line["event"] for line in lines] == [
         "WDH_ENVIRONMENT=prod needs WDH_DATABASE_URL (no embedded Postgres)"
     ]  # nothing read, discovered, or recorded first
+
+
+@pytest.mark.db
+def test_a_stop_once_the_month_committed_says_it_is_loaded(
+    month: Path, monkeypatch: pytest.MonkeyPatch, pg_url: str, fresh_tables: None
+) -> None:
+    from workdatahub import quality
+
+    def stop(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quality, "record", stop)
+    common = ["--period", "2024-11", "--data-dir", str(month), "--max-reject-rate", "0.5"]
+    done = wdh("load", "trustee_performance", *common)
+    assert done.returncode == 130
+    assert re.fullmatch(  # (after the warning that the fixture's 合计 row is off)
+        r"wdh: error: aborted after the load committed: raw\.trustee_performance 2024-11 "
+        r"was loaded before the stop \(2 rows, load [0-9a-f-]{36}\); its quality metrics were "
+        r"not recorded",
+        done.stderr.splitlines()[-1],
+    ), done.stderr
 
 
 def test_sample_writes_beside_the_operators_folders_unless_told(

@@ -722,3 +722,52 @@ def test_two_appends_of_one_file_at_once_load_it_once(
         "select status from wdh.load_log where domain = 'annuity_income' order by started_at"
     ).fetchall()
     assert [s for (s,) in statuses] == ["succeeded", "failed"]
+
+
+@pytest.mark.parametrize("when", ["commit", "metrics"])
+def test_a_stop_once_the_load_committed_says_the_month_is_loaded(
+    sources: SourcesFile,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    """Ctrl-C as COMMIT is confirmed (psycopg stops waiting, the server committed), or while
+    the quality metrics are written: the stop goes on as a stop, but says the month is
+    loaded, and the load log says succeeded, not failed."""
+    import psycopg
+
+    from workdatahub import quality
+    from workdatahub.errors import loaded_note
+
+    spec = sources.domain("trustee_performance")
+    month_loaded(spec, tmp_path, pg_url, pg)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 4, scale=3))
+    if when == "commit":
+        real_commit = psycopg.Connection.commit
+        stopped: list[bool] = []
+
+        def commit_then_stop(self: Any) -> None:
+            real_commit(self)
+            if not stopped and not self.autocommit:
+                stopped.append(True)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(psycopg.Connection, "commit", commit_then_stop)
+    else:
+
+        def stop(*args: Any) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(quality, "record", stop)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
+    note = loaded_note(caught.value)
+    assert note is not None and note.startswith(
+        "raw.trustee_performance 2024-11 was loaded before the stop (4 rows, load "
+    )
+    assert table_state(pg, NOV)[0] == 4  # the new month
+    statuses = [r[0] for r in pg.execute("select status from wdh.load_log order by started_at")]
+    assert statuses == ["succeeded", "succeeded"]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from workdatahub.errors import Terminated, WdhError, shares
+from workdatahub.errors import Terminated, WdhError, loaded_note, shares
 from workdatahub.settings import get_settings, mask_url
 
 if TYPE_CHECKING:
@@ -713,9 +713,12 @@ def _main() -> None:
     except (click.exceptions.Abort, KeyboardInterrupt) as error:
         # click turns Ctrl-C, and the Terminated a SIGTERM raises, into Abort
         aborted = isinstance(error, click.exceptions.Abort)
-        if isinstance(error.__cause__ if aborted else error, Terminated):
-            _fail("terminated", 143)
-        _fail("aborted" if aborted else "interrupted", 130)
+        terminated = isinstance(error.__cause__ if aborted else error, Terminated)
+        what = "terminated" if terminated else "aborted" if aborted else "interrupted"
+        loaded = loaded_note(error)  # the stop came once the month was committed
+        if loaded:
+            what += f" after the load committed: {loaded}; its quality metrics were not recorded"
+        _fail(what, 143 if terminated else 130)
     except Exception as error:
         reason = _database_failure(error)
         if reason is None:

@@ -74,6 +74,26 @@ class LoadBusyError(WarehouseError):
     """Another load holds the lock for this table and period."""
 
 
+def loaded_before_stopped(error: BaseException, message: str) -> BaseException:
+    """`error`, a stop (Ctrl-C, SIGTERM) that came once the load had committed, noted with
+    what it left: the month is loaded (`message`). The stop goes on as a stop."""
+    error.wdh_loaded = message  # type: ignore[attr-defined]
+    return error
+
+
+def loaded_note(error: BaseException | None) -> str | None:
+    """What `loaded_before_stopped` noted on `error` (or on its cause), if anything."""
+    for candidate in (
+        error,
+        getattr(error, "__cause__", None),
+        getattr(error, "__context__", None),
+    ):
+        note = getattr(candidate, "wdh_loaded", None)
+        if note:
+            return str(note)
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM: `kill`, `timeout`, a supervisor): raised in
     the main thread, as Ctrl-C is, so that a load rolls back and records how it ended."""

@@ -26,6 +26,7 @@ from workdatahub.errors import (
     RejectThresholdExceeded,
     WarehouseError,
     WdhError,
+    loaded_before_stopped,
     too_many_rejects,
 )
 from workdatahub.excel.reader import SheetData, read_sheet
@@ -43,6 +44,7 @@ from workdatahub.warehouse.loader import (
     copy_query,
     copy_types,
     execute,
+    loaded_message,
     mark_failed,
     record_failed_read,
     refuse_appending_twice,
@@ -362,6 +364,8 @@ def _run_partition(
         result.quality = quality.record(url, result, spec)
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
+    except BaseException as error:  # a stop (Ctrl-C, SIGTERM) once the month is loaded
+        raise loaded_before_stopped(error, loaded_message(result.plan)) from None
     return result
 
 

@@ -9,7 +9,13 @@ from dagster import AssetExecutionContext
 from workdatahub.defs.freshness import freshness_policy
 from workdatahub.defs.partitions import monthly_partitions, partition_period
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.errors import InputError, LoadBusyError, RejectThresholdExceeded, WdhError
+from workdatahub.errors import (
+    InputError,
+    LoadBusyError,
+    RejectThresholdExceeded,
+    WdhError,
+    loaded_note,
+)
 from workdatahub.periods import compact
 from workdatahub.pipeline import PartitionResult, run_partition
 from workdatahub.sources.discovery import missing_data_folder
@@ -159,6 +165,9 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
                 failed[partition] = error
                 continue
             except BaseException as error:  # a run stopped from the UI or a bug, too
+                loaded = loaded_note(error)
+                if loaded:  # the stop came once the month had committed: it is loaded
+                    done[partition] = {"partition": partition, "stopped_after_commit": loaded}
                 yield from _recorded(key, done, failed)
                 if not isinstance(error, WdhError):
                     raise

@@ -55,7 +55,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from workdatahub.errors import InputError, LoadBusyError, WarehouseError, WdhError
+from workdatahub.errors import (
+    InputError,
+    LoadBusyError,
+    WarehouseError,
+    WdhError,
+    loaded_before_stopped,
+)
 from workdatahub.excel import native
 from workdatahub.excel.reader import ROW
 from workdatahub.logs import get_logger
@@ -954,16 +960,29 @@ def record_failed_read(
         )
 
 
-def _finish_failed(url: str, plan: LoadPlan, message: str) -> None:
+def _finish_failed(url: str, plan: LoadPlan, message: str) -> str | None:
     """Mark the try failed, unless its transaction committed after all (the connection can
-    drop after COMMIT reached the server): then its row already says how it ended. (A row
-    another load marked `abandoned`, in the moment between this load's connection ending
-    and now, is this load's: failed, with its reason.)"""
+    drop after COMMIT reached the server, a stop can come as it is confirmed): then its row
+    already says how it ended. (A row another load marked `abandoned`, in the moment
+    between this load's connection ending and now, is this load's: failed, with its
+    reason.) Returns the row's status now, None when the warehouse cannot be asked."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             mark_failed(conn, plan, message)
-    except psycopg.Error:
-        pass  # the database is gone; the row stays 'running' (a retry, or the next load, marks it)
+            found = conn.execute(
+                "select status from wdh.load_log where load_id = %s", [plan.load_id]
+            ).fetchone()
+            return None if found is None else str(found[0])
+    except psycopg.Error:  # the database is gone; the row stays 'running' (a retry, or the
+        return None  # next load, marks it)
+
+
+def loaded_message(plan: LoadPlan) -> str:
+    """What a stop that came once the load had committed leaves: the month loaded."""
+    return (
+        f"{plan.table} {plan.period:%Y-%m} was loaded before the stop ({plan.rows_to_load} "
+        f"rows, load {plan.load_id})"
+    )
 
 
 def mark_failed(conn: psycopg.Connection, plan: LoadPlan, message: str) -> None:
@@ -1347,7 +1366,10 @@ def _execute(
         _finish_failed(url, plan, error.message)
         raise
     except BaseException as error:
-        _finish_failed(url, plan, f"interrupted: {one_line(error)}")
+        if _finish_failed(url, plan, f"interrupted: {one_line(error)}") == "succeeded":
+            # the stop came as COMMIT was confirmed (psycopg cancels the wait and raises
+            # the stop, the server having committed): the month is loaded, and says so
+            raise loaded_before_stopped(error, loaded_message(plan)) from None
         raise
     if plan.refused:
         return LoadOutcome(plan.load_id, "refused", 0, 0, plan.rows_rejected, plan.refused, timings)

@@ -169,6 +169,33 @@ def test_ctrl_c_stops_a_load_waiting_for_the_month(
     assert month_state(pg, NOV) == expected_state(NOV, 40, version=1)
 
 
+def test_a_lock_another_session_holds_on_the_table_is_named_as_such(
+    trustee: DomainSpec,
+    tmp_path: Path,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An analyst's LOCK TABLE (or a long transaction's row locks) is not another load:
+    the load that waited past its lock timeout says whose lock it was."""
+    monkeypatch.setattr("workdatahub.warehouse.loader.LOCK_TIMEOUT", "300ms")
+    write_month(tmp_path, NOV, 40, version=1)
+    run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+    before = month_state(pg, NOV)
+    with psycopg.connect(pg_url) as analyst:
+        analyst.execute("lock table raw.trustee_performance in share mode")
+        with pytest.raises(LoadBusyError) as caught:
+            run_partition(trustee, NOV, data_dir=tmp_path, url=pg_url)
+        analyst.rollback()
+    assert caught.value.message == (
+        "raw.trustee_performance 2024-11: waited 300ms for a lock another session holds on the "
+        "table (an open transaction or a LOCK TABLE: see pg_stat_activity); table unchanged, "
+        "try again later"
+    )
+    assert month_state(pg, NOV) == before
+
+
 def test_a_load_that_waits_too_long_for_the_month_is_told_it_is_busy(
     trustee: DomainSpec,
     tmp_path: Path,

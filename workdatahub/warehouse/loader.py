@@ -330,6 +330,9 @@ def opening_statements(
     ]
 
 
+MONTH_LOCK_PURPOSE = "one load per (table, period) at a time"
+
+
 def _lock_key(spec: DomainSpec, period: date) -> str:
     return f"{spec.schema_name}.{spec.table}:{period.isoformat()}"
 
@@ -346,7 +349,7 @@ def head_statements(
             sql.SQL(f"set local lock_timeout = '{LOCK_TIMEOUT}'"),
         ),
         Statement(
-            "one load per (table, period) at a time",
+            MONTH_LOCK_PURPOSE,
             sql.SQL("select pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"),
             {"lock_key": _lock_key(spec, period)},
         ),
@@ -1014,8 +1017,12 @@ def _run_head(
         if stop is not None and stop.is_set():
             break
         step = "delete" if statement.purpose.startswith("replace the month") else "lock"
-        with timed(timings, step):
-            cur.execute(statement.query, statement.params or None)
+        try:
+            with timed(timings, step):
+                cur.execute(statement.query, statement.params or None)
+        except psycopg.errors.LockNotAvailable as error:  # whose lock it waited for
+            error.wdh_month_lock = statement.purpose == MONTH_LOCK_PURPOSE  # type: ignore[attr-defined]
+            raise
         if step == "delete":
             rows_deleted = cur.rowcount
     return rows_deleted
@@ -1345,9 +1352,13 @@ def _execute(
                         cur.execute(statement.query, statement.params or None)
             with timed(timings, "commit"):
                 conn.commit()
-    except psycopg.errors.LockNotAvailable:
+    except psycopg.errors.LockNotAvailable as error:
         message = (
             f"{plan.table} {plan.period:%Y-%m}: another load holds this month; try again later"
+            if getattr(error, "wdh_month_lock", False)
+            else f"{plan.table} {plan.period:%Y-%m}: waited {LOCK_TIMEOUT} for a lock another "
+            "session holds on the table (an open transaction or a LOCK TABLE: see "
+            "pg_stat_activity); table unchanged, try again later"
         )
         _finish_failed(url, plan, message)
         raise LoadBusyError(message) from None

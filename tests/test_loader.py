@@ -412,6 +412,34 @@ def test_a_running_row_whose_load_is_alive_is_not_marked_abandoned(
     assert pg.execute(status, [waiting]).fetchone() == ("abandoned",)
 
 
+def test_a_load_that_ends_while_the_next_waits_for_the_month_is_marked_by_it(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """Load A holds the month (alive when B starts, so B's start leaves its row); A's process
+    is killed; B, once it has the month, marks A abandoned, rather than leaving A 'running'
+    until some later load of the month."""
+    from workdatahub.warehouse.loader import _lock_key
+
+    spec = sources.domain("trustee_performance")
+    killed = "0b9a1e0c-7e0e-4d0e-8f5a-6a3c2b1d0e9f"
+    pg.execute(
+        "insert into wdh.load_log (load_id, domain, period, target_table, mode, status) values "
+        "(%s, 'trustee_performance', '2024-11-01', 'raw.trustee_performance', "
+        "'delete_insert', 'running')",
+        [killed],
+    )
+    trustee_month(tmp_path, NOV, rows_for(NOV, 2))
+    a = psycopg.connect(pg_url)  # load A: its own lock, and the month's
+    a.execute("select pg_advisory_lock(hashtextextended('wdh.load:' || %s, 0))", [killed])
+    a.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", [_lock_key(spec, NOV)])
+    b = Background(run_partition, spec, NOV, data_dir=tmp_path, url=pg_url)
+    wait_for_backend(pg, "wait_event_type = 'Lock' and query ilike '%pg_advisory_xact_lock%'")
+    a.close()  # A's process ends: both its locks go
+    assert b.result(timeout=30).outcome is not None
+    status = "select status from wdh.load_log where load_id = %s"
+    assert pg.execute(status, [killed]).fetchone() == ("abandoned",)
+
+
 def test_connection_failure_is_one_clear_line(sources: SourcesFile, tmp_path: Path) -> None:
     spec = sources.domain("trustee_performance")
     trustee_month(tmp_path, NOV, rows_for(NOV, 2))
@@ -705,8 +733,9 @@ def test_two_appends_of_one_file_at_once_load_it_once(
     first = Background(run_partition, spec, NOV, **load)
     with psycopg.connect(pg_url, autocommit=True) as watch:
         # the first load's transaction holds the month's lock while its workbook is read
+        # (its last statement, once it has the lock, marks the month's dead loads)
         wait_for_backend(
-            watch, "state = 'idle in transaction' and query ilike '%pg_advisory_xact_lock%'"
+            watch, "state = 'idle in transaction' and query ilike '%status = ''abandoned''%'"
         )
         second = Background(run_partition, spec, NOV, **load)
         loaded = first.result().outcome

@@ -40,7 +40,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -89,6 +89,8 @@ REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the s
 OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
 LIVE_PURPOSE = "hold the load's own lock while it runs (a load whose process ended lets it go)"
 ABANDON_PURPOSE = "earlier loads of this period whose process ended (their own lock is free)"
+# again once the month is this load's: a load killed while this one waited for it, or read
+ABANDON_AGAIN_PURPOSE = "loads of this period that ended while this one waited for the month"
 # (its process killed, or cut from the warehouse, which then could not record why)
 ABANDONED = "the process ended, or lost the warehouse, before the load finished"
 
@@ -313,21 +315,26 @@ def opening_statements(
             sql.SQL("{} on conflict (load_id) do nothing").format(insert),
             {**values, "started_ago": Deferred("seconds since the run began")},
         ),
-        Statement(
-            # on its own, not in the load's transaction: the rows it marks are not held
-            # locked while this load runs (a load that lost its connection records its
-            # failure at once); the lock it tries, per row, is the only guard needed
-            ABANDON_PURPOSE,
-            sql.SQL(
-                "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
-                "message = %(abandoned)s "
-                "where domain = %(domain)s and period = %(period)s and status = 'running' "
-                "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({}) "
-                "returning load_id::text, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ')"
-            ).format(_live_key(sql.SQL("load_id::text"))),
-            {"domain": domain, "period": period, "load_id": load_id, "abandoned": ABANDONED},
-        ),
+        # on its own, not in the load's transaction: the rows it marks are not held locked
+        # while this load runs (a load that lost its connection records its failure at
+        # once); the lock it tries, per row, is the only guard needed
+        _abandon(ABANDON_PURPOSE, domain, period, load_id),
     ]
+
+
+def _abandon(purpose: str, domain: str, period: date, load_id: uuid.UUID) -> Statement:
+    """Mark `abandoned` the month's other 'running' rows whose own lock is free."""
+    return Statement(
+        purpose,
+        sql.SQL(
+            "update wdh.load_log set status = 'abandoned', finished_at = clock_timestamp(), "
+            "message = %(abandoned)s "
+            "where domain = %(domain)s and period = %(period)s and status = 'running' "
+            "and load_id <> %(load_id)s and pg_try_advisory_xact_lock({}) "
+            "returning load_id::text, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ')"
+        ).format(_live_key(sql.SQL("load_id::text"))),
+        {"domain": domain, "period": period, "load_id": load_id, "abandoned": ABANDONED},
+    )
 
 
 MONTH_LOCK_PURPOSE = "one load per (table, period) at a time"
@@ -353,6 +360,7 @@ def head_statements(
             sql.SQL("select pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"),
             {"lock_key": _lock_key(spec, period)},
         ),
+        _abandon(ABANDON_AGAIN_PURPOSE, spec.name, period, load_id),
     ]
     if mode == "delete_insert":
         statements.append(
@@ -1020,6 +1028,8 @@ def _run_head(
         try:
             with timed(timings, step):
                 cur.execute(statement.query, statement.params or None)
+            if statement.purpose == ABANDON_AGAIN_PURPOSE:
+                _warn_abandoned(statement.params, cur.fetchall())
         except psycopg.errors.LockNotAvailable as error:  # whose lock it waited for
             error.wdh_month_lock = statement.purpose == MONTH_LOCK_PURPOSE  # type: ignore[attr-defined]
             raise
@@ -1288,16 +1298,21 @@ def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: f
     for statement in opening:
         bound = statement.bound(started_ago=max(started_ago, 0.0)) or None
         done = conn.execute(statement.query, bound)
-        marked = done.fetchall() if statement.purpose == ABANDON_PURPOSE and bound else []
-        for earlier, started in marked:
-            assert bound is not None
-            get_logger(
-                domain=bound["domain"], partition=f"{bound['period']:%Y-%m}",
-                load_id=str(bound["load_id"]),
-            ).warning(
-                f"an earlier load of this month marked abandoned: {ABANDONED}",
-                abandoned_load_id=earlier, abandoned_started_at=started,
-            )  # fmt: skip
+        if statement.purpose == ABANDON_PURPOSE and bound:
+            _warn_abandoned(bound, done.fetchall())
+
+
+def _warn_abandoned(bound: Mapping[str, Any], marked: list[tuple[Any, ...]]) -> None:
+    """Each load of the month just marked abandoned is a warning (the operator may be about
+    to look for it)."""
+    for earlier, started in marked:
+        get_logger(
+            domain=bound["domain"], partition=f"{bound['period']:%Y-%m}",
+            load_id=str(bound["load_id"]),
+        ).warning(
+            f"an earlier load of this month marked abandoned: {ABANDONED}",
+            abandoned_load_id=earlier, abandoned_started_at=started,
+        )  # fmt: skip
 
 
 def _execute(

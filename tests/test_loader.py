@@ -800,3 +800,33 @@ def test_a_stop_once_the_load_committed_says_the_month_is_loaded(
     assert table_state(pg, NOV)[0] == 4  # the new month
     statuses = [r[0] for r in pg.execute("select status from wdh.load_log order by started_at")]
     assert statuses == ["succeeded", "succeeded"]
+
+
+def test_a_load_stopped_while_the_server_does_not_answer_ends_all_the_same(
+    sources: SourcesFile,
+    pg_url: str,
+    pg: Any,
+    fresh_tables: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A stop (Ctrl-C) while the server is hung: the cancel is never answered, and a thread
+    stays blocked writing to it. The load waits CLOSE_WAIT_S, says so, and ends; the process
+    ending then ends the connection (nothing was committed)."""
+    import threading
+    import uuid
+
+    from workdatahub.warehouse import loader
+
+    monkeypatch.setattr(loader, "CLOSE_WAIT_S", 0.5)
+    spec = sources.domain("trustee_performance")
+    head = loader.Head(spec, NOV, "delete_insert", uuid.uuid4(), pg_url, [], time.perf_counter())
+    blocked = threading.Event()
+    head._copier = threading.Thread(target=blocked.wait, daemon=True)  # as if hung in a write
+    head._copier.start()
+    started = time.monotonic()
+    head.close()
+    assert time.monotonic() - started < 5
+    assert head._copier.is_alive()
+    assert "the warehouse did not answer the cancel within 0.5 s" in capfd.readouterr().err
+    blocked.set()

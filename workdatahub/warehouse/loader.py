@@ -83,6 +83,8 @@ COPY_BATCH_ROWS = 20_000
 # 1.5 CPU-seconds)
 COPY_AHEAD_BYTES = 256 << 20
 LOCK_TIMEOUT = "10min"
+# how long a load that is stopped or fails waits for the server to cancel its statement
+CLOSE_WAIT_S = 10.0
 COPY_PURPOSE = "copy the valid rows"
 RECORD_PURPOSE = "record the load"
 REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the same file"
@@ -1216,6 +1218,7 @@ class Head:
         if self._feed is not None:
             self._feed.abort()
         threads = [t for t in (self._thread, self._copier) if t is not None]
+        deadline = time.monotonic() + CLOSE_WAIT_S
         while any(t.is_alive() for t in threads):
             conn = self._conn
             if conn is not None:  # (a cancel between two statements is lost: sent again)
@@ -1223,6 +1226,15 @@ class Head:
                     conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
             for thread in threads:
                 thread.join(0.1)
+            if time.monotonic() > deadline and any(t.is_alive() for t in threads):
+                # the server does not answer (hung, or cut off): its threads are left to
+                # the process's end, which ends the connection; the server then rolls the
+                # transaction back, as it does for a killed load
+                self._progress.log.warning(
+                    f"the warehouse did not answer the cancel within {CLOSE_WAIT_S} s; the "
+                    "load's connection is left to end with the process (nothing was committed)"
+                )
+                return
         self._discard()
 
     def _discard(self) -> None:

@@ -362,6 +362,9 @@ def head_statements(
             sql.SQL("select pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0))"),
             {"lock_key": _lock_key(spec, period)},
         ),
+        # in the transaction this time: the rows it marks (loads whose process ended) stay
+        # locked until this load ends; one whose connection dropped records its own failure
+        # over the mark then (mark_failed)
         _abandon(ABANDON_AGAIN_PURPOSE, spec.name, period, load_id),
     ]
     if mode == "delete_insert":

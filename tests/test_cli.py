@@ -793,9 +793,10 @@ def test_db_shell_as_the_reader_sees_what_analysts_see(pg_url: str) -> None:
     assert refused.returncode == 2 and "permission denied for schema wdh" in refused.stderr
 
 
-def test_a_terminated_command_says_so_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_terminated_command_says_so_in_one_line(tmp_path: Path, signals: int) -> None:
     """SIGTERM (`kill`, `timeout`, a supervisor) stops a command as Ctrl-C does: cleanup
-    runs, one line, exit 143."""
+    runs, one line, exit 143; a second SIGTERM meanwhile does not kill it by signal."""
     import signal
     import time
 
@@ -815,6 +816,9 @@ def test_a_terminated_command_says_so_in_one_line(tmp_path: Path) -> None:
     time.sleep(0.5)  # writing the sample
     assert process.poll() is None
     process.send_signal(signal.SIGTERM)
+    if signals == 2:
+        time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143
     assert err.strip().splitlines()[-1] == "wdh: error: terminated"

@@ -679,6 +679,9 @@ def _database_failure(error: Exception) -> str | None:
 
 
 def _terminate(signum: int, frame: object) -> None:
+    # a second SIGTERM (a supervisor that asks twice) must not kill the process by signal
+    # while the first is handled: the load rolls back and the exit is 143 either way
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
@@ -688,7 +691,8 @@ def main() -> None:
     try:
         _main()
     finally:
-        if previous is not None:
+        # (after a SIGTERM the process is ending: the second one stays ignored)
+        if previous is not None and signal.getsignal(signal.SIGTERM) is _terminate:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -10,13 +10,7 @@ import pytest
 
 from tests import hostile_corpus as corpus
 from tests.hostile_corpus import trustee_rows
-from tests.workbooks import (
-    ANNUITY_INCOME_HEADER,
-    TRUSTEE_HEADER,
-    Formatted,
-    Merged,
-    write_workbook,
-)
+from tests.workbooks import ANNUITY_INCOME_HEADER, TRUSTEE_HEADER, Merged, write_workbook
 from workdatahub.errors import InputError
 from workdatahub.excel.reader import ROW, read_sheet
 from workdatahub.sources.spec import SourcesFile
@@ -202,24 +196,6 @@ def test_numbers_and_dates_stored_both_ways_arrive_as_text(
     assert frame["period"].to_list() == ["2024-11-01 00:00:00", "2024年11月"]
     assert frame["plan_code"].to_list() == ["12345", "P1"]  # a code stored as a number: no .0
     assert frame["variable_fee"].to_list() == ["2,000", "2"]
-
-
-def test_numbers_read_as_their_format_shows_them(sources: SourcesFile, tmp_path: Path) -> None:
-    """A code in a `000000` format shows its zeros (123 is 000123 on screen and in the
-    reference data); a percentage above 100% is that percentage (1.5 shows as 150%, where a
-    bare 1.5 would be read as 1.5%). Other numbers read as written."""
-    spec = sources.domain("trustee_performance")
-    rows = [
-        [2024, 11, Formatted(123, "000000"), "C1", Formatted(1.5, "0.00%"), 1, 2],
-        [2024, 11, Formatted(1234567, "000000"), "C1", Formatted(0.035, "0.00%"), 1, 2],
-        [2024, 11, Formatted(-12, "000"), "C1", Formatted(-1.2, '0.0"%"%'), 1, 2],
-        [2024, 11, Formatted(7, "0"), "C1", Formatted(3.5, "0.00"), 1, 2],
-        [2024, 11, Formatted(12.5, "0000"), "C1", Formatted(1, "0%"), 1, 2],
-    ]
-    path = write_workbook(tmp_path / "t.xlsx", {"S": [TRUSTEE_HEADER, *rows]})
-    frame = read_sheet(path, spec).frame
-    assert frame["plan_code"].to_list() == ["000123", "1234567", "-012", "7", "12.5"]
-    assert frame["return_rate"].to_list() == ["150%", "0.035", "-120%", "3.5", "1"]
 
 
 def test_missing_required_column_names_it(sources: SourcesFile, tmp_path: Path) -> None:

@@ -83,12 +83,7 @@ def same_cells(scanned: pl.Series, whole: pl.Series) -> None:
 
 
 def _fastexcel(book: reader.Workbook, sheet: reader.SheetPart) -> reader.Parsed:
-    """fastexcel's read, numbers as their format shows them (`000000`, a percentage), as
-    the read after it does (the scan shows them so itself)."""
-    whole, absolute, problems = reader._parse(book.reader, sheet.name)
-    if book.formats and sheet.part is not None:
-        whole = reader._as_formatted(book, sheet.part, whole, absolute, "")
-    return whole, absolute, problems
+    return reader._parse(book.reader, sheet.name)
 
 
 def same_parse(path: Path, sheet_name: str | int = 0) -> reader.Parsed:

@@ -63,7 +63,6 @@ import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from threading import Event
 from xml.etree import ElementTree
@@ -179,70 +178,6 @@ class Workbook:
     # as programs write it): the results saved with its formulas are placeholders (xlsxwriter
     # saves 0) or stale, none to be trusted
     recalculates: bool = False
-    # cell style -> how Excel shows a number in it, where that is not the number as written
-    # (`shown_formats`): a code padded with zeros, a percentage
-    formats: dict[int, ShownFormat] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ShownFormat:
-    """A number format that shows a number otherwise than written, in a way that matters to
-    the data: `000000` (a code: 123 shows as 000123) or a percentage (1.5 shows as 150%,
-    where a bare 1.5 would be read as 1.5%)."""
-
-    zeros: int = 0  # an integer shown with at least this many digits
-    percent: bool = False
-
-    def shown(self, plain: str) -> str | None:
-        """How a number written `plain` (plain decimals) shows in this format, where that
-        changes what it means; else None."""
-        if self.zeros:
-            digits = plain.lstrip("-")
-            if not digits.isdigit() or len(digits) >= self.zeros:
-                return None  # (a fraction shows rounded: no code; left as written)
-            return ("-" if plain.startswith("-") else "") + digits.zfill(self.zeros)
-        number = Decimal(plain)
-        if abs(number) <= 1:  # read as written: 0.05 is 5% either way, 1 is 100%
-            return None
-        text = format(number.scaleb(2), "f")
-        return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
-
-
-_BUILTIN_PERCENT = {9, 10}  # `0%`, `0.00%`
-# what a format code shows literally, not as a placeholder: "text", \x, [colour] or [>=100]
-_LITERAL = re.compile(r'"[^"]*"|\\.|\[[^\]]*\]')
-
-
-def shown_formats(archive: zipfile.ZipFile, workbook: str) -> dict[int, ShownFormat]:
-    """Cell style index -> ShownFormat, for the styles of `workbook` (its part) whose number
-    format shows a number padded with zeros or as a percentage; {} when it has none, or no
-    readable styles part (numbers are then read as written)."""
-    try:
-        styles = next(
-            (t for k, t in _relations(archive, workbook).values() if k.endswith("/styles")), None
-        )
-        if styles is None or styles not in archive.NameToInfo:
-            return {}
-        root = _xml(archive, styles)
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
-        return {}  # (calamine reads the styles, and says what is wrong with them)
-    codes: dict[int, str] = {}
-    for element in root.iter():
-        if _local(element.tag) == "numFmt" and element.get("numFmtId", "").isdigit():
-            codes[int(element.get("numFmtId", ""))] = element.get("formatCode", "")
-    found: dict[int, ShownFormat] = {}
-    cell_xfs = next((e for e in root if _local(e.tag) == "cellXfs"), None)
-    for index, xf in enumerate(cell_xfs if cell_xfs is not None else []):
-        number_format = int(xf.get("numFmtId", "0")) if xf.get("numFmtId", "0").isdigit() else 0
-        if number_format in _BUILTIN_PERCENT:
-            found[index] = ShownFormat(percent=True)
-            continue
-        code = _LITERAL.sub("", codes.get(number_format, "").split(";")[0])
-        if "%" in code:
-            found[index] = ShownFormat(percent=True)
-        elif re.fullmatch(r"0{2,}", code):
-            found[index] = ShownFormat(zeros=len(code))
-    return found
 
 
 def _short(error: BaseException) -> str:
@@ -346,9 +281,9 @@ def _relations(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]
     return found
 
 
-def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart], bool, str]:
-    """The workbook's sheets, whether it asks for every formula to be recomputed when it is
-    opened (`<calcPr fullCalcOnLoad="1"/>`), and its workbook part."""
+def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart], bool]:
+    """The workbook's sheets, and whether it asks for every formula to be recomputed when
+    it is opened (`<calcPr fullCalcOnLoad="1"/>`)."""
     names = set(archive.NameToInfo)
     # part names are case-insensitive (as calamine reads them): a relationship to
     # `worksheets/Sheet1.xml` names the zip entry `worksheets/sheet1.xml`
@@ -394,7 +329,7 @@ def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart],
                 part=part if part in names else by_folded.get(part.casefold()),
             )
         )
-    return sheets, recalculates, workbook
+    return sheets, recalculates
 
 
 def open_workbook(path: Path) -> Workbook:
@@ -424,14 +359,13 @@ def open_workbook(path: Path) -> Workbook:
         )
     try:
         archive = zipfile.ZipFile(path)
-        sheets, recalculates, workbook = _sheet_parts(archive, path)
+        sheets, recalculates = _sheet_parts(archive, path)
         reader = fastexcel.read_excel(str(path))
-        formats = shown_formats(archive, workbook)
     except InputError:
         raise
     except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
-    return Workbook(path, archive, sheets, reader, recalculates, formats)
+    return Workbook(path, archive, sheets, reader, recalculates)
 
 
 def select_sheet(book: Workbook, wanted: str | int) -> SheetPart:
@@ -474,7 +408,6 @@ class SheetScan:
     stale_formulas: set[tuple[int, int]] = field(default_factory=set)  # see `formula_cells`
     formulas: bool | None = None  # whether any cell holds a formula (None: not known)
     nul_free: bool = False  # no cell text can hold a NUL (the native scan knows its strings)
-    formats_shown: bool = False  # numbers are as their format shows them (`Workbook.formats`)
 
 
 def _cell_at(data: bytes, end: int, prefix: bytes = b"") -> tuple[int, int] | None:
@@ -719,57 +652,6 @@ def _find_header(
     others = f"; headers not in the contract there: {', '.join(best[3])}" if best[3] else ""
     raise InputError(
         f"{where}: required column missing: {', '.join(best[2])} (header row {best[0] + 1}{others})"
-    )
-
-
-# a number cell of a style (`s="…"`) and its value, a formula's before it or not; with a
-# namespace prefix or none (the attributes are checked apart: `r`, and `t` if any)
-_STYLED_NUMBER = (
-    rb"<(?:[A-Za-z_][\w.-]*:)?c\b([^>]*?\bs\s*=\s*[\"'](?:{})[\"'][^>]*)>\s*"
-    rb"(?:<(?:[A-Za-z_][\w.-]*:)?f\b(?:[^>]*/>|[^>]*>[^<]*</(?:[A-Za-z_][\w.-]*:)?f>)\s*)?"
-    rb"<(?:[A-Za-z_][\w.-]*:)?v>([^<]*)</"
-)
-_TYPE = re.compile(rb"\bt\s*=\s*[\"']([^\"']*)[\"']")
-_REF = re.compile(rb"\br\s*=\s*[\"']([A-Z]{1,3})(\d{1,7})[\"']")
-
-
-def _as_formatted(
-    book: Workbook, part: str, whole: pl.DataFrame, absolute: list[int], where: str
-) -> pl.DataFrame:
-    """`whole` (as fastexcel read it) with its numbers in a format that shows them
-    otherwise (`000000`, a percentage) as the format shows them, as the native read does:
-    one pass over the sheet XML for the cells of those styles."""
-    from workdatahub.excel.native import _plain_text
-
-    ids = b"|".join(b"%d" % k for k in sorted(book.formats))
-    pattern = re.compile(_STYLED_NUMBER.replace(b"{}", ids))
-    columns = {c: j for j, c in enumerate(absolute)}
-    changes: dict[int, tuple[list[int], list[str]]] = {}
-    try:
-        xml = inflate(book.archive, part)
-    except Exception as error:
-        raise InputError(f"{where}: unreadable ({_short(error)})") from None
-    for found in pattern.finditer(xml):
-        attributes, raw = found[1], found[2]
-        kind, ref = _TYPE.search(attributes), _REF.search(attributes)
-        if ref is None or (kind is not None and kind[1] != b"n"):
-            continue
-        style = int(re.search(rb"\bs\s*=\s*[\"'](\d+)", attributes)[1])  # type: ignore[index]
-        j = columns.get(_col_number(ref[1]) - 1)
-        row = int(ref[2]) - 1
-        plain = _plain_text(raw)
-        text = book.formats[style].shown(plain) if plain is not None else None
-        if j is None or text is None or row >= whole.height:
-            continue
-        rows, texts = changes.setdefault(j, ([], []))
-        rows.append(row)
-        texts.append(text)
-    if not changes:
-        return whole
-    names = whole.columns
-    return whole.with_columns(
-        whole[names[j]].scatter(rows, pl.Series(texts, dtype=pl.String))
-        for j, (rows, texts) in changes.items()
     )
 
 
@@ -1311,8 +1193,6 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
             raise InputError(f"{where}: unreadable ({_short(error)})") from None
     if whole.height == 0:
         raise InputError(f"{where} is empty")
-    if book.formats and sheet.part is not None and not (scan and scan.formats_shown):
-        whole = _as_formatted(book, sheet.part, whole, absolute, where)
     letters = [column_letter(a) for a in absolute]
     header_index, mapping, found = _find_header(
         whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters

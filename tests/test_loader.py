@@ -167,6 +167,28 @@ def test_plan_only_writes_nothing_and_needs_no_database(
     assert table_state(pg)[0] == 0
 
 
+@pytest.mark.parametrize("mode", ["delete_insert", "append"])
+def test_plan_only_given_the_warehouse_touches_nothing(
+    sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None, mode: str
+) -> None:
+    """A plan given a URL that answers (Dagster's resource, a script) opens no load-log
+    row and no transaction: no lock taken, no month deleted, nothing asked."""
+    spec = sources.domain("trustee_performance")
+    before = month_loaded(spec, tmp_path, pg_url, pg)
+    logged = pg.execute("select count(*) from wdh.load_log").fetchone()
+    result = run_partition(
+        spec,
+        NOV,
+        data_dir=tmp_path,
+        url=pg_url,
+        plan_only=True,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    assert result.outcome is None and result.plan.render()
+    assert pg.execute("select count(*) from wdh.load_log").fetchone() == logged  # no 'running'
+    assert table_state(pg) == before
+
+
 def test_a_load_failing_midway_leaves_the_previous_month_intact(
     sources: SourcesFile, tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
 ) -> None:

@@ -256,10 +256,10 @@ def _run_partition(
     timings: dict[str, float] = {}
     found: DiscoveryResult | None = None
     head: Head | None = None
-    if not plan_only:
-        # the warehouse's settings before anything is read: a production run without
-        # WDH_DATABASE_URL says so at once, not after reading the month
-        url = url or database_url()
+    # the warehouse's settings before anything is read (a production run without
+    # WDH_DATABASE_URL says so at once, not after reading the month); a plan touches none,
+    # even given a URL
+    warehouse = None if plan_only else (url or database_url())
     try:
         with timed(timings, "discover"):
             found = discover(spec, period, data_dir)
@@ -274,11 +274,13 @@ def _run_partition(
         except ValueError:
             source_file = str(source.path)
         on_valid = None
-        if url is not None and mode == "append":
-            refuse_appending_twice(url, spec, period, source.path.name, source.sha256, load_id)
+        if warehouse is not None and mode == "append":
+            refuse_appending_twice(
+                warehouse, spec, period, source.path.name, source.sha256, load_id
+            )
         files = [{**source.to_json(data_dir), "size": source.size}]
-        if url is not None:  # (not a plan) the load's log row and transaction, beside the read
-            head = Head(spec, period, mode, load_id, url, files, started)
+        if warehouse is not None:  # the load's log row and transaction, beside the read
+            head = Head(spec, period, mode, load_id, warehouse, files, started)
             cleanup.callback(head.close)
             on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
@@ -289,7 +291,7 @@ def _run_partition(
         # or `kill`): the load never began, and the load log says so; so it does for any
         # other failure once the load's 'running' row is written (the head writes it)
         stopped = not isinstance(error, Exception)
-        if not plan_only and (stopped or isinstance(error, InputError) or head is not None):
+        if warehouse is not None and (stopped or isinstance(error, InputError) or head):
             files = [f.to_json(data_dir) for f in found.files] if found else []
             if stopped:
                 reason = f"stopped while reading: {one_line(error)}"
@@ -297,7 +299,7 @@ def _run_partition(
                 reason = error.message
             else:
                 reason = f"failed while reading: {one_line(error)}"
-            record_failed_read(url, spec, period, mode, files, reason, load_id, started)
+            record_failed_read(warehouse, spec, period, mode, files, reason, load_id, started)
         raise
     timings.update(check.timings)
     log.info(
@@ -347,7 +349,8 @@ def _run_partition(
         if not plan.refused:
             plan.closing = quality.statement(result, spec)
         return result
-    url = url or database_url()
+    assert warehouse is not None  # (not a plan)
+    url = warehouse
     with timed(timings, "load"):
         result.plan, result.outcome = execute_with_retry(plan, spec, url, head=head)
     log = log.bind(load_id=str(result.plan.load_id))

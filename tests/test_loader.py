@@ -851,4 +851,11 @@ def test_a_load_stopped_while_the_server_does_not_answer_ends_all_the_same(
     assert time.monotonic() - started < 5
     assert head._copier.is_alive()
     assert "the warehouse did not answer the cancel within 0.5 s" in capfd.readouterr().err
-    blocked.set()
+    blocked.set()  # the server answers after all: the head's connection is closed then
+    deadline = time.monotonic() + 10
+    while head._conn is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert head._conn is None and not in_transaction(pg)
+    assert pg.execute(
+        "select count(*) from wdh.load_log where status = 'succeeded'"
+    ).fetchone() == (0,)

@@ -984,6 +984,9 @@ def _finish_failed(url: str, plan: LoadPlan, message: str) -> str | None:
     reason.) Returns the row's status now, None when the warehouse cannot be asked."""
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            # (a load that has this month's lock holds the row while it marks it abandoned:
+            # not waited for to the end of that load; the row stays 'abandoned' then)
+            conn.execute("set lock_timeout = '5s'")
             mark_failed(conn, plan, message)
             found = conn.execute(
                 "select status from wdh.load_log where load_id = %s", [plan.load_id]
@@ -1225,19 +1228,28 @@ class Head:
         while any(t.is_alive() for t in threads):
             conn = self._conn
             if conn is not None:  # (a cancel between two statements is lost: sent again)
+                left = min(max(deadline - time.monotonic(), 1.0), CONNECT_TIMEOUT_S)
                 with contextlib.suppress(psycopg.Error):
-                    conn.cancel_safe(timeout=CONNECT_TIMEOUT_S)
+                    conn.cancel_safe(timeout=left)
             for thread in threads:
                 thread.join(0.1)
             if time.monotonic() > deadline and any(t.is_alive() for t in threads):
-                # the server does not answer (hung, or cut off): its threads are left to
-                # the process's end, which ends the connection; the server then rolls the
-                # transaction back, as it does for a killed load
+                # the server does not answer (hung, or cut off): the connection is closed
+                # once its threads are done, or ends with the process; the server rolls
+                # the transaction back either way, as it does for a killed load
                 self._progress.log.warning(
-                    f"the warehouse did not answer the cancel within {CLOSE_WAIT_S} s; the "
-                    "load's connection is left to end with the process (nothing was committed)"
+                    f"the warehouse did not answer the cancel within {CLOSE_WAIT_S:g} s; the "
+                    "load goes on without waiting (nothing was committed)"
                 )
+                Thread(
+                    target=self._discard_after, args=(threads,), name="wdh-head-end", daemon=True
+                ).start()
                 return
+        self._discard()
+
+    def _discard_after(self, threads: list[Thread]) -> None:
+        for thread in threads:
+            thread.join()
         self._discard()
 
     def _discard(self) -> None:

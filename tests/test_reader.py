@@ -217,8 +217,8 @@ def test_missing_required_column_names_the_headers_nobody_claims(
     with pytest.raises(InputError) as caught:
         read_sheet(path, spec)
     assert str(caught.value).endswith(
-        "required column missing: 公司代码 (header row 2; headers not in the contract "
-        "there: 公司编码, 经办人)"
+        "required column missing: 公司代码 (header row 2; headers no column reads there: "
+        "公司编码, 经办人)"
     )
 
 
@@ -231,6 +231,10 @@ def test_missing_required_column_names_the_headers_nobody_claims(
         ("单位：万元", True),
         ("（金额单位：千元）", True),
         ("2024年11月规模明细表　单位：人民币万元", True),
+        ("单位（万元）", True),
+        ("2024年11月规模明细表（万元）", True),
+        ("单位/万元", True),
+        ("金额单位为万元", True),
     ],
 )
 def test_a_sheet_stating_its_amounts_in_a_multiple_of_yuan_is_refused(
@@ -249,6 +253,14 @@ def test_a_sheet_stating_its_amounts_in_a_multiple_of_yuan_is_refused(
         f"sheet 'S': row 2: the sheet states {title!r}; amounts load as 元, as the contract "
         "has them: convert the sheet to 元 (or correct that line) and load it again"
     )
+
+
+def test_a_unit_beside_the_headers_is_seen_too(sources: SourcesFile, tmp_path: Path) -> None:
+    spec = sources.domain("trustee_performance")
+    rows = [[*TRUSTEE_HEADER, None, "单位：万元"], *trustee_rows(2)]
+    path = write_workbook(tmp_path / "t.xlsx", {"S": rows})
+    with pytest.raises(InputError, match=r"row 1: the sheet states '单位：万元'"):
+        read_sheet(path, spec)
 
 
 def test_no_header_row_at_all(sources: SourcesFile, tmp_path: Path) -> None:

@@ -117,8 +117,8 @@ def test_a_total_the_reader_cannot_vouch_for_is_not_checked(
     checked = check_file(sources.domain("trustee_performance"), asks)
     assert differences(checked.totals) == []
     assert unchecked(checked.totals) == [
-        "规模: its total is a formula whose saved value the workbook says to recompute "
-        "(written by a program)"
+        "规模: its total cannot be vouched for (formula whose saved value the workbook says "
+        "to recompute (written by a program))"
     ]
     # once saved by Excel, the same total is checked (and 999999 is off)
     trusted = check_file(sources.domain("trustee_performance"), saved)

@@ -96,7 +96,7 @@ def totals_check(
         if issue is not None:
             checked[name] = {
                 "header": sheet.columns.get(name, name),
-                "not_checked": f"its total is a {issue.split(';')[0]}",
+                "not_checked": f"its total cannot be vouched for ({issue.split(';')[0]})",
             }
             continue
         if got["value"][0] is None:

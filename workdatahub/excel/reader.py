@@ -649,30 +649,33 @@ def _find_header(
             f"(expected headers: {wanted})"
         )
     # a renamed header is the usual cause: the row's headers no column claims are named
-    others = f"; headers not in the contract there: {', '.join(best[3])}" if best[3] else ""
+    others = f"; headers no column reads there: {', '.join(best[3])}" if best[3] else ""
     raise InputError(
         f"{where}: required column missing: {', '.join(best[2])} (header row {best[0] + 1}{others})"
     )
 
 
-# a title row's unit, `单位：元`, `（金额单位: 万元）` or at the end of a title (after NFKC and
-# without spaces: the colon half-width); a multiple of 元 is what matters (not `元/万份`)
-_UNIT_LINE = re.compile(r"单位:(?P<unit>[^,;()\[\]、，；]+)")
-_SCALED_UNIT = re.compile(r"^(?:人民币)?[十百千万亿]+元")
+# a title row's unit in a multiple of 元, after NFKC and without spaces (the colon and the
+# brackets half-width): `单位：万元`, `（金额单位：千元）`, `单位（万元）`, `单位/万元`,
+# `金额单位为万元`, or a title ending `（万元）`; not `元/万份`
+_SCALED_UNIT = re.compile(r"(?:单位[:/为(]?|\()(?:人民币)?[十百千万亿]+元")
 
 
-def _check_unit(rows: list[tuple[str | None, ...]], spec: DomainSpec, where: str) -> None:
-    """Refuse a sheet whose title rows state its amounts in a multiple of 元 (`单位：万元`):
-    the contract's amounts are 元, and loading 万元 figures as they stand would be 10,000
-    times short. `rows[i]` is Excel row i + 1, the rows above the header."""
+def _check_unit(
+    rows: list[tuple[str | None, ...]], spec: DomainSpec, where: str, headers: set[int]
+) -> None:
+    """Refuse a sheet that states its amounts in a multiple of 元 (`单位：万元`) above its
+    table or beside its headers: the contract's amounts are 元, and loading 万元 figures as
+    they stand would be 10,000 times short. `rows[i]` is Excel row i + 1, the rows down to
+    the header row, whose cells at `headers` (the columns' own) are not looked at."""
     if not any(c.type == "money" for c in spec.columns):
         return
+    last = len(rows) - 1
     for index, row in enumerate(rows):
-        for cell in row:
-            if not cell:
+        for position, cell in enumerate(row):
+            if not cell or (index == last and position in headers):
                 continue
-            line = _UNIT_LINE.search(normalize_header(cell))
-            if line and _SCALED_UNIT.search(line["unit"]):
+            if _SCALED_UNIT.search(normalize_header(cell)):
                 raise InputError(
                     f"{where}: row {index + 1}: the sheet states {cell.strip()!r}; amounts "
                     "load as 元, as the contract has them: convert the sheet to 元 (or "
@@ -1197,7 +1200,7 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     header_index, mapping, found = _find_header(
         whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters
     )
-    _check_unit(whole.head(header_index).rows(), spec, where)
+    _check_unit(whole.head(header_index + 1).rows(), spec, where, set(mapping))
     positions = sorted(mapping)
     names = [mapping[p].name for p in positions]
     first_data_row = header_index + 2  # Excel row number of the row below the header

@@ -261,6 +261,9 @@ def test_a_unit_beside_the_headers_is_seen_too(sources: SourcesFile, tmp_path: P
     path = write_workbook(tmp_path / "t.xlsx", {"S": rows})
     with pytest.raises(InputError, match=r"row 1: the sheet states '单位：万元'"):
         read_sheet(path, spec)
+    # the header of an extra column, in its own unit, is that column's: the table is read
+    extra = [[*TRUSTEE_HEADER, "期末规模（万元）"], *trustee_rows(2)]
+    assert read_sheet(write_workbook(tmp_path / "e.xlsx", {"S": extra}), spec).rows_read == 2
 
 
 def test_no_header_row_at_all(sources: SourcesFile, tmp_path: Path) -> None:

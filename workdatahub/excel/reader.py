@@ -665,9 +665,10 @@ def _check_unit(
     rows: list[tuple[str | None, ...]], spec: DomainSpec, where: str, headers: set[int]
 ) -> None:
     """Refuse a sheet that states its amounts in a multiple of 元 (`单位：万元`) above its
-    table or beside its headers: the contract's amounts are 元, and loading 万元 figures as
-    they stand would be 10,000 times short. `rows[i]` is Excel row i + 1, the rows down to
-    the header row, whose cells at `headers` (the columns' own) are not looked at."""
+    table or beside its headers (a unit line there): the contract's amounts are 元, and
+    loading 万元 figures as they stand would be 10,000 times short. `rows[i]` is Excel row
+    i + 1, the rows down to the header row, whose cells at `headers` (the columns' own)
+    are not looked at."""
     if not any(c.type == "money" for c in spec.columns):
         return
     last = len(rows) - 1
@@ -675,7 +676,10 @@ def _check_unit(
         for position, cell in enumerate(row):
             if not cell or (index == last and position in headers):
                 continue
-            if _SCALED_UNIT.search(normalize_header(cell)):
+            text = normalize_header(cell)
+            # beside the headers only a unit line counts: `期末规模（万元）` there is the
+            # header of a column of its own, which the contract does not read
+            if _SCALED_UNIT.search(text) and (index < last or "单位" in text):
                 raise InputError(
                     f"{where}: row {index + 1}: the sheet states {cell.strip()!r}; amounts "
                     "load as 元, as the contract has them: convert the sheet to 元 (or "

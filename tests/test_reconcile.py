@@ -88,6 +88,18 @@ def test_without_a_stated_total_nothing_is_checked(
     assert _checked(sources, tmp_path, [*ROWS, *totals]).totals is None
 
 
+def test_the_totals_label_in_an_amount_column_is_no_total(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """Columns shuffled: the 合计 label sits in an amount column (净值), which states no
+    total; the other amount column (规模) is checked."""
+    labelled = [2024, 11, None, None, None, "合计", 600.75]
+    checked = _checked(sources, tmp_path, [*ROWS, labelled])
+    assert unchecked(checked.totals) == []
+    assert checked.totals is not None and set(checked.totals) == {"fund_scale"}
+    assert differences(checked.totals) == []
+
+
 def test_what_cannot_be_checked_says_why(sources: SourcesFile, tmp_path: Path) -> None:
     subtotals = _checked(sources, tmp_path, [*ROWS, _totals(300), _totals(600.75)])
     assert unchecked(subtotals.totals) == [

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from workdatahub.cleansing.values import blank_to_null, parse_money
-from workdatahub.excel.reader import CELL_ISSUE, SheetData
+from workdatahub.excel.reader import CELL_ISSUE, TOTALS_MARKERS, SheetData
 from workdatahub.sources.spec import DomainSpec
 
 CENT = Decimal("0.01")
@@ -100,8 +100,9 @@ def totals_check(
             }
             continue
         if got["value"][0] is None:
-            if got["unparsed"][0]:  # (else the totals row leaves this column empty)
-                shown = str(sheet.totals[name][0])[:40]
+            shown = str(sheet.totals[name][0])[:40]
+            # (else the row leaves this column empty, or holds its 合计 label there)
+            if got["unparsed"][0] and shown.strip() not in TOTALS_MARKERS:
                 checked[name] = {
                     "header": sheet.columns.get(name, name),
                     "not_checked": f"its total {shown!r} is no number",

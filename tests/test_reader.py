@@ -10,7 +10,13 @@ import pytest
 
 from tests import hostile_corpus as corpus
 from tests.hostile_corpus import trustee_rows
-from tests.workbooks import ANNUITY_INCOME_HEADER, TRUSTEE_HEADER, Merged, write_workbook
+from tests.workbooks import (
+    ANNUITY_INCOME_HEADER,
+    TRUSTEE_HEADER,
+    Formatted,
+    Merged,
+    write_workbook,
+)
 from workdatahub.errors import InputError
 from workdatahub.excel.reader import ROW, read_sheet
 from workdatahub.sources.spec import SourcesFile
@@ -196,6 +202,26 @@ def test_numbers_and_dates_stored_both_ways_arrive_as_text(
     assert frame["period"].to_list() == ["2024-11-01 00:00:00", "2024年11月"]
     assert frame["plan_code"].to_list() == ["12345", "P1"]  # a code stored as a number: no .0
     assert frame["variable_fee"].to_list() == ["2,000", "2"]
+
+
+def test_a_code_in_a_zeros_format_keeps_its_zeros(sources: SourcesFile, tmp_path: Path) -> None:
+    """A code in a `000000` format shows its zeros (123 is 000123 on screen and in the
+    reference data), and is read so; a number in any other format reads as written (a
+    percent-format rate included: a bare number above 1 is a percent figure, whatever the
+    cell shows, as the contract has it)."""
+    spec = sources.domain("trustee_performance")
+    rows = [
+        [2024, 11, Formatted(123, "000000"), "C1", Formatted(1.5, "0.00%"), 1, 2],
+        [2024, 11, Formatted(1234567, "000000"), "C1", Formatted(0.035, "0.00%"), 1, 2],
+        [2024, 11, Formatted(-12, "000"), "C1", 3.5, 1, 2],
+        [2024, 11, Formatted(7, "0"), "C1", 3.5, 1, 2],
+        [2024, 11, Formatted(12.5, "0000"), "C1", 3.5, 1, 2],
+        [2024, 11, Formatted(290, '"P"0000'), "C1", 3.5, 1, 2],
+    ]
+    path = write_workbook(tmp_path / "t.xlsx", {"S": [TRUSTEE_HEADER, *rows]})
+    frame = read_sheet(path, spec).frame
+    assert frame["plan_code"].to_list() == ["000123", "1234567", "-012", "7", "12.5", "290"]
+    assert frame["return_rate"].to_list() == ["1.5", "0.035", "3.5", "3.5", "3.5", "3.5"]
 
 
 def test_missing_required_column_names_it(sources: SourcesFile, tmp_path: Path) -> None:

@@ -83,7 +83,12 @@ def same_cells(scanned: pl.Series, whole: pl.Series) -> None:
 
 
 def _fastexcel(book: reader.Workbook, sheet: reader.SheetPart) -> reader.Parsed:
-    return reader._parse(book.reader, sheet.name)
+    """fastexcel's read, integers in a zeros format (`000000`) with their zeros, as
+    the read after it does (the scan shows them so itself)."""
+    whole, absolute, problems = reader._parse(book.reader, sheet.name)
+    if book.formats and sheet.part is not None:
+        whole = reader._as_formatted(book, sheet.part, whole, absolute, "")
+    return whole, absolute, problems
 
 
 def same_parse(path: Path, sheet_name: str | int = 0) -> reader.Parsed:

@@ -30,6 +30,13 @@ class Merged:
         self.text, self.width = text, width
 
 
+class Formatted:
+    """A number cell shown in a number format: `Formatted(123, "000000")`."""
+
+    def __init__(self, value: float, num_format: str) -> None:
+        self.value, self.num_format = value, num_format
+
+
 def write_workbook(
     path: Path,
     sheets: dict[str, list[list[Any] | Merged | None]],
@@ -42,6 +49,7 @@ def write_workbook(
     book = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False})
     book.set_properties({"created": datetime(2024, 1, 1)})
     date_format = book.add_format({"num_format": "yyyy-mm-dd"})
+    formats: dict[str, Any] = {}
     for name, rows in sheets.items():
         sheet = book.add_worksheet(name)
         for offset, row in enumerate(rows):
@@ -59,6 +67,11 @@ def write_workbook(
                     sheet.write_datetime(
                         r, col, datetime(value.year, value.month, value.day), date_format
                     )
+                elif isinstance(value, Formatted):
+                    shown = formats.setdefault(
+                        value.num_format, book.add_format({"num_format": value.num_format})
+                    )
+                    sheet.write_number(r, col, value.value, shown)
                 elif isinstance(value, str):
                     sheet.write_string(r, col, value)
                 else:

@@ -615,6 +615,21 @@ def _values(
         is_date_style = np.zeros(1 << 16, np.bool_)  # styles are uint16
         is_date_style[dates] = True
         dated = is_date_style[styles]
+        # integers in a zeros format (`000000`, a code's), with the zeros they show
+        formats = {k: v for k, v in book.formats.items() if k < 1 << 16}
+        if formats:
+            is_formatted = np.zeros(1 << 16, np.bool_)
+            is_formatted[list(formats)] = True
+            styled = np.flatnonzero(numbers & is_formatted[styles] & ~dated)
+            first, group = _grouped(lib, buf, a, b, styled, by=styles)
+            entries = np.full(first.size, -1, np.int64)
+            for g, n in enumerate(styled[first].tolist()):
+                plain = _plain_text(value(n))
+                text = formats[int(styles[n])].shown(plain) if plain is not None else None
+                if text is not None:
+                    entries[g] = strings.add(b"%%%d:" % styles[n] + value(n), text)
+            changed = entries[group] >= 0
+            kinds[styled[changed]], a[styled[changed]] = STRING, entries[group[changed]]
         # numbers in another spelling, each distinct one spelled out once in plain decimals
         odd = np.flatnonzero((kinds == NUMBER) & ~dated)
         first, group = _grouped(lib, buf, a, b, odd)
@@ -641,6 +656,7 @@ def _values(
     data, starts, ends = strings.arrays()
     if scanner is not None:  # a plain number holds no NUL; the string table may
         scanner.scan.nul_free = not bool((data == 0).any())
+        scanner.scan.formats_shown = True
     if erring:  # a null error cell is there (as fastexcel sees it)
         at = np.array(erring, np.int64)
         kinds[at] = np.where(starts[a[at]] < 0, ERROR, STRING)

@@ -178,6 +178,54 @@ class Workbook:
     # as programs write it): the results saved with its formulas are placeholders (xlsxwriter
     # saves 0) or stale, none to be trusted
     recalculates: bool = False
+    # cell style -> how Excel shows a number in it, where that is not the number as written
+    # (`shown_formats`): a code padded with zeros
+    formats: dict[int, ShownFormat] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShownFormat:
+    """A number format that shows a number otherwise than written, in a way that matters to
+    the data: `000000`, a code's (123 shows as 000123, as reference data writes it). (A
+    percentage format is not one: a bare number above 1 in a rate column is a percent
+    figure, whatever its cell shows, as the contract has it.)"""
+
+    zeros: int  # an integer shown with at least this many digits
+
+    def shown(self, plain: str) -> str | None:
+        """How a number written `plain` (plain decimals) shows in this format, where that
+        is not as written; else None."""
+        digits = plain.lstrip("-")
+        if not digits.isdigit() or len(digits) >= self.zeros:
+            return None  # (a fraction shows rounded: no code; left as written)
+        return ("-" if plain.startswith("-") else "") + digits.zfill(self.zeros)
+
+
+def shown_formats(archive: zipfile.ZipFile, workbook: str) -> dict[int, ShownFormat]:
+    """Cell style index -> ShownFormat, for the styles of `workbook` (its part) whose number
+    format is zeros alone (`000000`: no literal text, no other section); {} when it has
+    none, or no readable styles part (numbers are then read as written)."""
+    try:
+        styles = next(
+            (t for k, t in _relations(archive, workbook).values() if k.endswith("/styles")), None
+        )
+        if styles is None or styles not in archive.NameToInfo:
+            return {}
+        root = _xml(archive, styles)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile, zlib.error, EOFError):
+        return {}  # (calamine reads the styles, and says what is wrong with them)
+    zeros: dict[int, int] = {}
+    for element in root.iter():
+        code = element.get("formatCode", "")
+        if _local(element.tag) == "numFmt" and re.fullmatch(r"0{2,}", code):
+            zeros[int(element.get("numFmtId", "-1"))] = len(code)
+    found: dict[int, ShownFormat] = {}
+    cell_xfs = next((e for e in root if _local(e.tag) == "cellXfs"), None)
+    for index, xf in enumerate(cell_xfs if cell_xfs is not None else []):
+        number_format = xf.get("numFmtId", "")
+        if number_format.isdigit() and int(number_format) in zeros:
+            found[index] = ShownFormat(zeros=zeros[int(number_format)])
+    return found
 
 
 def _short(error: BaseException) -> str:
@@ -281,9 +329,9 @@ def _relations(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]
     return found
 
 
-def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart], bool]:
-    """The workbook's sheets, and whether it asks for every formula to be recomputed when
-    it is opened (`<calcPr fullCalcOnLoad="1"/>`)."""
+def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart], bool, str]:
+    """The workbook's sheets, whether it asks for every formula to be recomputed when it is
+    opened (`<calcPr fullCalcOnLoad="1"/>`), and its workbook part."""
     names = set(archive.NameToInfo)
     # part names are case-insensitive (as calamine reads them): a relationship to
     # `worksheets/Sheet1.xml` names the zip entry `worksheets/sheet1.xml`
@@ -329,7 +377,7 @@ def _sheet_parts(archive: zipfile.ZipFile, path: Path) -> tuple[list[SheetPart],
                 part=part if part in names else by_folded.get(part.casefold()),
             )
         )
-    return sheets, recalculates
+    return sheets, recalculates, workbook
 
 
 def open_workbook(path: Path) -> Workbook:
@@ -359,13 +407,14 @@ def open_workbook(path: Path) -> Workbook:
         )
     try:
         archive = zipfile.ZipFile(path)
-        sheets, recalculates = _sheet_parts(archive, path)
+        sheets, recalculates, workbook = _sheet_parts(archive, path)
         reader = fastexcel.read_excel(str(path))
+        formats = shown_formats(archive, workbook)
     except InputError:
         raise
     except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
-    return Workbook(path, archive, sheets, reader, recalculates)
+    return Workbook(path, archive, sheets, reader, recalculates, formats)
 
 
 def select_sheet(book: Workbook, wanted: str | int) -> SheetPart:
@@ -408,6 +457,7 @@ class SheetScan:
     stale_formulas: set[tuple[int, int]] = field(default_factory=set)  # see `formula_cells`
     formulas: bool | None = None  # whether any cell holds a formula (None: not known)
     nul_free: bool = False  # no cell text can hold a NUL (the native scan knows its strings)
+    formats_shown: bool = False  # numbers are as their format shows them (`Workbook.formats`)
 
 
 def _cell_at(data: bytes, end: int, prefix: bytes = b"") -> tuple[int, int] | None:
@@ -659,6 +709,62 @@ def _find_header(
 # brackets half-width): `单位：万元`, `（金额单位：千元）`, `单位（万元）`, `单位/万元`,
 # `金额单位为万元`, or a title ending `（万元）`; not `元/万份`
 _SCALED_UNIT = re.compile(r"(?:单位[:/为(]?|\()(?:人民币)?[十百千万亿]+元")
+# the cell around a style attribute: its start, its `r` and `t`, its value (after its
+# formula, if any)
+_CELL_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?c\s")
+_REF = re.compile(rb"\br\s*=\s*[\"']([A-Z]{1,3})(\d{1,7})[\"']")
+_TYPE = re.compile(rb"\bt\s*=\s*[\"']([^\"']*)[\"']")
+_VALUE = re.compile(
+    rb"\s*(?:<(?:[A-Za-z_][\w.-]*:)?f\b(?:[^>]*/>|[^>]*>[^<]*</(?:[A-Za-z_][\w.-]*:)?f>)\s*)?"
+    rb"<(?:[A-Za-z_][\w.-]*:)?v>([^<]*)</"
+)
+
+
+def _as_formatted(
+    book: Workbook, part: str, whole: pl.DataFrame, absolute: list[int], where: str
+) -> pl.DataFrame:
+    """`whole` (as fastexcel read it) with its integers in a zeros format (`000000`) shown
+    with their zeros, as the native read does: the sheet XML searched for those styles'
+    attributes alone (`bytes.find`), each cell found then read in Python."""
+    from workdatahub.excel.native import _plain_text
+
+    columns = {c: j for j, c in enumerate(absolute)}
+    changes: dict[int, tuple[list[int], list[str]]] = {}
+    try:
+        xml = inflate(book.archive, part)
+    except Exception as error:
+        raise InputError(f"{where}: unreadable ({_short(error)})") from None
+    for style, shown_as in book.formats.items():
+        for quote in (b'"', b"'"):
+            needle = b" s=" + quote + b"%d" % style + quote
+            at = xml.find(needle)
+            while at >= 0:
+                start = xml.rfind(b"<", 0, at)
+                close = xml.find(b">", at)
+                cell = _CELL_START.match(xml, start) if start >= 0 else None
+                at = xml.find(needle, at + len(needle))
+                if cell is None or close < 0 or xml[close - 1 : close] == b"/":
+                    continue  # (not a cell's attribute, or an empty cell)
+                attributes = xml[start:close]
+                kind, ref = _TYPE.search(attributes), _REF.search(attributes)
+                value = _VALUE.match(xml, close + 1)
+                if ref is None or value is None or (kind is not None and kind[1] != b"n"):
+                    continue
+                plain = _plain_text(value[1])
+                text = shown_as.shown(plain) if plain is not None else None
+                j, row = columns.get(_col_number(ref[1]) - 1), int(ref[2]) - 1
+                if j is None or text is None or row >= whole.height:
+                    continue
+                rows, texts = changes.setdefault(j, ([], []))
+                rows.append(row)
+                texts.append(text)
+    if not changes:
+        return whole
+    names = whole.columns
+    return whole.with_columns(
+        whole[names[j]].scatter(rows, pl.Series(texts, dtype=pl.String))
+        for j, (rows, texts) in changes.items()
+    )
 
 
 def _check_unit(
@@ -1200,6 +1306,8 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
             raise InputError(f"{where}: unreadable ({_short(error)})") from None
     if whole.height == 0:
         raise InputError(f"{where} is empty")
+    if book.formats and sheet.part is not None and not (scan and scan.formats_shown):
+        whole = _as_formatted(book, sheet.part, whole, absolute, where)
     letters = [column_letter(a) for a in absolute]
     header_index, mapping, found = _find_header(
         whole.head(HEADER_SEARCH_ROWS).rows(), spec, where, letters

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,6 +223,13 @@ def test_a_code_in_a_zeros_format_keeps_its_zeros(sources: SourcesFile, tmp_path
     frame = read_sheet(path, spec).frame
     assert frame["plan_code"].to_list() == ["000123", "1234567", "-012", "7", "12.5", "290"]
     assert frame["return_rate"].to_list() == ["1.5", "0.035", "3.5", "3.5", "3.5", "3.5"]
+
+    # a formula's result shows in the format too, on every path
+    def formula(book: Any, sheet: Any) -> None:
+        sheet.write_formula(1, 2, "=100+23", book.add_format({"num_format": "000000"}), 123)
+
+    book = corpus.sheet_book(tmp_path / "f.xlsx", [TRUSTEE_HEADER, rows[0][:2]], edit=formula)
+    assert read_sheet(book, spec).frame["plan_code"].to_list() == ["000123"]
 
 
 def test_missing_required_column_names_it(sources: SourcesFile, tmp_path: Path) -> None:

@@ -216,9 +216,10 @@ def shown_formats(archive: zipfile.ZipFile, workbook: str) -> dict[int, ShownFor
         return {}  # (calamine reads the styles, and says what is wrong with them)
     zeros: dict[int, int] = {}
     for element in root.iter():
-        code = element.get("formatCode", "")
-        if _local(element.tag) == "numFmt" and re.fullmatch(r"0{2,}", code):
-            zeros[int(element.get("numFmtId", "-1"))] = len(code)
+        code, number_format = element.get("formatCode", ""), element.get("numFmtId", "")
+        zeros_only = re.fullmatch(r"0{2,}", code)
+        if _local(element.tag) == "numFmt" and number_format.isdigit() and zeros_only:
+            zeros[int(number_format)] = len(code)
     found: dict[int, ShownFormat] = {}
     cell_xfs = next((e for e in root if _local(e.tag) == "cellXfs"), None)
     for index, xf in enumerate(cell_xfs if cell_xfs is not None else []):
@@ -710,7 +711,7 @@ def _find_header(
 # `金额单位为万元`, or a title ending `（万元）`; not `元/万份`
 _SCALED_UNIT = re.compile(r"(?:单位[:/为(]?|\()(?:人民币)?[十百千万亿]+元")
 # the cell around a style attribute: its start, its `r` and `t`, its value (after its
-# formula, if any)
+# formula, if any: Excel shows a formula's result in the format too, as the scan does)
 _CELL_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?c\s")
 _REF = re.compile(rb"\br\s*=\s*[\"']([A-Z]{1,3})(\d{1,7})[\"']")
 _TYPE = re.compile(rb"\bt\s*=\s*[\"']([^\"']*)[\"']")

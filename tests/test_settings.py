@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -265,16 +263,22 @@ def test_a_dotenv_in_the_working_folder_is_not_read(
     )
 
 
-def test_wdh_env_file_names_the_dotenv_of_an_installed_package(tmp_path: Path) -> None:
+def test_wdh_env_file_names_the_dotenv_of_an_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read when the settings are made, so also once set in a running process."""
+    from workdatahub.settings import get_settings, reset_settings
+
     env_file = tmp_path / "workdatahub.env"
     env_file.write_text("WDH_DATABASE_NAME=from_env_file\n", encoding="utf-8")
-    code = "from workdatahub.settings import Settings; print(Settings().database_name)"
-    environment = {k: v for k, v in os.environ.items() if k != "WDH_DATABASE_NAME"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env={**environment, "WDH_ENV_FILE": str(env_file)},
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.stdout.strip() == "from_env_file", done.stderr
+    monkeypatch.delenv("WDH_DATABASE_NAME", raising=False)
+    monkeypatch.setenv("WDH_ENV_FILE", str(env_file))
+    reset_settings()
+    try:
+        assert get_settings().database_name == "from_env_file"
+    finally:
+        monkeypatch.delenv("WDH_ENV_FILE")
+        reset_settings()
 
 
 @pytest.mark.parametrize("named", [".env", "/no/such/file.env"])

@@ -45,10 +45,19 @@ _CRON = re.compile(
 
 
 def _env_file() -> Path:
-    """WDH_ENV_FILE when it is an absolute path (get_settings refuses any other), else the
-    project's .env."""
+    """The .env the settings read, asked each time they are made: WDH_ENV_FILE (an absolute
+    path to an existing file: relative, it would be read from whatever folder a command
+    runs in), else the project's own."""
+    from workdatahub.errors import ConfigError, printable
+
     named = os.environ.get("WDH_ENV_FILE")
-    return Path(named) if named and Path(named).is_absolute() else PROJECT_ROOT / ".env"
+    if not named:
+        return PROJECT_ROOT / ".env"
+    if not (Path(named).is_absolute() and Path(named).is_file()):
+        raise ConfigError(
+            f"WDH_ENV_FILE: an absolute path to an existing file (got {printable(named)})"
+        )
+    return Path(named)
 
 
 class Settings(BaseSettings):
@@ -57,7 +66,8 @@ class Settings(BaseSettings):
         # the project's .env (or WDH_ENV_FILE's, for an installed package) only: one in
         # whatever folder a command runs from (a shared folder) could point the loads, or
         # the alerts, at someone else's server
-        env_file=_env_file(),
+        # (get_settings names it, `_env_file`, as it reads the environment)
+        env_file=PROJECT_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
     )
@@ -183,14 +193,9 @@ def get_settings() -> Settings:
     value is not shown)."""
     from workdatahub.errors import ConfigError, printable
 
-    named = os.environ.get("WDH_ENV_FILE")
-    if named and not (Path(named).is_absolute() and Path(named).is_file()):
-        # relative, it would be read from whatever folder a command runs in
-        raise ConfigError(
-            f"WDH_ENV_FILE: an absolute path to an existing file (got {printable(named)})"
-        )
+    env_file = _env_file()
     try:
-        return Settings()
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as error:
         wrong = []
         for problem in error.errors():

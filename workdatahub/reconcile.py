@@ -90,21 +90,20 @@ def totals_check(
     ).row(0, named=True)
     checked: dict[str, dict[str, Any]] = {}
     for k, (name, got) in enumerate(zip(names, parsed, strict=True)):
+        header = sheet.columns.get(name, name)
         # a total the reader cannot vouch for (a formula the workbook says to recompute, an
         # unsaved one, a merged cell) is no figure to set the rows against
         issue = sheet.totals[CELL_ISSUE + name][0] if CELL_ISSUE + name in sheet.totals else None
         if issue is not None:
-            checked[name] = {
-                "header": sheet.columns.get(name, name),
-                "not_checked": f"its total cannot be vouched for ({issue.split(';')[0]})",
-            }
+            why = f"its total cannot be vouched for ({issue.split(';')[0]})"
+            checked[name] = {"header": header, "not_checked": why}
             continue
         if got["value"][0] is None:
             shown = str(sheet.totals[name][0])[:40]
             # (else the row leaves this column empty, or holds its 合计 label there)
             if got["unparsed"][0] and shown.strip() not in TOTALS_MARKERS:
                 checked[name] = {
-                    "header": sheet.columns.get(name, name),
+                    "header": header,
                     "not_checked": f"its total {shown!r} is no number",
                 }
             continue
@@ -114,7 +113,7 @@ def totals_check(
         magnitude = _decimal(sums[f"abs{k}"]) + _decimal(rejected["value"].abs().sum())
         count = int(sums[f"count{k}"]) + rejected["value"].count()
         checked[name] = {
-            "header": sheet.columns.get(name, name),
+            "header": header,
             "stated": str(stated),
             "loaded": str(rows),
             "rejected": str(other),

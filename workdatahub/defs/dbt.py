@@ -301,12 +301,16 @@ def _with_month_rows(
     nodes = invocation.manifest.get("nodes", {})
     with contextlib.ExitStack() as stack:
         opened: list[Any] = []  # one connection for the step's counts, at the first mart
+        seen: dict[str, dict[str, int]] = {}  # each mart counted once (a parent of another)
 
         def counted(node: Mapping[str, Any], column: str) -> dict[str, int]:
             if not opened:
                 url = dbt_database_url()
                 opened.append(stack.enter_context(psycopg.connect(url, autocommit=True)))
-            return rows_by_month(opened[0], node["schema"], node["alias"], column, months)
+            key = node["unique_id"]
+            if key not in seen:
+                seen[key] = rows_by_month(opened[0], node["schema"], node["alias"], column, months)
+            return seen[key]
 
         def missing(node: Mapping[str, Any], counts: dict[str, int]) -> dict[str, str]:
             """Each month not to record, and why."""

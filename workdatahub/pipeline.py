@@ -291,7 +291,8 @@ def _run_partition(
         # or `kill`): the load never began, and the load log says so; so it does for any
         # other failure once the load's 'running' row is written (the head writes it)
         stopped = not isinstance(error, Exception)
-        if warehouse is not None and (stopped or isinstance(error, InputError) or head):
+        began = stopped or isinstance(error, InputError) or head is not None
+        if warehouse is not None and began:
             files = [f.to_json(data_dir) for f in found.files] if found else []
             if stopped:
                 reason = f"stopped while reading: {one_line(error)}"
@@ -350,9 +351,8 @@ def _run_partition(
             plan.closing = quality.statement(result, spec)
         return result
     assert warehouse is not None  # (not a plan)
-    url = warehouse
     with timed(timings, "load"):
-        result.plan, result.outcome = execute_with_retry(plan, spec, url, head=head)
+        result.plan, result.outcome = execute_with_retry(plan, spec, warehouse, head=head)
     log = log.bind(load_id=str(result.plan.load_id))
     (log.info if not refuse else log.warning)(
         "loaded" if not refuse else "refused",
@@ -364,7 +364,7 @@ def _run_partition(
     if refuse:
         raise RejectThresholdExceeded(refuse, result.summary())
     try:
-        result.quality = quality.record(url, result, spec)
+        result.quality = quality.record(warehouse, result, spec)
     except psycopg.Error as error:  # the month is loaded; missing metrics must not undo that
         log.warning("quality metrics not recorded", error=one_line(error))
     except BaseException as error:  # a stop (Ctrl-C, SIGTERM) once the month is loaded

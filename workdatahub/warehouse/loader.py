@@ -363,8 +363,8 @@ def head_statements(
             {"lock_key": _lock_key(spec, period)},
         ),
         # in the transaction this time: the rows it marks (loads whose process ended) stay
-        # locked until this load ends; one whose connection dropped records its own failure
-        # over the mark then (mark_failed)
+        # locked until this load ends; a load whose connection dropped, recording its own
+        # failure over the mark, waits at most 5 s for that (`_finish_failed`)
         _abandon(ABANDON_AGAIN_PURPOSE, spec.name, period, load_id),
     ]
     if mode == "delete_insert":

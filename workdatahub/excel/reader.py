@@ -1253,15 +1253,14 @@ _FOOTER_CELL = r"^\s*[^\d\s:：]{1,10}\s*[:：]"
 FOOTER_ROWS = 20  # the most rows a sheet's footer is looked for in, at its end
 
 
-def _footer_rows(body: pl.DataFrame, cells: list[pl.Series]) -> pl.Series:
-    """The rows that sign the sheet off below its last totals row, as a mask over `body`'s
-    rows: among its last FOOTER_ROWS rows, those at the end (blank ones between them) whose
-    every non-empty cell is a label with its colon (`制表人：张三 | 审核：李四`). `cells` are
-    every column of the sheet that holds something, read or not."""
-    mask = pl.Series("_footer", [False] * body.height)
+def _footer_rows(body: pl.DataFrame, cells: list[pl.Series]) -> list[int]:
+    """The rows that sign the sheet off below its last totals row, as positions in `body`:
+    among its last FOOTER_ROWS rows, those at the end (blank ones between them) whose every
+    non-empty cell is a label with its colon (`制表人：张三 | 审核：李四`). `cells` are every
+    column of the sheet that holds something, read or not."""
     start = max(int(pl.arg_where(body["_totals"], eager=True)[-1]) + 1, body.height - FOOTER_ROWS)
     if start >= body.height:
-        return mask
+        return []
     tail = pl.DataFrame([c.slice(start).alias(f"c{k}") for k, c in enumerate(cells)])
     empty = [pl.col(c).is_null() | ~pl.col(c).str.contains(r"\S") for c in tail.columns]
     labelled = [
@@ -1272,13 +1271,13 @@ def _footer_rows(body: pl.DataFrame, cells: list[pl.Series]) -> pl.Series:
         blank=pl.all_horizontal(empty),
     ).with_columns(blank=pl.col("blank") | body["_blank"].slice(start))
     footer, blank = marks["footer"].to_list(), marks["blank"].to_list()
-    at = []
+    at: list[int] = []
     for k in reversed(range(len(footer))):  # from the sheet's last row up
         if not (footer[k] or blank[k]):
             break
         if footer[k]:
             at.append(start + k)
-    return mask.scatter(at, True) if at else mask
+    return at
 
 
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
@@ -1368,9 +1367,9 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
         # buffers, which it would keep alive (hundreds of MB) after the rows are cleansed
         totals = pl.DataFrame(kept.rows(), schema=kept.schema, orient="row")
         footer = _footer_rows(body, [body[n] for n in names] + list(unread.values()))
-        skipped_footer = int(footer.sum())
-        if skipped_footer:
-            body = body.with_columns(pl.col("_blank") | footer)
+        skipped_footer = len(footer)
+        if footer:  # skipped as blank rows are (counted apart)
+            body = body.with_columns(body["_blank"].scatter(footer, True))
     if skipped_blank or skipped_totals:
         body = body.filter(~pl.col("_blank") & ~pl.col("_totals"))
     frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)

@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -823,6 +825,37 @@ def test_a_terminated_command_says_so_in_one_line(tmp_path: Path, signals: int) 
     assert process.returncode == 143
     assert err.strip().splitlines()[-1] == "wdh: error: terminated"
     assert "Traceback" not in err
+
+
+def test_a_ctrl_c_while_the_command_starts_is_one_line() -> None:
+    """A Ctrl-C while `wdh` is still importing its command line (the first few tenths of a
+    second) ends as one later does: one line, exit 130, no traceback. The signal is sent
+    from inside the import (when `click` is looked up), so the test does not race it."""
+    child = textwrap.dedent(
+        """
+        import os, signal, sys
+
+        class StopOnClick:
+            def find_spec(self, name, path=None, target=None):
+                if name == "click":
+                    os.kill(os.getpid(), signal.SIGINT)
+                return None
+
+        sys.meta_path.insert(0, StopOnClick())
+        sys.argv = ["wdh", "--help"]
+        from workdatahub.entry import main
+
+        main()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert (done.returncode, done.stdout) == (130, ""), done.stderr
+    assert done.stderr == "wdh: error: interrupted\n"
+    # the script the project installs calls this entry point
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["wdh"] == "workdatahub.entry:main"
 
 
 @pytest.mark.parametrize(

@@ -721,6 +721,10 @@ def test_rows_stream_into_the_load_while_later_parts_are_cleansed_and_roll_back_
     with pytest.raises(RuntimeError, match="cleansing broke"):
         run_partition(spec, NOV, data_dir=tmp_path, url=pg_url)
     assert table_state(pg) == before
+    # the load's row says how far it got (not "while reading": the rows were streaming)
+    assert pg.execute(
+        "select status, message from wdh.load_log order by started_at desc limit 1"
+    ).fetchone() == ("failed", "failed while cleansing and loading: cleansing broke")
     assert not pg.execute(
         "select 1 from pg_stat_activity where datname = current_database() "
         "and pid <> pg_backend_pid() and (state like 'idle in transaction%%' "

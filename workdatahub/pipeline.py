@@ -172,13 +172,15 @@ def check_file(
     path: Path,
     period: date | None = None,
     on_valid: Callable[[pl.DataFrame, SheetData], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> CheckResult:
     """Read, cleanse and validate one workbook (the period check applies when given).
     `on_valid`, when given, receives the valid rows part by part, in order, as soon as each
     part is validated (the rows of a part, cleansed and validated on their own, are those
     of the whole sheet: cleansing is row by row and a key seen in an earlier part makes a
-    duplicate)."""
-    timings: dict[str, float] = {}
+    duplicate). `timings`, when given, gets the stages' times as they end (a caller
+    stopped meanwhile learns how far it got)."""
+    timings = {} if timings is None else timings
     with timed(timings, "read"):
         sheet = read_sheet(path, spec)
     # Pandera (and pandas behind it) take seconds to import: only once the file is readable
@@ -254,6 +256,7 @@ def _run_partition(
     load_id = uuid.uuid4()
     log = get_logger(domain=spec.name, partition=f"{period:%Y-%m}", load_id=str(load_id))
     timings: dict[str, float] = {}
+    stages: dict[str, float] = {}  # check_file's, as they end
     found: DiscoveryResult | None = None
     head: Head | None = None
     # the warehouse's settings before anything is read (a production run without
@@ -284,7 +287,7 @@ def _run_partition(
             cleanup.callback(head.close)
             on_valid = _streamed(head, spec, mode, load_id, source_file)
         log.info("reading", sheet=str(spec.sheet), megabytes=round(source.size / 1e6, 3))
-        check = check_file(spec, source.path, period, on_valid)
+        check = check_file(spec, source.path, period, on_valid, timings=stages)
         source.check_unchanged()  # the rows read are the file hashed (before anything commits)
     except BaseException as error:  # (the cleanup closes the head: the month's old rows stay)
         # an unreadable workbook, or a run stopped while reading (Ctrl-C, a stop from Dagster
@@ -294,12 +297,14 @@ def _run_partition(
         began = stopped or isinstance(error, InputError) or head is not None
         if warehouse is not None and began:
             files = [f.to_json(data_dir) for f in found.files] if found else []
+            # once cleansing has begun, the valid rows stream into the load's transaction
+            phase = "cleansing and loading" if "cleanse" in stages else "reading"
             if stopped:
-                reason = f"stopped while reading: {one_line(error)}"
+                reason = f"stopped while {phase}: {one_line(error)}"
             elif isinstance(error, WdhError):
                 reason = error.message
             else:
-                reason = f"failed while reading: {one_line(error)}"
+                reason = f"failed while {phase}: {one_line(error)}"
             record_failed_read(warehouse, spec, period, mode, files, reason, load_id, started)
         raise
     timings.update(check.timings)

@@ -183,3 +183,69 @@ def test_hostile_yaml_is_refused_quickly(tmp_path: Path, text: str, expected: st
     with pytest.raises(ConfigError, match=expected):
         load_sources(path)
     assert time.perf_counter() - start < 1
+
+
+def _load_text(tmp_path: Path, text: str) -> str:
+    from workdatahub.sources.spec import load_sources
+
+    path = tmp_path / "data_sources.yml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_sources(path)
+    return str(error.value)
+
+
+def test_a_domain_given_twice_is_refused_not_replaced(tmp_path: Path) -> None:
+    """A domain block copied and not renamed: plain YAML keeps the second, so the first
+    domain's asset would load the copy's folder into the copy's table. Refused, naming both
+    lines; so is a key given twice inside a domain."""
+    text = (ROOT / "data_sources.yml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    copied = text.replace("domains:\n", "domains:\n  annuity_income:\n    table: copied\n", 1)
+    message = _load_text(tmp_path, copied)
+    inserted = lines.index("domains:") + 2  # the copy, right below `domains:`
+    shipped = lines.index("  annuity_income:") + 1 + 2  # two lines were added above it
+    assert message == (
+        f"data_sources.yml: line {shipped}, column 3: not valid YAML: 'annuity_income' is given "
+        f"twice in one mapping (first at line {inserted}); the second would silently replace "
+        "the first"
+    )
+    twice = text.replace("    sheet: 0\n", "    sheet: 0\n    sheet: 1\n", 1)
+    assert "'sheet' is given twice in one mapping" in _load_text(tmp_path, twice)
+
+
+def test_yaml_mistakes_name_the_line(tmp_path: Path) -> None:
+    text = (ROOT / "data_sources.yml").read_text(encoding="utf-8")
+    tabbed = text.replace("version: 1\n", "version: 1\n\tdefaults: {}\n", 1)
+    line = text.splitlines().index("version: 1") + 2
+    assert _load_text(tmp_path, tabbed) == (
+        f"data_sources.yml: line {line}, column 1: not valid YAML: found character '\\t' that "
+        "cannot start any token"
+    )
+
+
+@pytest.mark.parametrize(
+    ("defaults", "expected"),
+    [
+        # a misspelt default was ignored: the placeholders were then rejected as values
+        ({"null_value": ["-"]}, "data_sources.yml: defaults.null_value: Extra inputs are not"),
+        # blamed on the first domain before
+        ({"max_reject_rate": 5}, "data_sources.yml: defaults.max_reject_rate: Input should be"),
+    ],
+)
+def test_a_wrong_default_is_the_defaults_mistake(
+    raw: dict[str, Any], defaults: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_sources({**raw, "defaults": defaults})
+    assert str(error.value).startswith(expected)
+
+
+def test_defaults_apply_unless_a_domain_says_otherwise(raw: dict[str, Any]) -> None:
+    raw = copy.deepcopy(raw)
+    raw["defaults"] = {"null_values": ["--"], "max_reject_rate": 0.2}
+    raw["domains"]["annuity_income"]["max_reject_rate"] = 0.01
+    sources = parse_sources(raw)
+    assert sources.domain("trustee_performance").null_values == ["--"]
+    assert sources.domain("trustee_performance").max_reject_rate == 0.2
+    assert sources.domain("annuity_income").max_reject_rate == 0.01

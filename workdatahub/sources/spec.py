@@ -242,9 +242,17 @@ class DomainSpec(_Model):
         raise KeyError(name)
 
 
+class Defaults(_Model):
+    """What every domain gets unless it says otherwise (a key not listed here is a mistake,
+    not a setting quietly ignored: `null_value:` for `null_values:`)."""
+
+    null_values: list[str] = Field(default_factory=list)
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+
+
 class SourcesFile(_Model):
     version: Literal[1] = 1
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
     domains: dict[str, DomainSpec]
 
     def domain(self, name: str) -> DomainSpec:
@@ -255,9 +263,9 @@ class SourcesFile(_Model):
             raise ConfigError(f"unknown domain {name!r} (known: {known})") from None
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
+def _format_validation_error(path: Path, error: ValidationError, *prefix: str) -> str:
     first = error.errors()[0]
-    loc = list(first["loc"])
+    loc = [*prefix, *first["loc"]]
     where = ""
     if len(loc) >= 2 and loc[0] == "domains":
         where = f"domain {str(loc[1])!r}: "
@@ -271,20 +279,17 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
 def parse_sources(raw: dict[str, Any], path: Path = Path("data_sources.yml")) -> SourcesFile:
     if not isinstance(raw, dict) or not isinstance(raw.get("domains"), dict):
         raise ConfigError(f"{path.name}: expected a mapping with `domains:`")
-    defaults = raw.get("defaults") or {}
+    try:  # checked on their own first: a wrong default is the defaults' error, not a domain's
+        defaults = Defaults.model_validate(raw.get("defaults") or {})
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(path, error, "defaults")) from None
     domains = {}
     for name, body in raw["domains"].items():
         if not isinstance(body, dict):
             raise ConfigError(f"{path.name}: domain {name!r}: expected a mapping")
-        merged = {
-            "null_values": defaults.get("null_values", []),
-            "max_reject_rate": defaults.get("max_reject_rate", 0.05),
-            **body,
-            "name": name,
-        }
-        domains[name] = merged
+        domains[name] = {**defaults.model_dump(), **body, "name": name}
     try:
-        sources = SourcesFile.model_validate({**raw, "domains": domains})
+        sources = SourcesFile.model_validate({**raw, "defaults": defaults, "domains": domains})
     except ValidationError as error:
         raise ConfigError(_format_validation_error(path, error)) from None
     loaded_by: dict[tuple[str, str], str] = {}
@@ -309,11 +314,43 @@ def load_sources(path: Path | None = None) -> SourcesFile:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    return parse_sources(parse_yaml(text, path), path)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as `safe_load` reads it, except that a key given twice in one mapping is an
+    error: plain YAML loading keeps the last, so a domain copied and not renamed would
+    silently replace the first (its asset loading the copy's folder and table)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                first = seen[key].start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice in one mapping (first at line {first}); the second "
+                    "would silently replace the first",
+                    key_node.start_mark,
+                )
+            if isinstance(key, str):
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """The YAML document in `text`; a mistake is one line naming the file, line and column."""
     try:
-        raw = yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # (a SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(str(error.problem or error.context or "unreadable").split())
+        raise ConfigError(f"{path.name}: {where}not valid YAML: {what}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path.name}: not valid YAML: {error}".splitlines()[0]) from None
-    return parse_sources(raw, path)
 
 
 _Built = TypeVar("_Built")

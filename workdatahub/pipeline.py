@@ -35,6 +35,7 @@ from workdatahub.reconcile import differences, totals_check, unchecked
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
+from workdatahub.warehouse.contract import ContractError
 from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, is_transient
 from workdatahub.warehouse.loader import (
     Head,
@@ -295,7 +296,9 @@ def _run_partition(
         # other failure once the load's 'running' row is written (the head writes it)
         stopped = not isinstance(error, Exception)
         began = stopped or isinstance(error, InputError) or head is not None
-        if warehouse is not None and began:
+        # (not in a warehouse at another migration: its load log may not take the row)
+        unrecordable = isinstance(error, ContractError) and not error.recordable
+        if warehouse is not None and began and not unrecordable:
             files = [f.to_json(data_dir) for f in found.files] if found else []
             # once cleansing has begun, the valid rows stream into the load's transaction
             phase = "cleansing and loading" if "cleanse" in stages else "reading"
@@ -385,6 +388,9 @@ def _streamed(
     feed = head.stream(copy_query(spec, mode), copy_types(spec))
 
     def send(valid: pl.DataFrame, sheet: SheetData) -> None:
+        mismatch = head.mismatch()
+        if mismatch is not None:  # the warehouse cannot take these rows: no use cleansing on
+            raise mismatch
         feed.put(rows_for_copy(valid, spec, load_id, source_file, sheet.sheet))
 
     return send

@@ -148,7 +148,12 @@ def masked_url(settings: Settings | None = None) -> str:
 
 def unmigrated_hint(error: BaseException) -> str:
     """What to add to a database error met by a warehouse without the migrations."""
-    missing = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+    # (a column: a warehouse at an older migration than this code's)
+    missing = (
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.InvalidSchemaName,
+        psycopg.errors.UndefinedColumn,
+    )
     return " (is it migrated? `wdh db upgrade`)" if isinstance(error, missing) else ""
 
 

@@ -67,6 +67,7 @@ from workdatahub.excel.reader import ROW
 from workdatahub.logs import get_logger
 from workdatahub.settings import one_line
 from workdatahub.sources.spec import DomainSpec, RefreshMode
+from workdatahub.warehouse import contract
 from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, unmigrated_hint
 
 LINEAGE = ["load_id", "source_file", "source_sheet", "source_row"]
@@ -1107,6 +1108,7 @@ class Head:
         started: float,
     ) -> None:
         self.load_id = load_id
+        self._spec = spec
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
             load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
@@ -1131,6 +1133,12 @@ class Head:
     @property
     def streams(self) -> bool:
         return self._feed is not None
+
+    def mismatch(self) -> contract.ContractError | None:
+        """The warehouse's mismatch with this code, once the head has found one (it looks
+        first): the load can stop at its first part instead of cleansing the rest."""
+        error = self._error
+        return error if isinstance(error, contract.ContractError) else None
 
     def stream(self, query: sql.Composed, sql_types: list[str]) -> Feed:
         """Run `query`, the COPY of the valid rows, in this transaction once the head
@@ -1179,6 +1187,7 @@ class Head:
                     conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
                 self._conn = conn
                 if not self._stop.is_set():
+                    contract.check(conn, self._spec)  # (before anything is written)
                     _open_log(conn, self.opening, time.perf_counter() - self._started)
                     self._opened = True
                 conn.autocommit = False  # the transaction begins with the next statement

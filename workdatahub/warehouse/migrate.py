@@ -36,14 +36,18 @@ def engine_for(url: str) -> Engine:
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> str:
-    """Migrate to `revision`; return the revision the database is at afterwards."""
+    """Migrate to `revision`; return the revision the database is at afterwards. The
+    pending migrations run in one transaction (Postgres' DDL is transactional): when one
+    fails, the warehouse stays at the migration it was at."""
     url = url or database_url()
     engine = engine_for(url)
+    before: str | None = None
     try:
         with engine.connect() as conn:
             conn.execute(text("select pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             conn.commit()
             try:
+                before = current_revision(conn)
                 config = alembic_config(url)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
@@ -55,12 +59,30 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
                 conn.commit()
     except DBAPIError as error:
         reason = one_line(error.orig or error)
+        if isinstance(error.orig, psycopg.Error) and error.orig.diag.message_detail:
+            # e.g. which view reads a column a migration changes
+            reason += f" ({one_line(error.orig.diag.message_detail).rstrip('.')})"
         if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
             # the loader's or dbt's role may not change the schemas
             reason += " (migrate with the warehouse owner's URL: WDH_DATABASE_URL=… wdh db upgrade)"
-        raise WarehouseError(f"migration failed, nothing changed: {reason}") from None
+        after = _revision_now(engine, before)  # (said as found, not assumed)
+        done = (
+            "nothing changed"
+            if after == before
+            else f"the warehouse is now at migration {after or 'base'} (from {before or 'base'})"
+        )
+        raise WarehouseError(f"migration failed, {done}: {reason}") from None
     finally:
         engine.dispose()
+
+
+def _revision_now(engine: Engine, otherwise: str | None) -> str | None:
+    """The warehouse's migration after a failed upgrade (`otherwise` if it cannot be read)."""
+    try:
+        with engine.connect() as conn:
+            return current_revision(conn)
+    except DBAPIError:
+        return otherwise
 
 
 def current_revision(conn: object) -> str | None:

@@ -9,7 +9,8 @@ config = context.config
 connection = config.attributes.get("connection")
 
 if connection is not None:
-    context.configure(connection=connection, target_metadata=None, transaction_per_migration=True)
+    # the migrations run in the transaction `wdh db upgrade` began: one fails, none stays
+    context.configure(connection=connection, target_metadata=None)
     with context.begin_transaction():
         context.run_migrations()
 else:  # plain `alembic` with sqlalchemy.url set

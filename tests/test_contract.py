@@ -1,0 +1,193 @@
+"""A load checks that the warehouse matches this code (its migrations) and data_sources.yml
+(the domain's table, each column of its type) before it sends a row: a mismatch is one line
+saying what to do, not the COPY's Postgres error, and the table is left as it was."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import yaml
+
+from tests.test_cli import wdh_process
+from tests.test_loader import NOV, month_loaded, rows_for, table_state, trustee_month
+from workdatahub.pipeline import run_partition
+from workdatahub.sources.spec import DomainSpec, SourcesFile, parse_sources
+from workdatahub.warehouse import contract
+from workdatahub.warehouse.contract import ContractError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _trustee(change: Any) -> DomainSpec:
+    """The shipped trustee_performance domain, changed by `change(its YAML mapping)`."""
+    raw = yaml.safe_load((ROOT / "data_sources.yml").read_text(encoding="utf-8"))
+    domain = copy.deepcopy(raw["domains"]["trustee_performance"])
+    change(domain)
+    return parse_sources({**raw, "domains": {"trustee_performance": domain}}).domain(
+        "trustee_performance"
+    )
+
+
+def test_the_code_knows_its_newest_migration() -> None:
+    head, known = contract.code_revisions()
+    files = sorted(p.name for p in contract.VERSIONS.glob("*.py"))
+    assert head == files[-1].split("_")[0] and len(known) == len(files)
+
+
+def test_what_a_warehouse_at_another_migration_is_told() -> None:
+    head, _ = contract.code_revisions()
+    assert contract.revision_mismatch(head) is None
+    assert contract.revision_mismatch(None) == "the warehouse is not migrated: run `wdh db upgrade`"
+    assert contract.revision_mismatch("0004") == (
+        f"the warehouse is at migration 0004, this WorkDataHub needs {head}: run `wdh db upgrade`"
+    )
+    assert contract.revision_mismatch("0099") == (
+        f"the warehouse is at migration 0099, which this WorkDataHub does not have (its newest "
+        f"is {head}): a newer WorkDataHub migrated it; load with that version"
+    )
+
+
+def test_a_missing_column_met_by_any_command_suggests_the_upgrade() -> None:
+    """Commands other than a load (history, rejects) meet an older warehouse's missing
+    column as Postgres reports it; the hint says what to run, as for a missing table."""
+    from workdatahub.warehouse.db import unmigrated_hint
+
+    hint = " (is it migrated? `wdh db upgrade`)"
+    assert unmigrated_hint(psycopg.errors.UndefinedColumn("no column headers")) == hint
+    assert unmigrated_hint(psycopg.errors.UndefinedTable("no relation")) == hint
+    assert unmigrated_hint(psycopg.errors.DivisionByZero("a bug")) == ""
+
+
+def test_what_a_table_unlike_the_spec_is_told(sources: SourcesFile) -> None:
+    spec = sources.domain("trustee_performance")
+    expected = contract.expected_columns(spec)
+    table = {name: sql_type for name, (sql_type, _) in expected.items()}
+    assert contract.table_mismatch(spec, table, expected) is None
+    assert contract.table_mismatch(spec, {}, expected) == (
+        "raw.trustee_performance, the table of domain 'trustee_performance', does not exist in "
+        f"the warehouse: a domain's table comes from a migration: {contract.HOW_TO_MIGRATE}"
+    )
+    fewer = {n: t for n, t in table.items() if n not in ("net_value", "source_row")}
+    assert contract.table_mismatch(spec, fewer, expected) == (
+        "raw.trustee_performance has no columns net_value (numeric(18,4)), source_row (integer), "
+        f"which data_sources.yml loads (domain 'trustee_performance'): {contract.HOW_TO_MIGRATE}"
+    )
+    retyped = {**table, "company_code": "bigint"}
+    assert contract.table_mismatch(spec, retyped, expected) == (
+        "raw.trustee_performance: company_code is bigint in the warehouse, text in "
+        "data_sources.yml (type code): change data_sources.yml, or the table in a migration "
+        "(then `wdh db upgrade`)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        # a column added to data_sources.yml without its migration
+        (
+            lambda d: d["columns"].append(
+                {"name": "fee_amount", "header": "手续费", "type": "money", "optional_header": True}
+            ),
+            "raw.trustee_performance has no column fee_amount (numeric(18,4)), which "
+            "data_sources.yml loads",
+        ),
+        # a type changed on one side only (the COPY said `invalid byte sequence … 0x00`)
+        (
+            lambda d: next(c for c in d["columns"] if c["name"] == "fund_scale").update(
+                type="integer"
+            ),
+            "raw.trustee_performance: fund_scale is numeric(18,4) in the warehouse, bigint in "
+            "data_sources.yml (type integer)",
+        ),
+        # a new domain whose table no migration made
+        (lambda d: d.update(table="trustee_fees"), "raw.trustee_fees, the table of domain"),
+    ],
+)
+def test_a_load_the_table_cannot_take_stops_in_one_line_and_changes_nothing(
+    tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None, change: Any, said: str
+) -> None:
+    before = month_loaded(_trustee(lambda d: None), tmp_path, pg_url, pg)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 12, scale=3))
+    with pytest.raises(ContractError) as error:
+        run_partition(_trustee(change), NOV, data_dir=tmp_path, url=pg_url)
+    assert error.value.message.startswith(said) and "\n" not in error.value.message
+    assert table_state(pg) == before
+    # the load log keeps the attempt and why
+    last = pg.execute(
+        "select status, message from wdh.load_log order by started_at desc limit 1"
+    ).fetchone()
+    assert last == ("failed", error.value.message)
+
+
+def test_a_warehouse_at_an_older_migration_is_told_to_upgrade(pg_url: str, tmp_path: Path) -> None:
+    """A WorkDataHub upgraded before its warehouse: the load failed on a column the older
+    warehouse lacks (`column "headers" of relation "load_log" does not exist`). It names the
+    migrations and the command now, exit 3, and writes nothing; after `wdh db upgrade` it
+    loads."""
+    from workdatahub.warehouse.migrate import upgrade
+
+    name = f"wdh_older_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
+        upgrade(url, "0004")
+        trustee_month(tmp_path, NOV, rows_for(NOV, 5))
+        load = ["load", "trustee_performance", "--period", "2024-11", "--data-dir", str(tmp_path)]
+        done = wdh_process(*load, env={"WDH_DATABASE_URL": url})
+        head, _ = contract.code_revisions()
+        assert (done.returncode, done.stdout) == (3, ""), done.stderr
+        assert done.stderr == (
+            f"wdh: error: the warehouse is at migration 0004, this WorkDataHub needs {head}: "
+            "run `wdh db upgrade`\n"
+        )
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select count(*) from wdh.load_log").fetchone() == (0,)
+        assert wdh_process("db", "upgrade", env={"WDH_DATABASE_URL": url}).returncode == 0
+        done = wdh_process(*load, env={"WDH_DATABASE_URL": url})
+        assert done.returncode == 0, done.stderr
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_a_failed_upgrade_leaves_the_warehouse_at_its_migration(pg_url: str) -> None:
+    """The pending migrations run in one transaction: when one fails, the ones before it
+    are rolled back too, so "nothing changed" holds (each committed on its own before, and
+    the message said so all the same)."""
+    from workdatahub.errors import WarehouseError
+    from workdatahub.warehouse.migrate import current_revision, engine_for, upgrade
+
+    name = f"wdh_halfway_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
+        upgrade(url, "0003")
+        with psycopg.connect(url, autocommit=True) as conn:  # in the way of 0005's first step
+            conn.execute("alter table wdh.load_log add column headers text")
+        with pytest.raises(WarehouseError) as error:
+            upgrade(url)
+        assert error.value.message == (
+            'migration failed, nothing changed: column "headers" of relation "load_log" '
+            "already exists"
+        )
+        engine = engine_for(url)
+        try:
+            with engine.connect() as conn:
+                assert current_revision(conn) == "0003"  # 0004 did not stay
+        finally:
+            engine.dispose()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select to_regclass('wdh.data_quality_metrics')").fetchone() == (
+                None,
+            )
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')

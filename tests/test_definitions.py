@@ -372,3 +372,14 @@ def test_a_dbt_parse_that_fails_says_what_dbt_found(tmp_path: Path) -> None:
         parse_dbt_project(project, tmp_path / "target")
     assert re.search(r"\(exit \d+\): Compilation Error in model fct_broken", error.value.message)
     assert "\n" not in error.value.message
+
+
+def test_no_model_reads_a_raw_table_with_select_star() -> None:
+    """A view's `select *` is expanded when it is made: it then depends on every column of
+    the raw table, and a migration can no longer change or drop a column the model does not
+    even read (`cannot alter type of a column used by a view or rule`)."""
+    project = Path(__file__).resolve().parent.parent / "dbt_project"
+    star = re.compile(r"select\s+\*\s+from\s+\{\{\s*source\(", re.IGNORECASE)
+    reading = [p for p in project.rglob("*.sql") if "source(" in p.read_text(encoding="utf-8")]
+    assert reading  # the staging models
+    assert [p.name for p in reading if star.search(p.read_text(encoding="utf-8"))] == []

@@ -4,7 +4,30 @@
 -- id here until ref_company_names (or an override) knows the name.
 with source as (
 
-    select * from {{ source('raw', 'annuity_income') }}
+    -- the columns read, named: a view of `select *` would depend on every column of the
+    -- raw table, and a migration could not then change or drop one it does not read
+    select
+        period,
+        business_type,
+        plan_type,
+        plan_code,
+        plan_name,
+        portfolio_type,
+        portfolio_code,
+        portfolio_name,
+        customer_name,
+        annuity_account_name,
+        branch_name,
+        fixed_fee,
+        variable_fee,
+        rebate,
+        tax,
+        load_id,
+        source_file,
+        source_sheet,
+        source_row,
+        loaded_at
+    from {{ source('raw', 'annuity_income') }}
 
 ),
 

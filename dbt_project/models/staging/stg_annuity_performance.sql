@@ -3,7 +3,39 @@
 -- one row per raw row (the reconciliation test relies on it).
 with source as (
 
-    select * from {{ source('raw', 'annuity_performance') }}
+    -- the columns read, named: a view of `select *` would depend on every column of the
+    -- raw table, and a migration could not then change or drop one it does not read
+    select
+        period,
+        business_type,
+        plan_type,
+        plan_code,
+        plan_name,
+        portfolio_type,
+        portfolio_code,
+        portfolio_name,
+        customer_name,
+        annuity_account_name,
+        annuity_account_no,
+        group_customer_no,
+        group_customer_name,
+        sub_enterprise_no,
+        sub_enterprise_name,
+        branch_name,
+        opening_assets,
+        closing_assets,
+        contributions,
+        outflow_incl_benefits,
+        outflow,
+        benefit_payments,
+        investment_income,
+        period_return,
+        load_id,
+        source_file,
+        source_sheet,
+        source_row,
+        loaded_at
+    from {{ source('raw', 'annuity_performance') }}
 
 ),
 

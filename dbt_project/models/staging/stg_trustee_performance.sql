@@ -2,7 +2,21 @@
 -- column order and is the one place marts read it from.
 with source as (
 
-    select * from {{ source('raw', 'trustee_performance') }}
+    -- the columns read, named: a view of `select *` would depend on every column of the
+    -- raw table, and a migration could not then change or drop one it does not read
+    select
+        report_date,
+        plan_code,
+        company_code,
+        return_rate,
+        net_value,
+        fund_scale,
+        load_id,
+        source_file,
+        source_sheet,
+        source_row,
+        loaded_at
+    from {{ source('raw', 'trustee_performance') }}
 
 )
 

@@ -18,6 +18,8 @@ from workdatahub.errors import too_many_rejects
         # a small share is not 0.0%, nor 5e-05%
         (5, 50_000, 0.0, "(0.01%) > max_reject_rate 0.00%"),
         (1, 2_000_000, 0.0, "(0.00005%) > max_reject_rate 0.00000%"),
+        # nor a small limit (--max-reject-rate 0.0001 showed as 0.0%)
+        (5, 5_000, 0.0001, "(0.10%) > max_reject_rate 0.01%"),
     ],
 )
 def test_a_refusal_shows_the_share_and_the_threshold_apart(

@@ -17,10 +17,14 @@ def printable(value: object) -> str:
 def shares(rate: float, limit: float) -> tuple[str, str]:
     """`rate` and `limit` as percentages with the digits that tell them apart (2,520 of
     50,000 rows against 5% is 5.04% > 5.00%, not 5.0% > 5.0%) and show a small share
-    (5 of 50,000 rows: 0.01%, not 0.0%); fixed point, one decimal at least, six at most."""
+    (5 of 50,000 rows: 0.01%, not 0.0%), a small limit too (0.01%, not 0.0%); fixed point,
+    one decimal at least, six at most."""
     for digits in range(1, 7):
         shown = f"{rate:.{digits}%}", f"{limit:.{digits}%}"
-        small = rate > 0 and float(shown[0].rstrip("%")) == 0
+        small = any(
+            share > 0 and float(text.rstrip("%")) == 0
+            for share, text in zip((rate, limit), shown, strict=True)
+        )
         if shown[0] != shown[1] and not small:
             break
     return shown
@@ -62,6 +66,13 @@ class RejectThresholdExceeded(WdhError):
     def __init__(self, message: str, summary: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class Interrupted(WdhError):
+    """A Ctrl-C that a framework turned into a failure of its own (a Dagster run): the
+    command ends as a Ctrl-C does, with its own line."""
+
+    exit_code = 130
 
 
 class WarehouseError(WdhError):

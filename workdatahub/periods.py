@@ -7,7 +7,8 @@ from datetime import date
 
 from workdatahub.errors import WdhError
 
-_PERIOD = re.compile(r"^\s*(\d{4})-?(\d{2})(?:-01)?\s*$")
+# 2024-11, 202411, 2024-11-01, and 2024-3 (a month of one digit, after the dash)
+_PERIOD = re.compile(r"^\s*(\d{4})(?:-(\d{1,2})|(\d{2}))(?:-01)?\s*$")
 
 
 class PeriodError(WdhError):
@@ -16,9 +17,10 @@ class PeriodError(WdhError):
 
 def parse_period(text: str) -> date:
     match = _PERIOD.match(str(text))
-    if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 1:
+    month = int(match[2] or match[3]) if match else 0
+    if not match or not 1 <= month <= 12 or int(match[1]) < 1:
         raise PeriodError(f"period {text!r} is not a month like 2024-11")
-    return date(int(match[1]), int(match[2]), 1)
+    return date(int(match[1]), month, 1)
 
 
 def period_key(period: date) -> str:
@@ -37,6 +39,8 @@ def next_month(period: date) -> date:
 
 def month_range(spec: str) -> list[date]:
     """`2024-01..2024-03` (or a single month) -> every month in between, inclusive."""
+    if "..." in spec or "…" in spec:  # (Dagster's partition ranges take three)
+        raise PeriodError(f"month range {spec!r}: a range takes two dots, like 2024-01..2024-03")
     first, _, last = spec.partition("..")
     start = parse_period(first)
     end = parse_period(last) if last else start

@@ -635,7 +635,7 @@ def test_the_same_file_is_not_appended_twice(month: Path, pg_url: str, fresh_tab
         ).fetchone()
     assert count == (2,)
     replaced = wdh("load", "trustee_performance", *common)
-    assert "(replaced 2)" in replaced.stdout
+    assert "(the month's 2 old rows replaced)" in replaced.stdout
     # the month's rows now come from the replacing load: appending the file is refused again
     assert wdh("load", "trustee_performance", *common, "--mode", "append").returncode == 2
     with psycopg.connect(pg_url) as conn:

@@ -224,7 +224,7 @@ def load(
             click.echo(f"-- NOTE: {why}: a real load would be refused")
     else:
         done = {
-            "delete_insert": f"replaced {summary['rows_deleted']}",
+            "delete_insert": f"the month's {summary['rows_deleted']} old rows replaced",
             "append": "appended",
             "upsert": "inserted or updated by key",
         }[result.plan.mode]

@@ -9,7 +9,9 @@ warehouse; in the one WDH_DATABASE_URL names only when asked, never in productio
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import click
 
-from workdatahub.errors import ConfigError, InputError
+from workdatahub.errors import ConfigError, InputError, Interrupted
 from workdatahub.periods import compact, month_range, period_key
 from workdatahub.settings import PROJECT_ROOT, get_settings, mask_url, one_line
 
@@ -32,6 +34,45 @@ def _instance() -> Any:
         config.write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
+
+
+_INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
+def _interrupted(result: Any) -> bool:
+    """Whether the run failed because it was interrupted (Ctrl-C)."""
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
+        while error is not None:
+            if error.cls_name in _INTERRUPTS:
+                return True
+            error = error.cause
+    return False
+
+
+def _said(entries: Any, events: Any) -> list[str]:
+    """The run's warnings and errors, and its failures, one line each and each once: a
+    failure's text without its exception class, a month's error left out when a failure
+    says it again (with the months loaded besides)."""
+    lines: list[tuple[str, str]] = []
+    for entry in entries:
+        if entry.level >= logging.WARNING and entry.dagster_event is None:  # the run's own
+            level = "error" if entry.level >= logging.ERROR else "warning"
+            lines.append((level, one_line(entry.user_message)))
+    for event in events:
+        error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
+        if error is not None:
+            text = one_line(str(error.message))
+            prefix = re.match(rf"[\w.]*\b{re.escape(error.cls_name)}: ", text)
+            lines.append(("failed", text[prefix.end() :] if prefix else text))
+    failures = [text for level, text in lines if level == "failed"]
+    said: list[str] = []
+    for level, text in lines:
+        repeated = level != "failed" and any(text in failure for failure in failures)
+        line = f"{level}: {text}"
+        if not repeated and line not in said:
+            said.append(line)
+    return said
 
 
 def refuse_a_named_warehouse(periods: list[date], named_warehouse: bool) -> None:
@@ -86,8 +127,9 @@ def run_demo(months: str, rows: int, data_dir: Path | None, named_warehouse: boo
     instance = _instance()
     run_config = {
         "resources": {"warehouse": {"config": {"data_dir": str(data_dir)}}},
-        # the runs' full logs are in the UI; the terminal gets warnings and the summary
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        # the runs' full logs are in the UI; the terminal gets the summary, and each warning
+        # and failure in one line (below), not Dagster's stack traces
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     first, last = period_key(periods[0]), period_key(periods[-1])
     log_file = Path(os.environ["DAGSTER_HOME"]).parent / "logs" / "demo.log"
@@ -116,11 +158,15 @@ def run_demo(months: str, rows: int, data_dir: Path | None, named_warehouse: boo
     checks = list(result.get_asset_check_evaluations())
     passed = sum(1 for c in checks if c.passed)
     failures = 0 if result.success else 1
-    if not result.success:
-        for event in result.all_events:
-            error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
-            if error is not None:
-                click.echo(f"  failed: {one_line(str(error.message))}", err=True)
+    if _interrupted(result):
+        # a Ctrl-C: Dagster stopped the step and failed the run; the months loaded before
+        # it stay loaded (each its own transaction), and a summary would show older loads
+        raise Interrupted(
+            f"interrupted: run {result.run_id[:8]} stopped; the months loaded before the stop "
+            "are in the warehouse (`wdh history`)"
+        )
+    for line in _said(instance.all_logs(result.run_id), result.all_events):
+        click.echo(f"  {line}", err=True)
 
     loads: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     with connect() as conn:

@@ -78,6 +78,14 @@ def test_what_a_table_unlike_the_spec_is_told(sources: SourcesFile) -> None:
         "raw.trustee_performance has no columns net_value (numeric(18,4)), source_row (integer), "
         f"which data_sources.yml loads (domain 'trustee_performance'): {contract.HOW_TO_MIGRATE}"
     )
+    # a column taken out of data_sources.yml that the table still requires
+    dropped = {n: t for n, t in expected.items() if n != "net_value"}
+    assert contract.table_mismatch(spec, table, dropped, frozenset({"net_value"})) == (
+        "raw.trustee_performance: net_value may not be null, and data_sources.yml loads no such "
+        "column (domain 'trustee_performance'): put it back in data_sources.yml, or drop it or "
+        "its not-null in a migration (then `wdh db upgrade`)"
+    )
+    assert contract.table_mismatch(spec, table, expected, frozenset({"net_value"})) is None
     retyped = {**table, "company_code": "bigint"}
     assert contract.table_mismatch(spec, retyped, expected) == (
         "raw.trustee_performance: company_code is bigint in the warehouse, text in "
@@ -191,3 +199,15 @@ def test_a_failed_upgrade_leaves_the_warehouse_at_its_migration(pg_url: str) -> 
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_a_column_the_table_requires_and_the_spec_dropped_is_found(pg: Any) -> None:
+    """The real catalog: annuity_income's fixed_fee is `not null` in its table; a spec
+    without it would fail every row at the COPY."""
+    raw = yaml.safe_load((ROOT / "data_sources.yml").read_text(encoding="utf-8"))
+    domain = copy.deepcopy(raw["domains"]["annuity_income"])
+    domain["columns"] = [c for c in domain["columns"] if c["name"] != "fixed_fee"]
+    spec = parse_sources({**raw, "domains": {"annuity_income": domain}}).domain("annuity_income")
+    with pytest.raises(ContractError, match=r"raw.annuity_income: fixed_fee may not be null"):
+        contract.check(pg, spec)
+    contract.check(pg, parse_sources(raw).domain("annuity_income"))  # the shipped one agrees

@@ -91,10 +91,14 @@ def _warehouse_revision(conn: psycopg.Connection) -> tuple[bool, str | None]:
 
 
 def table_mismatch(
-    spec: DomainSpec, columns: dict[str, str], expected: dict[str, tuple[str, str]]
+    spec: DomainSpec,
+    columns: dict[str, str],
+    expected: dict[str, tuple[str, str]],
+    needed: frozenset[str] = frozenset(),
 ) -> str | None:
     """What is wrong with the domain's table, whose columns are `columns` (name -> SQL type;
-    none: no such table), against `expected` (name -> SQL type, and what says so)."""
+    none: no such table) and of which `needed` may not be null and have no default, against
+    `expected` (name -> SQL type, and what says so)."""
     table = f"{spec.schema_name}.{spec.table}"
     if not columns:
         return (
@@ -117,6 +121,13 @@ def table_mismatch(
         return (
             f"{table}: {'; '.join(wrong)}: change data_sources.yml, or the table in a migration "
             "(then `wdh db upgrade`)"
+        )
+    unfilled = sorted(needed - set(expected))
+    if unfilled:  # (a column taken out of data_sources.yml, still required by the table)
+        return (
+            f"{table}: {', '.join(unfilled)} may not be null, and data_sources.yml loads no "
+            f"such column (domain {spec.name!r}): put it back in data_sources.yml, or drop it "
+            "or its not-null in a migration (then `wdh db upgrade`)"
         )
     return None
 
@@ -143,10 +154,13 @@ def check(conn: psycopg.Connection, spec: DomainSpec) -> None:
             raise ContractError(problem, recordable=False)
     table = sql.Identifier(spec.schema_name, spec.table).as_string(conn)
     rows = conn.execute(
-        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+        "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull and not "
+        "a.atthasdef and a.attidentity = '' and a.attgenerated = '' from pg_attribute a "
         "where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped",
         [table],
     ).fetchall()
-    problem = table_mismatch(spec, dict(rows), expected_columns(spec))
+    columns = {name: sql_type for name, sql_type, _ in rows}
+    needed = frozenset(name for name, _, required in rows if required)
+    problem = table_mismatch(spec, columns, expected_columns(spec), needed)
     if problem is not None:
         raise ContractError(problem)

@@ -214,6 +214,17 @@ def test_a_domain_given_twice_is_refused_not_replaced(tmp_path: Path) -> None:
     assert "'sheet' is given twice in one mapping" in _load_text(tmp_path, twice)
 
 
+def test_merge_keys_still_override(tmp_path: Path) -> None:
+    """`<<: *anchor` then a key of its own is YAML's way to share a block: no duplicate."""
+    from workdatahub.sources.spec import parse_yaml
+
+    text = "base: &b {a: 1, b: 2}\nx:\n  <<: *b\n  b: 3\n"
+    assert parse_yaml(text, tmp_path / "t.yml")["x"] == {"a": 1, "b": 3}
+    twice = "x:\n  <<: {a: 1}\n  b: 3\n  b: 4\n"
+    with pytest.raises(ConfigError, match="'b' is given twice"):
+        parse_yaml(twice, tmp_path / "t.yml")
+
+
 def test_yaml_mistakes_name_the_line(tmp_path: Path) -> None:
     text = (ROOT / "data_sources.yml").read_text(encoding="utf-8")
     tabbed = text.replace("version: 1\n", "version: 1\n\tdefaults: {}\n", 1)

@@ -325,6 +325,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: overriding a
+                continue  # merged key is what merging is for
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, str) and key in seen:
                 first = seen[key].start_mark.line + 1

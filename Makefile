@@ -58,7 +58,9 @@ dev: setup ## Dagster UI on http://localhost:3000 (the embedded warehouse migrat
 	@# (the settings decide, .env included: an external warehouse is migrated by its owner)
 	@if $(RUN)/python -c "from workdatahub.settings import get_settings as s; raise SystemExit(not s().embedded)" 2>/dev/null; \
 	  then $(RUN)/wdh db upgrade; fi
-	$(RUN)/dagster dev -m workdatahub.definitions -h $(DEV_HOST) -p 3000
+	@# (started in the instance's folder: from here Dagster warns that ./dagster.yaml, which
+	@# setup copies there, "will not be used")
+	cd $(DAGSTER_HOME) && $(RUN)/dagster dev -m workdatahub.definitions -d $(CURDIR) -h $(DEV_HOST) -p 3000
 
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)
 	$(RUN)/python bench/run.py

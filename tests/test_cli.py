@@ -235,7 +235,7 @@ def test_plan_only_of_a_refused_load_shows_what_a_refusal_runs(month: Path) -> N
     assert 'delete from "raw"' not in done.stdout
     assert 'copy "raw"' not in done.stdout
     assert "status = 'succeeded'" not in done.stdout
-    assert "-- quarantine the rejected rows with their reasons (1 rows)" in done.stdout
+    assert "-- quarantine the rejected rows, a line per reason (1 row)" in done.stdout
     assert "set status = 'refused', message = 'trustee_performance 2024-11: 1 of 3" in done.stdout
     assert done.stdout.endswith(
         "-- NOTE: 1 of 3 rows rejected (33.3%) > max_reject_rate 20.0%: "

@@ -162,7 +162,7 @@ def test_plan_only_writes_nothing_and_needs_no_database(
         'delete from "raw"."trustee_performance" where "report_date" = \'2024-11-01\'::date' in text
     )
     assert "-- copy the valid rows (4 rows)" in text
-    assert "-- quarantine the rejected rows with their reasons (1 rows)" in text
+    assert "-- quarantine the rejected rows, a line per reason (1 row)" in text
     assert pg.execute("select count(*) from wdh.load_log").fetchone() == (0,)
     assert table_state(pg)[0] == 0
 

@@ -214,7 +214,11 @@ class LoadPlan:
         for statement in self.shown:
             lines.append(
                 f"-- {statement.purpose}"
-                + (f" ({statement.rows} rows)" if statement.rows is not None else "")
+                + (
+                    f" ({statement.rows} {'row' if statement.rows == 1 else 'rows'})"
+                    if statement.rows is not None
+                    else ""
+                )
             )
             lines.append(statement.display().strip() + ";")
         return "\n".join(lines)
@@ -502,7 +506,7 @@ def build_plan(
         )
     statements.append(
         Statement(
-            "quarantine the rejected rows with their reasons",
+            "quarantine the rejected rows, a line per reason",
             sql.SQL("copy wdh.rejected_rows ({}) from stdin with (format csv)").format(
                 sql.SQL(", ").join(_ident(c) for c in REJECT_COLUMNS)
             ),

@@ -642,7 +642,7 @@ def sample(
 
 
 @cli.command()
-@click.option("--months", default="2024-01..2024-03", show_default=True)
+@click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
 @click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"

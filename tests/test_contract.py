@@ -5,6 +5,7 @@ saying what to do, not the COPY's Postgres error, and the table is left as it wa
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,45 @@ def _trustee(change: Any) -> DomainSpec:
 
 
 def test_the_code_knows_its_newest_migration() -> None:
-    head, known = contract.code_revisions()
+    heads, known = contract.code_revisions()
     files = sorted(p.name for p in contract.VERSIONS.glob("*.py"))
-    assert head == files[-1].split("_")[0] and len(known) == len(files)
+    assert heads == {files[-1].split("_")[0]} and len(known) == len(files)
+
+
+def test_migrations_as_alembic_writes_them_are_read(tmp_path: Path) -> None:
+    """The next migration is made with `alembic revision`, from the project's template
+    (`revision = '0007'`, single quotes); annotated assignments and a merge of two lines
+    are read too."""
+    import shutil
+
+    from alembic import command
+
+    from workdatahub.warehouse.migrate import alembic_config
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(contract.VERSIONS.parent, migrations, ignore=shutil.ignore_patterns("__py*"))
+    config = alembic_config("postgresql://unused/x")
+    config.set_main_option("script_location", str(migrations))
+    command.revision(config, message="fee amount", rev_id="0007")
+    versions = migrations / "versions"
+    assert "revision = '0007'" in next(versions.glob("0007_*.py")).read_text()
+    assert contract.code_revisions(versions)[0] == {"0007"}
+    contract.code_revisions.cache_clear()  # (read once per process otherwise)
+    (versions / "0008_a.py").write_text('revision: str = "0008a"\ndown_revision = "0007"\n')
+    (versions / "0008_b.py").write_text("revision = '0008b'\ndown_revision: str = '0007'\n")
+    assert contract.code_revisions(versions)[0] == {"0008a", "0008b"}  # two lines
+    contract.code_revisions.cache_clear()
+    (versions / "0009_merge.py").write_text(
+        "revision = '0009'\ndown_revision = ('0008a', '0008b')\n"
+    )
+    contract.code_revisions.cache_clear()
+    heads, known = contract.code_revisions(versions)
+    contract.code_revisions.cache_clear()
+    assert heads == {"0009"} and {"0001", "0007", "0009"} <= known
 
 
 def test_what_a_warehouse_at_another_migration_is_told() -> None:
-    head, _ = contract.code_revisions()
+    (head,) = contract.code_revisions()[0]
     assert contract.revision_mismatch(head) is None
     assert contract.revision_mismatch(None) == "the warehouse is not migrated: run `wdh db upgrade`"
     assert contract.revision_mismatch("0004") == (
@@ -133,7 +166,9 @@ def test_a_load_the_table_cannot_take_stops_in_one_line_and_changes_nothing(
     assert last == ("failed", error.value.message)
 
 
-def test_a_warehouse_at_an_older_migration_is_told_to_upgrade(pg_url: str, tmp_path: Path) -> None:
+def test_a_warehouse_at_an_older_migration_is_told_to_upgrade(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A WorkDataHub upgraded before its warehouse: the load failed on a column the older
     warehouse lacks (`column "headers" of relation "load_log" does not exist`). It names the
     migrations and the command now, exit 3, and writes nothing; after `wdh db upgrade` it
@@ -149,12 +184,27 @@ def test_a_warehouse_at_an_older_migration_is_told_to_upgrade(pg_url: str, tmp_p
         trustee_month(tmp_path, NOV, rows_for(NOV, 5))
         load = ["load", "trustee_performance", "--period", "2024-11", "--data-dir", str(tmp_path)]
         done = wdh_process(*load, env={"WDH_DATABASE_URL": url})
-        head, _ = contract.code_revisions()
+        (head,) = contract.code_revisions()[0]
         assert (done.returncode, done.stdout) == (3, ""), done.stderr
         assert done.stderr == (
             f"wdh: error: the warehouse is at migration 0004, this WorkDataHub needs {head}: "
             "run `wdh db upgrade`\n"
         )
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select count(*) from wdh.load_log").fetchone() == (0,)
+        # the head's check ending after the last part was sent (a small sheet, a slow
+        # warehouse): the load stops before it writes a row there all the same
+        real_check = contract.check
+
+        def slow_check(*args: Any) -> None:
+            time.sleep(1.5)
+            real_check(*args)
+
+        monkeypatch.setattr(contract, "check", slow_check)
+        spec = _trustee(lambda d: None)
+        with pytest.raises(ContractError, match="at migration 0004"):
+            run_partition(spec, NOV, data_dir=tmp_path, url=url)
+        monkeypatch.setattr(contract, "check", real_check)
         with psycopg.connect(url) as conn:
             assert conn.execute("select count(*) from wdh.load_log").fetchone() == (0,)
         assert wdh_process("db", "upgrade", env={"WDH_DATABASE_URL": url}).returncode == 0
@@ -211,3 +261,40 @@ def test_a_column_the_table_requires_and_the_spec_dropped_is_found(pg: Any) -> N
     with pytest.raises(ContractError, match=r"raw.annuity_income: fixed_fee may not be null"):
         contract.check(pg, spec)
     contract.check(pg, parse_sources(raw).domain("annuity_income"))  # the shipped one agrees
+
+
+def test_a_warehouse_the_role_cannot_read_the_migration_of_is_checked_on_its_tables(
+    pg_url: str,
+) -> None:
+    """Below migration 0006 the loader's role may not read Alembic's table, and a warehouse
+    made without Alembic has none: the revision is then not checked, the table still is,
+    and a missing column says the upgrade may be what is missing."""
+    from workdatahub.warehouse.migrate import upgrade
+
+    name = f"wdh_hidden_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        url = urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
+        upgrade(url)
+        added = _trustee(
+            lambda d: d["columns"].append(
+                {"name": "fee_amount", "header": "手续费", "type": "money"}
+            )
+        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("revoke select on public.alembic_version from wdh_loader")
+            conn.execute("update alembic_version set version_num = '0005'")  # (not seen)
+            conn.execute("set role wdh_loader")
+            contract.check(conn, _trustee(lambda d: None))  # the table agrees: no error
+            with pytest.raises(ContractError) as error:
+                contract.check(conn, added)
+            assert error.value.message.endswith(
+                "; if a migration does this already, run `wdh db upgrade`"
+            )
+            conn.execute("reset role")
+            conn.execute("drop table alembic_version")  # tables made without Alembic
+            contract.check(conn, _trustee(lambda d: None))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'drop database "{name}" with (force)')

@@ -123,7 +123,7 @@ def test_a_role_that_may_not_migrate_is_told_to_use_the_owner(owner_url: str) ->
     from workdatahub.warehouse.contract import code_revisions
     from workdatahub.warehouse.migrate import upgrade
 
-    head, _ = code_revisions()
+    (head,) = code_revisions()[0]
     with psycopg.connect(owner_url, autocommit=True) as su:  # a migration left to run
         su.execute("update alembic_version set version_num = '0005'")
     try:

@@ -81,7 +81,8 @@ def test_cli_output_logs_and_errors_never_show_the_password(
         (real, load, {0}),
         (real, [*load, "--mode", "append"], {2}),  # the same file appended again: refused
         (real, ["db", "url"], {0}),
-        (real, ["db", "upgrade"], {1, 3}),  # the loader may not migrate
+        # the loader may read the warehouse's migration (0006), and there is none to run
+        (real, ["db", "upgrade"], {0}),
         (no_database, [*load, "--json"], {3}),
     ]
     env = {"WDH_LOG_FORMAT": "json", "WDH_LOG_LEVEL": "DEBUG", "WDH_LOAD_ATTEMPTS": "2"}

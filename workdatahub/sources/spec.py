@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
@@ -328,7 +328,7 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: overriding a
                 continue  # merged key is what merging is for
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
+            if isinstance(key, Hashable) and key in seen:
                 first = seen[key].start_mark.line + 1
                 raise yaml.constructor.ConstructorError(
                     None,
@@ -337,7 +337,7 @@ class _StrictLoader(yaml.SafeLoader):
                     "would silently replace the first",
                     key_node.start_mark,
                 )
-            if isinstance(key, str):
+            if isinstance(key, Hashable):
                 seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
 

@@ -11,8 +11,8 @@ is one line that says what to do (`ContractError`, exit 3); the table is not tou
 
 from __future__ import annotations
 
+import ast
 import functools
-import re
 from pathlib import Path
 
 import psycopg
@@ -22,8 +22,6 @@ from workdatahub.errors import WarehouseError
 from workdatahub.sources.spec import DomainSpec
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
-_REVISION = re.compile(r'^revision\s*=\s*"([^"]+)"', re.MULTILINE)
-_DOWN = re.compile(r'^down_revision\s*=\s*"([^"]+)"', re.MULTILINE)
 HOW_TO_MIGRATE = (
     "add a migration under workdatahub/warehouse/migrations/versions (README: Changing the "
     "contract), then `wdh db upgrade`"
@@ -40,49 +38,76 @@ class ContractError(WarehouseError):
         self.recordable = recordable
 
 
+def _assigned(tree: ast.Module, name: str) -> object:
+    """The value a migration module assigns to `name` (`revision = "0007"`, with either
+    quote, annotated or not, a tuple for a merge), or None."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if node.target.id != name or node.value is None:
+                continue
+            value = node.value
+        else:
+            continue
+        try:
+            return ast.literal_eval(value)
+        except ValueError:
+            return None
+    return None
+
+
 @functools.cache
-def code_revisions() -> tuple[str, frozenset[str]]:
-    """This code's newest migration, and all of its migrations (read from their files:
-    importing Alembic costs a load ~0.2 s)."""
+def code_revisions(folder: Path = VERSIONS) -> tuple[frozenset[str], frozenset[str]]:
+    """This code's newest migrations (one, unless the migrations branch) and all of them,
+    read from the files as Alembic's template writes them (importing Alembic costs a load
+    ~0.2 s)."""
     revisions: set[str] = set()
     replaced: set[str] = set()
-    for path in VERSIONS.glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        revision, down = _REVISION.search(text), _DOWN.search(text)
-        if revision:
-            revisions.add(revision.group(1))
-        if down:
-            replaced.add(down.group(1))
-    (head,) = revisions - replaced  # one line of migrations
-    return head, frozenset(revisions)
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        revision, down = _assigned(tree, "revision"), _assigned(tree, "down_revision")
+        if isinstance(revision, str):
+            revisions.add(revision)
+        if isinstance(down, str):
+            replaced.add(down)
+        elif isinstance(down, tuple | list):  # a merge of two lines
+            replaced.update(d for d in down if isinstance(d, str))
+    return frozenset(revisions - replaced), frozenset(revisions)
 
 
 def revision_mismatch(at: str | None) -> str | None:
     """What is wrong with a warehouse at migration `at` (None: never migrated), if anything."""
-    head, known = code_revisions()
-    if at == head:
+    heads, known = code_revisions()
+    if at in heads:
         return None
+    newest = ", ".join(sorted(heads))
     if at is None:
         return "the warehouse is not migrated: run `wdh db upgrade`"
     if at in known:
-        return f"the warehouse is at migration {at}, this WorkDataHub needs {head}: " + (
+        return f"the warehouse is at migration {at}, this WorkDataHub needs {newest}: " + (
             "run `wdh db upgrade`"
         )
     return (
         f"the warehouse is at migration {at}, which this WorkDataHub does not have (its newest "
-        f"is {head}): a newer WorkDataHub migrated it; load with that version"
+        f"is {newest}): a newer WorkDataHub migrated it; load with that version"
     )
 
 
 def _warehouse_revision(conn: psycopg.Connection) -> tuple[bool, str | None]:
-    """(whether it could be read, the revision; None: never migrated). A role that may not
-    read Alembic's table skips the check (migration 0006 grants it to the warehouse's roles)."""
+    """(whether it could be read, the revision; None: never migrated). Skipped (False) for
+    a role that may not read Alembic's table (migration 0006 grants it to the warehouse's
+    roles: a warehouse below it hides it from the loader), and for a warehouse whose tables
+    were made without Alembic (its audit schema there, no Alembic table)."""
     state = conn.execute(
-        "select case when to_regclass('public.alembic_version') is null then 'absent' "
+        "select case when to_regclass('public.alembic_version') is null then "
+        "case when to_regclass('wdh.load_log') is null then 'absent' else 'unmanaged' end "
         "when has_table_privilege('public.alembic_version', 'select') then 'readable' "
         "else 'hidden' end"
     ).fetchone()
-    if state is None or state[0] == "hidden":
+    if state is None or state[0] in ("hidden", "unmanaged"):
         return False, None
     if state[0] == "absent":
         return True, None
@@ -95,10 +120,12 @@ def table_mismatch(
     columns: dict[str, str],
     expected: dict[str, tuple[str, str]],
     needed: frozenset[str] = frozenset(),
+    generated: frozenset[str] = frozenset(),
 ) -> str | None:
-    """What is wrong with the domain's table, whose columns are `columns` (name -> SQL type;
-    none: no such table) and of which `needed` may not be null and have no default, against
-    `expected` (name -> SQL type, and what says so)."""
+    """What is wrong with the domain's table, whose columns are `columns` (name -> SQL type
+    as Postgres writes it, compared as written: a `varchar` is not `text`; none: no such
+    table), of which `needed` may not be null and have no default and `generated` are
+    computed, against `expected` (name -> SQL type, and what says so)."""
     table = f"{spec.schema_name}.{spec.table}"
     if not columns:
         return (
@@ -111,6 +138,12 @@ def table_mismatch(
         return (
             f"{table} has no {some} {', '.join(missing)}, which data_sources.yml loads "
             f"(domain {spec.name!r}): {HOW_TO_MIGRATE}"
+        )
+    made = sorted(n for n in expected if n in generated)
+    if made:  # (the COPY may not write a generated column)
+        return (
+            f"{table}: {', '.join(made)} is computed by the table (generated), and "
+            f"data_sources.yml loads it (domain {spec.name!r}): take it out of one of them"
         )
     wrong = [
         f"{n} is {columns[n]} in the warehouse, {t} in {said}"
@@ -155,12 +188,16 @@ def check(conn: psycopg.Connection, spec: DomainSpec) -> None:
     table = sql.Identifier(spec.schema_name, spec.table).as_string(conn)
     rows = conn.execute(
         "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull and not "
-        "a.atthasdef and a.attidentity = '' and a.attgenerated = '' from pg_attribute a "
+        "a.atthasdef and a.attidentity = '' and a.attgenerated = '', a.attgenerated <> '' "
+        "from pg_attribute a "
         "where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped",
         [table],
     ).fetchall()
-    columns = {name: sql_type for name, sql_type, _ in rows}
-    needed = frozenset(name for name, _, required in rows if required)
-    problem = table_mismatch(spec, columns, expected_columns(spec), needed)
+    columns = {name: sql_type for name, sql_type, _, _ in rows}
+    needed = frozenset(name for name, _, required, _ in rows if required)
+    generated = frozenset(name for name, _, _, computed in rows if computed)
+    problem = table_mismatch(spec, columns, expected_columns(spec), needed, generated)
     if problem is not None:
+        if not readable:  # (the migration that would add it may be there, not yet run)
+            problem += "; if a migration does this already, run `wdh db upgrade`"
         raise ContractError(problem)

@@ -1314,8 +1314,13 @@ def _own_log(
     refused load's, about to be rolled back) now: on the connection returned, to be kept
     until the load ends, taken before the head's connection ends (the lock is shared), so
     that it is never let go."""
-    if head is not None and head.opened() and not plan.refused:
-        return None
+    if head is not None:
+        opened = head.opened()
+        mismatch = head.mismatch()  # (found after the last part was sent: a small sheet)
+        if mismatch is not None and not mismatch.recordable:
+            raise mismatch  # a warehouse at another migration: no row in its load log
+        if opened and not plan.refused:
+            return None
     log = None
     try:
         with timed(timings, "start"):

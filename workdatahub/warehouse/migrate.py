@@ -37,8 +37,11 @@ def engine_for(url: str) -> Engine:
 
 def upgrade(url: str | None = None, revision: str = "head") -> str:
     """Migrate to `revision`; return the revision the database is at afterwards. The
-    pending migrations run in one transaction (Postgres' DDL is transactional): when one
-    fails, the warehouse stays at the migration it was at."""
+    pending migrations run in one transaction, which Alembic begins (Postgres' DDL is
+    transactional): when one fails, the warehouse stays at the migration it was at. Not
+    across a migration that steps out of it (`autocommit_block`, for `create index
+    concurrently`): what ran before that one is committed by then, and a failure after it
+    says which migration the warehouse reached."""
     url = url or database_url()
     engine = engine_for(url)
     before: str | None = None
@@ -48,6 +51,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
             conn.commit()
             try:
                 before = current_revision(conn)
+                conn.commit()  # (Alembic begins the migrations' transaction itself)
                 config = alembic_config(url)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)

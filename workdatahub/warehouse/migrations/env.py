@@ -9,7 +9,8 @@ config = context.config
 connection = config.attributes.get("connection")
 
 if connection is not None:
-    # the migrations run in the transaction `wdh db upgrade` began: one fails, none stays
+    # all pending migrations in one transaction: one fails, none stays (but for a migration
+    # that commits it in an `autocommit_block`)
     context.configure(connection=connection, target_metadata=None)
     with context.begin_transaction():
         context.run_migrations()

@@ -41,23 +41,26 @@ def test_the_code_knows_its_newest_migration() -> None:
     assert heads == {files[-1].split("_")[0]} and len(known) == len(files)
 
 
-def test_migrations_as_alembic_writes_them_are_read(tmp_path: Path) -> None:
-    """The next migration is made with `alembic revision`, from the project's template
-    (`revision = '0007'`, single quotes); annotated assignments and a merge of two lines
-    are read too."""
+def test_migrations_as_alembic_writes_them_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next migration is made with `wdh db revision` (Alembic's `revision`, the project's
+    template: `revision = '0007'`, single quotes); annotated assignments and a merge of two
+    lines are read too."""
     import shutil
 
-    from alembic import command
-
-    from workdatahub.warehouse.migrate import alembic_config
+    from tests.test_cli import wdh
+    from workdatahub.warehouse import migrate
 
     migrations = tmp_path / "migrations"
     shutil.copytree(contract.VERSIONS.parent, migrations, ignore=shutil.ignore_patterns("__py*"))
-    config = alembic_config("postgresql://unused/x")
-    config.set_main_option("script_location", str(migrations))
-    command.revision(config, message="fee amount", rev_id="0007")
+    monkeypatch.setattr(migrate, "MIGRATIONS", migrations)
+    done = wdh("db", "revision", "fee amount")
     versions = migrations / "versions"
-    assert "revision = '0007'" in next(versions.glob("0007_*.py")).read_text()
+    written = versions / "0007_fee_amount.py"
+    assert done.stdout == f"wrote {written}: fill in upgrade() and downgrade()\n", done.stderr
+    text = written.read_text()
+    assert "revision = '0007'" in text and "down_revision = '0006'" in text
     assert contract.code_revisions(versions)[0] == {"0007"}
     contract.code_revisions.cache_clear()  # (read once per process otherwise)
     (versions / "0008_a.py").write_text('revision: str = "0008a"\ndown_revision = "0007"\n')

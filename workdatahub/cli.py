@@ -518,6 +518,16 @@ def upgrade() -> None:
 
 
 @db.command()
+@click.argument("message")
+def revision(message: str) -> None:
+    """A new migration file, numbered after the newest, from the project's template (what a
+    column or a domain added to data_sources.yml needs: README, Changing the contract)."""
+    from workdatahub.warehouse.migrate import new_revision
+
+    click.echo(f"wrote {new_revision(message)}: fill in upgrade() and downgrade()")
+
+
+@db.command()
 @click.option("-c", "commands", multiple=True, help="run this SQL command (repeatable) and exit")
 @click.option(
     "--as", "role", metavar="ROLE",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import psycopg
@@ -87,6 +89,24 @@ def _revision_now(engine: Engine, otherwise: str | None) -> str | None:
             return current_revision(conn)
     except DBAPIError:
         return otherwise
+
+
+def new_revision(message: str) -> Path:
+    """Write the next migration (`0007_<message>.py` after 0006) from the template, with
+    Alembic's own `revision` command (no database needed); return its path."""
+    from workdatahub.errors import ConfigError
+    from workdatahub.warehouse.contract import code_revisions
+
+    heads, _ = code_revisions(MIGRATIONS / "versions")
+    if len(heads) != 1:
+        raise ConfigError(f"the migrations branch ({', '.join(sorted(heads))}): merge them first")
+    (head,) = heads
+    number = f"{int(head) + 1:04d}" if head.isdigit() else None
+    with contextlib.redirect_stdout(io.StringIO()):  # (Alembic's "Generating … done")
+        script = command.revision(alembic_config("postgresql://"), message=message, rev_id=number)
+    code_revisions.cache_clear()  # (this process now has one more)
+    assert script is not None and not isinstance(script, list)
+    return Path(script.path)
 
 
 def current_revision(conn: object) -> str | None:

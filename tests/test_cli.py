@@ -913,3 +913,14 @@ def test_wdh_env_exports_the_data_folder_only_when_it_is_set_and_keeps_dagster_h
     instance = tmp_path / "dagster-home"
     kept = wdh("env", env={**url, "DAGSTER_HOME": str(instance)})
     assert f"export DAGSTER_HOME={instance}\n" in kept.stdout
+
+
+@pytest.mark.parametrize("command", [["history"], ["check", "trustee_performance", "x.xlsx"]])
+def test_an_empty_period_is_no_month_for_any_command(command: list[str]) -> None:
+    """`--period ''` (an unset shell variable) was no filter for `history` and an error
+    elsewhere: an error everywhere, before anything is read."""
+    done = wdh(*command, "--period", "")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "wdh: error: period '' is not a month like 2024-11\n",
+    )

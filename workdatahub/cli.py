@@ -263,7 +263,7 @@ def check(
     from workdatahub.periods import parse_period
 
     spec = _spec(domain)  # fail fast on bad input, before the heavy imports
-    month = parse_period(period) if period else None
+    month = parse_period(period) if period is not None else None
     if file.is_dir():
         _fail(f"{file}: a folder, not a workbook")
     if not file.is_file():
@@ -330,7 +330,7 @@ def history(domain: str | None, period: str | None, limit: int, as_json: bool) -
 
     if domain:
         _spec(domain)
-    month = parse_period(period) if period else None
+    month = parse_period(period) if period is not None else None
     with connect() as conn:
         rows = conn.execute(
             """

@@ -122,6 +122,13 @@ def test_a_webhook_url_without_its_scheme_is_refused_without_showing_it(
     )
     monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x")
     assert Settings().alert_webhook_url is not None
+    # credentials in the URL: urllib does not send them, and every alert failed
+    monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", "https://bot:s3cret@alerts.internal/hook")
+    message = setting_error(monkeypatch)
+    assert message.startswith("invalid setting WDH_ALERT_WEBHOOK_URL: Value error, a webhook")
+    assert "s3cret" not in message
+    monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", "https://alerts.internal/hook?to=a@b.c")
+    assert Settings().alert_webhook_url is not None  # an @ after the host is fine
 
 
 def test_the_settings_whose_values_a_setting_error_leaves_out_are_the_secrets() -> None:

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
         # logged holds the whole URL, its token with it: refused here, the value not shown
         if value is not None and not re.match(r"https?://", value.get_secret_value(), re.I):
             raise ValueError("not a webhook URL: it starts with https:// (or http://)")
+        if value is not None and re.match(r"https?://[^/?#]*@", value.get_secret_value(), re.I):
+            # urllib sends no user or password from a URL: the host would be taken as
+            # `user:pw@host`, and every alert fail with "Name or service not known"
+            raise ValueError(
+                "a webhook URL with a user and password (user:pw@host) cannot be sent: the "
+                "webhook's token goes in its path or query, as Slack's does"
+            )
         return value
 
     @field_validator("schedule_cron")

@@ -301,3 +301,39 @@ def test_a_warehouse_the_role_cannot_read_the_migration_of_is_checked_on_its_tab
     finally:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f'drop database "{name}" with (force)')
+
+
+def test_a_warehouse_the_load_cannot_open_stops_it_at_its_first_part(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong password or database name was found only once the whole month was read,
+    cleansed and validated (the head's connection failed beside the read; the load said so
+    when it began). It now stops at the first part, in the same words, and does not try to
+    record itself where it could not begin (that left a second line: a warning)."""
+    from tests.test_loader import slow_reads
+    from workdatahub import pipeline
+    from workdatahub.errors import WarehouseError
+
+    monkeypatch.setattr(pipeline, "FIRST_PART_ROWS", 3)
+    monkeypatch.setattr(pipeline, "PART_GROWTH", 1)
+    slow_reads(monkeypatch, 0.5)  # (the head has tried by the time the read ends)
+    cleansed: list[int] = []
+    real_cleanse = pipeline.cleanse
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        cleansed.append(1)
+        return real_cleanse(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "cleanse", counted)
+    recorded: list[str] = []
+    monkeypatch.setattr(pipeline, "record_failed_read", lambda *a: recorded.append(a[5]))
+    trustee_month(tmp_path, NOV, rows_for(NOV, 12))
+    nowhere = urlunsplit(urlsplit(pg_url)._replace(path="/no_such_warehouse"))
+    with pytest.raises(WarehouseError) as error:
+        run_partition(_trustee(lambda d: None), NOV, data_dir=tmp_path, url=nowhere)
+    assert error.value.message.startswith(
+        "raw.trustee_performance 2024-11: cannot start the load: connection"
+    )
+    assert 'database "no_such_warehouse" does not exist' in error.value.message
+    assert cleansed == [1]  # the first of four parts, not all four
+    assert recorded == []

@@ -40,6 +40,9 @@ class WdhError(Exception):
     """An expected failure with a one-line, operator-facing reason."""
 
     exit_code = 2
+    # whether the load log can take the failed load's row (not when the load could not even
+    # open its connection, or the warehouse is at another migration)
+    recordable = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -35,7 +35,6 @@ from workdatahub.reconcile import differences, totals_check, unchecked
 from workdatahub.settings import get_settings, one_line
 from workdatahub.sources.discovery import DiscoveryResult, SourceFile, discover
 from workdatahub.sources.spec import DomainSpec, RefreshMode
-from workdatahub.warehouse.contract import ContractError
 from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, is_transient
 from workdatahub.warehouse.loader import (
     Head,
@@ -296,8 +295,8 @@ def _run_partition(
         # other failure once the load's 'running' row is written (the head writes it)
         stopped = not isinstance(error, Exception)
         began = stopped or isinstance(error, InputError) or head is not None
-        # (not in a warehouse at another migration: its load log may not take the row)
-        unrecordable = isinstance(error, ContractError) and not error.recordable
+        # (not where the load could not begin, or the load log may not take the row)
+        unrecordable = isinstance(error, WdhError) and not error.recordable
         if warehouse is not None and began and not unrecordable:
             files = [f.to_json(data_dir) for f in found.files] if found else []
             # once cleansing has begun, the valid rows stream into the load's transaction
@@ -390,7 +389,7 @@ def _streamed(
     def send(valid: pl.DataFrame, sheet: SheetData) -> None:
         mismatch = head.mismatch()
         if mismatch is not None:  # the warehouse cannot take these rows: no use cleansing on
-            raise mismatch
+            raise mismatch from None
         feed.put(rows_for_copy(valid, spec, load_id, source_file, sheet.sheet))
 
     return send

@@ -30,8 +30,8 @@ HOW_TO_MIGRATE = (
 
 class ContractError(WarehouseError):
     """The warehouse does not match this WorkDataHub (its migrations, or data_sources.yml).
-    `recordable`: whether the load log can take the failed load's row (not when the
-    warehouse is at another migration: its load log may lack the columns written)."""
+    Not `recordable` when the warehouse is at another migration: its load log may lack the
+    columns written."""
 
     def __init__(self, message: str, *, recordable: bool = True) -> None:
         super().__init__(message)

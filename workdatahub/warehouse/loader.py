@@ -68,7 +68,12 @@ from workdatahub.logs import get_logger
 from workdatahub.settings import one_line
 from workdatahub.sources.spec import DomainSpec, RefreshMode
 from workdatahub.warehouse import contract
-from workdatahub.warehouse.db import CONNECT_TIMEOUT_S, database_url, unmigrated_hint
+from workdatahub.warehouse.db import (
+    CONNECT_TIMEOUT_S,
+    database_url,
+    is_transient,
+    unmigrated_hint,
+)
 
 LINEAGE = ["load_id", "source_file", "source_sheet", "source_row"]
 LOADED_AT = "loaded_at"  # every raw table's, beside the lineage: the load's time by default
@@ -1113,6 +1118,7 @@ class Head:
     ) -> None:
         self.load_id = load_id
         self._spec = spec
+        self._table, self._period = f"{spec.schema_name}.{spec.table}", period
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
             load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
@@ -1138,11 +1144,25 @@ class Head:
     def streams(self) -> bool:
         return self._feed is not None
 
-    def mismatch(self) -> contract.ContractError | None:
-        """The warehouse's mismatch with this code, once the head has found one (it looks
-        first): the load can stop at its first part instead of cleansing the rest."""
+    def mismatch(self) -> WdhError | None:
+        """What the head met before the load began, once it has, when trying again would
+        not help: the warehouse not matching this code (it looks first), or a connection it
+        could not open or begin with for a reason that lasts (a wrong password, no such
+        database, no load log). The load can stop at its first part instead of cleansing
+        the rest, and (the latter) need not try to record itself where it could not begin."""
         error = self._error
-        return error if isinstance(error, contract.ContractError) else None
+        if isinstance(error, contract.ContractError):
+            return error
+        if (
+            isinstance(error, psycopg.Error)
+            and self._open_done.is_set()
+            and not self._opened
+            and not is_transient(error)
+        ):
+            failed = WarehouseError(cannot_start(self._table, self._period, error))
+            failed.recordable = False
+            return failed
+        return None
 
     def stream(self, query: sql.Composed, sql_types: list[str]) -> Feed:
         """Run `query`, the COPY of the valid rows, in this transaction once the head
@@ -1330,11 +1350,14 @@ def _own_log(
     except psycopg.Error as error:
         if log is not None:
             log.close()
-        raise WarehouseError(
-            f"{plan.table} {plan.period:%Y-%m}: cannot start the load: {one_line(error)}"
-            + unmigrated_hint(error)
-        ) from None
+        raise WarehouseError(cannot_start(plan.table, plan.period, error)) from None
     return log
+
+
+def cannot_start(table: str, period: date, error: psycopg.Error) -> str:
+    return f"{table} {period:%Y-%m}: cannot start the load: {one_line(error)}" + (
+        unmigrated_hint(error)
+    )
 
 
 def _open_log(conn: psycopg.Connection, opening: list[Statement], started_ago: float) -> None:

@@ -2,36 +2,7 @@
 -- The income sheet carries no 集团企业客户号, so the company_id chain skips the account step:
 -- a customer resolved by account number in 规模明细 may resolve by name or get a temporary
 -- id here until ref_company_names (or an override) knows the name.
-with source as (
-
-    -- the columns read, named: a view of `select *` would depend on every column of the
-    -- raw table, and a migration could not then change or drop one it does not read
-    select
-        period,
-        business_type,
-        plan_type,
-        plan_code,
-        plan_name,
-        portfolio_type,
-        portfolio_code,
-        portfolio_name,
-        customer_name,
-        annuity_account_name,
-        branch_name,
-        fixed_fee,
-        variable_fee,
-        rebate,
-        tax,
-        load_id,
-        source_file,
-        source_sheet,
-        source_row,
-        loaded_at
-    from {{ source('raw', 'annuity_income') }}
-
-),
-
-{{ reference_lookup_ctes() }},
+with {{ reference_lookup_ctes() }},
 
 looked_up as (
 
@@ -58,7 +29,10 @@ looked_up as (
         source.source_sheet,
         source.source_row,
         source.loaded_at
-    from source
+    -- the raw table itself: the view then depends on the columns named here alone (a
+    -- `select *` would tie it to every column, and a migration could not change or drop one
+    -- it does not read)
+    from {{ source('raw', 'annuity_income') }} as source
     left join branches
         on branches.branch_name = source.branch_name
     left join product_lines

@@ -1,45 +1,7 @@
 -- 规模明细 rows with their branch, product line and company resolved from reference data.
 -- Every lookup is a left join over de-duplicated reference rows, so this view has exactly
 -- one row per raw row (the reconciliation test relies on it).
-with source as (
-
-    -- the columns read, named: a view of `select *` would depend on every column of the
-    -- raw table, and a migration could not then change or drop one it does not read
-    select
-        period,
-        business_type,
-        plan_type,
-        plan_code,
-        plan_name,
-        portfolio_type,
-        portfolio_code,
-        portfolio_name,
-        customer_name,
-        annuity_account_name,
-        annuity_account_no,
-        group_customer_no,
-        group_customer_name,
-        sub_enterprise_no,
-        sub_enterprise_name,
-        branch_name,
-        opening_assets,
-        closing_assets,
-        contributions,
-        outflow_incl_benefits,
-        outflow,
-        benefit_payments,
-        investment_income,
-        period_return,
-        load_id,
-        source_file,
-        source_sheet,
-        source_row,
-        loaded_at
-    from {{ source('raw', 'annuity_performance') }}
-
-),
-
-{{ reference_lookup_ctes() }},
+with {{ reference_lookup_ctes() }},
 
 looked_up as (
 
@@ -75,7 +37,10 @@ looked_up as (
         source.source_sheet,
         source.source_row,
         source.loaded_at
-    from source
+    -- the raw table itself: the view then depends on the columns named here alone (a
+    -- `select *` would tie it to every column, and a migration could not change or drop one
+    -- it does not read)
+    from {{ source('raw', 'annuity_performance') }} as source
     left join branches
         on branches.branch_name = source.branch_name
     left join product_lines

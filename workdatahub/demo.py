@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from collections import defaultdict
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ import click
 
 from workdatahub.errors import ConfigError, InputError, Interrupted
 from workdatahub.periods import compact, month_range, period_key
-from workdatahub.settings import PROJECT_ROOT, get_settings, mask_url, one_line
+from workdatahub.settings import PROJECT_ROOT, failure_line, get_settings, mask_url, one_line
 
 
 def _instance() -> Any:
@@ -62,9 +61,7 @@ def _said(entries: Any, events: Any) -> list[str]:
     for event in events:
         error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
         if error is not None:
-            text = one_line(str(error.message))
-            prefix = re.match(rf"[\w.]*\b{re.escape(error.cls_name)}: ", text)
-            lines.append(("failed", text[prefix.end() :] if prefix else text))
+            lines.append(("failed", failure_line(error)))
     failures = [text for level, text in lines if level == "failed"]
     said: list[str] = []
     for level, text in lines:

@@ -6,7 +6,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,15 @@ def one_line(error: BaseException | str) -> str:
     lines = str(error).strip().splitlines()
     fallback = type(error).__name__ if isinstance(error, BaseException) else "error"
     return mask_url(lines[0] if lines else fallback)
+
+
+def failure_line(error: Any) -> str:
+    """`one_line` of an error Dagster recorded (its `SerializableErrorInfo`), whose message
+    begins with the exception's qualified name (`dagster._core…Failure: …`): without it."""
+    message = str(error.message)
+    if error.cls_name:
+        message = re.sub(rf"^[\w.]*\b{re.escape(error.cls_name)}: ", "", message)
+    return one_line(message)
 
 
 # the shape of a cron schedule: five fields of numbers, ranges, steps, lists or names (JAN,

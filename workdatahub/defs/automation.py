@@ -23,7 +23,7 @@ from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
 from workdatahub.errors import ConfigError, WdhError
 from workdatahub.periods import period_key
-from workdatahub.settings import get_settings, one_line
+from workdatahub.settings import failure_line, get_settings, one_line
 from workdatahub.sources.discovery import (
     available_periods,
     base_folder,
@@ -384,10 +384,8 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     failed_steps = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
-        if error is not None:  # (its message begins with the exception's qualified name)
-            named = re.escape(error.cls_name or "")
-            message = re.sub(rf"^[\w.]*\b{named}: ", "", error.message) if named else error.message
-            failed_steps.append(f"{event.step_key}: {one_line(message)}")
+        if error is not None:
+            failed_steps.append(f"{event.step_key}: {failure_line(error)}")
     detail = "; ".join(failed_steps) or (context.failure_event.message or "run failed")
     checks = failed_checks(context.instance, context.dagster_run.run_id)
     if checks:

@@ -387,9 +387,9 @@ def _streamed(
     feed = head.stream(copy_query(spec, mode), copy_types(spec))
 
     def send(valid: pl.DataFrame, sheet: SheetData) -> None:
-        mismatch = head.mismatch()
-        if mismatch is not None:  # the warehouse cannot take these rows: no use cleansing on
-            raise mismatch from None
+        failure = head.lasting_failure()
+        if failure is not None:  # the warehouse cannot take these rows: no use cleansing on
+            raise failure from None
         feed.put(rows_for_copy(valid, spec, load_id, source_file, sheet.sheet))
 
     return send

@@ -1117,8 +1117,7 @@ class Head:
         started: float,
     ) -> None:
         self.load_id = load_id
-        self._spec = spec
-        self._table, self._period = f"{spec.schema_name}.{spec.table}", period
+        self._spec, self._period = spec, period
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
             load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
@@ -1144,7 +1143,7 @@ class Head:
     def streams(self) -> bool:
         return self._feed is not None
 
-    def mismatch(self) -> WdhError | None:
+    def lasting_failure(self) -> WdhError | None:
         """What the head met before the load began, once it has, when trying again would
         not help: the warehouse not matching this code (it looks first), or a connection it
         could not open or begin with for a reason that lasts (a wrong password, no such
@@ -1159,9 +1158,8 @@ class Head:
             and not self._opened
             and not is_transient(error)
         ):
-            failed = WarehouseError(cannot_start(self._table, self._period, error))
-            failed.recordable = False
-            return failed
+            table = f"{self._spec.schema_name}.{self._spec.table}"
+            return LoadNotStarted(cannot_start(table, self._period, error))
         return None
 
     def stream(self, query: sql.Composed, sql_types: list[str]) -> Feed:
@@ -1336,9 +1334,9 @@ def _own_log(
     that it is never let go."""
     if head is not None:
         opened = head.opened()
-        mismatch = head.mismatch()  # (found after the last part was sent: a small sheet)
-        if mismatch is not None and not mismatch.recordable:
-            raise mismatch  # a warehouse at another migration: no row in its load log
+        failure = head.lasting_failure()  # (found after the last part was sent: a small sheet)
+        if failure is not None and not failure.recordable:
+            raise failure  # no row in the load log of a warehouse the load could not begin in
         if opened and not plan.refused:
             return None
     log = None
@@ -1352,6 +1350,13 @@ def _own_log(
             log.close()
         raise WarehouseError(cannot_start(plan.table, plan.period, error)) from None
     return log
+
+
+class LoadNotStarted(WarehouseError):
+    """The load's connection could not be opened, or its row of the load log written, for a
+    reason that lasts: there is nowhere to record it."""
+
+    recordable = False
 
 
 def cannot_start(table: str, period: date, error: psycopg.Error) -> str:

@@ -14,9 +14,10 @@ from sqlalchemy.exc import DBAPIError
 
 from workdatahub.errors import WarehouseError
 from workdatahub.settings import one_line
+from workdatahub.warehouse.contract import VERSIONS
 from workdatahub.warehouse.db import connect, database_url, sqlalchemy_url
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = VERSIONS.parent  # (contract.py reads the versions on each load: named there)
 # migrations of one warehouse run one at a time, whichever process starts them
 _MIGRATION_LOCK = 0x5744485F4D494752  # "WDH_MIGR"
 

@@ -266,6 +266,46 @@ def test_a_column_the_table_requires_and_the_spec_dropped_is_found(pg: Any) -> N
     contract.check(pg, parse_sources(raw).domain("annuity_income"))  # the shipped one agrees
 
 
+def test_an_upsert_needs_a_unique_index_on_the_key(
+    tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """`on conflict (key)` needs a unique index on exactly the key: without one the load
+    failed after the whole month was read and copied, in Postgres' words (`there is no
+    unique or exclusion constraint matching the ON CONFLICT specification`)."""
+    shipped = _trustee(lambda d: None)
+    contract.check(pg, shipped, "upsert")  # the key's unique constraint, from the migration
+    reordered = _trustee(lambda d: d.update(key=["company_code", "report_date", "plan_code"]))
+    contract.check(pg, reordered, "upsert")  # (any order)
+    narrower = _trustee(lambda d: d.update(key=["report_date", "plan_code"]))
+    contract.check(pg, narrower, "delete_insert")  # only an upsert needs it
+    said = (
+        "raw.trustee_performance has no unique index on (report_date, plan_code), the key of "
+        "domain 'trustee_performance' in data_sources.yml, which an upsert matches rows on: "
+        "add it in a migration (README: Changing the contract), then `wdh db upgrade`; or load "
+        "with another --mode"
+    )
+    with pytest.raises(ContractError) as error:
+        contract.check(pg, narrower, "upsert")
+    assert error.value.message == said
+    # a unique index that an `on conflict` cannot use does not count: partial here
+    pg.execute(
+        "create unique index trustee_partial on raw.trustee_performance (report_date, plan_code) "
+        "where plan_code <> ''"
+    )
+    try:
+        with pytest.raises(ContractError):
+            contract.check(pg, narrower, "upsert")
+    finally:
+        pg.execute("drop index raw.trustee_partial")
+    # a load: one line before any row is sent, the table as it was
+    before = month_loaded(shipped, tmp_path, pg_url, pg)
+    trustee_month(tmp_path, NOV, rows_for(NOV, 12, scale=3))
+    with pytest.raises(ContractError) as error:
+        run_partition(narrower, NOV, data_dir=tmp_path, url=pg_url, mode="upsert")
+    assert error.value.message == said
+    assert table_state(pg) == before
+
+
 def test_a_warehouse_the_role_cannot_read_the_migration_of_is_checked_on_its_tables(
     pg_url: str,
 ) -> None:

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from workdatahub.errors import WarehouseError
-from workdatahub.sources.spec import DomainSpec
+from workdatahub.sources.spec import DomainSpec, RefreshMode
 
 VERSIONS = Path(__file__).parent / "migrations" / "versions"
 HOW_TO_MIGRATE = (
@@ -177,9 +177,39 @@ def expected_columns(spec: DomainSpec) -> dict[str, tuple[str, str]]:
     return expected
 
 
-def check(conn: psycopg.Connection, spec: DomainSpec) -> None:
+def upsert_mismatch(spec: DomainSpec, unique: list[list[str]]) -> str | None:
+    """What keeps an upsert from running on the domain's table, whose unique indexes an
+    `on conflict` may use have the key columns `unique` (one list per index): the
+    statement needs one on exactly the spec's key, in any order."""
+    key = set(spec.key)
+    if any(set(columns) == key for columns in unique):
+        return None
+    table = f"{spec.schema_name}.{spec.table}"
+    return (
+        f"{table} has no unique index on ({', '.join(spec.key)}), the key of domain "
+        f"{spec.name!r} in data_sources.yml, which an upsert matches rows on: add it in a "
+        "migration (README: Changing the contract), then `wdh db upgrade`; or load with "
+        "another --mode"
+    )
+
+
+def _unique_keys(conn: psycopg.Connection, table: str) -> list[list[str]]:
+    """The key columns of each unique index on `table` that `on conflict (columns)` can
+    use: valid, not partial, not on expressions, not deferred."""
+    rows = conn.execute(
+        "select array(select a.attname from unnest(i.indkey[0:i.indnkeyatts - 1]) k(n) "
+        "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n) "
+        "from pg_index i where i.indrelid = to_regclass(%s) and i.indisunique "
+        "and i.indisvalid and i.indimmediate and i.indpred is null and i.indexprs is null",
+        [table],
+    ).fetchall()
+    return [list(columns) for (columns,) in rows]
+
+
+def check(conn: psycopg.Connection, spec: DomainSpec, mode: RefreshMode | None = None) -> None:
     """Raise `ContractError` when the warehouse behind `conn` (autocommit) does not match
-    this code's migrations or the domain's spec (two or three catalog queries)."""
+    this code's migrations or the domain's spec, or (an upsert) has no unique index on the
+    spec's key (two to four catalog queries)."""
     readable, at = _warehouse_revision(conn)
     if readable:
         problem = revision_mismatch(at)
@@ -201,3 +231,7 @@ def check(conn: psycopg.Connection, spec: DomainSpec) -> None:
         if not readable:  # (the migration that would add it may be there, not yet run)
             problem += "; if a migration does this already, run `wdh db upgrade`"
         raise ContractError(problem)
+    if mode == "upsert":
+        problem = upsert_mismatch(spec, _unique_keys(conn, table))
+        if problem is not None:
+            raise ContractError(problem)

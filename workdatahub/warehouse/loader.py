@@ -1117,7 +1117,7 @@ class Head:
         started: float,
     ) -> None:
         self.load_id = load_id
-        self._spec, self._period = spec, period
+        self._spec, self._period, self._mode = spec, period, mode
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
             load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
@@ -1209,7 +1209,7 @@ class Head:
                     conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
                 self._conn = conn
                 if not self._stop.is_set():
-                    contract.check(conn, self._spec)  # (before anything is written)
+                    contract.check(conn, self._spec, self._mode)  # (before anything is written)
                     _open_log(conn, self.opening, time.perf_counter() - self._started)
                     self._opened = True
                 conn.autocommit = False  # the transaction begins with the next statement

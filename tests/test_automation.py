@@ -545,12 +545,40 @@ def test_succeeded_run_with_a_failed_warning_check_is_alerted(
 
         run_sensor(defs, "alert_on_failed_check", instance, result)
     reset_settings()
-    texts = [p["text"] for p in posts]
-    assert len(texts) == len(failed), texts  # one alert per failed check, nothing else
-    check_alert = next(t for t in texts if f"check {unknown_name}" in t)
-    assert "staging/stg_annuity_performance 2024-02" in check_alert
+    # one alert, the failed check's, with dbt's count of failing rows; nothing else
+    (check_alert,) = [p["text"] for p in posts]
+    (check,) = failed
+    assert check_alert.startswith(
+        f"[WorkDataHub] staging/stg_annuity_performance 2024-02: check {check.check_name} "
+        "failed\n1 failing row (dbt test, severity warn)\n"
+    )
     assert f"/runs/{result.run_id}" in check_alert
-    assert not any("run of monthly_refresh failed" in t for t in texts)
+
+
+def test_a_runs_failed_checks_are_one_alert_per_month() -> None:
+    """A month missing on its due day fails each asset's freshness check in one run: one
+    alert (not seven), naming each; a check of another month, or alone, keeps its own."""
+    from workdatahub.alerts import Alert
+    from workdatahub.defs.automation import per_month
+
+    assets = ["annuity_performance", "trustee_performance", "marts/fct_annuity_income"]
+    missing = [
+        Alert("check freshness_check failed", a, "2026-11", f"expected {a}", "r1") for a in assets
+    ]
+    other = Alert("check reject_rate failed", "annuity_income", "2026-10", "30% rejected", "r1")
+    (month, alone) = per_month([*missing, other])
+    assert month == Alert(
+        what="3 checks failed",
+        domain=None,
+        month="2026-11",
+        detail="\n".join(f"- {a}: check freshness_check failed: expected {a}" for a in assets),
+        run_id="r1",
+    )
+    assert alone is other
+    # the same domain's checks keep it in the subject
+    (same,) = per_month([other, Alert("check rows failed", "annuity_income", "2026-10", "0", "r1")])
+    assert same.subject() == "[WorkDataHub] annuity_income 2026-10: 2 checks failed"
+    assert per_month([]) == []
 
 
 def _latest_due_month(now: datetime, due_day: int = 15) -> date:

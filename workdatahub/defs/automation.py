@@ -405,6 +405,16 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
 _EXPECTED_PARTITION = re.compile(r"\bexpect(?:ed)? partition (\S+) to have arrived")
 
 
+def _dbt_failure(metadata: Mapping[str, Any]) -> str | None:
+    """A dbt test's failure as dagster-dbt records it: its failing rows and severity."""
+    failing = metadata.get("dagster_dbt/failed_row_count")
+    if not isinstance(failing, int):
+        return None
+    rows = "1 failing row" if failing == 1 else f"{failing:,} failing rows"
+    severity = "warn" if metadata.get("status") == "warn" else "error"  # (else dbt's `fail`)
+    return f"{rows} (dbt test, severity {severity})"
+
+
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
     """One alert per failed asset check evaluated in a run, with the check's reason. The
     month is the check's partition (in its metadata, or the one a freshness check expected);
@@ -429,7 +439,10 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
                 or (expected[1] if expected else None)
                 or run_month,
                 detail=str(
-                    metadata.get("reason") or description or json.dumps(metadata, default=str)[:500]
+                    metadata.get("reason")
+                    or description
+                    or _dbt_failure(metadata)
+                    or json.dumps(metadata, default=str)[:500]
                 ),
                 run_id=run_id,
             )
@@ -437,13 +450,40 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
     return alerts
 
 
+def per_month(alerts: list[Alert]) -> list[Alert]:
+    """The failed checks of a run, one alert per month: a month missing on its due day
+    fails every asset's freshness check in one run of the freshness sensor (seven), and one
+    bad value fails a dbt test in staging and in each mart that reads it. One alert says
+    them all, a line each; a month with one failed check keeps its own alert."""
+    months: dict[str | None, list[Alert]] = {}
+    for alert in alerts:
+        months.setdefault(alert.month, []).append(alert)
+    grouped = []
+    for month, some in months.items():
+        if len(some) == 1:
+            grouped.append(some[0])
+            continue
+        domains = {a.domain for a in some}
+        grouped.append(
+            Alert(
+                what=f"{len(some)} checks failed",
+                domain=domains.pop() if len(domains) == 1 else None,
+                month=month,
+                detail="\n".join(f"- {a.domain}: {a.what}: {a.detail}" for a in some),
+                run_id=some[0].run_id,
+            )
+        )
+    return grouped
+
+
 @dg.run_status_sensor(
     name="alert_on_failed_check",
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Sends a webhook/email (or logs) for each failed asset check of a finished run.",
+    description="Sends a webhook/email (or logs) for the failed asset checks of a finished run, "
+    "one per month.",
 )
 def alert_on_failed_check(context: dg.RunStatusSensorContext) -> None:
-    for alert in failed_checks(context.instance, context.dagster_run.run_id):
+    for alert in per_month(failed_checks(context.instance, context.dagster_run.run_id)):
         send_alert(alert)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.test_cli import wdh_process
+from tests.test_cli import wdh, wdh_process
 from tests.test_loader import NOV, month_loaded, rows_for, table_state, trustee_month
 from workdatahub.pipeline import run_partition
 from workdatahub.sources.spec import DomainSpec, SourcesFile, parse_sources
@@ -210,7 +210,13 @@ def test_a_warehouse_at_an_older_migration_is_told_to_upgrade(
         monkeypatch.setattr(contract, "check", real_check)
         with psycopg.connect(url) as conn:
             assert conn.execute("select count(*) from wdh.load_log").fetchone() == (0,)
+        # `wdh db check` says so before any load
+        checked = wdh("db", "check", env={"WDH_DATABASE_URL": url})
+        assert (checked.returncode, checked.stdout) == (3, "")
+        assert checked.stderr == done.stderr
         assert wdh_process("db", "upgrade", env={"WDH_DATABASE_URL": url}).returncode == 0
+        checked = wdh("db", "check", env={"WDH_DATABASE_URL": url})
+        assert checked.returncode == 0 and checked.stdout.count(": ok (raw.") == 3, checked
         done = wdh_process(*load, env={"WDH_DATABASE_URL": url})
         assert done.returncode == 0, done.stderr
     finally:
@@ -304,6 +310,38 @@ def test_an_upsert_needs_a_unique_index_on_the_key(
         run_partition(narrower, NOV, data_dir=tmp_path, url=pg_url, mode="upsert")
     assert error.value.message == said
     assert table_state(pg) == before
+
+
+def test_wdh_db_check_says_each_domain_the_warehouse_does_not_match(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """After a change to data_sources.yml, before the month's loads: a line per domain, as
+    its load would say it, exit 3 when any does not match; nothing is written."""
+    raw = yaml.safe_load((ROOT / "data_sources.yml").read_text(encoding="utf-8"))
+    trustee = raw["domains"]["trustee_performance"]
+    trustee["columns"].append({"name": "fee_amount", "header": "手续费", "type": "money"})
+    raw["domains"]["annuity_income"]["refresh"] = "upsert"
+    raw["domains"]["annuity_income"]["key"] = ["period", "plan_code"]
+    changed = tmp_path / "data_sources.yml"
+    changed.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    env = {"WDH_DATABASE_URL": pg_url, "WDH_SOURCES_FILE": str(changed)}
+    with psycopg.connect(pg_url) as conn:
+        logged = conn.execute("select count(*) from wdh.load_log").fetchone()
+    done = wdh("db", "check", env=env)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 3, done
+    assert lines[0].startswith(
+        "trustee_performance: raw.trustee_performance has no column fee_amount (numeric(18,4))"
+    )
+    assert lines[1] == "annuity_performance: ok (raw.annuity_performance, delete_insert)"
+    assert lines[2].startswith(
+        "annuity_income: raw.annuity_income has no unique index on (period, plan_code)"
+    )
+    assert done.stderr.startswith("wdh: error: 2 of 3 domains do not match the warehouse ")
+    only = wdh("db", "check", "annuity_performance", env=env)
+    assert only.returncode == 0 and only.stdout.count("\n") == 1, only
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("select count(*) from wdh.load_log").fetchone() == logged
 
 
 def test_a_warehouse_the_role_cannot_read_the_migration_of_is_checked_on_its_tables(

@@ -517,6 +517,34 @@ def upgrade() -> None:
     click.echo(f"warehouse {masked_url()} at revision {revision}")
 
 
+@db.command(name="check")
+@click.argument("domains", nargs=-1)
+def check_warehouse(domains: tuple[str, ...]) -> None:
+    """Does the warehouse hold what data_sources.yml loads? Each domain's table, checked as
+    its loads check it (the migration, each column of its type; an upsert's key), nothing
+    written: after a deploy or a change to data_sources.yml, before the month's loads."""
+    from workdatahub.sources.spec import load_sources
+    from workdatahub.warehouse import contract
+    from workdatahub.warehouse.db import connect, masked_url
+
+    sources = load_sources()
+    specs = [sources.domain(d) for d in domains] or list(sources.domains.values())
+    wrong = 0
+    with connect(autocommit=True) as conn:
+        for spec in specs:
+            try:
+                contract.check(conn, spec, spec.refresh)
+            except contract.ContractError as error:
+                if not error.recordable:  # the warehouse's migration: every domain's
+                    raise
+                wrong += 1
+                click.echo(f"{spec.name}: {error.message}")
+            else:
+                click.echo(f"{spec.name}: ok ({spec.schema_name}.{spec.table}, {spec.refresh})")
+    if wrong:
+        _fail(f"{wrong} of {len(specs)} domains do not match the warehouse {masked_url()}", 3)
+
+
 @db.command()
 @click.argument("message")
 def revision(message: str) -> None:

@@ -54,6 +54,22 @@ def _mutated(raw: dict[str, Any], change: Any) -> str:
         (lambda d: d["discovery"].update(patterns=["*" * 40]), "discovery.patterns"),
         (lambda d: d.update(key=["missing"]), "key column 'missing'"),
         (lambda d: d.update(partition_column="plan_code"), "must have type month"),
+        # unloaded, each load's delete of its month misses the rows it wrote
+        (
+            lambda d: d["columns"][2].update(load=False),
+            "partition_column 'report_date' must be loaded",
+        ),
+        # derived columns are computed from the sheet's columns, all at once
+        (
+            lambda d: d["columns"].append(
+                {
+                    "name": "report_date2",
+                    "type": "month",
+                    "derive": {"rule": "copy", "from": ["report_date"]},
+                }
+            ),
+            "column 'report_date2' derives from 'report_date', itself derived",
+        ),
         (lambda d: d["columns"][3].update(type="float"), "columns.3.type"),
         (lambda d: d.update(colums=[]), "colums"),
         (lambda d: d.update(max_reject_rate=2), "max_reject_rate"),

@@ -194,6 +194,9 @@ class DomainSpec(_Model):
             raise ValueError(f"partition_column {self.partition_column!r} is not a column")
         if by_name[self.partition_column].type != "month":
             raise ValueError(f"partition_column {self.partition_column!r} must have type month")
+        if not by_name[self.partition_column].load:
+            # (each load deletes the month by it: unloaded, the rows would pile up)
+            raise ValueError(f"partition_column {self.partition_column!r} must be loaded")
         for key in self.key:
             if key not in known or not by_name[key].load:
                 raise ValueError(f"key column {key!r} is not a loaded column")
@@ -204,6 +207,11 @@ class DomainSpec(_Model):
             for source in column.derive.from_ if column.derive else []:
                 if source not in known:
                     raise ValueError(f"column {column.name!r} derives from unknown {source!r}")
+                if by_name[source].derive is not None:  # (derived columns come from the sheet's)
+                    raise ValueError(
+                        f"column {column.name!r} derives from {source!r}, itself derived: "
+                        "derive it from the columns that one reads"
+                    )
             for header in column.headers:
                 if header in headers:
                     raise ValueError(

@@ -1080,7 +1080,14 @@ def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] |
         parsed = native.read_xml(book, sheet, source, _workers(), scanner)
     except InputError:
         raise
-    except Exception:
+    except Exception as error:  # (read_xml gives up with None: this is the scanner's bug)
+        from workdatahub.logs import get_logger
+        from workdatahub.settings import one_line
+
+        get_logger(file=book.path.name, sheet=sheet.name).warning(
+            "the native scan failed; fastexcel reads the sheet (slower, the same rows)",
+            error=f"{type(error).__name__}: {one_line(error)}",
+        )
         return None
     return (parsed, scanner.scan) if parsed is not None else None
 

@@ -682,3 +682,59 @@ def _dbt_resource() -> Any:
     return DbtCliResource(
         project_dir=dbt_project, dbt_executable=str(Path(sys.executable).parent / "dbt")
     )
+
+
+def test_a_failed_read_that_cannot_be_recorded_says_why(
+    sources: Any, load_events: list[dict[str, Any]]
+) -> None:
+    """Best effort, but not silent about its own failure: the warning carried the load's
+    reason and not why the record failed (here: nothing listens on the port)."""
+    import time
+    import uuid
+    from datetime import date
+
+    from workdatahub.warehouse.loader import record_failed_read
+
+    spec = sources.domain("trustee_performance")
+    nowhere = "postgresql://wdh:secret@127.0.0.1:1/wdh?connect_timeout=2"
+    record_failed_read(
+        nowhere, spec, date(2024, 11, 1), "delete_insert", [], "workbook unreadable",
+        uuid.uuid4(), time.perf_counter(),
+    )  # fmt: skip
+    (said,) = [e for e in load_events if e["event"] == "could not record the failed load"]
+    assert said["reason"] == "workbook unreadable"
+    assert "port 1 failed: Connection refused" in said["error"]
+    assert "secret" not in str(said)
+
+
+def test_a_head_that_could_not_open_says_why_as_soon_as_it_says_so(
+    sources: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`opened()` returned once the head had tried, but its error was stored after that:
+    `lasting_failure()` right after it saw none, and the load went on to open a second
+    connection (the same failure, said less well). The signal's thread is slowed here, as
+    a busy machine can."""
+    import uuid
+    from datetime import date
+    from urllib.parse import urlsplit, urlunsplit
+
+    from workdatahub.warehouse import loader
+
+    class SlowEvent(threading.Event):
+        def set(self) -> None:
+            super().set()
+            time.sleep(0.3)  # (the setter's thread goes on later than its waiter)
+
+    monkeypatch.setattr(loader, "Event", SlowEvent)
+    url = urlunsplit(urlsplit(pg_url)._replace(path="/wdh_no_such_database"))
+    head = loader.Head(
+        sources.domain("trustee_performance"), date(2024, 11, 1), "delete_insert",
+        uuid.uuid4(), url, [], time.perf_counter(),
+    )  # fmt: skip
+    try:
+        assert not head.opened()
+        failure = head.lasting_failure()
+        assert isinstance(failure, loader.LoadNotStarted), failure
+        assert 'database "wdh_no_such_database" does not exist' in failure.message
+    finally:
+        head.close()

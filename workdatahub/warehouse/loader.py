@@ -980,9 +980,9 @@ def record_failed_read(
                 files=json.dumps(files, ensure_ascii=False),
                 message=message[:2000],
             )
-    except Exception:
+    except Exception as error:
         get_logger(domain=spec.name, partition=f"{period:%Y-%m}", load_id=str(load_id)).warning(
-            "could not record the failed load", reason=message
+            "could not record the failed load", reason=message, error=one_line(error)
         )
 
 
@@ -1213,6 +1213,9 @@ class Head:
                     _open_log(conn, self.opening, time.perf_counter() - self._started)
                     self._opened = True
                 conn.autocommit = False  # the transaction begins with the next statement
+            except BaseException as error:
+                self._error = error  # (before `opened()` returns: `lasting_failure` reads it)
+                raise
             finally:
                 self._open_done.set()
             with conn.cursor() as cur:

@@ -238,7 +238,38 @@ STATUS_WORDS = [
     "已转移终止", "转移终止", "已转出", "待转出", "已作废", "已终止", "保留账户",
     "转出", "终止", "保留", "存量", "本部", "未使用", "集合", "原",
 ]  # fmt: skip
-_STATUS = "|".join(sorted(STATUS_WORDS, key=len, reverse=True))
+_LONGEST_FIRST = sorted(STATUS_WORDS, key=len, reverse=True)
+_SEPARATORS = ("-", "_")
+
+
+def _without_status_end(name: str) -> str:
+    """One status word off the end: the bracket whole, or the word (原 only after - or _),
+    and the - or _ before it."""
+    rest = name
+    for word in _LONGEST_FIRST:
+        if name.endswith(f"（{word}）"):
+            rest = name[: -len(word) - 2]
+            break
+    else:
+        for word in _LONGEST_FIRST:
+            if name.endswith(word) and (word != "原" or name[:-1].endswith(_SEPARATORS)):
+                rest = name[: -len(word)]
+                break
+    return rest[:-1] if rest != name and rest.endswith(_SEPARATORS) else rest
+
+
+def _without_status_start(name: str) -> str:
+    rest = name
+    for word in _LONGEST_FIRST:
+        if name.startswith(f"（{word}）"):
+            rest = name[len(word) + 2 :]
+            break
+    else:
+        for word in _LONGEST_FIRST:
+            if name.startswith(word) and (word != "原" or name[1:2] in _SEPARATORS):
+                rest = name[len(word) :]
+                break
+    return rest[1:] if rest != name and rest.startswith(_SEPARATORS) else rest
 
 
 def company_name(value: str | None) -> str | None:
@@ -247,9 +278,9 @@ def company_name(value: str | None) -> str | None:
     name = re.sub(r"\s+", "", _visible(unicodedata.normalize("NFKC", value)))
     name = name.replace("(", "（").replace(")", "）").replace("及下属子企业", "")
     for _ in range(2):  # a suffix can hide a status word behind it, and the other way round
-        name = re.sub(rf"[-_]?（?(?:{_STATUS})）?$", "", name, count=1)
+        name = _without_status_end(name)
         name = re.sub(r"(?:（团托）|-养老|-福利)$", "", name, count=1)
-    name = re.sub(rf"^（?(?:{_STATUS})）?[-_]?", "", name, count=1)
+    name = _without_status_start(name)
     return name or None
 
 

@@ -135,7 +135,11 @@ STATUS_WORDS = (
     "已转移终止", "转移终止", "已转出", "待转出", "已作废", "已终止", "保留账户",
     "转出", "终止", "保留", "存量", "本部", "未使用", "集合", "原",
 )  # fmt: skip
+# 原 ("formerly") is a status word only set apart: bracketed or after/before a - or _. Glued,
+# it is the name's own: 原平市, 原阳县 (places), 原子 (atom), 太原 and 中原 (a name's end)
+SET_APART_ONLY = ("原",)
 _STATUS = "|".join(sorted(STATUS_WORDS, key=len, reverse=True))
+_GLUED = "|".join(sorted(set(STATUS_WORDS) - set(SET_APART_ONLY), key=len, reverse=True))
 _TRAILING_SUFFIX = r"(?:（团托）|-养老|-福利)$"
 
 
@@ -146,13 +150,14 @@ def company_name(value: pl.Expr) -> RuleOutput:
     Remove all whitespace and invisible characters (a zero-width space); full-width ->
     half-width (NFKC) and then brackets written full-width; drop 及下属子企业; drop a
     trailing (团托), -养老 or -福利; drop status words (已转出, 存量, 本部 …) at the start or
-    end, bracketed or not.
+    end: bracketed (the whole bracket: `（太原）` is a place), after or before a - or _, or
+    glued to the name (all but 原, which names too begin and end with).
     """
     name = value.str.normalize("NFKC").str.replace_all(rf"(?:\s|{INVISIBLE})+", "")
     name = name.str.replace_all("(", "（", literal=True).str.replace_all(")", "）", literal=True)
     name = name.str.replace_all("及下属子企业", "", literal=True)
-    status_end = rf"[-_]?（?(?:{_STATUS})）?$"
-    status_start = rf"^（?(?:{_STATUS})）?[-_]?"
+    status_end = rf"(?:[-_]?（(?:{_STATUS})）|[-_](?:{_STATUS})|(?:{_GLUED}))$"
+    status_start = rf"^(?:（(?:{_STATUS})）[-_]?|(?:{_STATUS})[-_]|(?:{_GLUED}))"
     for _ in range(2):  # a suffix can hide a status word behind it, and the other way round
         name = name.str.replace(status_end, "").str.replace(_TRAILING_SUFFIX, "")
     name = name.str.replace(status_start, "")

@@ -254,6 +254,12 @@ FILE_ERRORS: dict[str, tuple[Callable[[Path, Path], Path], str, str]] = {
         "trustee_performance",
         "sheet 'Sheet1': no data rows below the header (row 1); 2 blank and 1 totals rows skipped",
     ),
+    "only_totals_and_a_footer": (
+        lambda p, t: trustee_book(p, [["合计", None, None, None, None, 1, 2], ["制表人：张三"]]),
+        "trustee_performance",
+        "sheet 'Sheet1': no data rows below the header (row 1); 0 blank, 1 totals and 1 footer "
+        "rows skipped",
+    ),
     "stray_cell_at_xfd1048576": (
         lambda p, t: corpus.sheet_book(p, [H, *trustee_rows(2)], edit=_far_cell),
         "trustee_performance",
@@ -914,3 +920,75 @@ def test_error_cells_are_quarantined_with_their_excel_error(
         (4, "return_rate", "#VALUE!", "Excel error #VALUE!"),
         (5, "report_year", "#REF!", "Excel error #REF!"),
     ]
+
+
+def test_a_failing_native_scan_is_said_and_the_sheet_read_all_the_same(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the scanner sent every sheet to fastexcel (~10x slower at 500,000 rows)
+    without a word: the same rows, and a warning naming the file, sheet and error."""
+    import structlog
+
+    from workdatahub.excel import native, reader
+    from workdatahub.logs import configure_logging
+
+    if native.library() is None:
+        pytest.skip("no compiled scanner on this machine")
+    monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)  # (as outside the tests)
+    spec = sources.domain("trustee_performance")
+    path = write_workbook(tmp_path / "t.xlsx", {"Sheet1": [TRUSTEE_HEADER, *trustee_rows(3)]})
+    expected = read_sheet(path, spec).frame
+
+    def broken(*args: Any) -> None:
+        raise IndexError("index 7 is out of bounds")
+
+    monkeypatch.setattr(native, "read_xml", broken)
+    configure_logging()
+    with structlog.testing.capture_logs() as events:
+        assert read_sheet(path, spec).frame.equals(expected)
+    (said,) = [e for e in events if e["event"].startswith("the native scan failed")]
+    assert (said["file"], said["sheet"], said["log_level"]) == ("t.xlsx", "Sheet1", "warning")
+    assert said["error"] == "IndexError: index 7 is out of bounds"
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["fastexcel", "native"])
+def test_a_header_merged_down_over_the_row_below_is_the_header(
+    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """A template's tall header (each header cell merged with the blank row under it): that
+    row was a data row, every cell of it rejected as "part of merged cells A1:A2". A row
+    the merge reaches that holds a value is data, its merged cell flagged as before."""
+    import xlsxwriter
+
+    from workdatahub.excel import reader
+    from workdatahub.excel.reader import CELL_ISSUE
+
+    if native:
+        monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)
+    spec = sources.domain("trustee_performance")
+
+    def book(name: str, second_row: list[Any] | None) -> Path:
+        path = tmp_path / name
+        workbook = xlsxwriter.Workbook(str(path))
+        sheet = workbook.add_worksheet("S")
+        sheet.write(0, 0, "2024年11月受托业绩")  # a title
+        for c, header in enumerate(TRUSTEE_HEADER):
+            sheet.merge_range(1, c, 2, c, header)  # rows 2 and 3
+        if second_row is not None:
+            sheet.write_row(2, len(TRUSTEE_HEADER), second_row)  # beside the merges
+        for r, row in enumerate(trustee_rows(2, start=0)):
+            sheet.write_row(3 + r, 0, row)
+        workbook.close()
+        corpus.as_excel_saved(path)
+        return path
+
+    tall = read_sheet(book("tall.xlsx", None), spec)
+    assert (tall.header_row, tall.frame[ROW].to_list()) == (2, [4, 5])
+    assert not [c for c in tall.frame.columns if c.startswith(CELL_ISSUE)]
+    assert tall.skipped_blank == 0
+    # a value in row 3 (a note beside the table): row 3 is data, its merged cells flagged
+    noted = read_sheet(book("noted.xlsx", ["备注"]), spec)
+    assert noted.frame[ROW].to_list() == [3, 4, 5]
+    assert noted.frame[CELL_ISSUE + "plan_code"].to_list() == [
+        "part of merged cells C2:C3; unmerge them and fill each cell", None, None,
+    ]  # fmt: skip

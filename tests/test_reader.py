@@ -533,32 +533,3 @@ def test_a_padded_marker_past_a_number_makes_a_totals_row() -> None:
     marks = reader._row_marks(body, ["a", "b", "c"], [], nul_free=True)
     assert marks["_totals"].to_list() == [True, True, True, False, False]
     assert not marks["_blank"].any()
-
-
-def test_a_failing_native_scan_is_said_and_the_sheet_read_all_the_same(
-    sources: SourcesFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bug in the scanner sent every sheet to fastexcel (~10x slower at 500,000 rows)
-    without a word: the same rows, and a warning naming the file, sheet and error."""
-    import structlog
-
-    from workdatahub.excel import native, reader
-    from workdatahub.logs import configure_logging
-
-    if native.library() is None:
-        pytest.skip("no compiled scanner on this machine")
-    monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)  # (as outside the tests)
-    spec = sources.domain("trustee_performance")
-    path = write_workbook(tmp_path / "t.xlsx", {"Sheet1": [TRUSTEE_HEADER, *trustee_rows(3)]})
-    expected = read_sheet(path, spec).frame
-
-    def broken(*args: Any) -> None:
-        raise IndexError("index 7 is out of bounds")
-
-    monkeypatch.setattr(native, "read_xml", broken)
-    configure_logging()
-    with structlog.testing.capture_logs() as events:
-        assert read_sheet(path, spec).frame.equals(expected)
-    (said,) = [e for e in events if e["event"].startswith("the native scan failed")]
-    assert (said["file"], said["sheet"], said["log_level"]) == ("t.xlsx", "Sheet1", "warning")
-    assert said["error"] == "IndexError: index 7 is out of bounds"

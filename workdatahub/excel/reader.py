@@ -1080,6 +1080,8 @@ def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] |
         parsed = native.read_xml(book, sheet, source, _workers(), scanner)
     except InputError:
         raise
+    except fastexcel.FastExcelError:  # the cells it asked of fastexcel: the next read says why
+        return None
     except Exception as error:  # (read_xml gives up with None: this is the scanner's bug)
         from workdatahub.logs import get_logger
         from workdatahub.settings import one_line
@@ -1287,6 +1289,26 @@ def _footer_rows(body: pl.DataFrame, cells: list[pl.Series]) -> list[int]:
     return at
 
 
+def _header_depth(scan: SheetScan | None, header_row: int, below: pl.DataFrame) -> int:
+    """How many rows under the header row (Excel row `header_row`) are the header's own: a
+    template's header cells merged down over the row(s) below (A1:A2, B1:B2 …), rows
+    which hold nothing else (`below`: the sheet's rows from the one under the header). 0
+    when no merge of the header row reaches down, or a row it reaches holds a value: that
+    row is data, its merged cells flagged as any others."""
+    if scan is None:
+        return 0
+    reach = max((r2 for r1, _, r2, _ in scan.merges if r1 <= header_row < r2), default=0)
+    depth = min(reach - header_row, below.height) if reach else 0
+    if depth <= 0 or not below.width:
+        return 0
+    blank = below.head(depth).select(
+        pl.all_horizontal(
+            pl.col(c).is_null() | ~pl.col(c).str.contains(r"\S") for c in below.columns
+        )
+    )
+    return depth if blank.to_series().all() else 0
+
+
 def read_sheet(path: Path, spec: DomainSpec) -> SheetData:
     book = open_workbook(path)
     try:
@@ -1322,8 +1344,10 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     _check_unit(whole.head(header_index + 1).rows(), spec, where, set(mapping))
     positions = sorted(mapping)
     names = [mapping[p].name for p in positions]
-    first_data_row = header_index + 2  # Excel row number of the row below the header
-    rest = whole.slice(header_index + 1)
+    # a tall header: its cells merged down over rows that hold nothing else belong to it
+    tall = _header_depth(scan, header_index + 1, whole.slice(header_index + 1, HEADER_SEARCH_ROWS))
+    first_data_row = header_index + 2 + tall  # Excel row number of the row below the header
+    rest = whole.slice(header_index + 1 + tall)
     body = rest.select(pl.col(whole.columns[p]).alias(mapping[p].name) for p in positions)
 
     read = {p: mapping[p].name for p in positions}
@@ -1382,7 +1406,9 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
     frame = body.drop("_blank", "_totals")  # (no filter when nothing is skipped: no copy)
     if frame.height == 0:
         # a template or a cut-off copy: loading it would silently empty the month
-        skipped = f"; {skipped_blank} blank and {skipped_totals} totals rows skipped"
+        counts = [f"{skipped_blank} blank", f"{skipped_totals} totals"]
+        counts += [f"{skipped_footer} footer"] if skipped_footer else []
+        skipped = f"; {', '.join(counts[:-1])} and {counts[-1]} rows skipped"
         raise InputError(
             f"{where}: no data rows below the header (row {header_index + 1})"
             + (skipped if skipped_blank or skipped_totals else "")

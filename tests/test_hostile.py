@@ -992,3 +992,19 @@ def test_a_header_merged_down_over_the_row_below_is_the_header(
     assert noted.frame[CELL_ISSUE + "plan_code"].to_list() == [
         "part of merged cells C2:C3; unmerge them and fill each cell", None, None,
     ]  # fmt: skip
+
+
+def test_a_refused_container_leaves_no_file_open(tmp_path: Path) -> None:
+    """The zip was opened, then the container refused (no workbook part in it): the error,
+    kept by whoever reports it, kept the file open with it."""
+    path = tmp_path / "x.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("word/document.xml", "<w:document/>")
+    from workdatahub.excel.reader import open_workbook
+
+    with pytest.raises(InputError) as error:
+        open_workbook(path)
+    assert error.value is not None
+    fds = Path("/proc/self/fd")
+    held = [fd for fd in fds.iterdir() if str(path) in os.path.realpath(fd)]
+    assert held == []

@@ -15,6 +15,7 @@ from workdatahub.errors import (
     RejectThresholdExceeded,
     WdhError,
     loaded_note,
+    shares,
 )
 from workdatahub.periods import compact
 from workdatahub.pipeline import PartitionResult, run_partition
@@ -135,7 +136,7 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
                 asset=key,
                 description=(
                     f"Pandera validation: the share of rejected rows stays at or below "
-                    f"{spec.max_reject_rate:.0%}; above it the month is not loaded."
+                    f"{shares(0, spec.max_reject_rate)[1]}; above it the month is not loaded."
                 ),
             )
         ],

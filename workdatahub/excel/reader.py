@@ -406,14 +406,19 @@ def open_workbook(path: Path) -> Workbook:
             f"{path}: not a readable workbook (not an .xlsx zip container; an old .xls or "
             "a password-protected file must be re-saved as .xlsx)"
         )
+    archive = None
     try:
         archive = zipfile.ZipFile(path)
         sheets, recalculates, workbook = _sheet_parts(archive, path)
         reader = fastexcel.read_excel(str(path))
         formats = shown_formats(archive, workbook)
     except InputError:
+        if archive is not None:  # (the error, kept by its caller, would keep the file open)
+            archive.close()
         raise
     except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
+        if archive is not None:
+            archive.close()
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
     return Workbook(path, archive, sheets, reader, recalculates, formats)
 

@@ -28,7 +28,6 @@ class Validated:
     valid: pl.DataFrame  # ROW + loaded columns, typed
     rejects: pl.DataFrame  # row, column, value, reason (one line per failure)
     rejected_rows: pl.DataFrame  # ROW + the raw text of every source column, for quarantine
-    checks: dict[str, int] = field(default_factory=dict)  # failure counts by check
 
     @property
     def rows_valid(self) -> int:
@@ -43,15 +42,10 @@ class Validated:
         """The parts of one sheet validated in order (`validate` with `seen`), as one."""
         if len(parts) == 1:
             return parts[0]
-        checks: dict[str, int] = {}
-        for part in parts:
-            for check, count in part.checks.items():
-                checks[check] = checks.get(check, 0) + count
         return Validated(
             valid=pl.concat([p.valid for p in parts], rechunk=False),
             rejects=pl.concat([p.rejects for p in parts]),
             rejected_rows=pl.concat([p.rejected_rows for p in parts]),
-            checks=checks,
         )
 
 
@@ -275,12 +269,4 @@ def validate(cleansed: Cleansed, spec: DomainSpec, seen: pl.DataFrame | None = N
     rejected_rows = rejected.select([ROW, *[pl.col(RAW + n).alias(n) for n in source_names]]).sort(
         ROW
     )
-    checks = {
-        str(reason): int(count)
-        for reason, count in rejects.group_by(
-            pl.col("reason").str.extract(r"^([^:']+)").str.strip_chars()
-        )
-        .len()
-        .iter_rows()
-    }
-    return Validated(valid=valid, rejects=rejects, rejected_rows=rejected_rows, checks=checks)
+    return Validated(valid=valid, rejects=rejects, rejected_rows=rejected_rows)

@@ -88,7 +88,7 @@ LONG = 7  # a PLAIN number of more than 15 significant digits: assembled as Exce
 # The hot loops are C (scanner.c beside this module), compiled once per machine with the
 # system's compiler into a cache and called through ctypes, which releases the GIL. That
 # replaced numba, whose start-up cost ~2.2 s of CPU in every process (importing it, ~1.1 s,
-# then loading its cached code, ~1.05 s): the scan now pays from 1 MB of XML.
+# then loading its cached code, ~1.05 s): the scan now pays for every sheet.
 
 _SOURCE = Path(__file__).with_name("scanner.c")
 _FLAGS = ("-O3", "-shared", "-fPIC")

@@ -22,12 +22,11 @@ before parsing. A file that declares a small extent and holds far cells anyway i
 not saved by Excel, and is not caught here (except by the native scan of a very large
 sheet, which measures the cells it found before making its grid).
 
-A sheet of 1 MB of XML and more (about 1,500 rows) is read by WorkDataHub's own compiled
-scanner (its pass over the cells: ~0.4 s on two cores at 500,000 rows, against ~10 s for
-fastexcel), with fastexcel reading only the cells the scanner leaves to it (see "native
-scan" below and workdatahub/excel/native.py; compared cell by cell by
-tests/test_reader_native.py). Smaller sheets, and any sheet when no C compiler is found or
-the scanner gives up, are parsed by fastexcel; the XML is scanned once more, in a thread
+Every sheet is read by WorkDataHub's own compiled scanner (its pass over the cells: ~0.4 s
+on two cores at 500,000 rows, against ~10 s for fastexcel), with fastexcel reading only the
+cells the scanner leaves to it (see "native scan" below and workdatahub/excel/native.py;
+compared cell by cell by tests/test_reader_native.py). When no C compiler is found or the
+scanner gives up, the sheet is parsed by fastexcel; the XML is scanned once more, in a thread
 beside the parse (fastexcel releases the GIL), for what fastexcel does not report: merged
 ranges and formulas without a saved value. A large sheet read that way (16 MB of XML and
 more, about 20,000 rows) is cut at row boundaries into one piece per core and the pieces
@@ -1027,7 +1026,7 @@ def _load_split(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | 
 
 
 # ---------------------------------------------------------------------------- native scan
-# From NATIVE_MIN_BYTES of sheet XML the cells are cut out of the XML by a compiled scanner
+# The cells of every sheet (NATIVE_MIN_BYTES: 0) are cut out of the XML by a compiled scanner
 # (workdatahub/excel/native.py and scanner.c: its pass over the cells takes ~0.4 s on two
 # cores at 500,000 rows, against ~10 s for one fastexcel call) and only the cells it does
 # not read itself go through fastexcel. Best of 3 reads of the bench's sheets (fastexcel
@@ -1066,8 +1065,8 @@ def inflate(archive: zipfile.ZipFile, part: str) -> bytes:
 
 def _load_native(book: Workbook, sheet: SheetPart) -> tuple[Parsed, SheetScan] | None:
     """The native scan of the sheet, with its merged ranges and formulas without a value;
-    None when it is not worth it, there is no compiled scanner, or it gives up (the caller
-    reads on)."""
+    None when the tests turned it off (NATIVE_MIN_BYTES), there is no compiled scanner, or
+    it gives up (the caller reads on)."""
     if sheet.part is None or book.archive.getinfo(sheet.part).file_size < NATIVE_MIN_BYTES:
         return None
     from workdatahub.excel import native

@@ -93,7 +93,13 @@ def test_check_json_and_out(month: Path, tmp_path: Path) -> None:
         "rows_valid": 2,
         "rows_rejected": 1,
         "rejects": [
-            {"row": 3, "column": "net_value", "value": "abc", "reason": "not a number: 'abc'"}
+            {
+                "row": 3,
+                "column": "net_value",
+                "value": "abc",
+                "reason": "not a number: 'abc'",
+                "header": "净值",
+            }  # the header as the workbook spells it
         ],
         "totals": {  # the sheet's 合计 row states 10; the rows loaded hold 10 and (5)
             "fund_scale": {
@@ -552,6 +558,9 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     ) in replaced.stdout
     as_json = json.loads(wdh(*args, "--load-id", first["load_id"], "--json").stdout)
     assert as_json["status"] == "succeeded" and as_json["replaced"] is True
+    # the column as the operator finds it: the header the load recorded, beside the name
+    assert as_json["rejects"][0]["header"] == "净值"
+    assert "net_value (净值)" in replaced.stdout
     latest = wdh(*args, "--out", str(tmp_path / "rejects.csv"))
     assert f"load {second['load_id']} (succeeded), 1 rejects" in latest.stdout
     written = (tmp_path / "rejects.csv").read_bytes()

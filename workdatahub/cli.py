@@ -94,6 +94,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CELL_COLUMNS = 60
 
 
+def _column(name: str, header: str | None) -> str:
+    """A reject's column as the operator finds it in the workbook: its header beside the
+    target name (derived columns have none)."""
+    return f"{name} ({header})" if header and header != name else name
+
+
 def _cell(value: Any) -> str:
     text = _CONTROL.sub(lambda m: repr(m[0])[1:-1], "" if value is None else str(value))
     if _width(text) <= _CELL_COLUMNS:
@@ -310,7 +316,11 @@ def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -
         click.echo(f"the sheet's totals row is not checked: {why}")
     rejects = result.validated.rejects
     if rejects.height:
-        shown = [list(r) for r in rejects.head(limit).iter_rows()]
+        headers = result.sheet.columns
+        shown = [
+            [row, _column(column, headers.get(column)), value, reason]
+            for row, column, value, reason in rejects.head(limit).iter_rows()
+        ]
         click.echo(_table(shown, ["row", "column", "value", "reason"]))
         if rejects.height > limit:
             click.echo(f"… {rejects.height - limit} more (use --json for all)")
@@ -387,11 +397,11 @@ def _short_message(message: str) -> str:
 
 def _replaced(conn: Any, spec: Any, month: Any, load: tuple[Any, ...]) -> bool:
     """Whether a later load replaced this succeeded one (load id, status, rows loaded,
-    finished at): the domain's table holds none of its rows, or, for a load of no rows,
+    finished at, …): the domain's table holds none of its rows, or, for a load of no rows,
     a later load of the month replaced the month (not an append)."""
     from psycopg import sql
 
-    load_id, _, rows_loaded, finished_at = load
+    load_id, _, rows_loaded, finished_at = load[:4]
     if not rows_loaded:
         later = conn.execute(
             "select exists (select 1 from wdh.load_log where domain = %s and period = %s "
@@ -436,7 +446,7 @@ def rejects(
     with connect() as conn:
         latest = conn.execute(
             """
-            select load_id::text, status, rows_loaded, finished_at from wdh.load_log
+            select load_id::text, status, rows_loaded, finished_at, headers from wdh.load_log
             where domain = %s and period = %s and (%s::uuid is null or load_id = %s::uuid)
               and status in ('succeeded', 'refused')
             order by finished_at desc limit 1
@@ -469,9 +479,10 @@ def rejects(
             """,
             [latest[0]],
         ).fetchall()
+    headers = latest[4] or {}  # (loads before migration 0005 did not record them)
     records = [
         {"file": r[0], "sheet": r[1], "row": r[2], "column": r[3], "value": r[4], "reason": r[5],
-         "raw_row": r[6]}
+         "raw_row": r[6], "header": headers.get(r[3])}
         for r in rows
     ]  # fmt: skip
     if out is not None:
@@ -494,7 +505,10 @@ def rejects(
         f"in {in_rows} rows"
     )
     if records[:limit]:
-        shown = [[r["row"], r["column"], r["value"], r["reason"]] for r in records[:limit]]
+        shown = [
+            [r["row"], _column(r["column"], r["header"]), r["value"], r["reason"]]
+            for r in records[:limit]
+        ]
         click.echo(_table(shown, ["row", "column", "value", "reason"]))
     if len(records) > limit:
         click.echo(f"… {len(records) - limit} more (--limit N, or --out FILE / --json for all)")

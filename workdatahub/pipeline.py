@@ -96,7 +96,13 @@ class CheckResult:
             "rows_valid": self.validated.rows_valid,
             "rows_rejected": self.validated.rows_rejected,
             "rejects": [
-                {"row": r["row"], "column": r["column"], "value": r["value"], "reason": r["reason"]}
+                {
+                    "row": r["row"],
+                    "column": r["column"],
+                    "value": r["value"],
+                    "reason": r["reason"],
+                    "header": self.sheet.columns.get(r["column"]),
+                }
                 for r in self.validated.rejects.iter_rows(named=True)
             ],
             "totals": self.totals,

@@ -201,7 +201,7 @@ def name_spellings(name: str) -> tuple[str, ...]:
         f"{name}(已转出)",
         f"{name}（存量）",
         f"存量-{name}",
-        f"原{name}",
+        f"（原）{name}",  # (glued, 原 is the name's own: 原平市)
         f"{name}-转移终止",
         f"{half}及下属子企业(团托)",
     )

@@ -128,8 +128,9 @@ def test_income_blank_placeholders_count_as_zero_but_text_rejects(
     assert valid["rebate"].to_list() == [Decimal(0)]
     assert valid["tax"].to_list() == [Decimal(5)]
     assert result.to_json()["rejects"] == [
-        {"row": 3, "column": "fixed_fee", "value": "abc", "reason": "not a number: 'abc'"}
-    ]
+        {"row": 3, "column": "fixed_fee", "value": "abc", "reason": "not a number: 'abc'",
+         "header": "固费"}
+    ]  # fmt: skip
 
 
 def test_schema_is_built_once_per_spec_and_follows_a_changed_spec(sources: SourcesFile) -> None:

@@ -92,6 +92,8 @@ LOCK_TIMEOUT = "10min"
 # how long a load that is stopped or fails waits for the server to cancel its statement
 CLOSE_WAIT_S = 10.0
 COPY_PURPOSE = "copy the valid rows"
+DELETE_PURPOSE = "replace the month: remove its rows"
+QUARANTINE_PURPOSE = "quarantine the rejected rows, a line per reason"
 RECORD_PURPOSE = "record the load"
 REPEAT_PURPOSE = "refuse the load if an earlier one of this month appended the same file"
 OPEN_PURPOSE = "open the load log (committed on its own: a failed load keeps its row)"
@@ -380,7 +382,7 @@ def head_statements(
     if mode == "delete_insert":
         statements.append(
             Statement(
-                "replace the month: remove its rows",
+                DELETE_PURPOSE,
                 sql.SQL("delete from {} where {} = %(period)s").format(
                     table, _ident(spec.partition_column)
                 ),
@@ -511,7 +513,7 @@ def build_plan(
         )
     statements.append(
         Statement(
-            "quarantine the rejected rows, a line per reason",
+            QUARANTINE_PURPOSE,
             sql.SQL("copy wdh.rejected_rows ({}) from stdin with (format csv)").format(
                 sql.SQL(", ").join(_ident(c) for c in REJECT_COLUMNS)
             ),
@@ -1042,7 +1044,7 @@ def _run_head(
     for statement in statements:
         if stop is not None and stop.is_set():
             break
-        step = "delete" if statement.purpose.startswith("replace the month") else "lock"
+        step = "delete" if statement.purpose == DELETE_PURPOSE else "lock"
         try:
             with timed(timings, step):
                 cur.execute(statement.query, statement.params or None)
@@ -1428,7 +1430,7 @@ def _execute(
                     with timed(timings, "copy"), cur.copy(statement.query) as copy:
                         progress = _Progress(plan.domain, plan.period, plan.load_id)
                         progress.send(copy, ahead, plan.rows_to_load)
-                elif statement.purpose.startswith("quarantine"):
+                elif statement.purpose == QUARANTINE_PURPOSE:
                     with timed(timings, "quarantine"):
                         _write_rejects(cur, plan, statement)
                 elif statement.purpose == REPEAT_PURPOSE:

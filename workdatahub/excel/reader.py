@@ -1307,7 +1307,8 @@ def _header_depth(scan: SheetScan | None, header_row: int, below: pl.DataFrame) 
         return 0
     blank = below.head(depth).select(
         pl.all_horizontal(
-            pl.col(c).is_null() | ~pl.col(c).str.contains(r"\S") for c in below.columns
+            pl.col(c).is_null() | ~pl.col(c).cast(pl.String).str.contains(r"\S")
+            for c in below.columns
         )
     )
     return depth if blank.to_series().all() else 0

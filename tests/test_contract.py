@@ -303,6 +303,17 @@ def test_an_upsert_needs_a_unique_index_on_the_key(
             contract.check(pg, narrower, "upsert")
     finally:
         pg.execute("drop index raw.trustee_partial")
+    # a deferrable one beside the migration's: `on conflict` takes both as arbiters, and
+    # refuses the deferrable one (after the month was copied)
+    pg.execute(
+        "alter table raw.trustee_performance add constraint trustee_deferred "
+        "unique (report_date, plan_code, company_code) deferrable"
+    )
+    try:
+        with pytest.raises(ContractError, match=r"company_code\), the key of .* is deferrable"):
+            contract.check(pg, shipped, "upsert")
+    finally:
+        pg.execute("alter table raw.trustee_performance drop constraint trustee_deferred")
     # a load: one line before any row is sent, the table as it was
     before = month_loaded(shipped, tmp_path, pg_url, pg)
     trustee_month(tmp_path, NOV, rows_for(NOV, 12, scale=3))
@@ -338,6 +349,17 @@ def test_wdh_db_check_says_each_domain_the_warehouse_does_not_match(
         "annuity_income: raw.annuity_income has no unique index on (period, plan_code)"
     )
     assert done.stderr.startswith("wdh: error: 2 of 3 domains do not match the warehouse ")
+    # a key loaded otherwise: a note when --mode upsert would stop, not a mismatch
+    keyed = yaml.safe_load((ROOT / "data_sources.yml").read_text(encoding="utf-8"))
+    keyed["domains"]["annuity_performance"]["key"] = ["period", "plan_code"]
+    changed.write_text(yaml.safe_dump(keyed, allow_unicode=True, sort_keys=False), "utf-8")
+    noted = wdh("db", "check", "annuity_performance", env=env)
+    assert noted.returncode == 0, noted
+    assert noted.stdout.startswith(
+        "annuity_performance: ok (raw.annuity_performance, delete_insert); a load with --mode "
+        "upsert would stop: raw.annuity_performance has no unique index on (period, plan_code)"
+    )
+    changed.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), "utf-8")
     only = wdh("db", "check", "annuity_performance", env=env)
     assert only.returncode == 0 and only.stdout.count("\n") == 1, only
     with psycopg.connect(pg_url) as conn:

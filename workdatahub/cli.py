@@ -535,8 +535,11 @@ def upgrade() -> None:
 @click.argument("domains", nargs=-1)
 def check_warehouse(domains: tuple[str, ...]) -> None:
     """Does the warehouse hold what data_sources.yml loads? Each domain's table, checked as
-    its loads check it (the migration, each column of its type; an upsert's key), nothing
-    written: after a deploy or a change to data_sources.yml, before the month's loads."""
+    its loads check it (the migration, each column of its type; an upsert's key, and for a
+    domain with a key loaded otherwise, whether --mode upsert could run), nothing written:
+    after a deploy or a change to data_sources.yml, before the month's loads."""
+    from psycopg import sql
+
     from workdatahub.sources.spec import load_sources
     from workdatahub.warehouse import contract
     from workdatahub.warehouse.db import connect, masked_url
@@ -554,7 +557,13 @@ def check_warehouse(domains: tuple[str, ...]) -> None:
                 wrong += 1
                 click.echo(f"{spec.name}: {error.message}")
             else:
-                click.echo(f"{spec.name}: ok ({spec.schema_name}.{spec.table}, {spec.refresh})")
+                table = f"{spec.schema_name}.{spec.table}"
+                said = f"{spec.name}: ok ({table}, {spec.refresh})"
+                if spec.key and spec.refresh != "upsert":  # (`wdh load --mode upsert` may)
+                    qualified = sql.Identifier(spec.schema_name, spec.table).as_string(conn)
+                    upsert = contract.upsert_mismatch(spec, contract.unique_keys(conn, qualified))
+                    said += f"; a load with --mode upsert would stop: {upsert}" if upsert else ""
+                click.echo(said)
     if wrong:
         _fail(f"{wrong} of {len(specs)} domains do not match the warehouse {masked_url()}", 3)
 

@@ -177,33 +177,45 @@ def expected_columns(spec: DomainSpec) -> dict[str, tuple[str, str]]:
     return expected
 
 
-def upsert_mismatch(spec: DomainSpec, unique: list[list[str]]) -> str | None:
+def upsert_mismatch(spec: DomainSpec, unique: list[tuple[list[str], bool]]) -> str | None:
     """What keeps an upsert from running on the domain's table, whose unique indexes an
-    `on conflict` may use have the key columns `unique` (one list per index): the
-    statement needs one on exactly the spec's key, in any order."""
+    `on conflict` may use are `unique` (each: its key columns, whether it is checked at
+    once): the statement needs one on exactly the spec's key, in any order, and takes every
+    such index as its arbiter, which a deferrable one may not be."""
     key = set(spec.key)
-    if any(set(columns) == key for columns in unique):
+    matching = [immediate for columns, immediate in unique if set(columns) == key]
+    if matching and all(matching):
         return None
     table = f"{spec.schema_name}.{spec.table}"
+    fix = (
+        "add it in a migration (README: Changing the contract), then `wdh db upgrade`; or "
+        "load with another --mode"
+    )
+    if matching:
+        return (
+            f"{table}: the unique index on ({', '.join(spec.key)}), the key of domain "
+            f"{spec.name!r} in data_sources.yml, is deferrable, which an upsert cannot match "
+            "rows on: make it not deferrable in a migration, then `wdh db upgrade`; or load "
+            "with another --mode"
+        )
     return (
         f"{table} has no unique index on ({', '.join(spec.key)}), the key of domain "
-        f"{spec.name!r} in data_sources.yml, which an upsert matches rows on: add it in a "
-        "migration (README: Changing the contract), then `wdh db upgrade`; or load with "
-        "another --mode"
+        f"{spec.name!r} in data_sources.yml, which an upsert matches rows on: {fix}"
     )
 
 
-def _unique_keys(conn: psycopg.Connection, table: str) -> list[list[str]]:
+def unique_keys(conn: psycopg.Connection, table: str) -> list[tuple[list[str], bool]]:
     """The key columns of each unique index on `table` that `on conflict (columns)` can
-    use: valid, not partial, not on expressions, not deferred."""
+    infer (valid, not partial, not on expressions), and whether it is checked at once (not
+    deferrable)."""
     rows = conn.execute(
         "select array(select a.attname from unnest(i.indkey[0:i.indnkeyatts - 1]) k(n) "
-        "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n) "
+        "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n), i.indimmediate "
         "from pg_index i where i.indrelid = to_regclass(%s) and i.indisunique "
-        "and i.indisvalid and i.indimmediate and i.indpred is null and i.indexprs is null",
+        "and i.indisvalid and i.indpred is null and i.indexprs is null",
         [table],
     ).fetchall()
-    return [list(columns) for (columns,) in rows]
+    return [(list(columns), bool(immediate)) for columns, immediate in rows]
 
 
 def check(conn: psycopg.Connection, spec: DomainSpec, mode: RefreshMode | None = None) -> None:
@@ -232,6 +244,6 @@ def check(conn: psycopg.Connection, spec: DomainSpec, mode: RefreshMode | None =
             problem += "; if a migration does this already, run `wdh db upgrade`"
         raise ContractError(problem)
     if mode == "upsert":
-        problem = upsert_mismatch(spec, _unique_keys(conn, table))
+        problem = upsert_mismatch(spec, unique_keys(conn, table))
         if problem is not None:
             raise ContractError(problem)

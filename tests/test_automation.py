@@ -420,6 +420,25 @@ def test_alert_reaches_webhook_and_email() -> None:
     assert "boom" in mails[0].get_payload()
 
 
+def test_a_long_alert_fits_a_slack_block_and_keeps_its_whole_text() -> None:
+    """A Slack section block takes 3,000 characters; a longer one fails the post, and the
+    alert with it."""
+    from workdatahub.alerts import BLOCK_CHARS
+
+    detail = "\n".join(
+        f"- marts/fct_x: check test_{n:03d} failed: 1 failing row" for n in range(90)
+    )
+    with webhook_sink() as (url, posts):
+        settings = Settings(alert_webhook_url=url, ui_url="http://ui:3000")  # type: ignore[arg-type]
+        assert send_alert(Alert("90 checks failed", None, "2024-11", detail, "r1"), settings) == [
+            "webhook"
+        ]
+    (post,) = posts
+    block = post["blocks"][0]["text"]["text"]
+    assert len(block) == BLOCK_CHARS and block.endswith("\n… cut: the run http://ui:3000/runs/r1")
+    assert "test_089" in post["text"] and post["text"].startswith(block[:2000])
+
+
 def test_alert_without_channels_is_logged_and_delivery_failure_never_raises(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -579,6 +598,12 @@ def test_a_runs_failed_checks_are_one_alert_per_month() -> None:
     (same,) = per_month([other, Alert("check rows failed", "annuity_income", "2026-10", "0", "r1")])
     assert same.subject() == "[WorkDataHub] annuity_income 2026-10: 2 checks failed"
     assert per_month([]) == []
+    # a month of many: the first lines, and how many more the run lists
+    many = [Alert(f"check c{n} failed", "annuity_income", "2026-10", "x", "r1") for n in range(20)]
+    (said,) = per_month(many)
+    lines = said.detail.splitlines()
+    assert len(lines) == 16 and lines[-1] == "… 5 more: see the run", lines
+    assert said.what == "20 checks failed"
 
 
 def _latest_due_month(now: datetime, due_day: int = 15) -> date:

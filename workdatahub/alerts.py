@@ -68,11 +68,19 @@ def send_alert(alert: Alert, settings: Settings | None = None) -> list[str]:
     return reached
 
 
+BLOCK_CHARS = 3000  # the most a Slack section block takes: a longer one fails the post
+
+
 def _post_webhook(url: str, alert: Alert, settings: Settings) -> None:
     text = alert.text(settings)
+    shown = text
+    if len(shown) > BLOCK_CHARS:  # (the message's own text keeps it whole)
+        link = alert.link(settings)
+        tail = f"\n… cut{f': the run {link}' if link else ''}"
+        shown = text[: BLOCK_CHARS - len(tail)] + tail
     payload = {
         "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": shown}}],
     }
     request = urllib.request.Request(
         url,

@@ -450,6 +450,9 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[Alert]:
     return alerts
 
 
+LINES_PER_ALERT = 15  # a month's failed checks said in one alert; the run lists them all
+
+
 def per_month(alerts: list[Alert]) -> list[Alert]:
     """The failed checks of a run, one alert per month: a month missing on its due day
     fails every asset's freshness check in one run of the freshness sensor (seven), and one
@@ -469,7 +472,11 @@ def per_month(alerts: list[Alert]) -> list[Alert]:
                 what=f"{len(some)} checks failed",
                 domain=domains.pop() if len(domains) == 1 else None,
                 month=month,
-                detail="\n".join(f"- {a.domain}: {a.what}: {a.detail}" for a in some),
+                detail="\n".join(
+                    [f"- {a.domain}: {a.what}: {a.detail}" for a in some[:LINES_PER_ALERT]]
+                    + [f"… {len(some) - LINES_PER_ALERT} more: see the run"]
+                    * (len(some) > LINES_PER_ALERT)
+                ),
                 run_id=some[0].run_id,
             )
         )

@@ -564,9 +564,12 @@ def test_rejects_of_a_replaced_load_and_beyond_the_limit_are_said_so(
     latest = wdh(*args, "--out", str(tmp_path / "rejects.csv"))
     assert f"load {second['load_id']} (succeeded), 1 rejects" in latest.stdout
     written = (tmp_path / "rejects.csv").read_bytes()
-    assert written.startswith("\ufefffile,sheet,row,column,value,reason,raw_row\r\n".encode())
+    assert written.startswith(
+        "\ufefffile,sheet,row,column,value,reason,raw_row,header\r\n".encode()
+    )
     rows = list(csv.reader(written.decode("utf-8-sig").splitlines()))
     assert rows[1][2:6] == ["3", "net_value", "abc", "not a number: 'abc'"]
+    assert rows[1][7] == "净值"
     assert json.loads(rows[1][6])["net_value"] == "abc"
     assert "more" not in latest.stdout
     # the cell's value as a reject quotes it (a load id may hold the letters `abc`)

@@ -489,11 +489,12 @@ def rejects(
         # with a byte-order mark, as `wdh check --out`: Excel then opens it as UTF-8
         with _writing(out), out.open("w", newline="", encoding="utf-8-sig") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file", "sheet", "row", "column", "value", "reason", "raw_row"])
+            # (the header last: the columns before it kept their places)
+            columns = ["file", "sheet", "row", "column", "value", "reason", "raw_row", "header"]
+            writer.writerow(columns)
             for record in records:
-                writer.writerow(
-                    [*list(record.values())[:6], json.dumps(record["raw_row"], ensure_ascii=False)]
-                )
+                raw_row = json.dumps(record["raw_row"], ensure_ascii=False)
+                writer.writerow([*list(record.values())[:6], raw_row, record["header"]])
     if as_json:
         _emit_json({"domain": domain, "period": f"{month:%Y-%m}", "load_id": latest[0],
                     "status": latest[1], "replaced": status != latest[1],

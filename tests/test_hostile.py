@@ -967,7 +967,7 @@ def test_a_header_merged_down_over_the_row_below_is_the_header(
         monkeypatch.setattr(reader, "NATIVE_MIN_BYTES", 0)
     spec = sources.domain("trustee_performance")
 
-    def book(name: str, second_row: list[Any] | None) -> Path:
+    def book(name: str, second_row: list[Any] | None, rows: int = 2) -> Path:
         path = tmp_path / name
         workbook = xlsxwriter.Workbook(str(path))
         sheet = workbook.add_worksheet("S")
@@ -976,12 +976,15 @@ def test_a_header_merged_down_over_the_row_below_is_the_header(
             sheet.merge_range(1, c, 2, c, header)  # rows 2 and 3
         if second_row is not None:
             sheet.write_row(2, len(TRUSTEE_HEADER), second_row)  # beside the merges
-        for r, row in enumerate(trustee_rows(2, start=0)):
+        for r, row in enumerate(trustee_rows(rows, start=0)):
             sheet.write_row(3 + r, 0, row)
+        sheet.write_row(3 + rows, 0, ["合计", None, None, None, None, None, 0])
         workbook.close()
         corpus.as_excel_saved(path)
         return path
 
+    with pytest.raises(InputError, match=r"no data rows below the header \(rows 2–3\); 0 bl"):
+        read_sheet(book("template.xlsx", None, rows=0), spec)  # a template: its totals row
     tall = read_sheet(book("tall.xlsx", None), spec)
     assert (tall.header_row, tall.frame[ROW].to_list()) == (2, [4, 5])
     assert not [c for c in tall.frame.columns if c.startswith(CELL_ISSUE)]

@@ -1414,8 +1414,10 @@ def _read(book: Workbook, spec: DomainSpec) -> SheetData:
         counts = [f"{skipped_blank} blank", f"{skipped_totals} totals"]
         counts += [f"{skipped_footer} footer"] if skipped_footer else []
         skipped = f"; {', '.join(counts[:-1])} and {counts[-1]} rows skipped"
+        top = header_index + 1
+        rows = f"rows {top}–{top + tall}" if tall else f"row {top}"  # (a tall header's rows)
         raise InputError(
-            f"{where}: no data rows below the header (row {header_index + 1})"
+            f"{where}: no data rows below the header ({rows})"
             + (skipped if skipped_blank or skipped_totals else "")
         )
     missing_optional = [

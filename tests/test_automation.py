@@ -732,3 +732,45 @@ def test_a_run_started_from_the_command_line_is_alerted_as_the_daemon_sees_it() 
     (alert,) = sent
     assert alert.what == "run of launched_from_the_cli failed"
     assert alert.detail == "load_the_month: raw.trustee_performance 2024-02: 5 of 5 rows rejected"
+
+
+def test_a_month_missing_on_its_due_day_is_one_alert(
+    defs: dg.Definitions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The freshness sensor evaluates every asset's freshness check in one run: nothing
+    loaded, each fails, and the on-call gets one alert per month missed naming them all
+    (the raw assets and the marts; trustee_performance is due earlier, so between its due
+    day and the others' two months may be missed), not one per asset."""
+    from workdatahub.defs.automation import failed_checks
+    from workdatahub.settings import reset_settings
+
+    freshness = {
+        c for c in defs.resolve_asset_graph().asset_check_keys if c.name == "freshness_check"
+    }
+    assert len(freshness) >= 7
+    checks_only = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection=freshness
+    )
+    with webhook_sink() as (url, posts), dg.instance_for_test() as instance:
+        monkeypatch.setenv("WDH_ALERT_WEBHOOK_URL", url)
+        reset_settings()
+        result = checks_only.execute_in_process(instance=instance, raise_on_error=False)
+        assert len([c for c in result.get_asset_check_evaluations() if not c.passed]) == len(
+            freshness
+        )
+        missed = failed_checks(instance, result.run_id)
+        run_sensor(defs, "alert_on_failed_check", instance, result)
+    reset_settings()
+    by_month: dict[str | None, list[str]] = {}
+    for alert in missed:
+        by_month.setdefault(alert.month, []).append(str(alert.domain))
+    assert len(posts) == len(by_month) < len(freshness)
+    for post in posts:
+        subject, *lines = post["text"].splitlines()
+        month = next(m for m in by_month if m and f" {m}: " in subject)
+        if len(by_month[month]) == 1:  # (a month one asset alone missed: its own alert)
+            assert subject.endswith(f"{by_month[month][0]} {month}: check freshness_check failed")
+            continue
+        named = [line for line in lines if line.startswith("- ")]
+        assert subject.endswith(f" {month}: {len(by_month[month])} checks failed")
+        assert sorted(line.split(":")[0][2:] for line in named) == sorted(by_month[month])

@@ -122,6 +122,13 @@ def test_what_a_table_unlike_the_spec_is_told(sources: SourcesFile) -> None:
         "its not-null in a migration (then `wdh db upgrade`)"
     )
     assert contract.table_mismatch(spec, table, expected, frozenset({"net_value"})) is None
+    # money rounded by the warehouse: the precision counts, not the base type alone
+    rounded = {**table, "fund_scale": "numeric(18,2)"}
+    assert contract.table_mismatch(spec, rounded, expected) == (
+        "raw.trustee_performance: fund_scale is numeric(18,2) in the warehouse, numeric(18,4) "
+        "in data_sources.yml (type money): change data_sources.yml, or the table in a "
+        "migration (then `wdh db upgrade`)"
+    )
     retyped = {**table, "company_code": "bigint"}
     assert contract.table_mismatch(spec, retyped, expected) == (
         "raw.trustee_performance: company_code is bigint in the warehouse, text in "
@@ -349,6 +356,8 @@ def test_wdh_db_check_says_each_domain_the_warehouse_does_not_match(
         "annuity_income: raw.annuity_income has no unique index on (period, plan_code)"
     )
     assert done.stderr.startswith("wdh: error: 2 of 3 domains do not match the warehouse ")
+    one = wdh("db", "check", "trustee_performance", env=env)  # one wrong is enough
+    assert one.returncode == 3 and one.stderr.startswith("wdh: error: 1 of 1 domains do not")
     # a key loaded otherwise: a note when --mode upsert would stop, not a mismatch
     keyed = yaml.safe_load((ROOT / "data_sources.yml").read_text(encoding="utf-8"))
     keyed["domains"]["annuity_performance"]["key"] = ["period", "plan_code"]

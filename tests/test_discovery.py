@@ -507,3 +507,30 @@ def test_a_workbook_in_a_subfolder_that_is_no_version_is_named_not_missed(
     version = annuity_folder(tmp_path, "202411", "V1")
     unread.parent.rename(version)
     assert [f.path for f in discover(spec, NOV, tmp_path).files] == [version / name]
+
+
+def test_a_recursive_domains_base_workbook_is_superseded_by_its_version_once(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """The walk of a recursive domain's base folder does not go into its V<n> folders: the
+    V2 workbook is loaded, and the base one is listed once as superseded (not the loaded
+    workbook listed as ignored too)."""
+    spec = sources.domain("trustee_performance")
+    base = _trustee(tmp_path, WORKBOOK)
+    newer = _trustee(tmp_path, "V2", WORKBOOK)
+    result = discover(spec, NOV, tmp_path)
+    assert [f.path for f in result.files] == [newer]
+    assert [(i.path, i.reason) for i in result.ignored] == [(base, "superseded by V2")]
+
+
+def test_a_month_folder_that_is_no_month_is_not_a_month(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """`202413` is a folder, not a month: the arrival sensor's list of months skips it
+    (taken for one, it would fail every tick of the sensor for every domain)."""
+    from workdatahub.sources.discovery import available_periods
+
+    (tmp_path / "202413").mkdir()
+    (tmp_path / "202400").mkdir()
+    _trustee(tmp_path, WORKBOOK)
+    assert available_periods(sources.domain("trustee_performance"), tmp_path) == [NOV]

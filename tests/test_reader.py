@@ -72,7 +72,7 @@ def test_blank_and_totals_rows_are_skipped_not_rejected(
     assert sheet.rows_read == 2
 
 
-@pytest.mark.parametrize("marker", ["合 计", "合计：", " 总　计 ", "合  计:"])
+@pytest.mark.parametrize("marker", ["合 计", "合计：", " 总　计 ", "合  计:", "合\u3000\u3000计"])
 def test_totals_markers_spaced_out_or_written_as_a_label(
     sources: SourcesFile, tmp_path: Path, marker: str
 ) -> None:

@@ -127,6 +127,9 @@ def test_month_from_year_and_month() -> None:
         ("已转出中国石化", "中国石化"),
         ("中国石化(已转出)", "中国石化"),
         ("中国石化及下属子企业(团托)", "中国石化"),
+        # a status word behind a suffix, and a suffix behind a status word: two passes
+        ("中国石化（已转出）-养老", "中国石化"),
+        ("中国石化（团托）-养老", "中国石化"),
         ("中国原子能", "中国原子能"),  # a status word inside the name stays
         ("中国\u200b石化\ufeff", "中国石化"),  # invisible characters, pasted in with it
         ("\u202a中国石化\u202c", "中国石化"),

@@ -205,3 +205,28 @@ def test_later_parts_get_the_value_checks_only_with_the_same_failures(
     assert _pandera_failures(wrong, spec).sort(pl.all()).equals(first.sort(pl.all()))
     assert used == ["full", "rows", "full"]
     assert len(schemas.passed) == 1
+
+
+def test_a_cell_that_fails_to_parse_is_rejected_for_that_not_for_a_rule_after_it(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """计划代码 written as a date cell, 计划类型 neither 集合计划 nor 单一计划: the code's
+    own reason (a date, not a code) comes first, not the default rule's, which only sees
+    an empty code."""
+    from datetime import datetime
+
+    from tests.workbooks import ANNUITY_PERFORMANCE_HEADER
+
+    spec = sources.domain("annuity_performance")
+    row: dict[str, Any] = dict.fromkeys(ANNUITY_PERFORMANCE_HEADER)
+    row.update(
+        {"月度": "202411", "业务类型": "企年受托", "计划类型": "其他",
+         "计划代码": datetime(2024, 1, 1), "计划名称": "计划", "组合代码": "F12345",
+         "客户名称": "某公司", "机构名称": "北京"}
+    )  # fmt: skip
+    path = write_workbook(
+        tmp_path / "a.xlsx", {"规模明细": [ANNUITY_PERFORMANCE_HEADER, list(row.values())]}
+    )
+    rejects = check_file(spec, path, date(2024, 11, 1)).validated.rejects
+    reasons = dict(zip(rejects["column"], rejects["reason"], strict=True))
+    assert reasons["plan_code"].startswith("a date, not a code"), reasons

@@ -219,6 +219,7 @@ def test_rate_that_is_not_a_number_rejects() -> None:
         (" P0290 ", "P0290"),
         ("12345", "12345"),
         ("12345.0", "12345"),
+        ("12345.00", "12345"),
         ("Ｐ０２９０", "P0290"),
         # pasted with a zero-width space, a byte order mark, a soft hyphen: shown the same
         ("P0290\u200b", "P0290"),

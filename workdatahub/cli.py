@@ -539,8 +539,6 @@ def check_warehouse(domains: tuple[str, ...]) -> None:
     its loads check it (the migration, each column of its type; an upsert's key, and for a
     domain with a key loaded otherwise, whether --mode upsert could run), nothing written:
     after a deploy or a change to data_sources.yml, before the month's loads."""
-    from psycopg import sql
-
     from workdatahub.sources.spec import load_sources
     from workdatahub.warehouse import contract
     from workdatahub.warehouse.db import connect, masked_url
@@ -558,11 +556,9 @@ def check_warehouse(domains: tuple[str, ...]) -> None:
                 wrong += 1
                 click.echo(f"{spec.name}: {error.message}")
             else:
-                table = f"{spec.schema_name}.{spec.table}"
-                said = f"{spec.name}: ok ({table}, {spec.refresh})"
+                said = f"{spec.name}: ok ({spec.qualified_table}, {spec.refresh})"
                 if spec.key and spec.refresh != "upsert":  # (`wdh load --mode upsert` may)
-                    qualified = sql.Identifier(spec.schema_name, spec.table).as_string(conn)
-                    upsert = contract.upsert_mismatch(spec, contract.unique_keys(conn, qualified))
+                    upsert = contract.upsert_problem(conn, spec)
                     said += f"; a load with --mode upsert would stop: {upsert}" if upsert else ""
                 click.echo(said)
     if wrong:

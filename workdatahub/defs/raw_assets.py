@@ -122,12 +122,12 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         pool=f"raw_{spec.table}",
         freshness_policy=freshness_policy(spec.due_day),
         description=(
-            f"{spec.description}\n\nTable `{spec.schema_name}.{spec.table}`, refresh "
+            f"{spec.description}\n\nTable `{spec.qualified_table}`, refresh "
             f"`{spec.refresh}`; rejected rows go to `wdh.rejected_rows`."
         ),
         metadata={
             "dagster/column_schema": columns,
-            "dagster/table_name": f"{spec.schema_name}.{spec.table}",
+            "dagster/table_name": spec.qualified_table,
             "max_reject_rate": spec.max_reject_rate,
         },
         check_specs=[

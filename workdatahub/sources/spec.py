@@ -230,6 +230,12 @@ class DomainSpec(_Model):
                     )
         return self
 
+    @property
+    def qualified_table(self) -> str:
+        """`schema.table`, as messages and the load log name it (not quoted: SQL takes
+        `sql.Identifier(schema_name, table)`)."""
+        return f"{self.schema_name}.{self.table}"
+
     @cached_property
     def source_columns(self) -> list[ColumnSpec]:
         return [c for c in self.columns if c.header is not None]
@@ -306,7 +312,7 @@ def parse_sources(raw: dict[str, Any], path: Path = Path("data_sources.yml")) ->
         if target in loaded_by:
             # each load deletes the month first: two domains would erase each other's rows
             raise ConfigError(
-                f"{path.name}: domain {name!r}: table: {spec.schema_name}.{spec.table} is "
+                f"{path.name}: domain {name!r}: table: {spec.qualified_table} is "
                 f"already loaded by domain {loaded_by[target]!r}"
             )
         loaded_by[target] = name

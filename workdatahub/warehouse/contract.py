@@ -126,7 +126,7 @@ def table_mismatch(
     as Postgres writes it, compared as written: a `varchar` is not `text`; none: no such
     table), of which `needed` may not be null and have no default and `generated` are
     computed, against `expected` (name -> SQL type, and what says so)."""
-    table = f"{spec.schema_name}.{spec.table}"
+    table = spec.qualified_table
     if not columns:
         return (
             f"{table}, the table of domain {spec.name!r}, does not exist in the warehouse: "
@@ -186,36 +186,35 @@ def upsert_mismatch(spec: DomainSpec, unique: list[tuple[list[str], bool]]) -> s
     matching = [immediate for columns, immediate in unique if set(columns) == key]
     if matching and all(matching):
         return None
-    table = f"{spec.schema_name}.{spec.table}"
-    fix = (
-        "add it in a migration (README: Changing the contract), then `wdh db upgrade`; or "
-        "load with another --mode"
-    )
+    index = f"({', '.join(spec.key)}), the key of domain {spec.name!r} in data_sources.yml"
     if matching:
-        return (
-            f"{table}: the unique index on ({', '.join(spec.key)}), the key of domain "
-            f"{spec.name!r} in data_sources.yml, is deferrable, which an upsert cannot match "
-            "rows on: make it not deferrable in a migration, then `wdh db upgrade`; or load "
-            "with another --mode"
+        problem = (
+            f"{spec.qualified_table}: the unique index on {index}, is deferrable, which an "
+            "upsert cannot match rows on: make it not deferrable"
+        )
+    else:
+        problem = (
+            f"{spec.qualified_table} has no unique index on {index}, which an upsert matches "
+            "rows on: add it"
         )
     return (
-        f"{table} has no unique index on ({', '.join(spec.key)}), the key of domain "
-        f"{spec.name!r} in data_sources.yml, which an upsert matches rows on: {fix}"
+        f"{problem} in a migration (README: Changing the contract), then `wdh db upgrade`; "
+        "or load with another --mode"
     )
 
 
-def unique_keys(conn: psycopg.Connection, table: str) -> list[tuple[list[str], bool]]:
-    """The key columns of each unique index on `table` that `on conflict (columns)` can
-    infer (valid, not partial, not on expressions), and whether it is checked at once (not
-    deferrable)."""
+def upsert_problem(conn: psycopg.Connection, spec: DomainSpec) -> str | None:
+    """`upsert_mismatch` of the domain's table in the warehouse behind `conn`: the key
+    columns of each unique index `on conflict (columns)` can infer (valid, not partial, not
+    on expressions), and whether it is checked at once (not deferrable)."""
     rows = conn.execute(
         "select array(select a.attname from unnest(i.indkey[0:i.indnkeyatts - 1]) k(n) "
         "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n), i.indimmediate "
         "from pg_index i where i.indrelid = to_regclass(%s) and i.indisunique "
         "and i.indisvalid and i.indpred is null and i.indexprs is null",
-        [table],
+        [sql.Identifier(spec.schema_name, spec.table).as_string(conn)],
     ).fetchall()
-    return [(list(columns), bool(immediate)) for columns, immediate in rows]
+    return upsert_mismatch(spec, [(list(columns), bool(now)) for columns, now in rows])
 
 
 def check(conn: psycopg.Connection, spec: DomainSpec, mode: RefreshMode | None = None) -> None:
@@ -244,6 +243,6 @@ def check(conn: psycopg.Connection, spec: DomainSpec, mode: RefreshMode | None =
             problem += "; if a migration does this already, run `wdh db upgrade`"
         raise ContractError(problem)
     if mode == "upsert":
-        problem = upsert_mismatch(spec, unique_keys(conn, table))
+        problem = upsert_problem(conn, spec)
         if problem is not None:
             raise ContractError(problem)

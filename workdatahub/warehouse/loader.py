@@ -355,7 +355,7 @@ MONTH_LOCK_PURPOSE = "one load per (table, period) at a time"
 
 
 def _lock_key(spec: DomainSpec, period: date) -> str:
-    return f"{spec.schema_name}.{spec.table}:{period.isoformat()}"
+    return f"{spec.qualified_table}:{period.isoformat()}"
 
 
 def head_statements(
@@ -555,7 +555,7 @@ def build_plan(
         domain=spec.name,
         period=period,
         mode=mode,
-        table=f"{spec.schema_name}.{spec.table}",
+        table=spec.qualified_table,
         source_file=source_file,
         source_sheet=source_sheet,
         files=files,
@@ -976,7 +976,7 @@ def record_failed_read(
                 load_id=load_id,
                 domain=spec.name,
                 period=period,
-                target_table=f"{spec.schema_name}.{spec.table}",
+                target_table=spec.qualified_table,
                 mode=mode,
                 status="failed",
                 files=json.dumps(files, ensure_ascii=False),
@@ -1122,7 +1122,7 @@ class Head:
         self._spec, self._period, self._mode = spec, period, mode
         # the load's own lock and its 'running' row, before the transaction
         self.opening = opening_statements(
-            load_id, spec.name, period, f"{spec.schema_name}.{spec.table}", mode, files
+            load_id, spec.name, period, spec.qualified_table, mode, files
         )
         self._started = started
         self._opened = False
@@ -1160,8 +1160,7 @@ class Head:
             and not self._opened
             and not is_transient(error)
         ):
-            table = f"{self._spec.schema_name}.{self._spec.table}"
-            return LoadNotStarted(cannot_start(table, self._period, error))
+            return LoadNotStarted(cannot_start(self._spec.qualified_table, self._period, error))
         return None
 
     def stream(self, query: sql.Composed, sql_types: list[str]) -> Feed:

@@ -467,16 +467,15 @@ def per_month(alerts: list[Alert]) -> list[Alert]:
             grouped.append(some[0])
             continue
         domains = {a.domain for a in some}
+        lines = [f"- {a.domain}: {a.what}: {a.detail}" for a in some[:LINES_PER_ALERT]]
+        if len(some) > LINES_PER_ALERT:
+            lines.append(f"… {len(some) - LINES_PER_ALERT} more: see the run")
         grouped.append(
             Alert(
                 what=f"{len(some)} checks failed",
                 domain=domains.pop() if len(domains) == 1 else None,
                 month=month,
-                detail="\n".join(
-                    [f"- {a.domain}: {a.what}: {a.detail}" for a in some[:LINES_PER_ALERT]]
-                    + [f"… {len(some) - LINES_PER_ALERT} more: see the run"]
-                    * (len(some) > LINES_PER_ALERT)
-                ),
+                detail="\n".join(lines),
                 run_id=some[0].run_id,
             )
         )

@@ -411,13 +411,11 @@ def open_workbook(path: Path) -> Workbook:
         sheets, recalculates, workbook = _sheet_parts(archive, path)
         reader = fastexcel.read_excel(str(path))
         formats = shown_formats(archive, workbook)
-    except InputError:
+    except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
         if archive is not None:  # (the error, kept by its caller, would keep the file open)
             archive.close()
-        raise
-    except Exception as error:  # zipfile, XML and fastexcel raise many types for bad files
-        if archive is not None:
-            archive.close()
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"{path}: not a readable workbook ({_short(error)})") from None
     return Workbook(path, archive, sheets, reader, recalculates, formats)
 

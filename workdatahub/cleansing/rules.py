@@ -140,6 +140,8 @@ STATUS_WORDS = (
 SET_APART_ONLY = ("原",)
 _STATUS = "|".join(sorted(STATUS_WORDS, key=len, reverse=True))
 _GLUED = "|".join(sorted(set(STATUS_WORDS) - set(SET_APART_ONLY), key=len, reverse=True))
+_STATUS_END = rf"(?:[-_]?（(?:{_STATUS})）|[-_](?:{_STATUS})|(?:{_GLUED}))$"
+_STATUS_START = rf"^(?:（(?:{_STATUS})）[-_]?|(?:{_STATUS})[-_]|(?:{_GLUED}))"
 _TRAILING_SUFFIX = r"(?:（团托）|-养老|-福利)$"
 
 
@@ -156,9 +158,7 @@ def company_name(value: pl.Expr) -> RuleOutput:
     name = value.str.normalize("NFKC").str.replace_all(rf"(?:\s|{INVISIBLE})+", "")
     name = name.str.replace_all("(", "（", literal=True).str.replace_all(")", "）", literal=True)
     name = name.str.replace_all("及下属子企业", "", literal=True)
-    status_end = rf"(?:[-_]?（(?:{_STATUS})）|[-_](?:{_STATUS})|(?:{_GLUED}))$"
-    status_start = rf"^(?:（(?:{_STATUS})）[-_]?|(?:{_STATUS})[-_]|(?:{_GLUED}))"
     for _ in range(2):  # a suffix can hide a status word behind it, and the other way round
-        name = name.str.replace(status_end, "").str.replace(_TRAILING_SUFFIX, "")
-    name = name.str.replace(status_start, "")
+        name = name.str.replace(_STATUS_END, "").str.replace(_TRAILING_SUFFIX, "")
+    name = name.str.replace(_STATUS_START, "")
     return RuleOutput(pl.when(name == "").then(None).otherwise(name))

@@ -15,7 +15,7 @@ from types import SimpleNamespace as Fake
 import psycopg
 import pytest
 
-from workdatahub.demo import _interrupted, _said
+from workdatahub.demo import _interrupted, _lost_interrupts, _said
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,31 @@ def test_an_interrupt_is_told_from_a_failure() -> None:
     )
     assert _interrupted(Fake(all_events=[interrupted]))
     assert not _interrupted(Fake(all_events=[_failure("Failure", "a workbook")]))
+
+
+def test_a_ctrl_c_python_could_not_raise_is_kept_not_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dagster raises a Ctrl-C from its signal handler in whatever code runs; arriving in a
+    finaliser or a gc callback it was printed as "Exception ignored in …" with a traceback,
+    dropped, and the demo's run went on to its end and its summary (exit 0)."""
+
+    class Finalised:
+        def __init__(self, error: type[BaseException]) -> None:
+            self.error = error
+
+        def __del__(self) -> None:
+            raise self.error()
+
+    said: list[BaseException | None] = []  # what the hook before it is given
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: said.append(u.exc_value))
+    with _lost_interrupts() as lost:
+        Finalised(KeyboardInterrupt)  # (dropped at once: its __del__ raises, unraisable)
+        Finalised(ValueError)  # any other error is said as Python says it
+    assert [type(e) for e in lost] == [KeyboardInterrupt]
+    assert [type(e) for e in said] == [ValueError]
+    Finalised(KeyboardInterrupt)  # after the block, said as before
+    assert [type(e) for e in said] == [ValueError, KeyboardInterrupt] and len(lost) == 1
 
 
 @pytest.mark.db

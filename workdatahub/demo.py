@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,29 @@ def _instance() -> Any:
 
 
 _INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
+@contextlib.contextmanager
+def _lost_interrupts() -> Iterator[list[BaseException]]:
+    """The Ctrl-Cs Python could not raise during the block. Dagster raises one from its
+    signal handler in whatever code is running; in a finaliser or a garbage-collector
+    callback Python prints "Exception ignored in …" with a traceback, drops it, and the run
+    goes on to its end. Those are kept here, silently; any other unraisable error is printed
+    as before."""
+    lost: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if type(unraisable.exc_value).__name__ in _INTERRUPTS:
+            lost.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield lost
+    finally:
+        sys.unraisablehook = previous
 
 
 def _interrupted(result: Any) -> bool:
@@ -134,7 +159,11 @@ def run_demo(months: str, rows: int, data_dir: Path | None, named_warehouse: boo
     click.echo(
         f"materialising {first}…{last} through Dagster in one run (dbt output: {log_file}) …"
     )
-    with log_file.open("w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+    with (
+        log_file.open("w", encoding="utf-8") as sink,
+        contextlib.redirect_stdout(sink),
+        _lost_interrupts() as lost,
+    ):
         # one run over the month range: raw assets load each month in its own transaction,
         # dbt builds the whole window once (single-run backfill)
         result = job.execute_in_process(
@@ -161,6 +190,11 @@ def run_demo(months: str, rows: int, data_dir: Path | None, named_warehouse: boo
         raise Interrupted(
             f"interrupted: run {result.run_id[:8]} stopped; the months loaded before the stop "
             "are in the warehouse (`wdh history`)"
+        )
+    if lost:  # (a Ctrl-C that arrived where it could not stop the run)
+        raise Interrupted(
+            f"interrupted: run {result.run_id[:8]} went on to its end (the Ctrl-C came where "
+            "it could not stop it); its months are in the warehouse (`wdh history`)"
         )
     for line in _said(instance.all_logs(result.run_id), result.all_events):
         click.echo(f"  {line}", err=True)

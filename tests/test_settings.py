@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -302,3 +303,139 @@ def test_wdh_env_file_must_be_an_absolute_path_to_a_file(
     finally:
         monkeypatch.delenv("WDH_ENV_FILE")
         reset_settings()
+
+
+def _dagster_loaded(
+    folder: Path, lines: str, monkeypatch: pytest.MonkeyPatch, **exported: str
+) -> None:
+    """A process started with `exported` in its environment, in `folder`, whose .env
+    (`lines`) Dagster's command line then loaded over the environment, as it does."""
+    from dotenv import dotenv_values
+
+    (folder / ".env").write_text(lines, encoding="utf-8")
+    monkeypatch.chdir(folder)
+    started = {**os.environ, **exported}
+    for name in [n for n in started if n.startswith("WDH_") and n not in exported]:
+        del started[name]  # (only what the test names)
+    monkeypatch.setattr("workdatahub.settings._started_with", lambda: started)
+    for name, value in exported.items():
+        monkeypatch.setenv(name, value)
+    for name, value in dotenv_values(folder / ".env").items():
+        monkeypatch.setenv(name, value or "")
+
+
+def test_what_dagster_loaded_from_a_folders_dotenv_is_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A .env of the folder Dagster starts in, not the project's: a variable it added is
+    removed, one it changed gets back its exported value."""
+    from workdatahub.settings import get_settings, reset_settings, undo_dagster_env_file
+
+    _dagster_loaded(
+        tmp_path,
+        "WDH_DATABASE_URL=postgresql://wdh_loader@attacker.example/exfil\nWDH_LOG_LEVEL=DEBUG\n",
+        monkeypatch,
+        WDH_LOG_LEVEL="ERROR",
+    )
+    assert undo_dagster_env_file() == ["WDH_DATABASE_URL", "WDH_LOG_LEVEL"]
+    assert "WDH_DATABASE_URL" not in os.environ
+    assert os.environ["WDH_LOG_LEVEL"] == "ERROR"
+    reset_settings()
+    assert get_settings().log_level == "ERROR"
+    reset_settings()
+
+
+def test_the_environment_wins_over_the_settings_own_dotenv_under_dagster_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster started in the project folder loads the project's .env over the environment:
+    an exported WDH_ENVIRONMENT=prod was turned into the .env's dev. It is put back; what the
+    .env alone sets stays, as the settings read it anyway."""
+    from workdatahub.settings import get_settings, reset_settings, undo_dagster_env_file
+
+    monkeypatch.setenv("WDH_ENV_FILE", str(tmp_path / ".env"))
+    _dagster_loaded(
+        tmp_path,
+        "WDH_ENVIRONMENT=dev\nWDH_PARTITIONS_START=2023-01\n",
+        monkeypatch,
+        WDH_ENVIRONMENT="prod",
+        WDH_ENV_FILE=str(tmp_path / ".env"),
+    )
+    assert undo_dagster_env_file() == ["WDH_ENVIRONMENT"]
+    assert os.environ["WDH_ENVIRONMENT"] == "prod"
+    assert os.environ["WDH_PARTITIONS_START"] == "2023-01"
+    reset_settings()
+    try:
+        assert get_settings().environment == "prod"
+    finally:
+        monkeypatch.delenv("WDH_ENV_FILE")
+        reset_settings()
+
+
+def test_a_folders_dotenv_a_parent_process_loaded_refuses_the_code_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inherited from the Dagster process that loaded it (`dagster dev` starts the code
+    location in a process of its own), the value cannot be told from an exported one: the
+    code location is refused, saying why, rather than run on it."""
+    from workdatahub.settings import undo_dagster_env_file
+
+    lines = "WDH_DATA_DIR=/srv/elsewhere\n"
+    _dagster_loaded(tmp_path, lines, monkeypatch, WDH_DATA_DIR="/srv/elsewhere")
+    with pytest.raises(ConfigError) as refused:
+        undo_dagster_env_file()
+    assert str(refused.value) == (
+        f"{tmp_path / '.env'} sets WDH_DATA_DIR: Dagster loads the .env of the folder it starts "
+        "in over the environment, and WorkDataHub reads only its own .env; start Dagster from "
+        "another folder (`make dev` starts it in WDH_HOME/dagster), or remove those lines"
+    )
+
+
+def test_no_dotenv_in_the_folder_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workdatahub.settings import undo_dagster_env_file
+
+    monkeypatch.chdir(tmp_path)
+    before = dict(os.environ)
+    assert undo_dagster_env_file() == []
+    assert dict(os.environ) == before
+
+
+@pytest.mark.db
+@pytest.mark.slow
+def test_dagster_started_in_a_folder_with_a_dotenv_loads_from_the_exported_data_folder(
+    tmp_path: Path, pg_url: str, pg: Any, fresh_tables: None
+) -> None:
+    """For real: `dagster asset materialize` started in a shared folder whose .env points
+    WDH_DATA_DIR elsewhere loads the month from the exported folder."""
+    from tests.workbooks import TRUSTEE_HEADER, trustee_folder, write_workbook
+
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    rows: list[list[Any]] = [[2024, 2, f"P{i}", "C1", "1.5%", 1, 1] for i in range(3)]
+    write_workbook(
+        trustee_folder(data, "202402", "x", "受托业绩.xlsx"), {"S": [TRUSTEE_HEADER, *rows]}
+    )
+    shared.mkdir()
+    (shared / ".env").write_text(f"WDH_DATA_DIR={tmp_path / 'elsewhere'}\n", encoding="utf-8")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WDH_")},
+        "WDH_DATABASE_URL": pg_url,
+        "WDH_DATA_DIR": str(data),
+        "WDH_HOME": os.environ.get("WDH_HOME", str(ROOT / ".wdh")),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+    }
+    (tmp_path / "dagster").mkdir()
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m",
+         "workdatahub.definitions", "--select", "raw/trustee_performance", "--partition",
+         "2024-02"],
+        cwd=shared, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ignored what the .env of the folder Dagster started in" in done.stderr
+    assert "WDH_DATA_DIR" in done.stderr
+    loaded = pg.execute(
+        "select count(*) from raw.trustee_performance where report_date = '2024-02-01'"
+    ).fetchone()
+    assert loaded == (3,)

@@ -25,6 +25,8 @@ from workdatahub.defs.dbt import (
 from workdatahub.defs.jobs import build_monthly_refresh
 from workdatahub.defs.raw_assets import build_raw_assets, raw_asset_key
 from workdatahub.defs.resources import WarehouseResource
+from workdatahub.logs import configure_logging, get_logger
+from workdatahub.settings import undo_dagster_env_file
 from workdatahub.sources.spec import SourcesFile, load_sources
 from workdatahub.warehouse.db import dbt_executable
 
@@ -103,5 +105,14 @@ def build_definitions(sources: SourcesFile) -> dg.Definitions:
     )
 
 
+# before anything reads the settings: what Dagster's command line loaded from a .env over the
+# environment is undone (settings.undo_dagster_env_file)
+_undone = undo_dagster_env_file()
+if _undone:
+    configure_logging(force=True)  # (in case something logged before, with what was undone)
+    get_logger().warning(
+        "ignored what the .env of the folder Dagster started in set over the environment",
+        variables=", ".join(_undone),
+    )
 sources = load_sources()
 defs = build_definitions(sources)

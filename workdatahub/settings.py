@@ -69,6 +69,72 @@ def _env_file() -> Path:
     return Path(named)
 
 
+def _started_with() -> dict[str, str] | None:
+    """The environment this process was started with (Linux: /proc/self/environ, which
+    changes to os.environ do not touch); None where it cannot be read."""
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (os.fsdecode(item).partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def undo_dagster_env_file() -> list[str]:
+    """Dagster's command line (`dagster dev`, `dagster asset materialize` …) loads the .env
+    of the folder it starts in into the environment, over what was exported. The settings
+    promise the opposite: the environment wins over the project's .env, and a .env of the
+    folder a command runs from is never read (it could point the loads, or the alerts, at
+    someone else's server; an exported WDH_ENVIRONMENT=prod was turned back into dev by an
+    .env holding .env.example's line).
+
+    Called where the code location is loaded, before the settings are read: a WDH_ variable
+    that file changed gets back the value this process was started with, and one it added
+    is removed unless the file is the settings' own .env. Where a parent process loaded a
+    folder's .env (its value inherited, so indistinguishable from an exported one) the code
+    location is refused rather than run on it. Returns the names put back or removed."""
+    from dotenv import dotenv_values
+
+    from workdatahub.errors import ConfigError
+
+    here = Path.cwd() / ".env"
+    try:
+        if not here.is_file():
+            return []
+        ours = here.resolve() == _env_file().resolve()
+        loaded = {
+            name: value
+            for name, value in dotenv_values(here, encoding="utf-8").items()
+            if name.upper().startswith("WDH_") and value is not None
+        }
+    except (OSError, UnicodeDecodeError):
+        return []  # (Dagster could not have read it either)
+    started = _started_with()
+    undone, inherited = [], []
+    for name, value in loaded.items():
+        if os.environ.get(name) != value:
+            continue  # not (or no longer) the file's value
+        if started is not None and name in started and started[name] != value:
+            os.environ[name] = started[name]
+        elif started is not None and name not in started and not ours:
+            del os.environ[name]
+        elif not ours:
+            inherited.append(name)
+            continue
+        else:
+            continue  # the settings' own .env, as they would read it
+        undone.append(name)
+    if inherited:
+        raise ConfigError(
+            f"{here} sets {', '.join(sorted(inherited))}: Dagster loads the .env of the folder "
+            "it starts in over the environment, and WorkDataHub reads only its own .env; start "
+            "Dagster from another folder (`make dev` starts it in WDH_HOME/dagster), or remove "
+            "those lines"
+        )
+    get_settings.cache_clear()
+    return sorted(undone)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WDH_",

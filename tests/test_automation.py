@@ -508,6 +508,82 @@ def test_failed_run_and_failed_check_are_alerted(
     assert "failed checks: trustee_performance check reject_rate failed" in run_alert
 
 
+def _run_alert(defs: dg.Definitions, instance: dg.DagsterInstance, result: Any) -> Alert:
+    """The failure sensor's alert for the finished run `result`."""
+    sent: list[Alert] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("workdatahub.defs.automation.send_alert", sent.append)
+        run_sensor(defs, "alert_on_run_failure", instance, result)
+    (alert,) = sent
+    return alert
+
+
+@pytest.mark.db
+def test_a_bad_setting_fails_the_raw_step_in_one_line(
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production with no warehouse named: the step fails saying so, as a `wdh` command
+    does, not with a wrapped traceback whose first line the alert showed ("Error occurred
+    while executing op …:")."""
+    from workdatahub.settings import reset_settings
+
+    monkeypatch.setenv("WDH_ENVIRONMENT", "prod")
+    monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
+    reset_settings()
+    try:
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+                partition_key="2024-02",
+                instance=instance,
+                asset_selection=[dg.AssetKey(["raw", "trustee_performance"])],
+                run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
+                raise_on_error=False,
+            )
+            (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            assert failure.step_failure_data.error.cls_name == "Failure"
+            alert = _run_alert(defs, instance, result)
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert alert.detail == (
+        "raw__trustee_performance: trustee_performance: WDH_ENVIRONMENT=prod needs "
+        "WDH_DATABASE_URL (no embedded Postgres)"
+    )
+
+
+@pytest.mark.db
+@pytest.mark.slow
+def test_a_failed_dbt_step_is_alerted_with_dbts_error(
+    defs: dg.Definitions, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dagster-dbt's message begins "The dbt CLI process with command" and gives the
+    command and dbt's errors on the lines after: the alert said only that first line."""
+    import psycopg
+
+    from workdatahub.settings import reset_settings
+
+    target = psycopg.conninfo.conninfo_to_dict(pg_url)
+    target["dbname"] = "no_such_warehouse"
+    monkeypatch.setenv("WDH_DBT_DATABASE_URL", psycopg.conninfo.make_conninfo(**target))
+    reset_settings()
+    try:
+        with dg.instance_for_test() as instance:
+            result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+                partition_key="2024-02",
+                instance=instance,
+                asset_selection=[dg.AssetKey(["staging", "stg_trustee_performance"])],
+                raise_on_error=False,
+            )
+            assert not result.success
+            alert = _run_alert(defs, instance, result)
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+    assert alert.detail.startswith("dbt_models: dbt build failed (exit code 2): Database Error")
+    assert 'database "no_such_warehouse" does not exist' in alert.detail
+    assert "\n" not in alert.detail
+
+
 @pytest.mark.db
 @pytest.mark.slow
 def test_succeeded_run_with_a_failed_warning_check_is_alerted(

@@ -39,10 +39,28 @@ def one_line(error: BaseException | str) -> str:
 def failure_line(error: Any) -> str:
     """`one_line` of an error Dagster recorded (its `SerializableErrorInfo`), whose message
     begins with the exception's qualified name (`dagster._core…Failure: …`): without it."""
+    # an exception raised in a step comes wrapped ("Error occurred while executing op …:"):
+    # the reason is what it wraps
+    while error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+        error = error.cause
     message = str(error.message)
     if error.cls_name:
         message = re.sub(rf"^[\w.]*\b{re.escape(error.cls_name)}: ", "", message)
+    dbt = _DBT_FAILED.match(message)
+    if dbt:  # dagster-dbt's message begins with the command, over several lines
+        parsed = message.partition("Errors parsed from dbt logs:")[2].splitlines()
+        # "Encountered an error:", "Database Error", "  connection to server … failed: …"
+        lines = [line.strip() for line in parsed if line.strip()]
+        lines = [line for line in lines if line != "Encountered an error:"][:2]
+        reason = ": ".join(lines) or "see the step's dbt output"
+        message = f"dbt {dbt['command']} failed (exit code {dbt['code']}): {reason}"
     return one_line(message)
+
+
+_DBT_FAILED = re.compile(
+    r"The dbt CLI process with command\s+`\S*dbt (?P<command>\w+)[^`]*`\s+"
+    r"failed with exit code `(?P<code>-?\d+)`"
+)
 
 
 # the shape of a cron schedule: five fields of numbers, ranges, steps, lists or names (JAN,

@@ -150,7 +150,12 @@ def build_raw_asset(spec: DomainSpec) -> dg.AssetsDefinition:
         and the run fails at the end naming every month that failed, and why. Anything else
         (the warehouse down, a bad setting, a stop from the UI) stops the run at once. Either
         way the months loaded are recorded as materialised (they are committed)."""
-        url = warehouse.url()
+        try:
+            url = warehouse.url()  # (a bad setting: production without a warehouse named)
+        except WdhError as error:
+            raise dg.Failure(
+                description=f"{spec.name}: {error.message}", allow_retries=False
+            ) from None
         months = list(context.partition_keys)
         missing = missing_data_folder(warehouse.data_path())
         if missing:  # no month's own failure: said once, not once a month

@@ -480,7 +480,29 @@ def test_an_archived_xls_in_a_subfolder_does_not_block_the_month(
     old = _xls(trustee_folder(tmp_path, "202411", "受托部", "历史", "2019年受托业绩.xls"))
     result = discover(spec, NOV, tmp_path)
     assert [f.path for f in result.files] == [xlsx]
-    assert [i.path for i in result.ignored] == [old]
+    assert [(i.path, i.reason) for i in result.ignored] == [
+        (old, f"old .xls workbook in another folder, not read; {WORKBOOK} is loaded")
+    ]
+
+
+def test_an_xls_correction_in_a_version_folder_further_down_is_no_silent_fallback(
+    sources: SourcesFile, tmp_path: Path
+) -> None:
+    """A V2 beside the file it corrects (受托部/V2) is no version folder discovery reads as
+    one; saved as .xls, the correction was listed as "the .xlsx beside it is loaded" and the
+    older workbook loaded. As for an .xlsx there: an error saying where it goes."""
+    spec = sources.domain("trustee_performance")
+    xlsx = _trustee(tmp_path, "受托部", WORKBOOK)
+    xls = _xls(trustee_folder(tmp_path, "202411", "受托部", "V2", "2024年11月受托业绩.xls"))
+    with pytest.raises(InputError) as error:
+        discover(spec, NOV, tmp_path)
+    base = trustee_folder(tmp_path, "202411")
+    assert str(error.value) == (
+        f"trustee_performance 2024-11: {xlsx} and {xls}, an old Excel 97-2003 .xls workbook in "
+        "a version folder, expected one workbook: if the .xls is the correction, open it in "
+        f"Excel and save it as .xlsx in a V<n> folder directly in {base}, not in {xls.parent}; "
+        "else remove it"
+    )
 
 
 def test_a_workbook_in_a_subfolder_that_is_no_version_is_named_not_missed(

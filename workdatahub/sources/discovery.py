@@ -423,9 +423,28 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     else:
         chosen = base_found
 
-    if chosen.legacy and chosen.matched:  # (Excel's "Save As .xlsx" leaves the .xls behind)
+    if chosen.legacy and chosen.matched:
+        # (a recursive walk finds .xls files in other folders than the .xlsx: an archive's
+        # are left, a V<n> folder's is a correction put in the wrong place)
+        beside = {p.parent for p in chosen.matched}
+        nested = [p for p in chosen.legacy if p.parent not in beside and chosen_version is None]
+        nested = [p for p in nested if _in_version_folder(p, base)]
+        if nested:
+            raise InputError(
+                f"{spec.name} {period:%Y-%m}: {printable(chosen.matched[0])} and "
+                f"{printable(nested[0])}, an old Excel 97-2003 .xls workbook in a version "
+                "folder, expected one workbook: if the .xls is the correction, open it in Excel "
+                f"and save it as .xlsx in a V<n> folder directly in {printable(base)}, not in "
+                f"{printable(nested[0].parent)}; else remove it"
+            )
         result.ignored.extend(
-            Ignored(p, "old .xls workbook, not read; the .xlsx beside it is loaded")
+            Ignored(
+                p,
+                "old .xls workbook, not read; the .xlsx beside it is loaded"
+                if p.parent in beside  # (Excel's "Save As .xlsx" leaves the .xls behind)
+                else f"old .xls workbook in another folder, not read; {chosen.matched[0].name} "
+                "is loaded",
+            )
             for p in chosen.legacy
         )
     elif chosen.legacy:

@@ -383,3 +383,47 @@ def test_no_model_reads_a_raw_table_with_select_star() -> None:
     reading = [p for p in project.rglob("*.sql") if "source(" in p.read_text(encoding="utf-8")]
     assert reading  # the staging models
     assert [p.name for p in reading if star.search(p.read_text(encoding="utf-8"))] == []
+
+
+def test_a_mart_month_is_recorded_by_whether_the_raw_months_it_reads_are_loaded(
+    sources: SourcesFile,
+) -> None:
+    """A month built empty from loaded raw months (a mart whose filter no row passes) is
+    recorded: it was taken for a month not loaded, never recorded, and its freshness check
+    failed for good. One whose raw month is missing, directly or through the marts it is
+    built from, is not."""
+    import json
+
+    from workdatahub.defs.dbt import dbt_project, months_not_to_record
+
+    manifest = json.loads(Path(dbt_project.manifest_path).read_text(encoding="utf-8"))
+    raw = {(s.schema_name, s.table): s.partition_column for s in sources.domains.values()}
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+
+    def count(schema: str, table: str, column: str) -> dict[str, int]:
+        return rows[schema, table]
+
+    def node(name: str) -> dict[str, object]:
+        return manifest["nodes"][f"model.workdatahub.{name}"]  # type: ignore[no-any-return]
+
+    trustee = node("fct_trustee_performance")
+    rows[("raw", "trustee_performance")] = {"2024-02": 3, "2024-03": 0}
+    assert months_not_to_record(trustee, manifest, raw, count) == {
+        "2024-03": "built without raw.trustee_performance's rows (not loaded)"
+    }
+    rows[("raw", "trustee_performance")] = {"2024-02": 3}
+    rows[("marts", "fct_trustee_performance")] = {"2024-02": 0}  # (its own rows: not asked)
+    assert months_not_to_record(trustee, manifest, raw, count) == {}
+
+    summary = node("fct_monthly_branch_product_line")
+    rows[("raw", "annuity_performance")] = {"2024-02": 20}
+    rows[("raw", "annuity_income")] = {"2024-02": 0}
+    rows[("marts", "fct_annuity_performance")] = {"2024-02": 20}
+    rows[("marts", "fct_annuity_income")] = {"2024-02": 0}
+    assert months_not_to_record(summary, manifest, raw, count) == {
+        "2024-02": "built without raw.annuity_income's rows (not loaded)"
+    }
+    rows[("raw", "annuity_income")] = {"2024-02": 20}  # loaded, its mart not built for it
+    assert months_not_to_record(summary, manifest, raw, count) == {
+        "2024-02": "built without fct_annuity_income's rows"
+    }

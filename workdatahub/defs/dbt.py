@@ -6,7 +6,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -294,59 +294,97 @@ def _month_metadata(counts: dict[str, int]) -> dict[str, Any]:
     return {"rows_by_month": dg.MetadataValue.json(counts)}
 
 
+def _raw_read(
+    node: Mapping[str, Any], manifest: Mapping[str, Any], raw: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The tables of `raw` (schema, table) that `node` reads, through any model."""
+    nodes, sources = manifest.get("nodes", {}), manifest.get("sources", {})
+    found: set[tuple[str, str]] = set()
+    todo, done = list(node.get("depends_on", {}).get("nodes", [])), set()
+    while todo:
+        unique_id = todo.pop()
+        if unique_id in done:
+            continue
+        done.add(unique_id)
+        if unique_id in sources:
+            source = sources[unique_id]
+            found.add((source["schema"], source.get("identifier") or source["name"]))
+        elif unique_id in nodes:
+            todo += nodes[unique_id].get("depends_on", {}).get("nodes", [])
+    return sorted(found & set(raw))
+
+
+def months_not_to_record(
+    node: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    raw_months: Mapping[tuple[str, str], str],
+    count: Callable[[str, str, str], dict[str, int]],
+) -> dict[str, str]:
+    """Each month of a mart `node` just built not to record as materialised, and why: a raw
+    table it reads (`raw_months`: each raw table's month column) has no rows for the month,
+    or a mart it is built from has none. `count(schema, table, column)`: rows per month."""
+    why: dict[str, str] = {}
+    for schema, table in _raw_read(node, manifest, raw_months):
+        for month, rows in count(schema, table, raw_months[schema, table]).items():
+            if not rows:
+                why.setdefault(month, f"built without {schema}.{table}'s rows (not loaded)")
+    for parent_id in node.get("depends_on", {}).get("nodes", []):
+        parent = manifest.get("nodes", {}).get(parent_id, {})
+        column = partition_column(parent)
+        if column is None:  # (a view, a seed: no months of its own)
+            continue
+        for month, rows in count(parent["schema"], parent["alias"], column).items():
+            if not rows:
+                why.setdefault(month, f"built without {parent['name']}'s rows")
+    return why
+
+
 def _with_month_rows(
     context: AssetExecutionContext, invocation: Any, events: Iterator[Any], months: list[date]
 ) -> Iterator[Any]:
     """`events`, each mart's materialisation with its rows per month of the window (counted
     through dbt's connection once dbt has built it). A count that fails is a warning: the
-    build stands. A mart month built empty (its raw month not loaded: a mart selected
-    alone), or built from a mart that has no rows for it (a summary of two domains, one of
-    them not loaded), is not recorded as materialised, with a warning naming it: its
-    freshness check would otherwise call the month in. In a range run the other months are
+    build stands. A mart month built while a raw table it reads (through any model) has no
+    rows for the month (its workbook not loaded: a mart selected alone, a summary of two
+    domains one of which is late), or built from a mart that has no rows for it, is not
+    recorded as materialised, with a warning naming it: its freshness check would otherwise
+    call the month in. A mart month built empty from loaded raw months (a filter no row
+    passes) is recorded: no later run would fill it. In a range run the other months are
     recorded, each on its own."""
     import psycopg
 
+    from workdatahub.sources.spec import load_sources
     from workdatahub.warehouse.db import dbt_database_url
 
-    nodes = invocation.manifest.get("nodes", {})
+    manifest = invocation.manifest
+    raw_months = {  # each raw table's month column
+        (spec.schema_name, spec.table): spec.partition_column
+        for spec in load_sources().domains.values()
+    }
     with contextlib.ExitStack() as stack:
         opened: list[Any] = []  # one connection for the step's counts, at the first mart
-        seen: dict[str, dict[str, int]] = {}  # each mart counted once (a parent of another)
+        seen: dict[tuple[str, str], dict[str, int]] = {}  # each table counted once (a parent)
 
-        def counted(node: Mapping[str, Any], column: str) -> dict[str, int]:
+        def counted_table(schema: str, table: str, column: str) -> dict[str, int]:
             if not opened:
                 url = dbt_database_url()
                 opened.append(stack.enter_context(psycopg.connect(url, autocommit=True)))
-            key = node["unique_id"]
-            if key not in seen:
-                seen[key] = rows_by_month(opened[0], node["schema"], node["alias"], column, months)
-            return seen[key]
-
-        def missing(node: Mapping[str, Any], counts: dict[str, int]) -> dict[str, str]:
-            """Each month not to record, and why."""
-            why = {month: "built with no rows" for month, rows in counts.items() if not rows}
-            for parent_id in node.get("depends_on", {}).get("nodes", []):
-                parent = nodes.get(parent_id, {})
-                parent_column = partition_column(parent)
-                if parent_column is None:  # (a view, a seed: no months of its own)
-                    continue
-                for month, rows in counted(parent, parent_column).items():
-                    if not rows:
-                        why.setdefault(month, f"built without {parent['name']}'s rows")
-            return why
+            if (schema, table) not in seen:
+                seen[schema, table] = rows_by_month(opened[0], schema, table, column, months)
+            return seen[schema, table]
 
         for event in events:
             node: Mapping[str, Any] = {}
             if isinstance(event, dg.Output | dg.AssetMaterialization):
                 unique_id = event.metadata.get("unique_id")
-                node = nodes.get(getattr(unique_id, "value", unique_id), {})
+                node = manifest.get("nodes", {}).get(getattr(unique_id, "value", unique_id), {})
             column = partition_column(node)
             if column is None:  # (not a mart's materialisation)
                 yield event
                 continue
             try:
-                counts = counted(node, column)
-                skipped = missing(node, counts)
+                counts = counted_table(node["schema"], node["alias"], column)
+                skipped = months_not_to_record(node, manifest, raw_months, counted_table)
             except Exception as error:
                 context.log.warning(f"{node['name']}: rows per month not counted: {error}")
                 yield event
@@ -356,16 +394,12 @@ def _with_month_rows(
                 continue
             reasons = "; ".join(f"{month} {why}" for month, why in sorted(skipped.items()))
             if len(skipped) == len(counts):
-                context.log.warning(
-                    f"{node['name']}: {reasons} (is the raw data loaded?); not recorded as "
-                    "materialised"
-                )
+                context.log.warning(f"{node['name']}: {reasons}; not recorded as materialised")
                 continue
             # a range with months not to record: the other months alone are recorded, each on
             # its own (one materialisation would record the whole range)
             context.log.warning(
-                f"{node['name']}: {reasons} (is the raw data loaded?); recorded as "
-                "materialised for the other months only"
+                f"{node['name']}: {reasons}; recorded as materialised for the other months only"
             )
             key = (
                 context.asset_key_for_output(event.output_name)

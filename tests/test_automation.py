@@ -204,6 +204,42 @@ def test_a_month_folder_linked_out_of_the_data_folder_holds_back_no_other_month(
     ]
 
 
+def test_a_workbook_that_cannot_be_loaded_is_alerted_once_by_the_arrival_sensor(
+    defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy beside the month's workbook (`… - 副本.xlsx`): no run could load the month,
+    so none is asked for; the operator used to hear of it only at the freshness deadline
+    ("overdue"), and the tick said "no workbook found". Now an alert names the files, once
+    (not every minute), and again only when the reason changes; a month whose folder holds no
+    workbook yet is no alert."""
+    sent: list[Alert] = []
+    monkeypatch.setattr("workdatahub.defs.automation.send_alert", sent.append)
+    data = tmp_path / "data"
+    (sample,) = write_samples(
+        data, [date(2024, 6, 1)], rows=20, seed=3, domains=("trustee_performance",)
+    )
+    copy = sample.path.with_name(sample.path.stem + " - 副本.xlsx")
+    shutil.copy(sample.path, copy)
+    (data / "202407" / "收集数据" / "业务收集").mkdir(parents=True)  # July: nothing yet
+    with dg.instance_for_test() as instance:
+        keys, cursor, skipped = arrival_tick(defs, data, instance, None)
+        assert keys == {}
+        assert skipped == (
+            "1 month(s) whose workbook cannot be loaded (trustee_performance:2024-06); "
+            f"nothing new under {data}"
+        )
+        assert [(a.what, a.domain, a.month) for a in sent] == [
+            ("workbook not loaded", "trustee_performance", "2024-06")
+        ]
+        assert "2 candidate files" in sent[0].detail and str(copy) in sent[0].detail
+        arrival_tick(defs, data, instance, cursor)  # the next minute: said already
+        assert len(sent) == 1
+        copy.unlink()
+        keys, _, _ = arrival_tick(defs, data, instance, cursor)
+        assert list(keys) == ["trustee_performance"]
+        assert len(sent) == 1
+
+
 def test_arrival_sensor_hashes_a_workbook_only_when_it_changed(
     defs: dg.Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,11 @@ class InputError(WdhError):
     """A source file is missing, ambiguous or unreadable; the message names the file."""
 
 
+class NoWorkbookError(InputError):
+    """The month's folder holds no workbook of the domain (yet): nothing to load, unlike a
+    workbook that is there but cannot be used (ambiguous, unreadable, refused)."""
+
+
 class RejectThresholdExceeded(WdhError):
     """The share of rejected rows is above the domain's `max_reject_rate`; `summary`, when
     set, is the refused load's summary (`PartitionResult.summary`)."""

@@ -21,7 +21,7 @@ from workdatahub.defs.freshness import due_cron, schedule_cron
 from workdatahub.defs.jobs import MONTHLY_REFRESH
 from workdatahub.defs.partitions import PARTITION_FORMAT, monthly_partitions
 from workdatahub.defs.resources import WarehouseResource
-from workdatahub.errors import ConfigError, WdhError
+from workdatahub.errors import ConfigError, NoWorkbookError, WdhError
 from workdatahub.periods import period_key
 from workdatahub.settings import failure_line, get_settings, one_line
 from workdatahub.sources.discovery import (
@@ -109,18 +109,22 @@ def month_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_cursor(cursor: str | None) -> dict[str, list[Any]]:
+def _read_cursor(cursor: str | None) -> tuple[dict[str, list[Any]], dict[str, str]]:
     """{"domain:YYYY-MM": [fingerprint, sha256, version, changes(, settled)]} of the previous
     tick (`changes` came later: an entry without it has seen none; `settled`, the run key of
-    a month found loaded from its workbook already, which is not requested)."""
+    a month found loaded from its workbook already, which is not requested), and
+    {"domain:YYYY-MM": why} of the months whose workbook it refused (alerted once each)."""
     try:
         state = json.loads(cursor or "{}")
     except ValueError:
-        return {}
+        return {}, {}
     if not isinstance(state, dict) or state.get("v") != ARRIVAL_CURSOR_VERSION:
-        return {}
-    months = state.get("months")
-    return months if isinstance(months, dict) else {}
+        return {}, {}
+    months, refused = state.get("months"), state.get("refused")
+    return (
+        months if isinstance(months, dict) else {},
+        refused if isinstance(refused, dict) else {},
+    )
 
 
 def _loaded_from(instance: dg.DagsterInstance, refresh: Refresh, key: str, sha256: str) -> bool:
@@ -182,8 +186,9 @@ def build_arrival_sensor(
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
         data_dir = warehouse.data_path()
         partition_keys = set(monthly_partitions.get_partition_keys())
-        known = _read_cursor(context.cursor)
+        known, was_refused = _read_cursor(context.cursor)
         kept: dict[str, list[Any]] = dict(known)
+        refused: dict[str, str] = {}  # this tick's
         requested = settled_months = 0
         for spec in sources.domains.values():
             for period in available_periods(spec, data_dir):
@@ -206,8 +211,23 @@ def build_arrival_sensor(
                     else:
                         source = discover(spec, period, data_dir).files[0]
                         sha256, version = source.sha256, source.version
+                except NoWorkbookError as error:  # not there yet: the freshness check's
+                    context.log.info(error.message)
+                    continue
                 except WdhError as error:
+                    # there, and not loadable (two candidates, an .xls, a link out): no run
+                    # would load it, so none is asked for; the operator is told, once
                     context.log.warning(error.message)
+                    refused[slot] = error.message
+                    if was_refused.get(slot) != error.message:
+                        send_alert(
+                            Alert(
+                                what="workbook not loaded",
+                                domain=spec.name,
+                                month=key,
+                                detail=error.message,
+                            )
+                        )
                     continue
                 changes = cached[3] if cached is not None and len(cached) >= 4 else 0
                 changes = changes if isinstance(changes, int) else 0
@@ -243,16 +263,20 @@ def build_arrival_sensor(
                         "wdh/file_version": version or "base",
                     },
                 )
-        context.update_cursor(
-            json.dumps({"v": ARRIVAL_CURSOR_VERSION, "months": kept}, separators=(",", ":"))
-        )
-        if settled_months and not requested:
+        state = {"v": ARRIVAL_CURSOR_VERSION, "months": kept, "refused": refused}
+        context.update_cursor(json.dumps(state, separators=(",", ":")))
+        if not requested:
+            said = []
+            if refused:
+                months = ", ".join(sorted(refused)[:5]) + (" …" if len(refused) > 5 else "")
+                said.append(f"{len(refused)} month(s) whose workbook cannot be loaded ({months})")
+            if settled_months:
+                said.append(f"{settled_months} month(s) loaded from their workbooks already")
             yield dg.SkipReason(
-                f"{settled_months} month(s) loaded from their workbooks already; nothing new "
-                f"under {data_dir}"
+                "; ".join(said) + f"; nothing new under {data_dir}"
+                if said
+                else f"no workbook found under {data_dir}"
             )
-        elif not requested:
-            yield dg.SkipReason(f"no workbook found under {data_dir}")
 
     return workbook_arrival
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from workdatahub.errors import InputError, printable
+from workdatahub.errors import InputError, NoWorkbookError, printable
 from workdatahub.periods import folder_name
 from workdatahub.sources.spec import DomainSpec
 
@@ -466,7 +466,9 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         # there is
         shown = refused or excluded
         why = f" ({printable(shown[0].path)}: {shown[0].reason})" if shown else ""
-        raise InputError(
+        # (a file refused for what it is is there, and wrong; an Excel lock file or a reply
+        # mail's copy alone is no workbook yet)
+        raise (InputError if refused else NoWorkbookError)(
             f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {printable(base)}{why}"
         )
     if len(chosen.matched) > 1:

@@ -34,6 +34,14 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(TOOLS)/bin/uv
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $@
 
+# `make dev`'s code location, named `workdatahub` as pyproject.toml names it for the
+# `dagster` commands run from here (`dagster sensor start workbook_arrival`) and as
+# production's workspace.yaml does: served as `workdatahub.definitions` (-m), the sensor those
+# commands started was another location's, and never ran
+$(DAGSTER_HOME)/workspace.yaml: Makefile
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'load_from:\n  - python_module:\n      module_name: workdatahub.definitions\n      location_name: workdatahub\n      working_directory: %s\n' '$(CURDIR)' > $@
+
 manifest: $(VENV)/.synced ## parse the dbt project (target/manifest.json) for Dagster
 	@# with the connection Dagster's dbt steps use, or each step parses it all again
 	$(RUN)/wdh dbt-parse
@@ -54,13 +62,13 @@ test: setup ## the whole suite (pure core, warehouse, dbt, Dagster, CLI)
 # the UI has no login: this machine only, unless DEV_HOST says otherwise (docs/deploy.md)
 DEV_HOST ?= 127.0.0.1
 
-dev: setup ## Dagster UI on http://localhost:3000 (the embedded warehouse migrated first)
+dev: setup $(DAGSTER_HOME)/workspace.yaml ## Dagster UI on http://localhost:3000 (the embedded warehouse migrated first)
 	@# (the settings decide, .env included: an external warehouse is migrated by its owner)
 	@if $(RUN)/python -c "from workdatahub.settings import get_settings as s; raise SystemExit(not s().embedded)" 2>/dev/null; \
 	  then $(RUN)/wdh db upgrade; fi
 	@# (started in the instance's folder: from here Dagster warns that ./dagster.yaml, which
 	@# setup copies there, "will not be used")
-	cd $(DAGSTER_HOME) && $(RUN)/dagster dev -m workdatahub.definitions -d $(CURDIR) -h $(DEV_HOST) -p 3000
+	cd $(DAGSTER_HOME) && $(RUN)/dagster dev -w workspace.yaml -h $(DEV_HOST) -p 3000
 
 bench: setup ## benchmark: WorkDataHub vs the naive stack at 50k and 500k rows (bench/results.json)
 	$(RUN)/python bench/run.py

@@ -686,17 +686,20 @@ def test_a_malformed_url_is_reported_without_its_password(
         assert piece not in done.stdout + done.stderr, piece
 
 
-def test_output_cut_short_by_a_closed_pipe_is_no_refusal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("json_output", [False, True])
+def test_output_cut_short_by_a_closed_pipe_is_no_refusal(tmp_path: Path, json_output: bool) -> None:
     """`wdh check … | head -1`: the reader goes away; the command ends quietly, as one
-    killed by SIGPIPE does (141), not with 1, which means "threshold exceeded"."""
+    killed by SIGPIPE does (141), not with 1, which means "threshold exceeded". With
+    `--json` (one long text, cut short without an error when written at once) it ended 0."""
     bad = [[2024, 11, f"P{i:05d}", "C01", "abc", 1, 1] for i in range(3000)]
     path = write_workbook(
         trustee_folder(tmp_path, "202411", "受托部", "2024年11月受托业绩.xlsx"),
         {"S": [TRUSTEE_HEADER, *bad, [2024, 11, "P1", "C1", "5%", 1, 2]]},
     )
     code, stderr = _cut_short(
-        "check", "trustee_performance", str(path), "--max-reject-rate", "1", "--limit", "3000"
-    )
+        "check", "trustee_performance", str(path), "--max-reject-rate", "1", "--limit", "3000",
+        *(["--json"] if json_output else []),
+    )  # fmt: skip
     assert code == 141, stderr
     assert stderr == ""
 

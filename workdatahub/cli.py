@@ -74,8 +74,21 @@ def _writing(out: Path) -> Iterator[None]:
         _fail(f"{out}: cannot write it ({error.strerror or error})")
 
 
+_PIECE = 16384
+
+
+def _echo_long(text: str) -> None:
+    """click.echo of a long text in pieces. Written at once, a text a pipe's reader stops
+    reading midway (`wdh rejects … --json | head -1`) was cut short without an error (the
+    pipe took the first 64 KB and Python's buffered writer dropped the rest), and the command
+    ended 0; in pieces the next write fails, and the command ends as for a closed pipe."""
+    for start in range(0, len(text), _PIECE):
+        click.echo(text[start : start + _PIECE], nl=False)
+    click.echo()
+
+
 def _emit_json(payload: Any) -> None:
-    click.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
+    _echo_long(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
 
 
 def _data_dir(value: Path | None) -> Path:
@@ -224,7 +237,7 @@ def load(
     if as_json:
         _emit_json(summary)
     elif plan_only:
-        click.echo(result.plan.render())
+        _echo_long(result.plan.render())
         why = result.check.refused_by(result.max_reject_rate)
         if why:
             click.echo(f"-- NOTE: {why}: a real load would be refused")
@@ -321,7 +334,7 @@ def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -
             [row, _column(column, headers.get(column)), value, reason]
             for row, column, value, reason in rejects.head(limit).iter_rows()
         ]
-        click.echo(_table(shown, ["row", "column", "value", "reason"]))
+        _echo_long(_table(shown, ["row", "column", "value", "reason"]))
         if rejects.height > limit:
             click.echo(f"… {rejects.height - limit} more (use --json for all)")
     if out is not None:
@@ -381,7 +394,7 @@ def history(domain: str | None, period: str | None, limit: int, as_json: bool) -
     ]  # fmt: skip
     header = ["started", "domain", "month", "status", "version", "sha256", "read", "loaded",
               "rejected", "seconds", "message"]  # fmt: skip
-    click.echo(_table(table, header) if table else "no loads recorded")
+    _echo_long(_table(table, header) if table else "no loads recorded")
 
 
 # the workbook's folders a reason begins with (`/data/202411/收集数据/…/x.xlsx: sheet …`): the
@@ -510,7 +523,7 @@ def rejects(
             [r["row"], _column(r["column"], r["header"]), r["value"], r["reason"]]
             for r in records[:limit]
         ]
-        click.echo(_table(shown, ["row", "column", "value", "reason"]))
+        _echo_long(_table(shown, ["row", "column", "value", "reason"]))
     if len(records) > limit:
         click.echo(f"… {len(records) - limit} more (--limit N, or --out FILE / --json for all)")
     if out is not None:

@@ -45,35 +45,37 @@ def test_migrations_as_alembic_writes_them_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The next migration is made with `wdh db revision` (Alembic's `revision`, the project's
-    template: `revision = '0007'`, single quotes); annotated assignments and a merge of two
+    template: `revision = '0008'`, single quotes); annotated assignments and a merge of two
     lines are read too."""
     import shutil
 
     from tests.test_cli import wdh
     from workdatahub.warehouse import migrate
 
+    (head,) = contract.code_revisions()[0]
+    new, two, merge = (f"{int(head) + n:04d}" for n in (1, 2, 3))
     migrations = tmp_path / "migrations"
     shutil.copytree(contract.VERSIONS.parent, migrations, ignore=shutil.ignore_patterns("__py*"))
     monkeypatch.setattr(migrate, "MIGRATIONS", migrations)
     done = wdh("db", "revision", "fee amount")
     versions = migrations / "versions"
-    written = versions / "0007_fee_amount.py"
+    written = versions / f"{new}_fee_amount.py"
     assert done.stdout == f"wrote {written}: fill in upgrade() and downgrade()\n", done.stderr
     text = written.read_text()
-    assert "revision = '0007'" in text and "down_revision = '0006'" in text
-    assert contract.code_revisions(versions)[0] == {"0007"}
+    assert f"revision = '{new}'" in text and f"down_revision = '{head}'" in text
+    assert contract.code_revisions(versions)[0] == {new}
     contract.code_revisions.cache_clear()  # (read once per process otherwise)
-    (versions / "0008_a.py").write_text('revision: str = "0008a"\ndown_revision = "0007"\n')
-    (versions / "0008_b.py").write_text("revision = '0008b'\ndown_revision: str = '0007'\n")
-    assert contract.code_revisions(versions)[0] == {"0008a", "0008b"}  # two lines
+    (versions / f"{two}_a.py").write_text(f'revision: str = "{two}a"\ndown_revision = "{new}"\n')
+    (versions / f"{two}_b.py").write_text(f"revision = '{two}b'\ndown_revision: str = '{new}'\n")
+    assert contract.code_revisions(versions)[0] == {f"{two}a", f"{two}b"}  # two lines
     contract.code_revisions.cache_clear()
-    (versions / "0009_merge.py").write_text(
-        "revision = '0009'\ndown_revision = ('0008a', '0008b')\n"
+    (versions / f"{merge}_merge.py").write_text(
+        f"revision = '{merge}'\ndown_revision = ('{two}a', '{two}b')\n"
     )
     contract.code_revisions.cache_clear()
     heads, known = contract.code_revisions(versions)
     contract.code_revisions.cache_clear()
-    assert heads == {"0009"} and {"0001", "0007", "0009"} <= known
+    assert heads == {merge} and {"0001", new, merge} <= known
 
 
 def test_what_a_warehouse_at_another_migration_is_told() -> None:

@@ -152,7 +152,8 @@ CASES = [
     ("wdh_loader", INSERT_RAW, True),
     ("wdh_loader", "delete from raw.trustee_performance", True),
     ("wdh_loader", INSERT_LOG, True),
-    ("wdh_loader", "update wdh.load_log set status = 'abandoned'", True),
+    ("wdh_loader", "update wdh.load_log set status = 'abandoned' where status = 'running'", True),
+    ("wdh_loader", "update wdh.data_quality_metrics set rows_rejected = 0", False),
     ("wdh_loader", "delete from wdh.load_log", False),  # the audit trail stays
     ("wdh_loader", "delete from wdh.rejected_rows", False),
     ("wdh_loader", "update wdh.rejected_rows set reason = 'x'", False),
@@ -355,3 +356,38 @@ def test_a_built_summary_mart_gets_its_outflow_column_renamed(
     finally:
         owner.execute(f"drop table if exists {mart}")
         upgrade(owner_url)
+
+
+def test_a_loads_row_in_the_load_log_keeps_its_history(owner: psycopg.Connection[Any]) -> None:
+    """The loader ends its loads' rows, marks dead ones abandoned and notes a lost
+    confirmation on a finished one; it cannot rewrite a finished load (what audit.loads
+    shows analysts: its files, counts, status) nor any load's month."""
+    ids = {}
+    for status in ("running", "succeeded", "failed", "abandoned"):
+        ids[status] = owner.execute(
+            "insert into wdh.load_log (load_id, domain, period, target_table, mode, status, "
+            "files, rows_rejected) values (gen_random_uuid(), 'trustee_performance', "
+            "'2024-11-01', 'raw.trustee_performance', 'delete_insert', %s, "
+            """'[{"path": "a.xlsx", "sha256": "ab"}]', 5) returning load_id""",
+            [status],
+        ).fetchone()[0]  # type: ignore[index]
+
+    def update(what: str, status: str) -> bool:
+        with psycopg.connect(role_url(owner.info.dsn, "wdh_loader")) as conn:
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute(
+                        f"update wdh.load_log set {what} where load_id = %s", [ids[status]]
+                    )
+            except psycopg.errors.InsufficientPrivilege:
+                return False
+        return True
+
+    assert update("status = 'succeeded', rows_rejected = 0, files = '[]'", "running")
+    assert update("status = 'failed', message = 'stopped'", "abandoned")
+    assert update("message = 'committed; the confirmation was lost'", "succeeded")
+    assert not update("rows_rejected = 0", "succeeded")
+    assert not update("""files = '[{"path": "forged.xlsx", "sha256": "00"}]'""", "succeeded")
+    assert not update("status = 'succeeded'", "failed")
+    assert not update("status = 'succeeded'", "abandoned")
+    assert not update("period = '2024-10-01'", "running")

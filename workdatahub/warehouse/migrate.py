@@ -93,7 +93,7 @@ def _revision_now(engine: Engine, otherwise: str | None) -> str | None:
 
 
 def new_revision(message: str) -> Path:
-    """Write the next migration (`0007_<message>.py` after 0006) from the template, with
+    """Write the next migration (`0008_<message>.py` after 0007) from the template, with
     Alembic's own `revision` command (no database needed); return its path."""
     from workdatahub.errors import ConfigError
     from workdatahub.warehouse.contract import code_revisions

@@ -82,6 +82,21 @@ def test_mistakes_name_domain_and_field(raw: dict[str, Any], change: Any, expect
     assert "\n" not in message
 
 
+def test_a_column_a_rule_reads_must_be_the_domains(raw: dict[str, Any]) -> None:
+    """plan_code_default reads plan_type by name: with plan_type renamed, every load of the
+    domain failed with polars' ColumnNotFoundError and its traceback."""
+    data = copy.deepcopy(raw)
+    for column in data["domains"]["annuity_income"]["columns"]:
+        if column["name"] == "plan_type":
+            column["name"] = "plan_kind"
+    with pytest.raises(ConfigError) as error:
+        parse_sources(data)
+    assert str(error.value).endswith(
+        "column 'plan_code': rule 'plan_code_default' reads column 'plan_type', which the "
+        "domain does not have"
+    )
+
+
 # -- config safety: hostile names, paths that leave the data directory, runaway patterns ------
 
 
@@ -117,6 +132,7 @@ NOT_SHEET = "is not a sheet name Excel allows"
         ("schema", "staging", f"schema: schema 'staging' {RESERVED}"),
         ("schema", "reference", f"schema: schema 'reference' {RESERVED}"),
         ("schema", "public", f"schema: schema 'public' {RESERVED}"),
+        ("schema", "audit", f"schema: schema 'audit' {RESERVED}"),
         ("columns.2.name", "plan_code\n", f"columns.2.name: column name 'plan_code\\n' {NOT_ID}"),
         ("columns.2.name", 'plan"code', f"columns.2.name: column name 'plan\"code' {NOT_ID}"),
         ("columns.2.name", "计划代码", f"columns.2.name: column name '计划代码' {NOT_IDENTIFIER}"),

@@ -28,7 +28,7 @@ IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 RESERVED_COLUMNS = frozenset({"load_id", "source_file", "source_sheet", "source_row", "loaded_at"})
 # the audit schema, the schemas dbt builds, and Postgres' own
 RESERVED_SCHEMAS = frozenset(
-    {"wdh", "staging", "marts", "reference", "public", "information_schema"}
+    {"wdh", "staging", "marts", "reference", "audit", "public", "information_schema"}
 )
 ColumnType = Literal["text", "code", "month", "money", "rate", "integer"]
 RefreshMode = Literal["delete_insert", "append", "upsert"]
@@ -218,6 +218,8 @@ class DomainSpec(_Model):
                         f"header {header!r} is claimed by {headers[header]!r} and {column.name!r}"
                     )
                 headers[header] = column.name
+        import polars as pl
+
         from workdatahub.cleansing.rules import RULES
 
         for column in self.columns:
@@ -227,6 +229,17 @@ class DomainSpec(_Model):
                     raise ValueError(
                         f"column {column.name!r} names unknown rule {rule!r} "
                         f"(known: {', '.join(sorted(RULES))})"
+                    )
+            for rule in column.rules:
+                # a rule may read other columns by name (plan_code_default: plan_type); one
+                # the domain lacks failed every load with polars' ColumnNotFoundError
+                output = RULES[rule](pl.col(column.name))
+                exprs = [output.value, *output.errors]
+                lacking = {n for e in exprs for n in e.meta.root_names()} - known
+                if lacking:
+                    raise ValueError(
+                        f"column {column.name!r}: rule {rule!r} reads column "
+                        f"{', '.join(map(repr, sorted(lacking)))}, which the domain does not have"
                     )
         return self
 

@@ -476,6 +476,23 @@ def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(
     assert not (tmp_path / "sample").exists()
 
 
+def test_the_demo_in_production_without_a_warehouse_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused by the migrations too (no embedded Postgres in production), but only after
+    the samples were written, V2 folders included: into the operators' share, given as
+    --data-dir, they would win over the month's own workbooks."""
+    monkeypatch.delenv("WDH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("WDH_DBT_DATABASE_URL", raising=False)
+    share = tmp_path / "share"
+    done = wdh("demo", "--data-dir", str(share), env={"WDH_ENVIRONMENT": "prod"})
+    assert done.returncode == 2
+    assert json.loads(done.stderr)["event"] == (
+        "wdh demo never runs in production (WDH_ENVIRONMENT=prod), nor does the embedded Postgres"
+    )
+    assert not share.exists()
+
+
 @pytest.mark.parametrize("period", ["2024-11", "2029-01"])  # a month there, one not there
 def test_a_production_load_without_a_warehouse_says_so_before_reading(
     month: Path, monkeypatch: pytest.MonkeyPatch, period: str

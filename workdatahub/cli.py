@@ -344,7 +344,9 @@ def _show_check(result: CheckResult, file: Path, limit: int, out: Path | None) -
 @cli.command()
 @click.argument("domain", required=False)
 @click.option("--period", "-p", help="only this month")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="loads shown"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def history(domain: str | None, period: str | None, limit: int, as_json: bool) -> None:
     """Loads from the audit log: files, sha256, rows, rejects, status, duration."""
@@ -679,8 +681,16 @@ def env() -> None:
 
 @cli.command()
 @click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
-@click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
-@click.option("--seed", default=7, show_default=True)
+@click.option(
+    "--rows",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 2_000_000),
+    help="data rows per sheet",
+)
+@click.option(
+    "--seed", default=7, show_default=True, help="the same seed writes the same workbooks"
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -714,7 +724,13 @@ def sample(
 
 @cli.command()
 @click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
-@click.option("--rows", default=200, show_default=True, type=click.IntRange(1, 2_000_000))
+@click.option(
+    "--rows",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 2_000_000),
+    help="data rows per sheet",
+)
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,7 @@ def _dagster_loaded(
     started = {**os.environ, **exported}
     for name in [n for n in started if n.startswith("WDH_") and n not in exported]:
         del started[name]  # (only what the test names)
-    monkeypatch.setattr("workdatahub.settings._started_with", lambda: started)
+    monkeypatch.setattr("workdatahub.settings._dagster_lineage", lambda: (True, started))
     for name, value in exported.items():
         monkeypatch.setenv(name, value)
     for name, value in dotenv_values(folder / ".env").items():
@@ -372,16 +373,30 @@ def test_the_environment_wins_over_the_settings_own_dotenv_under_dagster_too(
         reset_settings()
 
 
-def test_a_folders_dotenv_a_parent_process_loaded_refuses_the_code_location(
+def test_a_folders_dotenv_naming_itself_the_settings_file_is_still_undone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inherited from the Dagster process that loaded it (`dagster dev` starts the code
-    location in a process of its own), the value cannot be told from an exported one: the
-    code location is refused, saying why, rather than run on it."""
+    """WDH_ENV_FILE as the Dagster command was started with decides which .env is the
+    settings' own: a folder's .env that names itself so is still a folder's."""
+    from workdatahub.settings import undo_dagster_env_file
+
+    lines = f"WDH_ENV_FILE={tmp_path / '.env'}\nWDH_DATA_DIR=/srv/elsewhere\n"
+    _dagster_loaded(tmp_path, lines, monkeypatch)
+    assert undo_dagster_env_file() == ["WDH_DATA_DIR", "WDH_ENV_FILE"]
+    assert "WDH_DATA_DIR" not in os.environ and "WDH_ENV_FILE" not in os.environ
+
+
+def test_without_proc_a_folders_dotenv_holding_a_value_of_the_environment_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where what the Dagster command was started with cannot be read, a folder's .env
+    value the environment holds cannot be told from an exported one: the code location is
+    refused, saying why, rather than run on it."""
     from workdatahub.settings import undo_dagster_env_file
 
     lines = "WDH_DATA_DIR=/srv/elsewhere\n"
     _dagster_loaded(tmp_path, lines, monkeypatch, WDH_DATA_DIR="/srv/elsewhere")
+    monkeypatch.setattr("workdatahub.settings._dagster_lineage", lambda: (True, None))
     with pytest.raises(ConfigError) as refused:
         undo_dagster_env_file()
     assert str(refused.value) == (
@@ -391,11 +406,55 @@ def test_a_folders_dotenv_a_parent_process_loaded_refuses_the_code_location(
     )
 
 
+def test_outside_dagster_a_folders_dotenv_is_left_to_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wdh`, a test, a plain `python -c 'import workdatahub.definitions'`: no Dagster
+    command loaded the .env, and the settings never read it."""
+    from workdatahub.settings import undo_dagster_env_file
+
+    (tmp_path / ".env").write_text("WDH_LOG_LEVEL=INFO\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WDH_LOG_LEVEL", "INFO")
+    assert undo_dagster_env_file() == []
+    assert os.environ["WDH_LOG_LEVEL"] == "INFO"
+
+
+def test_a_code_server_is_given_back_what_the_dagster_command_was_started_with(
+    tmp_path: Path,
+) -> None:
+    """For real, on /proc: a command named like Dagster's (`dagster dev`) loads the .env
+    over its environment, then starts a process (its code server) that inherits what it
+    loaded; that process reads what the command was started with."""
+    command = tmp_path / "dagster-dev"
+    command.symlink_to(sys.executable)
+    child = (
+        "from workdatahub.settings import _dagster_lineage; "
+        "under, started = _dagster_lineage(); "
+        "print(under, started['WDH_ENVIRONMENT'] if started else None)"
+    )
+    parent = (
+        "import os, subprocess, sys; os.environ['WDH_ENVIRONMENT'] = 'dev'; "
+        f"sys.exit(subprocess.run([sys.executable, '-c', {child!r}]).returncode)"
+    )
+    env = {**os.environ, "WDH_ENVIRONMENT": "prod", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [str(command), "-c", parent], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True prod"
+    alone = subprocess.run(
+        [sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert alone.stdout.strip() == "False None"
+
+
 def test_no_dotenv_in_the_folder_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from workdatahub.settings import undo_dagster_env_file
 
+    monkeypatch.setattr("workdatahub.settings._dagster_lineage", lambda: (True, {}))
     monkeypatch.chdir(tmp_path)
     before = dict(os.environ)
     assert undo_dagster_env_file() == []

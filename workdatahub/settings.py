@@ -87,15 +87,48 @@ def _env_file() -> Path:
     return Path(named)
 
 
-def _started_with() -> dict[str, str] | None:
-    """The environment this process was started with (Linux: /proc/self/environ, which
-    changes to os.environ do not touch); None where it cannot be read."""
+def _proc(pid: int, part: str) -> bytes | None:
     try:
-        raw = Path("/proc/self/environ").read_bytes()
+        return Path(f"/proc/{pid}/{part}").read_bytes()
     except OSError:
         return None
+
+
+def _is_dagster(cmdline: bytes) -> bool:
+    """A Dagster command: `dagster …`, `dagster-webserver`, `dagster-daemon`, or `python -m
+    dagster …` (its code servers and run workers)."""
+    return any(
+        os.path.basename(os.fsdecode(arg)).startswith("dagster") for arg in cmdline.split(b"\0")[:3]
+    )
+
+
+def _dagster_lineage() -> tuple[bool, dict[str, str] | None]:
+    """Whether this process is a Dagster command or runs under one, and the environment the
+    outermost Dagster command of its line was started with: the one that loaded a .env over
+    its environment, and started its code servers, daemon and run workers with what it
+    loaded (Linux's /proc, which changes to a process's environment do not touch). Where
+    /proc cannot be read: (True, None), taken as under Dagster, what it was started with
+    unknown."""
+    pid, outermost = os.getpid(), None
+    for _ in range(64):  # (up the parents, to the first that is no Dagster command)
+        cmdline = _proc(pid, "cmdline")
+        stat = _proc(pid, "stat")
+        if cmdline is None or stat is None:
+            break
+        if not _is_dagster(cmdline) and pid != os.getpid():
+            break
+        if _is_dagster(cmdline):
+            outermost = pid
+        pid = int(stat.rsplit(b")", 1)[1].split()[1])  # (the parent's pid)
+        if pid <= 1:
+            break
+    if _proc(os.getpid(), "environ") is None:
+        return True, None
+    if outermost is None:
+        return False, None
+    raw = _proc(outermost, "environ") or b""
     pairs = (os.fsdecode(item).partition("=") for item in raw.split(b"\0") if item)
-    return {name: value for name, _, value in pairs}
+    return True, {name: value for name, _, value in pairs}
 
 
 def undo_dagster_env_file() -> list[str]:
@@ -106,20 +139,27 @@ def undo_dagster_env_file() -> list[str]:
     someone else's server; an exported WDH_ENVIRONMENT=prod was turned back into dev by an
     .env holding .env.example's line).
 
-    Called where the code location is loaded, before the settings are read: a WDH_ variable
-    that file changed gets back the value this process was started with, and one it added
-    is removed unless the file is the settings' own .env. Where a parent process loaded a
-    folder's .env (its value inherited, so indistinguishable from an exported one) the code
-    location is refused rather than run on it. Returns the names put back or removed."""
+    Called where the code location is loaded, before the settings are read, in a Dagster
+    process (a code server `dagster dev` started inherits what it loaded): a WDH_ variable
+    that file changed gets back the value the outermost Dagster command was started with,
+    and one it added is removed unless the file is the settings' own .env (as that command
+    named it: a folder's .env naming itself WDH_ENV_FILE is still a folder's). Where what
+    the command was started with cannot be read (no /proc), a folder's .env that sets a
+    value the environment holds refuses the code location rather than run on it. Returns
+    the names put back or removed."""
     from dotenv import dotenv_values
 
     from workdatahub.errors import ConfigError
 
+    under_dagster, started = _dagster_lineage()
     here = Path.cwd() / ".env"
+    if not under_dagster:
+        return []
     try:
         if not here.is_file():
             return []
-        ours = here.resolve() == _env_file().resolve()
+        named = (started if started is not None else os.environ).get("WDH_ENV_FILE")
+        ours = here.resolve() == (Path(named) if named else PROJECT_ROOT / ".env").resolve()
         loaded = {
             name: value
             for name, value in dotenv_values(here, encoding="utf-8").items()
@@ -127,7 +167,6 @@ def undo_dagster_env_file() -> list[str]:
         }
     except (OSError, UnicodeDecodeError):
         return []  # (Dagster could not have read it either)
-    started = _started_with()
     undone, inherited = [], []
     for name, value in loaded.items():
         if os.environ.get(name) != value:

@@ -71,6 +71,17 @@ def _mutated(raw: dict[str, Any], change: Any) -> str:
             "column 'report_date2' derives from 'report_date', itself derived",
         ),
         (lambda d: d["columns"][3].update(type="float"), "columns.3.type"),
+        # a derivation's rule in `rules` (it reads two columns): a TypeError's traceback
+        (
+            lambda d: d["columns"][3].update(rules=["month_from_year_and_month"]),
+            "column 'plan_code': rule 'month_from_year_and_month' reads 2 columns: name it in "
+            "a `derive: {rule: month_from_year_and_month, from: [...]}`, not in `rules`",
+        ),
+        (
+            lambda d: d["columns"][2]["derive"].update(**{"from": ["report_year"]}),
+            "column 'report_date': rule 'month_from_year_and_month' derives from 2 column(s), "
+            "`from` names 1",
+        ),
         (lambda d: d.update(colums=[]), "colums"),
         (lambda d: d.update(max_reject_rate=2), "max_reject_rate"),
         (lambda d: d["columns"][3].update(name="load_id"), "reserved"),

@@ -11,6 +11,7 @@ A mistake gives one message naming the domain and the field.
 
 from __future__ import annotations
 
+import inspect
 import re
 import unicodedata
 from collections.abc import Callable, Hashable
@@ -230,7 +231,20 @@ class DomainSpec(_Model):
                         f"column {column.name!r} names unknown rule {rule!r} "
                         f"(known: {', '.join(sorted(RULES))})"
                     )
+            if column.derive is not None:
+                takes = len(inspect.signature(RULES[column.derive.rule]).parameters)
+                if takes != len(column.derive.from_):
+                    raise ValueError(
+                        f"column {column.name!r}: rule {column.derive.rule!r} derives from "
+                        f"{takes} column(s), `from` names {len(column.derive.from_)}"
+                    )
             for rule in column.rules:
+                takes = len(inspect.signature(RULES[rule]).parameters)
+                if takes != 1:  # (month_from_year_and_month: a derivation's rule)
+                    raise ValueError(
+                        f"column {column.name!r}: rule {rule!r} reads {takes} columns: name it "
+                        f"in a `derive: {{rule: {rule}, from: [...]}}`, not in `rules`"
+                    )
                 # a rule may read other columns by name (plan_code_default: plan_type); one
                 # the domain lacks failed every load with polars' ColumnNotFoundError
                 output = RULES[rule](pl.col(column.name))

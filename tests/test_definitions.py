@@ -427,3 +427,9 @@ def test_a_mart_month_is_recorded_by_whether_the_raw_months_it_reads_are_loaded(
     assert months_not_to_record(summary, manifest, raw, count) == {
         "2024-02": "built without fct_annuity_income's rows"
     }
+
+    # built empty from its loaded month, and recorded so: the summary is recorded too
+    def income_recorded(parent: dict[str, object], month: str) -> bool:
+        return parent["name"] == "fct_annuity_income" and month == "2024-02"
+
+    assert months_not_to_record(summary, manifest, raw, count, income_recorded) == {}

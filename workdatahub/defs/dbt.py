@@ -319,10 +319,13 @@ def months_not_to_record(
     manifest: Mapping[str, Any],
     raw_months: Mapping[tuple[str, str], str],
     count: Callable[[str, str, str], dict[str, int]],
+    recorded: Callable[[Mapping[str, Any], str], bool] = lambda parent, month: False,
 ) -> dict[str, str]:
     """Each month of a mart `node` just built not to record as materialised, and why: a raw
     table it reads (`raw_months`: each raw table's month column) has no rows for the month,
-    or a mart it is built from has none. `count(schema, table, column)`: rows per month."""
+    or a mart it is built from has none and is not `recorded` for it (built empty from
+    loaded months: a filter no row passes). `count(schema, table, column)`: rows per
+    month."""
     why: dict[str, str] = {}
     for schema, table in _raw_read(node, manifest, raw_months):
         for month, rows in count(schema, table, raw_months[schema, table]).items():
@@ -334,8 +337,8 @@ def months_not_to_record(
         if column is None:  # (a view, a seed: no months of its own)
             continue
         for month, rows in count(parent["schema"], parent["alias"], column).items():
-            if not rows:
-                why.setdefault(month, f"built without {parent['name']}'s rows")
+            if not rows and month not in why and not recorded(parent, month):
+                why[month] = f"built without {parent['name']}'s rows"
     return why
 
 
@@ -373,6 +376,18 @@ def _with_month_rows(
                 seen[schema, table] = rows_by_month(opened[0], schema, table, column, months)
             return seen[schema, table]
 
+        done: set[tuple[str, str]] = set()  # (mart, month) recorded by this step
+
+        def recorded(parent: Mapping[str, Any], month: str) -> bool:
+            """Recorded as materialised for `month`, by this step or a run before it."""
+            if (parent["unique_id"], month) in done:
+                return True
+            key = translator.get_asset_key(parent)
+            found = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[month]), limit=1
+            )
+            return bool(found.records)
+
         for event in events:
             node: Mapping[str, Any] = {}
             if isinstance(event, dg.Output | dg.AssetMaterialization):
@@ -384,11 +399,12 @@ def _with_month_rows(
                 continue
             try:
                 counts = counted_table(node["schema"], node["alias"], column)
-                skipped = months_not_to_record(node, manifest, raw_months, counted_table)
+                skipped = months_not_to_record(node, manifest, raw_months, counted_table, recorded)
             except Exception as error:
                 context.log.warning(f"{node['name']}: rows per month not counted: {error}")
                 yield event
                 continue
+            done.update((node["unique_id"], month) for month in counts if month not in skipped)
             if not skipped:
                 yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
                 continue

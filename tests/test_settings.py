@@ -420,13 +420,15 @@ def test_outside_dagster_a_folders_dotenv_is_left_to_the_settings(
     assert os.environ["WDH_LOG_LEVEL"] == "INFO"
 
 
+@pytest.mark.parametrize("name", ["dagster-dev", "dg"])
 def test_a_code_server_is_given_back_what_the_dagster_command_was_started_with(
-    tmp_path: Path,
+    tmp_path: Path, name: str
 ) -> None:
-    """For real, on /proc: a command named like Dagster's (`dagster dev`) loads the .env
-    over its environment, then starts a process (its code server) that inherits what it
-    loaded; that process reads what the command was started with."""
-    command = tmp_path / "dagster-dev"
+    """For real, on /proc: a command named like Dagster's (`dagster dev`, `dg dev`) loads the
+    .env over its environment, then starts a process (its code server) that inherits what
+    it loaded; that process reads what the command was started with. (`dg launch` runs the
+    load in the `dg` process itself: taken for no Dagster command, it kept the .env's.)"""
+    command = tmp_path / name
     command.symlink_to(sys.executable)
     child = (
         "from workdatahub.settings import _dagster_lineage; "

@@ -95,11 +95,11 @@ def _proc(pid: int, part: str) -> bytes | None:
 
 
 def _is_dagster(cmdline: bytes) -> bool:
-    """A Dagster command: `dagster …`, `dagster-webserver`, `dagster-daemon`, or `python -m
-    dagster …` (its code servers and run workers)."""
-    return any(
-        os.path.basename(os.fsdecode(arg)).startswith("dagster") for arg in cmdline.split(b"\0")[:3]
-    )
+    """A Dagster command: `dagster …`, `dagster-webserver`, `dagster-daemon`, `python -m
+    dagster …` (its code servers and run workers), or `dg` (`dg launch` loads the .env and
+    runs in its own process; `dg dev` starts the rest)."""
+    names = [os.path.basename(os.fsdecode(arg)) for arg in cmdline.split(b"\0")[:3]]
+    return any(name.startswith("dagster") or name == "dg" for name in names)
 
 
 def _dagster_lineage() -> tuple[bool, dict[str, str] | None]:

@@ -77,6 +77,17 @@ def _mutated(raw: dict[str, Any], change: Any) -> str:
             "column 'plan_code': rule 'month_from_year_and_month' reads 2 columns: name it in "
             "a `derive: {rule: month_from_year_and_month, from: [...]}`, not in `rules`",
         ),
+        (  # a derivation's rule that reads another column by name: trustee has no plan_type
+            lambda d: d["columns"].append(
+                {
+                    "name": "pc",
+                    "type": "code",
+                    "derive": {"rule": "plan_code_default", "from": ["plan_code"]},
+                }
+            ),
+            "column 'pc': rule 'plan_code_default' reads column 'plan_type', which the domain "
+            "does not have",
+        ),
         (
             lambda d: d["columns"][2]["derive"].update(**{"from": ["report_year"]}),
             "column 'report_date': rule 'month_from_year_and_month' derives from 2 column(s), "

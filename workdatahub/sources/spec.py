@@ -141,6 +141,17 @@ class Discovery(_Model):
         return values
 
 
+def _reads_known(column: str, rule: str, output: Any, known: set[str]) -> None:
+    """A rule may read other columns by name (plan_code_default reads plan_type): one the
+    domain lacks failed every load with polars' ColumnNotFoundError."""
+    lacking = {n for e in (output.value, *output.errors) for n in e.meta.root_names()} - known
+    if lacking:
+        raise ValueError(
+            f"column {column!r}: rule {rule!r} reads column "
+            f"{', '.join(map(repr, sorted(lacking)))}, which the domain does not have"
+        )
+
+
 class DomainSpec(_Model):
     name: str
     description: str = ""
@@ -238,6 +249,8 @@ class DomainSpec(_Model):
                         f"column {column.name!r}: rule {column.derive.rule!r} derives from "
                         f"{takes} column(s), `from` names {len(column.derive.from_)}"
                     )
+                output = RULES[column.derive.rule](*map(pl.col, column.derive.from_))
+                _reads_known(column.name, column.derive.rule, output, known)
             for rule in column.rules:
                 takes = len(inspect.signature(RULES[rule]).parameters)
                 if takes != 1:  # (month_from_year_and_month: a derivation's rule)
@@ -245,16 +258,7 @@ class DomainSpec(_Model):
                         f"column {column.name!r}: rule {rule!r} reads {takes} columns: name it "
                         f"in a `derive: {{rule: {rule}, from: [...]}}`, not in `rules`"
                     )
-                # a rule may read other columns by name (plan_code_default: plan_type); one
-                # the domain lacks failed every load with polars' ColumnNotFoundError
-                output = RULES[rule](pl.col(column.name))
-                exprs = [output.value, *output.errors]
-                lacking = {n for e in exprs for n in e.meta.root_names()} - known
-                if lacking:
-                    raise ValueError(
-                        f"column {column.name!r}: rule {rule!r} reads column "
-                        f"{', '.join(map(repr, sorted(lacking)))}, which the domain does not have"
-                    )
+                _reads_known(column.name, rule, RULES[rule](pl.col(column.name)), known)
         return self
 
     @property

@@ -680,6 +680,8 @@ def test_the_same_file_is_not_appended_twice(month: Path, pg_url: str, fresh_tab
         ("postgresql://wdh:s3cr%zzet@127.0.0.1:5432/db", ["s3cr", "zzet"], "not a connection"),
         ("postgresql://wdh:p@ss%word@127.0.0.1:5432/db", ["ss%w", "p@ss"], "holds a raw @"),
         ("postgresql://wdh:pa/ss9@127.0.0.1:5432/db", ["pa/ss", "ss9"], "holds a raw /"),
+        ("postgresql://wdh:pa#ss9@127.0.0.1:5432/db", ["pa#ss", "ss9"], "raw #, which would be"),
+        ("postgresql://wdh:pa?ss9@127.0.0.1:5432/db", ["pa?ss", "ss9"], "raw ?, which would be"),
         ("host=127.0.0.1 user=u password=abc zzsecret dbname=db", ["abc", "zzsecret"], "not a"),
     ],
 )

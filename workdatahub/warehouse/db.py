@@ -78,9 +78,12 @@ def _ensure_database(admin: dict[str, object], name: str) -> None:
 _url_cache: dict[tuple[str, str], tuple[str, Path]] = {}
 
 
+_ESCAPED = {"/": "%2F", "?": "%3F", "#": "%23"}
+
+
 def _checked(url: str, variable: str) -> str:
-    """`url`, unless it is no connection string, or its user or password holds a raw @
-    or /: libpq would take the password's tail for the host (or its head for the port),
+    """`url`, unless it is no connection string, or its user or password holds a raw @,
+    /, ? or #: libpq would take the password's tail for the host (or its head for the port),
     and its errors, and the settings given to dbt and psql, would show it."""
     _, found, rest = url.partition("://")
     pieces = re.split(r"[/?#]", rest, maxsplit=1) if found else [""]
@@ -91,9 +94,10 @@ def _checked(url: str, variable: str) -> str:
             "host; write it %40 (and a % as %25)"
         )
     if "@" not in authority and "@" in re.split(r"[?#]", after, maxsplit=1)[0]:
+        raw = rest[len(authority)]  # (the / ? or # that ended the host too early)
         raise ConfigError(
-            f"{variable}: the user or password holds a raw /, which would be read as the "
-            "end of the host; write it %2F (and a % as %25)"
+            f"{variable}: the user or password holds a raw {raw}, which would be read as the "
+            f"end of the host; write it {_ESCAPED[raw]} (and a % as %25)"
         )
     try:
         ports = str(conninfo.conninfo_to_dict(url).get("port") or "")

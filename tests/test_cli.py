@@ -476,6 +476,30 @@ def test_the_demo_keeps_out_of_a_named_warehouse_unless_asked(
     assert not (tmp_path / "sample").exists()
 
 
+@pytest.mark.parametrize(
+    ("env", "json_line"),
+    [
+        ({"WDH_ENVIRONMENT": "prod"}, True),
+        ({"WDH_ENVIRONMENT": "prod", "WDH_LOG_FORMAT": "console"}, False),
+        ({"WDH_LOG_FORMAT": "json"}, True),
+        ({}, False),
+    ],
+)
+def test_a_wrong_setting_is_said_in_the_log_format_the_environment_asks_for(
+    env: dict[str, str], json_line: bool
+) -> None:
+    """Production's log collector reads JSON lines: a wrong setting there was a line of
+    text, the format being a setting too. It is taken from the variables themselves."""
+    done = wdh("history", env={**env, "WDH_LOG_LEVEL": "LOUD"})
+    assert done.returncode == 2
+    said = "invalid setting WDH_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"
+    if json_line:
+        line = json.loads(done.stderr)
+        assert line["event"].startswith(said) and line["exit_code"] == 2
+    else:
+        assert done.stderr.startswith(f"wdh: error: {said}")
+
+
 def test_the_demo_in_production_without_a_warehouse_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

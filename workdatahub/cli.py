@@ -60,8 +60,13 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _json_logs() -> bool:
     try:
         return get_settings().json_logs
-    except Exception:  # (a wrong setting: the line that says so is text)
-        return False
+    except Exception:
+        # a wrong setting: the line that says so follows the two variables themselves, as
+        # far as they can be read (production's wrong WDH_LOG_LEVEL is still a JSON line)
+        shown = os.environ.get("WDH_LOG_FORMAT", "auto").strip().lower()
+        if shown in ("json", "console"):
+            return shown == "json"
+        return os.environ.get("WDH_ENVIRONMENT", "").strip() == "prod"
 
 
 @contextlib.contextmanager

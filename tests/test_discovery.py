@@ -490,7 +490,8 @@ def test_an_xls_correction_in_a_version_folder_further_down_is_no_silent_fallbac
 ) -> None:
     """A V2 beside the file it corrects (受托部/V2) is no version folder discovery reads as
     one; saved as .xls, the correction was listed as "the .xlsx beside it is loaded" and the
-    older workbook loaded. As for an .xlsx there: an error saying where it goes."""
+    older workbook loaded. It is a candidate, as an .xlsx there is: the error says where it
+    goes (and once there, that an .xls is to be saved as .xlsx)."""
     spec = sources.domain("trustee_performance")
     xlsx = _trustee(tmp_path, "受托部", WORKBOOK)
     xls = _xls(trustee_folder(tmp_path, "202411", "受托部", "V2", "2024年11月受托业绩.xls"))
@@ -498,10 +499,9 @@ def test_an_xls_correction_in_a_version_folder_further_down_is_no_silent_fallbac
         discover(spec, NOV, tmp_path)
     base = trustee_folder(tmp_path, "202411")
     assert str(error.value) == (
-        f"trustee_performance 2024-11: {xlsx} and {xls}, an old Excel 97-2003 .xls workbook in "
-        "a version folder, expected one workbook: if the .xls is the correction, open it in "
-        f"Excel and save it as .xlsx in a V<n> folder directly in {base}, not in {xls.parent}; "
-        "else remove it"
+        f"trustee_performance 2024-11: 2 candidate files in {base}, expected one: {xlsx}; "
+        f"{xls} (keep one; a correction goes in a V<n> folder directly in {base}, not in "
+        f"{xls.parent})"
     )
 
 

@@ -423,29 +423,27 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
     else:
         chosen = base_found
 
+    # an .xls a recursive walk finds in a V<n> folder further down is a correction put in
+    # the wrong place: a candidate, as an .xlsx there is; one in another folder (an archive's)
+    # is left, and one beside the .xlsx is what Excel's "Save As .xlsx" leaves behind
+    beside = {p.parent for p in chosen.matched}
+    misplaced = [
+        p
+        for p in chosen.legacy
+        if chosen.matched and chosen_version is None and p.parent not in beside
+        if _in_version_folder(p, base)
+    ]
     if chosen.legacy and chosen.matched:
-        # (a recursive walk finds .xls files in other folders than the .xlsx: an archive's
-        # are left, a V<n> folder's is a correction put in the wrong place)
-        beside = {p.parent for p in chosen.matched}
-        nested = [p for p in chosen.legacy if p.parent not in beside and chosen_version is None]
-        nested = [p for p in nested if _in_version_folder(p, base)]
-        if nested:
-            raise InputError(
-                f"{spec.name} {period:%Y-%m}: {printable(chosen.matched[0])} and "
-                f"{printable(nested[0])}, an old Excel 97-2003 .xls workbook in a version "
-                "folder, expected one workbook: if the .xls is the correction, open it in Excel "
-                f"and save it as .xlsx in a V<n> folder directly in {printable(base)}, not in "
-                f"{printable(nested[0].parent)}; else remove it"
-            )
         result.ignored.extend(
             Ignored(
                 p,
                 "old .xls workbook, not read; the .xlsx beside it is loaded"
-                if p.parent in beside  # (Excel's "Save As .xlsx" leaves the .xls behind)
+                if p.parent in beside
                 else f"old .xls workbook in another folder, not read; {chosen.matched[0].name} "
                 "is loaded",
             )
             for p in chosen.legacy
+            if p not in misplaced
         )
     elif chosen.legacy:
         listed = "; ".join(printable(p) for p in sorted(chosen.legacy))
@@ -471,13 +469,14 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
         raise (InputError if refused else NoWorkbookError)(
             f"{spec.name} {period:%Y-%m}: no file matching {patterns} in {printable(base)}{why}"
         )
-    if len(chosen.matched) > 1:
-        listed = "; ".join(printable(p) for p in sorted(chosen.matched))
+    competing = sorted(chosen.matched + misplaced)
+    if len(competing) > 1:
+        listed = "; ".join(printable(p) for p in competing)
         # (in the base folder: the other may be a correction, which has a folder of its own;
         # one in a V<n> folder further down, beside the file it corrects, is not in it)
         hint = ")"
         if spec.discovery.version_folders and chosen_version is None:
-            nested = [p.parent for p in sorted(chosen.matched) if _in_version_folder(p, base)]
+            nested = [p.parent for p in competing if _in_version_folder(p, base)]
             hint = (
                 f"; a correction goes in a V<n> folder directly in {printable(base)}, not in "
                 f"{printable(nested[0])})"
@@ -485,7 +484,7 @@ def discover(spec: DomainSpec, period: date, data_dir: Path) -> DiscoveryResult:
                 else "; a correction goes in a V<n> folder)"
             )
         raise InputError(
-            f"{spec.name} {period:%Y-%m}: {len(chosen.matched)} candidate files in "
+            f"{spec.name} {period:%Y-%m}: {len(competing)} candidate files in "
             f"{printable(chosen_folder)}, expected one: {listed} (keep one{hint}"
         )
     path = chosen.matched[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -71,13 +72,13 @@ _CRON = re.compile(
 )
 
 
-def _env_file() -> Path:
+def _env_file(environ: Mapping[str, str] = os.environ) -> Path:
     """The .env the settings read, asked each time they are made: WDH_ENV_FILE (an absolute
     path to an existing file: relative, it would be read from whatever folder a command
     runs in), else the project's own."""
     from workdatahub.errors import ConfigError, printable
 
-    named = os.environ.get("WDH_ENV_FILE")
+    named = environ.get("WDH_ENV_FILE")
     if not named:
         return PROJECT_ROOT / ".env"
     if not (Path(named).is_absolute() and Path(named).is_file()):
@@ -109,21 +110,21 @@ def _dagster_lineage() -> tuple[bool, dict[str, str] | None]:
     loaded (Linux's /proc, which changes to a process's environment do not touch). Where
     /proc cannot be read: (True, None), taken as under Dagster, what it was started with
     unknown."""
-    pid, outermost = os.getpid(), None
+    me = os.getpid()
+    if _proc(me, "environ") is None:
+        return True, None
+    pid, outermost = me, None
     for _ in range(64):  # (up the parents, to the first that is no Dagster command)
-        cmdline = _proc(pid, "cmdline")
-        stat = _proc(pid, "stat")
+        cmdline, stat = _proc(pid, "cmdline"), _proc(pid, "stat")
         if cmdline is None or stat is None:
-            break
-        if not _is_dagster(cmdline) and pid != os.getpid():
             break
         if _is_dagster(cmdline):
             outermost = pid
+        elif pid != me:
+            break
         pid = int(stat.rsplit(b")", 1)[1].split()[1])  # (the parent's pid)
         if pid <= 1:
             break
-    if _proc(os.getpid(), "environ") is None:
-        return True, None
     if outermost is None:
         return False, None
     raw = _proc(outermost, "environ") or b""
@@ -158,8 +159,7 @@ def undo_dagster_env_file() -> list[str]:
     try:
         if not here.is_file():
             return []
-        named = (started if started is not None else os.environ).get("WDH_ENV_FILE")
-        ours = here.resolve() == (Path(named) if named else PROJECT_ROOT / ".env").resolve()
+        ours = here.resolve() == _env_file(os.environ if started is None else started).resolve()
         loaded = {
             name: value
             for name, value in dotenv_values(here, encoding="utf-8").items()
@@ -171,16 +171,16 @@ def undo_dagster_env_file() -> list[str]:
     for name, value in loaded.items():
         if os.environ.get(name) != value:
             continue  # not (or no longer) the file's value
-        if started is not None and name in started and started[name] != value:
-            os.environ[name] = started[name]
-        elif started is not None and name not in started and not ours:
+        if started is None:  # (exported or loaded: not known)
+            if not ours:
+                inherited.append(name)
+        elif name in started:
+            if started[name] != value:
+                os.environ[name] = started[name]
+                undone.append(name)
+        elif not ours:  # (the settings' own .env they read anyway)
             del os.environ[name]
-        elif not ours:
-            inherited.append(name)
-            continue
-        else:
-            continue  # the settings' own .env, as they would read it
-        undone.append(name)
+            undone.append(name)
     if inherited:
         raise ConfigError(
             f"{here} sets {', '.join(sorted(inherited))}: Dagster loads the .env of the folder "
@@ -188,7 +188,8 @@ def undo_dagster_env_file() -> list[str]:
             "Dagster from another folder (`make dev` starts it in WDH_HOME/dagster), or remove "
             "those lines"
         )
-    get_settings.cache_clear()
+    if undone:
+        get_settings.cache_clear()
     return sorted(undone)
 
 

@@ -141,9 +141,25 @@ class Discovery(_Model):
         return values
 
 
-def _reads_known(column: str, rule: str, output: Any, known: set[str]) -> None:
-    """A rule may read other columns by name (plan_code_default reads plan_type): one the
-    domain lacks failed every load with polars' ColumnNotFoundError."""
+def _check_rule(column: str, rule: str, reads: list[str], known: set[str], derive: bool) -> None:
+    """`rule` applied to the columns `reads` (a column's own value, or a derivation's
+    `from`): as many as it takes (a two-column rule in `rules` raised a TypeError), and
+    every other column it reads by name the domain's (plan_code_default reads plan_type:
+    one the domain lacks failed every load with polars' ColumnNotFoundError)."""
+    import polars as pl
+
+    from workdatahub.cleansing.rules import RULES
+
+    takes = len(inspect.signature(RULES[rule]).parameters)
+    if takes != len(reads):
+        raise ValueError(
+            f"column {column!r}: rule {rule!r} derives from {takes} column(s), `from` names "
+            f"{len(reads)}"
+            if derive
+            else f"column {column!r}: rule {rule!r} reads {takes} columns: name it in a "
+            f"`derive: {{rule: {rule}, from: [...]}}`, not in `rules`"
+        )
+    output = RULES[rule](*map(pl.col, reads))
     lacking = {n for e in (output.value, *output.errors) for n in e.meta.root_names()} - known
     if lacking:
         raise ValueError(
@@ -230,8 +246,6 @@ class DomainSpec(_Model):
                         f"header {header!r} is claimed by {headers[header]!r} and {column.name!r}"
                     )
                 headers[header] = column.name
-        import polars as pl
-
         from workdatahub.cleansing.rules import RULES
 
         for column in self.columns:
@@ -243,22 +257,10 @@ class DomainSpec(_Model):
                         f"(known: {', '.join(sorted(RULES))})"
                     )
             if column.derive is not None:
-                takes = len(inspect.signature(RULES[column.derive.rule]).parameters)
-                if takes != len(column.derive.from_):
-                    raise ValueError(
-                        f"column {column.name!r}: rule {column.derive.rule!r} derives from "
-                        f"{takes} column(s), `from` names {len(column.derive.from_)}"
-                    )
-                output = RULES[column.derive.rule](*map(pl.col, column.derive.from_))
-                _reads_known(column.name, column.derive.rule, output, known)
+                derived = list(column.derive.from_)
+                _check_rule(column.name, column.derive.rule, derived, known, derive=True)
             for rule in column.rules:
-                takes = len(inspect.signature(RULES[rule]).parameters)
-                if takes != 1:  # (month_from_year_and_month: a derivation's rule)
-                    raise ValueError(
-                        f"column {column.name!r}: rule {rule!r} reads {takes} columns: name it "
-                        f"in a `derive: {{rule: {rule}, from: [...]}}`, not in `rules`"
-                    )
-                _reads_known(column.name, rule, RULES[rule](pl.col(column.name)), known)
+                _check_rule(column.name, rule, [column.name], known, derive=False)
         return self
 
     @property

@@ -103,24 +103,21 @@ def refuse_a_named_warehouse(periods: list[date], named_warehouse: bool) -> None
     from workdatahub.warehouse.db import masked_url
 
     settings = get_settings()
-    if settings.environment == "prod" and settings.embedded and settings.dbt_database_url is None:
-        # (refused later by the migrations too, but after the samples were written: into the
-        # operators' share, given as --data-dir, their V2 folders would win over the month's)
-        raise ConfigError(
-            "wdh demo never runs in production (WDH_ENVIRONMENT=prod), nor does the embedded "
-            "Postgres"
-        )
+    where = None
     if settings.dbt_database_url is not None:  # (dbt would build the demo's models there)
         named = mask_url(settings.dbt_database_url.get_secret_value())
         where = f"WDH_DBT_DATABASE_URL names {named}, not the embedded Postgres"
     elif not settings.embedded:
         where = f"WDH_DATABASE_URL names {masked_url()}, not the embedded Postgres"
-    else:
-        return
-    months = compact([period_key(period) for period in periods])
     if settings.environment == "prod":
-        raise ConfigError(f"wdh demo never runs in production (WDH_ENVIRONMENT=prod): {where}")
-    if not named_warehouse:
+        # (before a sample is written: into the operators' share, given as --data-dir, their
+        # V2 folders would win over the month's)
+        raise ConfigError(
+            "wdh demo never runs in production (WDH_ENVIRONMENT=prod)"
+            + (f": {where}" if where else ", nor does the embedded Postgres")
+        )
+    if where is not None and not named_warehouse:
+        months = compact([period_key(period) for period in periods])
         raise ConfigError(
             f"wdh demo replaces {months} of every domain with synthetic rows, and {where}: "
             "unset it to use the embedded one, or pass --named-warehouse"

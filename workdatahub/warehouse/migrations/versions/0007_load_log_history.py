@@ -26,6 +26,19 @@ branch_labels = None
 depends_on = None
 
 
+def _as_loader(statement: str) -> None:
+    """`statement` on the loader's rights, where the role exists (0003 makes it)."""
+    op.execute(
+        f"""
+        do $$ begin
+            if exists (select 1 from pg_roles where rolname = 'wdh_loader') then
+                {statement};
+            end if;
+        end $$
+        """
+    )
+
+
 def upgrade() -> None:
     op.execute(
         """
@@ -60,26 +73,10 @@ def upgrade() -> None:
         "create trigger load_log_keeps_history before update on wdh.load_log "
         "for each row execute function wdh.load_log_keeps_history()"
     )
-    op.execute(
-        """
-        do $$ begin
-            if exists (select 1 from pg_roles where rolname = 'wdh_loader') then
-                revoke update on wdh.data_quality_metrics from wdh_loader;
-            end if;
-        end $$
-        """
-    )
+    _as_loader("revoke update on wdh.data_quality_metrics from wdh_loader")
 
 
 def downgrade() -> None:
-    op.execute(
-        """
-        do $$ begin
-            if exists (select 1 from pg_roles where rolname = 'wdh_loader') then
-                grant update on wdh.data_quality_metrics to wdh_loader;
-            end if;
-        end $$
-        """
-    )
+    _as_loader("grant update on wdh.data_quality_metrics to wdh_loader")
     op.execute("drop trigger if exists load_log_keeps_history on wdh.load_log")
     op.execute("drop function if exists wdh.load_log_keeps_history()")

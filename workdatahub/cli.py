@@ -158,6 +158,18 @@ data_dir_option = click.option(
     help="root of the monthly folders (default: WDH_DATA_DIR)",
 )
 
+# `wdh sample` and `wdh demo` write the same workbooks
+sample_months = click.option(
+    "--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM"
+)
+sample_rows = click.option(
+    "--rows",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 2_000_000),
+    help="data rows per sheet",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
@@ -685,14 +697,8 @@ def env() -> None:
 
 
 @cli.command()
-@click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
-@click.option(
-    "--rows",
-    default=200,
-    show_default=True,
-    type=click.IntRange(1, 2_000_000),
-    help="data rows per sheet",
-)
+@sample_months
+@sample_rows
 @click.option(
     "--seed", default=7, show_default=True, help="the same seed writes the same workbooks"
 )
@@ -728,14 +734,8 @@ def sample(
 
 
 @cli.command()
-@click.option("--months", default="2024-01..2024-03", show_default=True, help="YYYY-MM..YYYY-MM")
-@click.option(
-    "--rows",
-    default=200,
-    show_default=True,
-    type=click.IntRange(1, 2_000_000),
-    help="data rows per sheet",
-)
+@sample_months
+@sample_rows
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="default: data/sample"
 )

@@ -544,6 +544,25 @@ def test_failed_run_and_failed_check_are_alerted(
     assert "failed checks: trustee_performance check reject_rate failed" in run_alert
 
 
+def _failed_month(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    asset: list[str],
+    data_dir: Path | None = None,
+) -> Any:
+    """February's monthly_refresh run of `asset` (reading `data_dir`), which must fail."""
+    config = {"data_dir": str(data_dir)} if data_dir else {}
+    result = defs.resolve_job_def("monthly_refresh").execute_in_process(
+        partition_key="2024-02",
+        instance=instance,
+        asset_selection=[dg.AssetKey(asset)],
+        run_config={"resources": {"warehouse": {"config": config}}} if config else None,
+        raise_on_error=False,
+    )
+    assert not result.success
+    return result
+
+
 def _run_alert(defs: dg.Definitions, instance: dg.DagsterInstance, result: Any) -> Alert:
     """The failure sensor's alert for the finished run `result`."""
     sent: list[Alert] = []
@@ -568,13 +587,7 @@ def test_a_bad_setting_fails_the_raw_step_in_one_line(
     reset_settings()
     try:
         with dg.instance_for_test() as instance:
-            result = defs.resolve_job_def("monthly_refresh").execute_in_process(
-                partition_key="2024-02",
-                instance=instance,
-                asset_selection=[dg.AssetKey(["raw", "trustee_performance"])],
-                run_config={"resources": {"warehouse": {"config": {"data_dir": str(tmp_path)}}}},
-                raise_on_error=False,
-            )
+            result = _failed_month(defs, instance, ["raw", "trustee_performance"], tmp_path)
             (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
             assert failure.step_failure_data.error.cls_name == "Failure"
             alert = _run_alert(defs, instance, result)
@@ -604,13 +617,7 @@ def test_a_failed_dbt_step_is_alerted_with_dbts_error(
     reset_settings()
     try:
         with dg.instance_for_test() as instance:
-            result = defs.resolve_job_def("monthly_refresh").execute_in_process(
-                partition_key="2024-02",
-                instance=instance,
-                asset_selection=[dg.AssetKey(["staging", "stg_trustee_performance"])],
-                raise_on_error=False,
-            )
-            assert not result.success
+            result = _failed_month(defs, instance, ["staging", "stg_trustee_performance"])
             alert = _run_alert(defs, instance, result)
     finally:
         monkeypatch.undo()

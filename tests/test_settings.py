@@ -354,7 +354,6 @@ def test_the_environment_wins_over_the_settings_own_dotenv_under_dagster_too(
     .env alone sets stays, as the settings read it anyway."""
     from workdatahub.settings import get_settings, reset_settings, undo_dagster_env_file
 
-    monkeypatch.setenv("WDH_ENV_FILE", str(tmp_path / ".env"))
     _dagster_loaded(
         tmp_path,
         "WDH_ENVIRONMENT=dev\nWDH_PARTITIONS_START=2023-01\n",

@@ -78,9 +78,6 @@ def _ensure_database(admin: dict[str, object], name: str) -> None:
 _url_cache: dict[tuple[str, str], tuple[str, Path]] = {}
 
 
-_ESCAPED = {"/": "%2F", "?": "%3F", "#": "%23"}
-
-
 def _checked(url: str, variable: str) -> str:
     """`url`, unless it is no connection string, or its user or password holds a raw @,
     /, ? or #: libpq would take the password's tail for the host (or its head for the port),
@@ -97,7 +94,7 @@ def _checked(url: str, variable: str) -> str:
         raw = rest[len(authority)]  # (the / ? or # that ended the host too early)
         raise ConfigError(
             f"{variable}: the user or password holds a raw {raw}, which would be read as the "
-            f"end of the host; write it {_ESCAPED[raw]} (and a % as %25)"
+            f"end of the host; write it {quote(raw, safe='')} (and a % as %25)"
         )
     try:
         ports = str(conninfo.conninfo_to_dict(url).get("port") or "")

@@ -376,11 +376,11 @@ def _with_month_rows(
                 seen[schema, table] = rows_by_month(opened[0], schema, table, column, months)
             return seen[schema, table]
 
-        done: set[tuple[str, str]] = set()  # (mart, month) recorded by this step
+        recorded_here: set[tuple[str, str]] = set()  # (mart, month) recorded by this step
 
         def recorded(parent: Mapping[str, Any], month: str) -> bool:
             """Recorded as materialised for `month`, by this step or a run before it."""
-            if (parent["unique_id"], month) in done:
+            if (parent["unique_id"], month) in recorded_here:
                 return True
             key = translator.get_asset_key(parent)
             found = context.instance.fetch_materializations(
@@ -404,7 +404,7 @@ def _with_month_rows(
                 context.log.warning(f"{node['name']}: rows per month not counted: {error}")
                 yield event
                 continue
-            done.update((node["unique_id"], month) for month in counts if month not in skipped)
+            recorded_here.update((node["unique_id"], m) for m in counts if m not in skipped)
             if not skipped:
                 yield event.with_metadata({**event.metadata, **_month_metadata(counts)})
                 continue
